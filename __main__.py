@@ -1,0 +1,66 @@
+"""forgestack: composition only. settings -> AWS layer -> services -> exports."""
+
+import pulumi
+import pulumi_aws as aws
+
+from components import settings as stack_settings
+from components.backups import Backups, BackupsArgs
+from components.constants import PROJECT
+from components.credentials import Credentials, CredentialsArgs
+from components.dns import Dns, DnsArgs
+from components.host import Host, HostArgs
+from components.network import Network, NetworkArgs
+
+settings = stack_settings.load()  # raises ConfigError before any resource exists
+
+hostnames = (settings.hostname("git"),)
+
+aws_opts = None
+if settings.is_aws:
+    # One explicit provider: every AWS resource gets the default tags and the stack's region.
+    provider = aws.Provider(
+        "aws", region=settings.region,
+        default_tags=aws.ProviderDefaultTagsArgs(tags={"project": PROJECT, "stack": settings.stack, "managed-by": "pulumi"}),
+    )
+    aws_opts = pulumi.ResourceOptions(providers={"aws": provider})
+
+credentials = Credentials(
+    "credentials", CredentialsArgs(store_in_secrets_manager=settings.is_aws, protect=settings.protect), aws_opts
+)
+
+if settings.is_aws:
+    network = Network(
+        "network",
+        NetworkArgs(settings.vpc_cidr, settings.admin_cidrs, settings.flow_log_retention_days),
+        aws_opts,
+    )
+    backups = Backups(
+        "backups",
+        BackupsArgs(settings.backup_retention_days, settings.backup_archive_after_days, settings.protect),
+        aws_opts,
+    )
+    assert credentials.secret is not None and credentials.key is not None
+    host = Host(
+        "host",
+        HostArgs(
+            instance_type=settings.instance_type, architecture=settings.architecture,
+            root_volume_gb=settings.root_volume_gb, data_volume_gb=settings.data_volume_gb,
+            subnet_id=network.subnet.id, availability_zone=network.availability_zone,
+            security_group_ids=network.security_group_ids,
+            backup_bucket_arn=backups.bucket.arn, backup_key_arn=backups.key.arn,
+            credentials_secret_arn=credentials.secret.arn, credentials_key_arn=credentials.key.arn,
+            ssh_public_key=settings.ssh_public_key, protect=settings.protect,
+        ),
+        aws_opts,
+    )
+    Dns("dns", DnsArgs(settings.hosted_zone, settings.domain, hostnames, host.elastic_ip.public_ip, settings.acme_email), aws_opts)
+
+    pulumi.export("hostPublicIp", host.elastic_ip.public_ip)
+    pulumi.export("instanceId", host.instance.id)
+    pulumi.export("vpcId", network.vpc.id)
+    pulumi.export("dataVolumeId", host.data_volume.id)
+    pulumi.export("backupBucketName", backups.bucket.bucket)
+    pulumi.export("credentialsSecretArn", credentials.secret.arn)
+    pulumi.export("ssmSessionCommand", host.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}"))
+
+pulumi.export("giteaUrl", f"https://{settings.hostname('git')}/")

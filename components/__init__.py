@@ -1,0 +1,1 @@
+"""forgestack's Pulumi components: settings, the AWS layer and the Docker-hosted services."""

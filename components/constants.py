@@ -1,0 +1,27 @@
+"""Facts that several components share. Each is defined here once and derived elsewhere."""
+
+from typing import Final
+
+PROJECT: Final = "forgestack"
+
+# Ports the host exposes. Git over SSH uses 2222 so that 22 stays for administration.
+HTTP_PORT: Final = 80
+HTTPS_PORT: Final = 443
+GIT_SSH_PORT: Final = 2222
+ADMIN_SSH_PORT: Final = 22
+
+# Where the host mounts the separate data volume; every stateful container keeps its data below it.
+DATA_MOUNT: Final = "/srv/forgestack"
+# The device name the data volume is attached as (on Nitro instances it shows up as NVMe,
+# found by its volume id; see files/mount-data-volume.sh).
+DATA_DEVICE_NAME: Final = "/dev/sdf"
+
+# Canonical's AWS account, the publisher of the official Ubuntu images.
+CANONICAL_OWNER_ID: Final = "099720109477"
+UBUNTU_RELEASE: Final = "noble"  # 24.04 LTS
+
+# The login user of the Ubuntu image; the operator's key is installed for it.
+HOST_USER: Final = "ubuntu"
+
+# Let's Encrypt, the only CA allowed by the CAA record.
+ACME_CA_DOMAIN: Final = "letsencrypt.org"

@@ -1,0 +1,86 @@
+"""Credentials: generated passwords and tokens, kept in one Secrets Manager secret on AWS."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Final
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+# Secret JSON key -> generated length. Gitea's SECRET_KEY and INTERNAL_TOKEN are generated once and
+# must never change (changing SECRET_KEY makes stored 2FA and OAuth secrets unreadable).
+CREDENTIAL_LENGTHS: Final = {
+    "postgresPassword": 32,
+    "giteaAdminPassword": 24,
+    "giteaSecretKey": 64,
+    "giteaInternalToken": 96,
+    "grafanaAdminPassword": 24,
+    "metricsToken": 48,
+}
+CREDENTIAL_KEYS: Final = tuple(CREDENTIAL_LENGTHS)
+
+
+@dataclass(frozen=True)
+class CredentialsArgs:
+    # False on the local stack: the values stay in the Pulumi state (encrypted) only.
+    store_in_secrets_manager: bool = True
+    protect: bool = False
+
+
+def key_policy(account_id: str) -> str:
+    """The account root administers the key; IAM policies (scoped to this key's ARN) grant use."""
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "AccountAdministersKeyThroughIam",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+            "Action": "kms:*",
+            "Resource": "*",
+        }],
+    })
+
+
+class Credentials(pulumi.ComponentResource):
+    """Random credentials of the forge; on AWS one KMS-encrypted Secrets Manager secret holds them as JSON."""
+
+    values: dict[str, pulumi.Output[str]]
+    secret: aws.secretsmanager.Secret | None
+    key: aws.kms.Key | None
+
+    def __init__(self, name: str, args: CredentialsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("forgestack:aws:Credentials", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
+
+        self.values = {}
+        for key, length in CREDENTIAL_LENGTHS.items():
+            # Letters and digits only: the values go into URLs, env files and ini files unescaped.
+            generated = random.RandomPassword(f"{name}-{key}", length=length, special=False, opts=child)
+            self.values[key] = pulumi.Output.secret(generated.result)
+
+        self.key = None
+        self.secret = None
+        if args.store_in_secrets_manager:
+            caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+            self.key = aws.kms.Key(
+                f"{name}-key", description="forgestack credentials secret", enable_key_rotation=True,
+                deletion_window_in_days=30, policy=caller.account_id.apply(key_policy), opts=stateful,
+            )
+            self.secret = aws.secretsmanager.Secret(
+                f"{name}-secret", description="forgestack credentials (JSON)", kms_key_id=self.key.arn,
+                opts=stateful,
+            )
+            aws.secretsmanager.SecretVersion(
+                f"{name}-secret-version", secret_id=self.secret.id,
+                secret_string=pulumi.Output.secret(pulumi.Output.json_dumps(self.values)),  # type: ignore[arg-type]
+                opts=child,
+            )
+
+        self.register_outputs({
+            "secretArn": self.secret.arn if self.secret else None,
+            "keyArn": self.key.arn if self.key else None,
+        })

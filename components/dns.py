@@ -1,0 +1,56 @@
+"""Dns: A records for every service hostname, and a CAA record for Let's Encrypt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.constants import ACME_CA_DOMAIN
+
+RECORD_TTL = 300
+
+
+@dataclass(frozen=True)
+class DnsArgs:
+    hosted_zone: str
+    domain: str
+    hostnames: tuple[str, ...]  # fully qualified, all under `domain`
+    public_ip: pulumi.Input[str]
+    acme_email: str
+
+
+def caa_records(acme_email: str) -> list[str]:
+    """Only Let's Encrypt may issue for the domain; no wildcard certificates; report to the operator."""
+    return [f'0 issue "{ACME_CA_DOMAIN}"', '0 issuewild ";"', f'0 iodef "mailto:{acme_email}"']
+
+
+class Dns(pulumi.ComponentResource):
+    records: dict[str, aws.route53.Record]
+
+    def __init__(self, name: str, args: DnsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("forgestack:aws:Dns", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        outside = [hostname for hostname in args.hostnames if not hostname.endswith("." + args.domain)]
+        if outside:
+            raise ValueError(f"hostnames outside {args.domain}: {outside}")
+        zone = aws.route53.get_zone_output(
+            name=args.hosted_zone, private_zone=False, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        self.zone_id: pulumi.Output[str] = zone.zone_id
+
+        self.records = {}
+        for hostname in args.hostnames:
+            label = hostname.removesuffix("." + args.domain).replace(".", "-")
+            self.records[hostname] = aws.route53.Record(
+                f"{name}-{label}-a", zone_id=self.zone_id, name=hostname, type="A", ttl=RECORD_TTL,
+                records=[args.public_ip], opts=child,
+            )
+        self.caa = aws.route53.Record(
+            f"{name}-caa", zone_id=self.zone_id, name=args.domain, type="CAA", ttl=RECORD_TTL,
+            records=caa_records(args.acme_email), opts=child,
+        )
+
+        self.register_outputs({"zoneId": self.zone_id, "hostnames": list(args.hostnames)})

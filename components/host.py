@@ -1,0 +1,171 @@
+"""Host: the EC2 instance that runs the containers, its data volume, Elastic IP and IAM role."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import pulumi
+import pulumi_aws as aws
+
+from components import templates
+from components.constants import CANONICAL_OWNER_ID, DATA_DEVICE_NAME, DATA_MOUNT, HOST_USER, UBUNTU_RELEASE
+from components.network import service_assume_role_policy
+
+# Docker Engine from Docker's apt repository, where old versions stay available (Ubuntu's own
+# archive keeps only the newest, so a pin there breaks). One version string for all three packages.
+DOCKER_ENGINE_VERSION: Final = "5:29.7.2-1~ubuntu.24.04~noble"
+CONTAINERD_VERSION: Final = "2.3.4-1~ubuntu.24.04~noble"
+DOCKER_APT_KEY_FINGERPRINT: Final = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
+# Containers log through json-file with rotation, so a chatty container cannot fill the disk.
+DOCKER_DAEMON_CONFIG: Final = {
+    "log-driver": "json-file",
+    "log-opts": {"max-size": "10m", "max-file": "5"},
+    "live-restore": True,  # containers keep running while dockerd restarts (package upgrades)
+}
+# IMDSv2 only, one hop: the host's processes (backup timer) reach the instance role; containers on
+# Docker's bridge network (one hop further) do not.
+METADATA_HOP_LIMIT: Final = 1
+SSM_CORE_POLICY_ARN: Final = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+
+
+@dataclass(frozen=True)
+class HostArgs:
+    instance_type: str
+    architecture: Literal["x86_64", "arm64"]
+    root_volume_gb: int
+    data_volume_gb: int
+    subnet_id: pulumi.Input[str]
+    availability_zone: pulumi.Input[str]
+    security_group_ids: Sequence[pulumi.Input[str]]
+    backup_bucket_arn: pulumi.Input[str]
+    backup_key_arn: pulumi.Input[str]
+    credentials_secret_arn: pulumi.Input[str]
+    credentials_key_arn: pulumi.Input[str]
+    ssh_public_key: str = ""
+    protect: bool = False
+
+
+def ami_name_pattern(architecture: Literal["x86_64", "arm64"]) -> str:
+    deb_architecture = "amd64" if architecture == "x86_64" else "arm64"
+    return f"ubuntu/images/hvm-ssd-gp3/ubuntu-{UBUNTU_RELEASE}-24.04-{deb_architecture}-server-*"
+
+
+def render_user_data(data_volume_id: str, architecture: Literal["x86_64", "arm64"], ssh_public_key: str = "") -> str:
+    """cloud-init user data: Docker Engine, the data volume mounted at DATA_MOUNT. No secrets."""
+    return templates.render(
+        "cloud-init.yaml.j2",
+        deb_architecture="amd64" if architecture == "x86_64" else "arm64",
+        docker_apt_key_fingerprint=DOCKER_APT_KEY_FINGERPRINT,
+        packages=[
+            ("docker-ce", DOCKER_ENGINE_VERSION),
+            ("docker-ce-cli", DOCKER_ENGINE_VERSION),
+            ("containerd.io", CONTAINERD_VERSION),
+        ],
+        ssh_public_key=ssh_public_key,
+        docker_daemon_json=json.dumps(DOCKER_DAEMON_CONFIG, indent=2),
+        mount_script=templates.read("mount-data-volume.sh"),
+        data_volume_id=data_volume_id,
+        data_mount=DATA_MOUNT,
+        host_user=HOST_USER,
+    )
+
+
+def host_policy(bucket_arn: str, backup_key_arn: str, secret_arn: str, secret_key_arn: str) -> str:
+    """Least privilege: this bucket, this secret, these keys; no wildcard action, no delete."""
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ReadCredentials", "Effect": "Allow",
+             "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"], "Resource": secret_arn},
+            {"Sid": "DecryptCredentials", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": secret_key_arn},
+            {"Sid": "ListBackups", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
+            # No s3:DeleteObject: retention is the bucket's lifecycle rules, so a compromised host
+            # cannot erase the backups.
+            {"Sid": "ReadWriteBackups", "Effect": "Allow",
+             "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], "Resource": f"{bucket_arn}/*"},
+            {"Sid": "EncryptBackups", "Effect": "Allow",
+             "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": backup_key_arn},
+        ],
+    })
+
+
+class Host(pulumi.ComponentResource):
+    """An Ubuntu 24.04 EC2 instance with Docker, a separate encrypted data volume and an Elastic IP."""
+
+    instance: aws.ec2.Instance
+    data_volume: aws.ebs.Volume
+    elastic_ip: aws.ec2.Eip
+    role: aws.iam.Role
+
+    def __init__(self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("forgestack:aws:Host", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        ami = aws.ec2.get_ami_output(
+            most_recent=True, owners=[CANONICAL_OWNER_ID],
+            filters=[
+                aws.ec2.GetAmiFilterArgs(name="name", values=[ami_name_pattern(args.architecture)]),
+                aws.ec2.GetAmiFilterArgs(name="architecture", values=[args.architecture]),
+                aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"]),
+            ],
+            opts=pulumi.InvokeOutputOptions(parent=self),
+        )
+
+        self.role = aws.iam.Role(
+            f"{name}-role", assume_role_policy=service_assume_role_policy("ec2.amazonaws.com"), opts=child
+        )
+        aws.iam.RolePolicyAttachment(f"{name}-ssm-core", role=self.role.name, policy_arn=SSM_CORE_POLICY_ARN, opts=child)
+        self.policy = aws.iam.RolePolicy(
+            f"{name}-policy", role=self.role.id,
+            policy=pulumi.Output.all(
+                args.backup_bucket_arn, args.backup_key_arn, args.credentials_secret_arn, args.credentials_key_arn
+            ).apply(lambda arns: host_policy(*arns)),
+            opts=child,
+        )
+        profile = aws.iam.InstanceProfile(f"{name}-profile", role=self.role.name, opts=child)
+
+        # The data volume outlives instance replacement; in prod it is protected from deletion.
+        self.data_volume = aws.ebs.Volume(
+            f"{name}-data", availability_zone=args.availability_zone, size=args.data_volume_gb, type="gp3",
+            encrypted=True, tags={"Name": f"{name}-data", "forgestack:role": "data"},
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+
+        self.instance = aws.ec2.Instance(
+            f"{name}-instance",
+            ami=ami.id,
+            instance_type=args.instance_type,
+            subnet_id=args.subnet_id,
+            vpc_security_group_ids=args.security_group_ids,
+            iam_instance_profile=profile.name,
+            monitoring=True,  # detailed (1-minute) CloudWatch metrics
+            ebs_optimized=True,
+            disable_api_termination=args.protect,
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=METADATA_HOP_LIMIT,
+            ),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+                volume_type="gp3", volume_size=args.root_volume_gb, encrypted=True, delete_on_termination=True,
+            ),
+            user_data=self.data_volume.id.apply(
+                lambda volume_id: render_user_data(volume_id, args.architecture, args.ssh_public_key)
+            ),
+            tags={"Name": f"{name}-instance"},
+            # A newer Ubuntu image must not replace the host; upgrades happen in place.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
+        )
+        aws.ec2.VolumeAttachment(
+            f"{name}-data-attachment", device_name=DATA_DEVICE_NAME, volume_id=self.data_volume.id,
+            instance_id=self.instance.id, stop_instance_before_detaching=True, opts=child,
+        )
+        self.elastic_ip = aws.ec2.Eip(f"{name}-eip", domain="vpc", instance=self.instance.id, opts=child)
+
+        self.register_outputs({
+            "instanceId": self.instance.id,
+            "publicIp": self.elastic_ip.public_ip,
+            "dataVolumeId": self.data_volume.id,
+            "roleArn": self.role.arn,
+        })

@@ -1,0 +1,165 @@
+"""Network: VPC, one public subnet, flow logs and the host's security groups."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.constants import ADMIN_SSH_PORT, GIT_SSH_PORT, HTTP_PORT, HTTPS_PORT
+
+ANYWHERE = "0.0.0.0/0"
+
+
+@dataclass(frozen=True)
+class IngressRule:
+    """One inbound rule of a host security group."""
+
+    port: int
+    cidr: str
+    description: str
+
+
+@dataclass(frozen=True)
+class NetworkArgs:
+    vpc_cidr: str
+    admin_cidrs: tuple[str, ...] = ()
+    flow_log_retention_days: int = 14
+
+
+def public_subnet_cidr(vpc_cidr: str) -> str:
+    """The first /24 of the VPC (the whole VPC when it is a /24): room for the host and later growth."""
+    network = ipaddress.IPv4Network(vpc_cidr)
+    return str(next(network.subnets(new_prefix=max(network.prefixlen, 24))))
+
+
+def host_ingress_rules(admin_cidrs: tuple[str, ...]) -> dict[str, tuple[IngressRule, ...]]:
+    """Security group name -> inbound rules. Admin SSH exists only when admin networks are given.
+
+    The VPC is IPv4-only, so there are no IPv6 rules.
+    """
+    rules: dict[str, tuple[IngressRule, ...]] = {
+        "web": (
+            IngressRule(HTTP_PORT, ANYWHERE, "HTTP from anywhere (redirect to HTTPS, ACME challenge)"),
+            IngressRule(HTTPS_PORT, ANYWHERE, "HTTPS from anywhere"),
+        ),
+        "git-ssh": (IngressRule(GIT_SSH_PORT, ANYWHERE, "git over SSH from anywhere"),),
+    }
+    if admin_cidrs:
+        rules["admin-ssh"] = tuple(
+            IngressRule(ADMIN_SSH_PORT, cidr, f"administrative SSH from {cidr}") for cidr in admin_cidrs
+        )
+    return rules
+
+
+def flow_log_policy(log_group_arn: str) -> str:
+    """Least privilege for the flow log service: write streams of exactly this log group."""
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "WriteFlowLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [log_group_arn, f"{log_group_arn}:*"],
+        }],
+    })
+
+
+def service_assume_role_policy(service: str) -> str:
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+    })
+
+
+class Network(pulumi.ComponentResource):
+    """A VPC with one public subnet for the host, VPC flow logs and the host's security groups."""
+
+    vpc: aws.ec2.Vpc
+    subnet: aws.ec2.Subnet
+    security_groups: dict[str, aws.ec2.SecurityGroup]
+
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("forgestack:aws:Network", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        zones = aws.get_availability_zones_output(state="available", opts=pulumi.InvokeOutputOptions(parent=self))
+        self.availability_zone: pulumi.Output[str] = zones.names.apply(lambda names: names[0])
+
+        self.vpc = aws.ec2.Vpc(
+            f"{name}-vpc", cidr_block=args.vpc_cidr, enable_dns_hostnames=True, enable_dns_support=True,
+            tags={"Name": f"{name}-vpc"}, opts=child,
+        )
+        # The default security group allows all traffic between its members: strip it (CKV2_AWS_12).
+        aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=self.vpc.id, opts=child)
+
+        self.subnet = aws.ec2.Subnet(
+            f"{name}-public", vpc_id=self.vpc.id, cidr_block=public_subnet_cidr(args.vpc_cidr),
+            availability_zone=self.availability_zone,
+            map_public_ip_on_launch=False,  # the host gets an Elastic IP; nothing else is public
+            tags={"Name": f"{name}-public"}, opts=child,
+        )
+        gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=self.vpc.id, opts=child)
+        route_table = aws.ec2.RouteTable(
+            f"{name}-public-rt", vpc_id=self.vpc.id,
+            routes=[aws.ec2.RouteTableRouteArgs(cidr_block=ANYWHERE, gateway_id=gateway.id)],
+            opts=child,
+        )
+        aws.ec2.RouteTableAssociation(
+            f"{name}-public-rta", subnet_id=self.subnet.id, route_table_id=route_table.id, opts=child
+        )
+
+        self.flow_log_group = aws.cloudwatch.LogGroup(
+            f"{name}-flow-logs", retention_in_days=args.flow_log_retention_days, opts=child
+        )
+        flow_log_role = aws.iam.Role(
+            f"{name}-flow-logs-role",
+            assume_role_policy=service_assume_role_policy("vpc-flow-logs.amazonaws.com"), opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-flow-logs-policy", role=flow_log_role.id,
+            policy=self.flow_log_group.arn.apply(flow_log_policy), opts=child,
+        )
+        self.flow_log = aws.ec2.FlowLog(
+            f"{name}-flow-log", vpc_id=self.vpc.id, traffic_type="ALL", log_destination_type="cloud-watch-logs",
+            log_destination=self.flow_log_group.arn, iam_role_arn=flow_log_role.arn, opts=child,
+        )
+
+        self.security_groups = {}
+        for group_name, rules in host_ingress_rules(args.admin_cidrs).items():
+            group = aws.ec2.SecurityGroup(
+                f"{name}-{group_name}", vpc_id=self.vpc.id,
+                description=f"forgestack host: {group_name}", opts=child,
+            )
+            for index, rule in enumerate(rules):
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-{group_name}-in-{index}", security_group_id=group.id, ip_protocol="tcp",
+                    from_port=rule.port, to_port=rule.port, description=rule.description,
+                    cidr_ipv4=rule.cidr,
+                    opts=child,
+                )
+            self.security_groups[group_name] = group
+
+        # Outbound: package mirrors, image registries, Let's Encrypt, S3 and Secrets Manager.
+        outbound = aws.ec2.SecurityGroup(
+            f"{name}-outbound", vpc_id=self.vpc.id, description="forgestack host: outbound", opts=child
+        )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-outbound-all", security_group_id=outbound.id, ip_protocol="-1", cidr_ipv4=ANYWHERE,
+            description="all outbound (packages, images, ACME, AWS APIs)", opts=child,
+        )
+        self.security_groups["outbound"] = outbound
+
+        self.register_outputs({
+            "vpcId": self.vpc.id,
+            "subnetId": self.subnet.id,
+            "availabilityZone": self.availability_zone,
+            "securityGroupIds": [group.id for group in self.security_groups.values()],
+        })
+
+    @property
+    def security_group_ids(self) -> list[pulumi.Output[str]]:
+        return [group.id for group in self.security_groups.values()]

@@ -1,0 +1,464 @@
+"""The one place that reads `pulumi.Config`: typed, validated stack settings.
+
+Every key lives in the `forgestack:` namespace and is declared once, as a field of `Settings`
+(alias = the camelCase config key). `Pulumi.yaml` declares the same keys for the CLI; a test
+keeps the two in step. Bad input raises `ConfigError` (a `pulumi.RunError`, so the CLI prints
+one clean line) before the program registers any resource.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from typing import Annotated, Any, Literal
+
+import pulumi
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from components.constants import PROJECT
+
+NAMESPACE = PROJECT
+PLATFORMS = ("aws", "local")
+CI_MODES = ("actions", "drone", "none")
+SUPPORTED_POSTGRES_MAJORS = (18,)
+MIN_GITEA_VERSION = (1, 27, 0)
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+
+_DNS_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DNS_NAME = re.compile(rf"^(?=.{{1,253}}$)({_DNS_LABEL}\.)+[a-z][a-z0-9-]*[a-z0-9]$")
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+# family letters, generation digit(s), attribute letters, optional -flex, then the size.
+_INSTANCE_TYPE = re.compile(
+    r"^(?P<family>[a-z]+)(?P<generation>\d+)(?P<attributes>[a-z]*)(-flex)?"
+    r"\.(?P<size>nano|micro|small|medium|large|\d*xlarge|metal(-\d+xl)?)$"
+)
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_GITEA_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+_POSTGRES_VERSION = re.compile(r"^(\d+)\.(\d+)$")
+
+# Memory of the burstable sizes, in GiB (AWS instance type documentation).
+_BURSTABLE_MEMORY_GIB = {"nano": 0.5, "micro": 1, "small": 2, "medium": 4, "large": 8, "xlarge": 16, "2xlarge": 32}
+# GiB of memory per vCPU for the fixed-performance families (compute, general, memory).
+_MEMORY_PER_VCPU_GIB = {"c": 2, "m": 4, "r": 8, "x": 16, "z": 8}
+MIN_MEMORY_GIB = 2
+
+
+class ConfigError(pulumi.RunError):
+    """A stack configuration value is wrong. The message names the key, the value and what is expected."""
+
+
+def _key(alias: str, description: str, expected: str, default: Any = ..., secret: bool = False) -> Any:
+    """A settings field bound to the config key `forgestack:<alias>`."""
+    extra: dict[str, Any] = {"expected": expected, "secret": secret}
+    return Field(default, alias=alias, description=description, json_schema_extra=extra)
+
+
+class Settings(BaseModel):
+    """Validated settings of one stack. Field aliases are the config keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    stack: str = Field("dev", exclude=True, description="Pulumi stack name (not a config key).")
+
+    platform: Annotated[
+        Literal["aws", "local"],
+        _key("platform", "Where the forge runs: `aws` (EC2 host) or `local` (this machine's Docker engine).",
+             "one of: aws, local", "aws"),
+    ]
+    region: Annotated[
+        str,
+        _key("region", "AWS region of the stack (AWS stacks only), e.g. eu-west-1.",
+             "an AWS region name such as eu-west-1", ""),
+    ]
+    domain: Annotated[
+        str,
+        _key("domain", "DNS name the forge lives under; Gitea is served at git.<domain>.",
+             "a lowercase DNS name such as forge.example.com"),
+    ]
+    hosted_zone: Annotated[
+        str,
+        _key("hostedZone", "Route 53 public hosted zone that contains `domain` (AWS stacks only).",
+             "a lowercase DNS name equal to `domain` or one of its parents", ""),
+    ]
+    instance_type: Annotated[
+        str,
+        _key("instanceType", "EC2 instance type of the host; Graviton types (m7g, t4g, ...) select an arm64 image.",
+             f"an EC2 instance type such as t3.medium or m7g.large with at least {MIN_MEMORY_GIB} GiB of memory",
+             "t3.medium"),
+    ]
+    vpc_cidr: Annotated[
+        str,
+        _key("vpcCidr", "IPv4 range of the VPC.",
+             "a private IPv4 network (10/8, 172.16/12, 192.168/16) with a prefix from /16 to /24, e.g. 10.20.0.0/16",
+             "10.20.0.0/16"),
+    ]
+    admin_cidrs: Annotated[
+        tuple[str, ...],
+        _key("adminCidrs", "Networks allowed to reach SSH on port 22; empty means no SSH port at all (use SSM Session Manager).",
+             "a JSON list of IPv4 networks such as [\"203.0.113.7/32\"] (host bits zero), never 0.0.0.0/0", ()),
+    ]
+    root_volume_gb: Annotated[
+        int, _key("rootVolumeGb", "Size of the host's root volume in GiB.", "an integer from 10 to 500 (GiB)", 20)
+    ]
+    data_volume_gb: Annotated[
+        int,
+        _key("dataVolumeGb", "Size of the separate data volume (repositories, database) in GiB.",
+             "an integer from 10 to 16384 (GiB)", 50),
+    ]
+    backup_retention_days: Annotated[
+        int,
+        _key("backupRetentionDays", "Days a backup is kept in the S3 bucket before the lifecycle rule expires it.",
+             "an integer from 1 to 3650 (days)", 14),
+    ]
+    backup_archive_after_days: Annotated[
+        int,
+        _key("backupArchiveAfterDays", "Days after which backups move to the Glacier Instant Retrieval class; 0 keeps them in Standard.",
+             "0, or an integer from 30 to 3650 smaller than backupRetentionDays (days)", 0),
+    ]
+    flow_log_retention_days: Annotated[
+        int,
+        _key("flowLogRetentionDays", "Days VPC flow logs are kept in CloudWatch Logs.",
+             f"one of CloudWatch's retention periods: {', '.join(map(str, LOG_RETENTION_DAYS))}", 14),
+    ]
+    acme_email: Annotated[
+        str, _key("acmeEmail", "Contact address given to Let's Encrypt for expiry notices.", "an email address such as ops@example.com")
+    ]
+    acme_staging: Annotated[
+        bool,
+        _key("acmeStaging", "Use Let's Encrypt's staging CA (untrusted certificates, generous rate limits).",
+             "true or false", True),
+    ]
+    gitea_version: Annotated[
+        str,
+        _key("giteaVersion", "Exact Gitea release (image tag gitea/gitea:<version>).",
+             f"an exact release {'.'.join(map(str, MIN_GITEA_VERSION))} or newer such as 1.27.3, never latest", "1.27.3"),
+    ]
+    postgres_version: Annotated[
+        str,
+        _key("postgresVersion", "Exact PostgreSQL release (image tag postgres:<version>); the major version is pinned.",
+             f"an exact release MAJOR.MINOR with major {' or '.join(map(str, SUPPORTED_POSTGRES_MAJORS))}, such as 18.4, never latest",
+             "18.4"),
+    ]
+    protect: Annotated[
+        bool,
+        _key("protect", "Protect stateful resources (bucket, secret, KMS keys, data volume) from deletion.", "true or false", False),
+    ]
+    ci: Annotated[
+        Literal["actions", "drone", "none"],
+        _key("ci", "CI system next to Gitea.", "one of: actions, drone, none", "actions"),
+    ]
+    monitoring: Annotated[
+        bool, _key("monitoring", "Run Prometheus, Alertmanager, Grafana and the exporters.", "true or false", True)
+    ]
+    logging: Annotated[bool, _key("logging", "Run Loki and Grafana Alloy.", "true or false", True)]
+    ssh_public_key: Annotated[
+        str,
+        _key("sshPublicKey", "Operator's SSH public key, installed for the host user; Pulumi's Docker provider connects with it.",
+             "an OpenSSH public key line (ssh-ed25519, ecdsa-sha2-* or ssh-rsa) or empty", ""),
+    ]
+
+    # --- field checks (each raises ValueError; load() turns it into a ConfigError) ---
+
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        if value and not _REGION.match(value):
+            raise ValueError("malformed region")
+        return value
+
+    @field_validator("domain", "hosted_zone")
+    @classmethod
+    def _check_dns_name(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "hosted_zone" and value == "":
+            return value
+        if not _DNS_NAME.match(value):
+            raise ValueError("not a lowercase DNS name")
+        return value
+
+    @field_validator("instance_type")
+    @classmethod
+    def _check_instance_type(cls, value: str) -> str:
+        if not _INSTANCE_TYPE.match(value):
+            raise ValueError("malformed instance type")
+        if instance_memory_gib(value) < MIN_MEMORY_GIB:
+            raise ValueError("too little memory")
+        return value
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _check_vpc_cidr(cls, value: str) -> str:
+        try:
+            network = ipaddress.IPv4Network(value, strict=True)
+        except ValueError as error:
+            raise ValueError(str(error)) from error
+        if not network.is_private or not 16 <= network.prefixlen <= 24:
+            raise ValueError("not a private /16../24 network")
+        return value
+
+    @field_validator("admin_cidrs", mode="before")
+    @classmethod
+    def _parse_admin_cidrs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value)  # a JSONDecodeError is a ValueError: reported with the key
+        if not isinstance(value, (list, tuple)):
+            raise ValueError("not a list")
+        return tuple(value)
+
+    @field_validator("admin_cidrs")
+    @classmethod
+    def _check_admin_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            network = ipaddress.IPv4Network(cidr, strict=True)  # the VPC is IPv4-only
+            if network.prefixlen == 0:
+                raise ValueError("the whole internet may not reach SSH")
+        if len(set(value)) != len(value):
+            raise ValueError("duplicate network")
+        return value
+
+    @field_validator("root_volume_gb", "data_volume_gb", "backup_retention_days", "backup_archive_after_days",
+                     "flow_log_retention_days", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        # Pulumi passes numbers as strings ("20") or, under mocks, floats (20.0); bools are not numbers.
+        if isinstance(value, bool):
+            raise ValueError("not an integer")
+        if isinstance(value, str) and re.fullmatch(r"\d+", value.strip()):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int):
+            return value
+        raise ValueError("not an integer")
+
+    @field_validator("root_volume_gb")
+    @classmethod
+    def _check_root_volume(cls, value: int) -> int:
+        return _within(value, 10, 500)
+
+    @field_validator("data_volume_gb")
+    @classmethod
+    def _check_data_volume(cls, value: int) -> int:
+        return _within(value, 10, 16384)
+
+    @field_validator("backup_retention_days")
+    @classmethod
+    def _check_retention(cls, value: int) -> int:
+        return _within(value, 1, 3650)
+
+    @field_validator("backup_archive_after_days")
+    @classmethod
+    def _check_archive_after(cls, value: int) -> int:
+        # Glacier Instant Retrieval bills at least 30 days, so earlier transitions only cost more.
+        return value if value == 0 else _within(value, 30, 3650)
+
+    @field_validator("flow_log_retention_days")
+    @classmethod
+    def _check_flow_log_retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise ValueError("not a CloudWatch retention period")
+        return value
+
+    @field_validator("acme_staging", "protect", "monitoring", "logging", mode="before")
+    @classmethod
+    def _boolean(cls, value: Any) -> Any:
+        # Only the two spellings Pulumi writes; "yes" or "1" are typos, not booleans.
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise ValueError("not a boolean")
+
+    @field_validator("acme_email")
+    @classmethod
+    def _check_email(cls, value: str) -> str:
+        if not _EMAIL.match(value):
+            raise ValueError("not an email address")
+        return value
+
+    @field_validator("gitea_version")
+    @classmethod
+    def _check_gitea_version(cls, value: str) -> str:
+        match = _GITEA_VERSION.match(value)
+        if not match or tuple(int(part) for part in match.groups()) < MIN_GITEA_VERSION:
+            raise ValueError("not a supported exact Gitea release")
+        return value
+
+    @field_validator("postgres_version")
+    @classmethod
+    def _check_postgres_version(cls, value: str) -> str:
+        match = _POSTGRES_VERSION.match(value)
+        if not match or int(match.group(1)) not in SUPPORTED_POSTGRES_MAJORS:
+            raise ValueError("not an exact release of a supported major")
+        return value
+
+    @field_validator("ssh_public_key")
+    @classmethod
+    def _check_ssh_key(cls, value: str) -> str:
+        if value and not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$", value):
+            raise ValueError("not an OpenSSH public key")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.platform == "aws":
+            if not self.region:
+                raise _KeyProblemError("region", self.region, "an AWS region name such as eu-west-1 (required on AWS stacks)")
+            if not self.hosted_zone:
+                raise _KeyProblemError("hostedZone", self.hosted_zone, "the Route 53 zone containing domain (required on AWS stacks)")
+            if self.domain != self.hosted_zone and not self.domain.endswith("." + self.hosted_zone):
+                raise _KeyProblemError("hostedZone", self.hosted_zone, f"{self.domain!r} or one of its parent domains")
+        if self.backup_archive_after_days and self.backup_archive_after_days >= self.backup_retention_days:
+            raise _KeyProblemError("backupArchiveAfterDays", self.backup_archive_after_days,
+                              f"0 or fewer days than backupRetentionDays ({self.backup_retention_days})")
+        return self
+
+    # --- derived facts (pure) ---
+
+    @property
+    def is_aws(self) -> bool:
+        return self.platform == "aws"
+
+    @property
+    def architecture(self) -> Literal["x86_64", "arm64"]:
+        return instance_architecture(self.instance_type)
+
+    @property
+    def instance_memory_mib(self) -> int:
+        return int(instance_memory_gib(self.instance_type) * 1024)
+
+    def hostname(self, subdomain: str) -> str:
+        return f"{subdomain}.{self.domain}"
+
+
+class _KeyProblemError(ValueError):
+    """A cross-field problem that must still name its own key."""
+
+    def __init__(self, alias: str, value: Any, expected: str) -> None:
+        super().__init__(f"{full_key(alias)}: got {value!r}; expected {expected}")
+
+
+def _within(value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise ValueError("out of range")
+    return value
+
+
+def instance_architecture(instance_type: str) -> Literal["x86_64", "arm64"]:
+    """Graviton families carry a `g` among their attribute letters (m7g, c7gn, r8gd); a1 is the first Graviton."""
+    match = _INSTANCE_TYPE.match(instance_type)
+    if match is None:
+        raise ValueError(f"malformed instance type {instance_type!r}")
+    if "g" in match.group("attributes") or match.group("family") == "a":
+        return "arm64"
+    return "x86_64"
+
+
+def instance_memory_gib(instance_type: str) -> float:
+    """Memory of an instance type, from its size (exact for t/c/m/r/x/z families, an estimate of 4 GiB/vCPU otherwise)."""
+    match = _INSTANCE_TYPE.match(instance_type)
+    if match is None:
+        raise ValueError(f"malformed instance type {instance_type!r}")
+    family, size = match.group("family"), match.group("size")
+    if family == "t":
+        return float(_BURSTABLE_MEMORY_GIB.get(size, 32))
+    vcpus = {"nano": 0.25, "micro": 0.5, "small": 1, "medium": 1, "large": 2}.get(size)
+    if vcpus is None:
+        multiplier = size.removesuffix("xlarge")
+        vcpus = 4 * int(multiplier) if multiplier.isdigit() else 4 if size == "xlarge" else 64  # metal
+    return float(vcpus * _MEMORY_PER_VCPU_GIB.get(family[0], 4))
+
+
+# Settings fields that are not `forgestack:` keys: the region belongs to the aws provider (`aws:region`).
+_OTHER_NAMESPACE_ALIASES = {"region": "aws:region"}
+
+
+def _fields_by_alias() -> dict[str, pydantic.fields.FieldInfo]:
+    return {field.alias: field for field in Settings.model_fields.values() if field.alias}
+
+
+def config_keys() -> dict[str, pydantic.fields.FieldInfo]:
+    """Config key (alias) -> field, for every key in the `forgestack:` namespace."""
+    return {alias: field for alias, field in _fields_by_alias().items() if alias not in _OTHER_NAMESPACE_ALIASES}
+
+
+def full_key(alias: str) -> str:
+    """`forgestack:vpcCidr` for `vpcCidr`; `aws:region` for `region`."""
+    return _OTHER_NAMESPACE_ALIASES.get(alias, f"{NAMESPACE}:{alias}")
+
+
+def _expected(alias: str) -> str:
+    extra = _fields_by_alias()[alias].json_schema_extra
+    assert isinstance(extra, dict)
+    return str(extra["expected"])
+
+
+def _raw_config() -> dict[str, Any]:
+    """Every config value the engine passed to this program, keyed `namespace:key`.
+
+    `pulumi.Config` can only look up keys it is asked for; to reject unknown keys (a typo must not
+    be silently ignored) we read the whole map, which the SDK keeps in `runtime.config`.
+    """
+    from pulumi.runtime import config as runtime_config
+
+    raw: dict[str, Any] = dict(runtime_config.get_config_env())
+    raw.update(runtime_config.CONFIG.get())
+    return raw
+
+
+def parse(raw: dict[str, Any], stack: str = "dev") -> Settings:
+    """Validate the `forgestack:` (and `aws:region`) entries of a raw config map. Pure: no Pulumi calls."""
+    keys = config_keys()
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for full_key, value in sorted(raw.items()):
+        namespace, _, key = full_key.partition(":")
+        if namespace == "aws" and key == "region":
+            values["region"] = value
+        elif namespace != NAMESPACE:
+            continue
+        elif key == "region":
+            problems.append(f"{full_key}: set the region as aws:region; expected no {full_key} key")
+        elif key not in keys:
+            hint = difflib.get_close_matches(key, keys, n=1)
+            did_you_mean = f" (did you mean {NAMESPACE}:{hint[0]}?)" if hint else ""
+            problems.append(f"{full_key}: unknown key{did_you_mean}; expected one of: {', '.join(sorted(keys))}")
+        else:
+            values[key] = value
+    if problems:
+        raise ConfigError("invalid stack configuration: " + " | ".join(problems))
+    try:
+        return Settings.model_validate({**values, "stack": stack})
+    except pydantic.ValidationError as error:
+        raise ConfigError("invalid stack configuration: " + " | ".join(_describe(error, values))) from None
+
+
+def _describe(error: pydantic.ValidationError, values: dict[str, Any]) -> list[str]:
+    messages = []
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        if not location:  # a model-level check: its message already names key, value and expectation
+            cause = problem.get("ctx", {}).get("error")
+            messages.append(str(cause) if cause is not None else problem["msg"])
+            continue
+        alias = location[0]
+        key = full_key(alias)
+        if problem["type"] == "missing":
+            messages.append(f"{key}: missing; expected {_expected(alias)} (pulumi config set {key} ...)")
+        else:
+            shown = "[secret]" if _is_secret(alias) else repr(values.get(alias, problem.get("input")))
+            messages.append(f"{key}: got {shown}; expected {_expected(alias)}")
+    return messages
+
+
+def _is_secret(alias: str) -> bool:
+    extra = _fields_by_alias()[alias].json_schema_extra
+    return bool(isinstance(extra, dict) and extra.get("secret"))
+
+
+def load() -> Settings:
+    """Read and validate this stack's configuration. Call once, first thing in `__main__.py`."""
+    return parse(_raw_config(), stack=pulumi.get_stack())

@@ -1,0 +1,214 @@
+"""Runs the real __main__.py under Pulumi mocks and records what it registers.
+
+The mock monitor is wrapped so each registration keeps what `MockResourceArgs` leaves out:
+the parent, protect, ignore_changes, retain_on_delete and the provider reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+REPO = Path(__file__).resolve().parent.parent
+MAIN = REPO / "__main__.py"
+ACCOUNT_ID = "123456789012"
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+
+@dataclass
+class Registered:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    id: str
+    outputs: dict[str, Any]
+    custom: bool
+    parent: str = ""
+    protect: bool = False
+    ignore_changes: list[str] = field(default_factory=list)
+    retain_on_delete: bool = False
+    depends_on: list[str] = field(default_factory=list)
+    provider: str = ""
+    urn: str = ""
+    raw_inputs: dict[str, Any] | None = None  # as the engine receives them (secrets still wrapped)
+
+
+@dataclass
+class ProgramRun:
+    resources: list[Registered]
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+
+    def of_type(self, type_: str) -> list[Registered]:
+        return [resource for resource in self.resources if resource.type == type_]
+
+    def one(self, type_: str, name: str | None = None) -> Registered:
+        found = [r for r in self.of_type(type_) if name is None or r.name == name]
+        assert len(found) == 1, f"expected one {type_} {name or ''}, found {[r.name for r in found]}"
+        return found[0]
+
+
+def unwrap_secrets(value: Any) -> Any:
+    """Mocks receive secret inputs wrapped as {sig: ..., value: ...}; give back the plain value."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+            return unwrap_secrets(value["value"])
+        return {key: unwrap_secrets(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unwrap_secrets(item) for item in value]
+    return value
+
+
+def has_secret(value: Any) -> bool:
+    if isinstance(value, dict):
+        return value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270" or any(has_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_secret(item) for item in value)
+    return False
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.requests: dict[str, Any] = {}
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        self.requests[response.urn] = request
+        return response
+
+
+class ForgeMocks(pulumi.runtime.Mocks):
+    """Echoes inputs and adds the computed attributes AWS would assign, with realistic ids."""
+
+    def __init__(self) -> None:
+        self.registered: list[Registered] = []
+        self.counter = 0
+
+    def _next(self) -> str:
+        self.counter += 1
+        return f"{self.counter:017x}"
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        suffix = self._next()
+        resource_id = f"{args.name}-{suffix[-8:]}"
+        type_ = args.typ
+        arn_prefix = {
+            "aws:kms/key:Key": f"arn:aws:kms:eu-west-1:{ACCOUNT_ID}:key/",
+            "aws:secretsmanager/secret:Secret": f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT_ID}:secret:",
+            "aws:iam/role:Role": f"arn:aws:iam::{ACCOUNT_ID}:role/",
+            "aws:cloudwatch/logGroup:LogGroup": f"arn:aws:logs:eu-west-1:{ACCOUNT_ID}:log-group:",
+        }
+        id_prefix = {
+            "aws:ec2/vpc:Vpc": "vpc-", "aws:ec2/subnet:Subnet": "subnet-", "aws:ec2/instance:Instance": "i-",
+            "aws:ec2/securityGroup:SecurityGroup": "sg-", "aws:ec2/internetGateway:InternetGateway": "igw-",
+            "aws:ec2/routeTable:RouteTable": "rtb-", "aws:ebs/volume:Volume": "vol-", "aws:ec2/eip:Eip": "eipalloc-",
+            "aws:ec2/flowLog:FlowLog": "fl-", "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "sgr-",
+        }
+        if type_ in id_prefix:
+            resource_id = id_prefix[type_] + suffix
+        if type_ in arn_prefix:
+            outputs["arn"] = arn_prefix[type_] + resource_id
+        if type_ == "aws:s3/bucket:Bucket":
+            resource_id = f"{args.name}-{suffix[-8:]}"
+            outputs.update(bucket=resource_id, arn=f"arn:aws:s3:::{resource_id}")
+        if type_ == "aws:iam/role:Role":
+            outputs["name"] = resource_id
+        if type_ == "aws:iam/instanceProfile:InstanceProfile":
+            outputs["name"] = resource_id
+        if type_ == "aws:ec2/eip:Eip":
+            outputs["publicIp"] = "203.0.113.10"
+        if type_ == "aws:ec2/instance:Instance":
+            outputs["privateIp"] = "10.20.0.10"
+        if type_ == "random:index/randomPassword:RandomPassword":
+            # Distinct, recognisable values so a test can search for leaks.
+            outputs["result"] = hashlib.sha256(args.name.encode()).hexdigest()[: int(args.inputs["length"])]
+        self.registered.append(
+            Registered(type_, args.name, unwrap_secrets(args.inputs), resource_id, outputs, bool(args.custom), raw_inputs=args.inputs)
+        )
+        return resource_id, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        token = args.token
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {"names": ["eu-west-1a", "eu-west-1b", "eu-west-1c"], "zoneIds": ["euw1-az1", "euw1-az2", "euw1-az3"]}, []
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "userId": "AIDA"}, []
+        if token == "aws:ec2/getAmi:getAmi":
+            return {"id": "ami-0123456789abcdef0", "architecture": "x86_64", "name": "ubuntu-noble"}, []
+        if token == "aws:route53/getZone:getZone":
+            return {"zoneId": "Z0123456789ABCDEFGHIJ", "id": "Z0123456789ABCDEFGHIJ", "name": args.args.get("name")}, []
+        raise AssertionError(f"unexpected invoke {token} with {args.args}")
+
+
+def stack_config(stack: str, overrides: dict[str, Any] | None = None, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """A stack file's config as the CLI passes it: every value a string, lists and maps as JSON."""
+    document = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())
+    config = {**document.get("config", {}), **(overrides or {})}
+    return {key: as_config_string(value) for key, value in config.items() if key not in drop}
+
+
+def as_config_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def run_program(stack: str, config: dict[str, str], mocks: ForgeMocks | None = None) -> ProgramRun:
+    """Execute __main__.py under mocks for `stack` with `config`; re-raises what the program raises.
+
+    Pass your own `mocks` to inspect what was registered when the program fails.
+    """
+    pulumi_settings.ROOT.set(None)
+    mocks = mocks or ForgeMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="forgestack", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(config)
+    pulumi_settings.SETTINGS.rpc_manager.clear()
+    pulumi_settings.SETTINGS.outputs.clear()
+    captured: dict[str, Any] = {}
+    secret_outputs: set[str] = set()
+
+    async def resolve(outputs: dict[str, Any]) -> None:
+        for name, value in outputs.items():
+            output = pulumi.Output.from_input(value)
+            captured[name] = await output.future()
+            if await output.is_secret():
+                secret_outputs.add(name)
+
+    def program() -> None:
+        runpy.run_path(str(MAIN), run_name="__main__")
+        root = pulumi_settings.get_root_resource()
+        outputs = dict(getattr(root, "outputs", {}))
+        _sync_await(asyncio.ensure_future(resolve(outputs)))
+
+    _sync_await(run_pulumi_func(program))
+
+    by_name = {(r.type, r.name): r for r in mocks.registered}
+    for urn, request in monitor.requests.items():
+        record = by_name.get((request.type, request.name))
+        if record is None:
+            continue
+        record.urn = urn
+        record.parent = request.parent
+        record.protect = bool(request.protect)
+        record.ignore_changes = list(request.ignoreChanges)
+        record.retain_on_delete = bool(request.retainOnDelete)
+        record.depends_on = list(request.dependencies)
+        record.provider = request.provider
+    return ProgramRun(mocks.registered, captured, secret_outputs)

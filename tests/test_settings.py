@@ -1,0 +1,212 @@
+"""Settings: every stack file loads, every kind of bad value is rejected with key, value and expectation."""
+
+from __future__ import annotations
+
+import typing
+
+import pulumi
+import pytest
+import yaml
+
+from components import settings as stack_settings
+from components.settings import ConfigError, config_keys, instance_architecture, instance_memory_gib, parse
+from tests.harness import REPO, ForgeMocks, run_program, stack_config
+
+VALID = {
+    "aws:region": "eu-west-1",
+    "forgestack:domain": "forge.example.com",
+    "forgestack:hostedZone": "example.com",
+    "forgestack:acmeEmail": "ops@example.com",
+}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_stack_files_load(stack: str) -> None:
+    settings = parse(stack_config(stack), stack=stack)
+    assert settings.stack == stack
+    assert settings.is_aws
+
+
+def test_defaults_apply_when_keys_are_absent() -> None:
+    settings = parse(VALID)
+    assert settings.instance_type == "t3.medium"
+    assert settings.admin_cidrs == ()
+    assert settings.ci == "actions"
+    assert settings.protect is False
+
+
+def test_prod_protects_and_dev_does_not() -> None:
+    assert parse(stack_config("prod")).protect is True
+    assert parse(stack_config("dev")).protect is False
+
+
+def test_config_strings_are_converted() -> None:
+    settings = parse({**VALID, "forgestack:rootVolumeGb": "40", "forgestack:acmeStaging": "false",
+                      "forgestack:adminCidrs": '["203.0.113.7/32", "198.51.100.0/24"]'})
+    assert settings.root_volume_gb == 40
+    assert settings.acme_staging is False
+    assert settings.admin_cidrs == ("203.0.113.7/32", "198.51.100.0/24")
+
+
+def test_mock_floats_are_whole_numbers() -> None:
+    assert parse({**VALID, "forgestack:dataVolumeGb": 30.0}).data_volume_gb == 30
+
+
+BAD_VALUES = [
+    # (key, bad value, words the expectation must contain)
+    ("forgestack:domain", "Forge.Example.com", "lowercase DNS name"),
+    ("forgestack:domain", "no_underscores.example.com", "lowercase DNS name"),
+    ("forgestack:hostedZone", "other.org", "parent domains"),
+    ("forgestack:instanceType", "t3-medium", "EC2 instance type"),
+    ("forgestack:instanceType", "t3.micro", "at least 2 GiB"),
+    ("forgestack:vpcCidr", "10.0.0.0/8", "/16 to /24"),
+    ("forgestack:vpcCidr", "10.20.0.0/25", "/16 to /24"),
+    ("forgestack:vpcCidr", "52.0.0.0/16", "private IPv4"),
+    ("forgestack:vpcCidr", "10.20.0.1/16", "private IPv4"),
+    ("forgestack:vpcCidr", "not-a-cidr", "private IPv4"),
+    ("forgestack:adminCidrs", '["0.0.0.0/0"]', "never 0.0.0.0/0"),
+    ("forgestack:adminCidrs", '["203.0.113.7/24"]', "host bits zero"),
+    ("forgestack:adminCidrs", '"203.0.113.7/32"', "JSON list"),
+    ("forgestack:adminCidrs", "[not json", "JSON list"),
+    ("forgestack:adminCidrs", '["203.0.113.7/32", "203.0.113.7/32"]', "JSON list"),
+    ("forgestack:rootVolumeGb", "5", "10 to 500"),
+    ("forgestack:rootVolumeGb", "twenty", "integer"),
+    ("forgestack:rootVolumeGb", "20.5", "integer"),
+    ("forgestack:dataVolumeGb", "20000", "10 to 16384"),
+    ("forgestack:backupRetentionDays", "0", "1 to 3650"),
+    ("forgestack:backupRetentionDays", "-3", "1 to 3650"),
+    ("forgestack:backupArchiveAfterDays", "10", "30 to 3650"),
+    ("forgestack:flowLogRetentionDays", "10", "retention periods"),
+    ("forgestack:acmeEmail", "ops-at-example.com", "email address"),
+    ("forgestack:acmeStaging", "yes", "true or false"),
+    ("forgestack:protect", "1", "true or false"),
+    ("forgestack:giteaVersion", "latest", "exact release"),
+    ("forgestack:giteaVersion", "1.22.6", "1.27.0 or newer"),
+    ("forgestack:giteaVersion", "1.27", "exact release"),
+    ("forgestack:postgresVersion", "18", "MAJOR.MINOR"),
+    ("forgestack:postgresVersion", "17.6", "major 18"),
+    ("forgestack:postgresVersion", "latest", "never latest"),
+    ("forgestack:ci", "jenkins", "actions, drone, none"),
+    ("forgestack:platform", "gcp", "aws, local"),
+    ("forgestack:monitoring", "on", "true or false"),
+    ("forgestack:sshPublicKey", "not a key", "OpenSSH public key"),
+    ("aws:region", "Europe", "AWS region"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), BAD_VALUES)
+def test_bad_value_names_key_value_and_expectation(key: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse({**VALID, key: value})
+    message = str(error.value)
+    assert f"{key}: got {value!r}" in message
+    assert expected in message
+
+
+def test_config_error_is_a_run_error() -> None:
+    # RunError makes the Pulumi CLI print the message alone, without a Python traceback.
+    assert issubclass(ConfigError, pulumi.RunError)
+
+
+def test_unknown_key_is_rejected_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match=r"forgestack:instanceTyp: unknown key \(did you mean forgestack:instanceType\?\)"):
+        parse({**VALID, "forgestack:instanceTyp": "t3.large"})
+
+
+def test_keys_of_other_namespaces_are_left_alone() -> None:
+    assert parse({**VALID, "aws:profile": "ops", "pulumi:template": "x"}).region == "eu-west-1"
+
+
+@pytest.mark.parametrize("missing", ["forgestack:domain", "forgestack:acmeEmail"])
+def test_missing_required_key(missing: str) -> None:
+    config = {key: value for key, value in VALID.items() if key != missing}
+    with pytest.raises(ConfigError, match=f"{missing}: missing; expected"):
+        parse(config)
+
+
+@pytest.mark.parametrize("missing", ["aws:region", "forgestack:hostedZone"])
+def test_aws_stacks_need_region_and_zone(missing: str) -> None:
+    config = {key: value for key, value in VALID.items() if key != missing}
+    with pytest.raises(ConfigError, match=f"{missing}: got ''; expected"):
+        parse(config)
+
+
+def test_archive_must_come_before_expiry() -> None:
+    with pytest.raises(ConfigError, match="forgestack:backupArchiveAfterDays: got 60; expected 0 or fewer days than backupRetentionDays"):
+        parse({**VALID, "forgestack:backupRetentionDays": "30", "forgestack:backupArchiveAfterDays": "60"})
+
+
+def test_all_problems_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse({**VALID, "forgestack:vpcCidr": "1.2.3.4", "forgestack:rootVolumeGb": "1"})
+    assert "forgestack:vpcCidr" in str(error.value) and "forgestack:rootVolumeGb" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "architecture", "memory_gib"),
+    [("t3.medium", "x86_64", 4), ("t4g.large", "arm64", 8), ("m7g.large", "arm64", 8), ("c7gn.xlarge", "arm64", 8),
+     ("m7i.2xlarge", "x86_64", 32), ("r6i.large", "x86_64", 16), ("m7i-flex.large", "x86_64", 8), ("a1.large", "arm64", 8)],
+)
+def test_instance_type_facts(instance_type: str, architecture: str, memory_gib: float) -> None:
+    assert instance_architecture(instance_type) == architecture
+    assert instance_memory_gib(instance_type) == memory_gib
+
+
+def _yaml_type(annotation: object) -> str:
+    if annotation is bool:
+        return "boolean"
+    if annotation is int:
+        return "integer"
+    if typing.get_origin(annotation) is tuple:
+        return "array"
+    return "string"
+
+
+def test_pulumi_yaml_declares_exactly_the_settings_keys() -> None:
+    """Pulumi.yaml is what the CLI validates against; it must match the model key for key."""
+    declared = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["config"]
+    fields = config_keys()
+    assert set(declared) == set(fields)
+    for key, field in fields.items():
+        assert declared[key]["type"] == _yaml_type(field.annotation), key
+        assert declared[key]["description"] == field.description, key
+        if field.is_required():
+            assert "default" not in declared[key], key
+        else:
+            default = list(field.default) if isinstance(field.default, tuple) else field.default
+            assert declared[key]["default"] == default, key
+
+
+def test_stack_files_use_only_declared_keys() -> None:
+    keys = set(config_keys())
+    for stack_file in REPO.glob("Pulumi.*.yaml"):
+        config = yaml.safe_load(stack_file.read_text())["config"]
+        for key in config:
+            namespace, _, name = key.partition(":")
+            assert namespace in ("aws", "forgestack"), f"{stack_file.name}: {key}"
+            if namespace == "forgestack":
+                assert name in keys, f"{stack_file.name}: {key}"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [{"forgestack:vpcCidr": "10.0.0.0/8"}, {"forgestack:instanceTpye": "t3.large"}, {"forgestack:giteaVersion": "latest"},
+     {"forgestack:adminCidrs": '["0.0.0.0/0"]'}, {"forgestack:protect": "maybe"}],
+)
+def test_bad_config_registers_no_resource(override: dict[str, str]) -> None:
+    """The whole program stops at settings.load(): not one resource reaches the engine."""
+    mocks = ForgeMocks()
+    with pytest.raises(ConfigError, match=next(iter(override))):
+        run_program("dev", stack_config("dev", override), mocks=mocks)
+    assert mocks.registered == []
+
+
+def test_load_reads_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """load() sees keys set by the CLI (PULUMI_CONFIG) as well as by set_all_config, and the stack name."""
+    pulumi.runtime.set_all_config({})
+    monkeypatch.setenv("PULUMI_CONFIG", '{"forgestack:domain": "x.example.com", "forgestack:hostedZone": "example.com", '
+                                        '"forgestack:acmeEmail": "a@example.com", "aws:region": "us-east-1", '
+                                        '"forgestack:ci": "none"}')
+    pulumi.runtime.set_mocks(ForgeMocks(), project="forgestack", stack="qa", preview=False)
+    settings = stack_settings.load()
+    assert (settings.ci, settings.region, settings.stack) == ("none", "us-east-1", "qa")
