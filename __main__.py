@@ -5,15 +5,18 @@ import pulumi_aws as aws
 
 from components import settings as stack_settings
 from components.backups import Backups, BackupsArgs
-from components.constants import PROJECT
+from components.constants import CONTAINER_PREFIX, GIT_SSH_PORT, PROJECT
 from components.credentials import Credentials, CredentialsArgs
 from components.dns import Dns, DnsArgs
 from components.host import Host, HostArgs
 from components.network import Network, NetworkArgs
+from components.services import gitea
+from components.services.catalog import routed_hostnames, service_specs
+from components.services.deploy import HostConnection, Services, ServicesArgs, aws_connection, local_connection
 
 settings = stack_settings.load()  # raises ConfigError before any resource exists
-
-hostnames = (settings.hostname("git"),)
+specs = service_specs(settings)
+hostnames = routed_hostnames(settings, specs)
 
 aws_opts = None
 if settings.is_aws:
@@ -28,18 +31,12 @@ credentials = Credentials(
     "credentials", CredentialsArgs(store_in_secrets_manager=settings.is_aws, protect=settings.protect), aws_opts
 )
 
+connection: pulumi.Output[HostConnection]
 if settings.is_aws:
-    network = Network(
-        "network",
-        NetworkArgs(settings.vpc_cidr, settings.admin_cidrs, settings.flow_log_retention_days),
-        aws_opts,
-    )
+    network = Network("network", NetworkArgs(settings.vpc_cidr, settings.admin_cidrs, settings.flow_log_retention_days), aws_opts)
     backups = Backups(
-        "backups",
-        BackupsArgs(settings.backup_retention_days, settings.backup_archive_after_days, settings.protect),
-        aws_opts,
+        "backups", BackupsArgs(settings.backup_retention_days, settings.backup_archive_after_days, settings.protect), aws_opts
     )
-    assert credentials.secret is not None and credentials.key is not None
     host = Host(
         "host",
         HostArgs(
@@ -48,19 +45,37 @@ if settings.is_aws:
             subnet_id=network.subnet.id, availability_zone=network.availability_zone,
             security_group_ids=network.security_group_ids,
             backup_bucket_arn=backups.bucket.arn, backup_key_arn=backups.key.arn,
-            credentials_secret_arn=credentials.secret.arn, credentials_key_arn=credentials.key.arn,
+            credentials_secret_arn=credentials.secret_arn, credentials_key_arn=credentials.key_arn,
             ssh_public_key=settings.ssh_public_key, protect=settings.protect,
         ),
         aws_opts,
     )
     Dns("dns", DnsArgs(settings.hosted_zone, settings.domain, hostnames, host.elastic_ip.public_ip, settings.acme_email), aws_opts)
+    # Without admin networks there is no port 22: SSH (and so Docker) goes through SSM Session Manager.
+    connection = pulumi.Output.all(host.elastic_ip.public_ip, host.instance.id).apply(
+        lambda ids: aws_connection(settings.region, not settings.admin_cidrs, ids[0], ids[1])
+    )
 
     pulumi.export("hostPublicIp", host.elastic_ip.public_ip)
     pulumi.export("instanceId", host.instance.id)
     pulumi.export("vpcId", network.vpc.id)
     pulumi.export("dataVolumeId", host.data_volume.id)
     pulumi.export("backupBucketName", backups.bucket.bucket)
-    pulumi.export("credentialsSecretArn", credentials.secret.arn)
+    pulumi.export("credentialsSecretArn", credentials.secret_arn)
     pulumi.export("ssmSessionCommand", host.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}"))
+else:
+    connection = pulumi.Output.from_input(local_connection())
 
-pulumi.export("giteaUrl", f"https://{settings.hostname('git')}/")
+services = Services(
+    "services",
+    ServicesArgs(
+        specs=specs, secret_values=credentials.values, connection=connection, hostnames=hostnames,
+        wait_for_host=settings.is_aws,
+        admin_bootstrap=(gitea.NAME, tuple(gitea.admin_bootstrap_command(settings, CONTAINER_PREFIX + gitea.NAME))),
+    ),
+)
+
+pulumi.export("giteaUrl", f"https://{settings.hostname(gitea.SUBDOMAIN)}/")
+pulumi.export("gitSshUrl", f"ssh://git@{settings.hostname(gitea.SUBDOMAIN)}:{GIT_SSH_PORT}/")
+pulumi.export("hostnames", list(hostnames))
+pulumi.export("giteaAdminUser", settings.gitea_admin_user)

@@ -25,3 +25,8 @@ HOST_USER: Final = "ubuntu"
 
 # Let's Encrypt, the only CA allowed by the CAA record.
 ACME_CA_DOMAIN: Final = "letsencrypt.org"
+
+# The Docker network all containers share. Gitea trusts exactly this range as its reverse proxy.
+DOCKER_NETWORK: Final = "forgestack"
+DOCKER_SUBNET: Final = "172.30.0.0/24"
+CONTAINER_PREFIX: Final = "forgestack-"

@@ -52,7 +52,7 @@ class Credentials(pulumi.ComponentResource):
     key: aws.kms.Key | None
 
     def __init__(self, name: str, args: CredentialsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("forgestack:aws:Credentials", name, None, opts)
+        super().__init__("forgestack:core:Credentials", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
 
@@ -79,6 +79,9 @@ class Credentials(pulumi.ComponentResource):
                 secret_string=pulumi.Output.secret(pulumi.Output.json_dumps(self.values)),  # type: ignore[arg-type]
                 opts=child,
             )
+
+        self.secret_arn: pulumi.Output[str] = self.secret.arn if self.secret else pulumi.Output.from_input("")
+        self.key_arn: pulumi.Output[str] = self.key.arn if self.key else pulumi.Output.from_input("")
 
         self.register_outputs({
             "secretArn": self.secret.arn if self.secret else None,

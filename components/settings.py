@@ -155,6 +155,16 @@ class Settings(BaseModel):
         bool, _key("monitoring", "Run Prometheus, Alertmanager, Grafana and the exporters.", "true or false", True)
     ]
     logging: Annotated[bool, _key("logging", "Run Loki and Grafana Alloy.", "true or false", True)]
+    gitea_admin_user: Annotated[
+        str,
+        _key("giteaAdminUser", "Name of the Gitea admin account created on first deploy (password in the credentials secret).",
+             "a Gitea user name (lowercase letters, digits, . _ -; 2 to 39 characters; not admin)", "forgeadmin"),
+    ]
+    gitea_registration: Annotated[
+        Literal["closed", "approval", "open"],
+        _key("giteaRegistration", "Who may create accounts: closed (admin only), approval (admin confirms), open.",
+             "one of: closed, approval, open", "closed"),
+    ]
     ssh_public_key: Annotated[
         str,
         _key("sshPublicKey", "Operator's SSH public key, installed for the host user; Pulumi's Docker provider connects with it.",
@@ -295,6 +305,14 @@ class Settings(BaseModel):
             raise ValueError("not an exact release of a supported major")
         return value
 
+    @field_validator("gitea_admin_user")
+    @classmethod
+    def _check_admin_user(cls, value: str) -> str:
+        # Gitea reserves "admin" (and a few more) as user names.
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,38}", value) or value in ("admin", "api", "assets", "user", "explore"):
+            raise ValueError("not a usable Gitea user name")
+        return value
+
     @field_validator("ssh_public_key")
     @classmethod
     def _check_ssh_key(cls, value: str) -> str:
@@ -309,6 +327,9 @@ class Settings(BaseModel):
                 raise _KeyProblemError("region", self.region, "an AWS region name such as eu-west-1 (required on AWS stacks)")
             if not self.hosted_zone:
                 raise _KeyProblemError("hostedZone", self.hosted_zone, "the Route 53 zone containing domain (required on AWS stacks)")
+            if not self.ssh_public_key:
+                raise _KeyProblemError("sshPublicKey", self.ssh_public_key,
+                                       "your OpenSSH public key (required on AWS stacks: Pulumi's Docker provider connects over SSH)")
             if self.domain != self.hosted_zone and not self.domain.endswith("." + self.hosted_zone):
                 raise _KeyProblemError("hostedZone", self.hosted_zone, f"{self.domain!r} or one of its parent domains")
         if self.backup_archive_after_days and self.backup_archive_after_days >= self.backup_retention_days:

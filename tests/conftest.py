@@ -27,3 +27,13 @@ def prod_run() -> ProgramRun:
 @pytest.fixture(scope="session", params=["dev", "prod"])
 def aws_run(request: pytest.FixtureRequest) -> ProgramRun:
     return _cached_run(request.param)
+
+
+@pytest.fixture(scope="session")
+def local_run() -> ProgramRun:
+    return _cached_run("local")
+
+
+@pytest.fixture(scope="session", params=["dev", "prod", "local"])
+def any_run(request: pytest.FixtureRequest) -> ProgramRun:
+    return _cached_run(request.param)

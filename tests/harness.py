@@ -133,6 +133,15 @@ class ForgeMocks(pulumi.runtime.Mocks):
             outputs["publicIp"] = "203.0.113.10"
         if type_ == "aws:ec2/instance:Instance":
             outputs["privateIp"] = "10.20.0.10"
+        if type_ == "docker:index/remoteImage:RemoteImage":
+            outputs["imageId"] = "sha256:" + hashlib.sha256(args.inputs["name"].encode()).hexdigest()
+            outputs["repoDigest"] = args.inputs["name"].rsplit(":", 1)[0] + "@" + outputs["imageId"]
+        if type_ == "docker:index/network:Network":
+            resource_id = suffix
+        if type_ == "tls:index/privateKey:PrivateKey":
+            outputs["privateKeyPem"] = "-----BEGIN PRIVATE KEY-----\nmock\n-----END PRIVATE KEY-----\n"
+        if type_ == "tls:index/selfSignedCert:SelfSignedCert":
+            outputs["certPem"] = "-----BEGIN CERTIFICATE-----\nmock\n-----END CERTIFICATE-----\n"
         if type_ == "random:index/randomPassword:RandomPassword":
             # Distinct, recognisable values so a test can search for leaks.
             outputs["result"] = hashlib.sha256(args.name.encode()).hexdigest()[: int(args.inputs["length"])]

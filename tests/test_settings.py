@@ -17,6 +17,7 @@ VALID = {
     "forgestack:domain": "forge.example.com",
     "forgestack:hostedZone": "example.com",
     "forgestack:acmeEmail": "ops@example.com",
+    "forgestack:sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExample op@laptop",
 }
 
 
@@ -124,7 +125,7 @@ def test_missing_required_key(missing: str) -> None:
         parse(config)
 
 
-@pytest.mark.parametrize("missing", ["aws:region", "forgestack:hostedZone"])
+@pytest.mark.parametrize("missing", ["aws:region", "forgestack:hostedZone", "forgestack:sshPublicKey"])
 def test_aws_stacks_need_region_and_zone(missing: str) -> None:
     config = {key: value for key, value in VALID.items() if key != missing}
     with pytest.raises(ConfigError, match=f"{missing}: got ''; expected"):
@@ -206,7 +207,7 @@ def test_load_reads_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
     pulumi.runtime.set_all_config({})
     monkeypatch.setenv("PULUMI_CONFIG", '{"forgestack:domain": "x.example.com", "forgestack:hostedZone": "example.com", '
                                         '"forgestack:acmeEmail": "a@example.com", "aws:region": "us-east-1", '
-                                        '"forgestack:ci": "none"}')
+                                        '"forgestack:sshPublicKey": "ssh-ed25519 AAAAC3Nza op@x", "forgestack:ci": "none"}')
     pulumi.runtime.set_mocks(ForgeMocks(), project="forgestack", stack="qa", preview=False)
     settings = stack_settings.load()
     assert (settings.ci, settings.region, settings.stack) == ("none", "us-east-1", "qa")

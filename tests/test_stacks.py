@@ -6,7 +6,7 @@ import json
 
 from tests.harness import ProgramRun
 
-COMPONENT_TYPES = {"forgestack:aws:Network", "forgestack:aws:Credentials", "forgestack:aws:Backups",
+COMPONENT_TYPES = {"forgestack:aws:Network", "forgestack:core:Credentials", "forgestack:aws:Backups",
                    "forgestack:aws:Host", "forgestack:aws:Dns"}
 STATEFUL = {"aws:s3/bucket:Bucket", "aws:kms/key:Key", "aws:secretsmanager/secret:Secret", "aws:ebs/volume:Volume"}
 REQUIRED_OUTPUTS = {"giteaUrl", "hostPublicIp", "backupBucketName", "credentialsSecretArn", "instanceId", "vpcId"}

@@ -1,0 +1,1 @@
+"""Docker-hosted services: pure spec functions (settings -> ServiceSpec) and one deploy mapping."""

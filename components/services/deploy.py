@@ -1,0 +1,204 @@
+"""The one place that turns service specs into Docker resources on the host (or the local engine)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+import pulumi_tls as tls
+
+from components.constants import CONTAINER_PREFIX, DATA_MOUNT, DOCKER_NETWORK, DOCKER_SUBNET, HOST_USER
+from components.services.spec import ServiceSpec
+
+RESTART_POLICY = "unless-stopped"
+LOG_OPTIONS = {"max-size": "10m", "max-file": "5"}
+WAIT_TIMEOUT_SECONDS = 600  # first start of Gitea migrates the database
+BOOTSTRAP_CERT_VALIDITY_HOURS = 24 * 825
+HOST_READY_ATTEMPTS = 60
+HOST_READY_PAUSE_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class HostConnection:
+    """How Pulumi reaches the Docker engine, and how the operator's machine runs a command there."""
+
+    docker_host: str  # ssh://ubuntu@203.0.113.10 or unix:///var/run/docker.sock
+    ssh_opts: tuple[str, ...] = ()
+    ssh_target: str = ""  # empty: commands run locally
+    volume_root: str | None = None  # bind mounts below this path; None: named Docker volumes
+    bind_ip: str = "0.0.0.0"  # noqa: S104 (the host's published ports are the forge's public face)
+
+    def remote(self, argv: Sequence[str]) -> list[str]:
+        """argv run on the Docker host: through ssh on AWS, as is on the local stack."""
+        if not self.ssh_target:
+            return list(argv)
+        return ["ssh", *self.ssh_opts, self.ssh_target, shlex.join(argv)]
+
+
+def ssh_options(region: str, via_ssm: bool) -> tuple[str, ...]:
+    options: tuple[str, ...] = ("-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=15", "-o", "BatchMode=yes")
+    if via_ssm:
+        # No port 22 is open: tunnel ssh through SSM Session Manager to the instance id (%h).
+        proxy = (f"aws ssm start-session --region {region} --target %h "
+                 "--document-name AWS-StartSSHSession --parameters portNumber=%p")
+        options += ("-o", f"ProxyCommand={proxy}")
+    return options
+
+
+def aws_connection(region: str, via_ssm: bool, public_ip: str, instance_id: str) -> HostConnection:
+    target = f"{HOST_USER}@{instance_id if via_ssm else public_ip}"
+    return HostConnection(
+        docker_host=f"ssh://{target}", ssh_opts=ssh_options(region, via_ssm), ssh_target=target, volume_root=DATA_MOUNT,
+    )
+
+
+def local_connection() -> HostConnection:
+    # Only this machine reaches the forge's ports.
+    return HostConnection(docker_host="unix:///var/run/docker.sock", bind_ip="127.0.0.1")
+
+
+def host_ready_command(connection: HostConnection) -> str:
+    """Shell run on the operator's machine: retries until cloud-init finished and Docker answers."""
+    probe = shlex.join(connection.remote(["sh", "-c", "cloud-init status --wait >/dev/null && docker info >/dev/null"]))
+    return (
+        f"for attempt in $(seq 1 {HOST_READY_ATTEMPTS}); do "
+        f"if {probe}; then exit 0; fi; "
+        f'echo "host not ready yet (attempt $attempt/{HOST_READY_ATTEMPTS})" >&2; sleep {HOST_READY_PAUSE_SECONDS}; '
+        "done; echo 'host never became ready: check cloud-init on the instance' >&2; exit 1"
+    )
+
+
+@dataclass(frozen=True)
+class ServicesArgs:
+    specs: tuple[ServiceSpec, ...]  # dependencies before dependants
+    secret_values: Mapping[str, pulumi.Output[str]]  # credentials by key
+    connection: pulumi.Output[HostConnection]
+    hostnames: tuple[str, ...]  # for the bootstrap certificate
+    wait_for_host: bool
+    admin_bootstrap: tuple[str, tuple[str, ...]] | None = None  # (service name, docker exec argv)
+
+
+class Services(pulumi.ComponentResource):
+    """Docker network, images and containers for every spec; all on one provider."""
+
+    containers: dict[str, docker.Container]
+
+    def __init__(self, name: str, args: ServicesArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("forgestack:services:Services", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.provider = docker.Provider(
+            f"{name}-docker",
+            host=args.connection.apply(lambda c: c.docker_host),
+            ssh_opts=args.connection.apply(lambda c: list(c.ssh_opts)),
+            opts=child,
+        )
+        ready: list[pulumi.Resource] = []
+        if args.wait_for_host:
+            ready.append(command.local.Command(
+                f"{name}-host-ready", create=args.connection.apply(host_ready_command), opts=child,
+            ))
+        on_docker = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=ready)
+
+        # Self-signed certificate so Nginx can start before Let's Encrypt issues the real one.
+        bootstrap_key = tls.PrivateKey(f"{name}-bootstrap-tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        bootstrap_cert = tls.SelfSignedCert(
+            f"{name}-bootstrap-tls-cert", private_key_pem=bootstrap_key.private_key_pem, dns_names=list(args.hostnames),
+            subject=tls.SelfSignedCertSubjectArgs(common_name=args.hostnames[0], organization="forgestack bootstrap"),
+            validity_period_hours=BOOTSTRAP_CERT_VALIDITY_HOURS,
+            allowed_uses=["key_encipherment", "digital_signature", "server_auth"], opts=child,
+        )
+        secret_values = {
+            **args.secret_values,
+            "bootstrapTlsCertificate": bootstrap_cert.cert_pem,
+            "bootstrapTlsKey": pulumi.Output.secret(bootstrap_key.private_key_pem),
+        }
+
+        self.network = docker.Network(
+            f"{name}-network", name=DOCKER_NETWORK, driver="bridge",
+            ipam_configs=[docker.NetworkIpamConfigArgs(subnet=DOCKER_SUBNET)], opts=on_docker,
+        )
+        self.containers = {}
+        for spec in args.specs:
+            missing = [dependency for dependency in spec.depends_on if dependency not in self.containers]
+            if missing:
+                raise ValueError(f"service {spec.name} depends on {missing}, which come later or not at all")
+            image = docker.RemoteImage(f"{name}-{spec.name}-image", name=spec.image, keep_locally=True, opts=on_docker)
+            self.containers[spec.name] = docker.Container(
+                f"{name}-{spec.name}",
+                self._container_args(spec, image, self.network, secret_values, args.connection),
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=self.provider,
+                    depends_on=[*ready, self.network, *(self.containers[d] for d in spec.depends_on)],
+                ),
+            )
+
+        if args.admin_bootstrap:
+            service, argv = args.admin_bootstrap
+            target = self.containers[service]
+            command.local.Command(
+                f"{name}-{service}-admin",
+                create=args.connection.apply(lambda c: shlex.join(c.remote(argv))),
+                triggers=[target.id],  # a new container re-checks the (idempotent) admin account
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[target]),
+            )
+
+        self.register_outputs({"containers": {n: c.name for n, c in self.containers.items()}, "network": self.network.name})
+
+    @staticmethod
+    def _container_args(
+        spec: ServiceSpec, image: docker.RemoteImage, network: docker.Network, secret_values: Mapping[str, pulumi.Output[str]],
+        connection: pulumi.Output[HostConnection],
+    ) -> docker.ContainerArgs:
+        uploads = [
+            docker.ContainerUploadArgs(file=f.path, content=f.content, executable=f.executable) for f in spec.config_files
+        ] + [
+            docker.ContainerUploadArgs(
+                file=s.path, content=pulumi.Output.secret(secret_values[s.credential]),
+                owner=str(s.owner), permissions="0400",
+            )
+            for s in spec.secret_files
+        ]
+        healthcheck = None
+        if spec.healthcheck:
+            healthcheck = docker.ContainerHealthcheckArgs(
+                tests=list(spec.healthcheck.test), interval=spec.healthcheck.interval, timeout=spec.healthcheck.timeout,
+                retries=spec.healthcheck.retries, start_period=spec.healthcheck.start_period,
+            )
+        return docker.ContainerArgs(
+            name=f"{CONTAINER_PREFIX}{spec.name}",
+            image=image.image_id,
+            restart=RESTART_POLICY,
+            memory=spec.memory_mb,
+            memory_swap=spec.memory_mb,  # no swap beyond the limit
+            shm_size=spec.shm_size_mb,
+            log_driver="json-file",
+            log_opts=LOG_OPTIONS,
+            privileged=False,
+            envs=[f"{key}={value}" for key, value in sorted(spec.env.items())],
+            uploads=uploads,
+            volumes=connection.apply(lambda c: [_volume(c, v.name, v.target, v.read_only) for v in spec.volumes]),
+            ports=connection.apply(
+                lambda c: [docker.ContainerPortArgs(internal=p.container, external=p.host, ip=c.bind_ip) for p in spec.ports]
+            ),
+            healthcheck=healthcheck,
+            # Wait for healthy so that dependants (Gitea after PostgreSQL) start on a working service.
+            wait=spec.healthcheck is not None,
+            wait_timeout=WAIT_TIMEOUT_SECONDS,
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[spec.name])],
+            command=list(spec.command) or None,
+            entrypoints=list(spec.entrypoint) or None,
+            labels=[docker.ContainerLabelArgs(label="forgestack.service", value=spec.name)],
+        )
+
+
+def _volume(connection: HostConnection, name: str, target: str, read_only: bool) -> docker.ContainerVolumeArgs:
+    """A directory on the data volume (AWS) or a named Docker volume (local); Docker creates either on first use,
+    and neither is removed by `pulumi destroy`."""
+    if connection.volume_root is None:
+        return docker.ContainerVolumeArgs(volume_name=f"{CONTAINER_PREFIX}{name}", container_path=target, read_only=read_only)
+    return docker.ContainerVolumeArgs(host_path=f"{connection.volume_root}/{name}", container_path=target, read_only=read_only)

@@ -1,0 +1,93 @@
+"""Gitea: configured entirely through GITEA__section__KEY environment; secrets through __FILE."""
+
+from __future__ import annotations
+
+from components.constants import DOCKER_SUBNET, GIT_SSH_PORT
+from components.services import images, postgres
+from components.services.spec import (
+    ConfigFile,
+    Healthcheck,
+    MetricsEndpoint,
+    PublishedPort,
+    Route,
+    SecretFile,
+    ServiceSpec,
+    Volume,
+)
+from components.settings import Settings
+from components.templates import read
+
+NAME = "gitea"
+HTTP_PORT = 3000
+CONTAINER_SSH_PORT = 22
+SUBDOMAIN = "git"
+GIT_UID = 1000  # the image's `git` user
+SECRETS_DIR = "/run/secrets"
+ADMIN_BOOTSTRAP_SCRIPT = "/usr/local/bin/forgestack-bootstrap-admin"
+ADMIN_PASSWORD_FILE = f"{SECRETS_DIR}/gitea_admin_password"
+
+REGISTRATION = {
+    "closed": {"DISABLE_REGISTRATION": "true"},
+    "approval": {"DISABLE_REGISTRATION": "false", "REGISTER_MANUAL_CONFIRM": "true"},
+    "open": {"DISABLE_REGISTRATION": "false", "REGISTER_MANUAL_CONFIRM": "false"},
+}
+
+
+def gitea_env(settings: Settings) -> dict[str, str]:
+    hostname = settings.hostname(SUBDOMAIN)
+    settings_by_section: dict[str, dict[str, str]] = {
+        "database": {
+            "DB_TYPE": "postgres", "HOST": f"{postgres.NAME}:{postgres.PORT}", "NAME": postgres.DATABASE,
+            "USER": postgres.USER, "PASSWD__FILE": postgres.PASSWORD_FILE, "SSL_MODE": "disable",  # private Docker network
+        },
+        "server": {
+            "DOMAIN": hostname, "ROOT_URL": f"https://{hostname}/", "PROTOCOL": "http", "HTTP_PORT": str(HTTP_PORT),
+            "SSH_DOMAIN": hostname, "SSH_PORT": str(GIT_SSH_PORT), "SSH_LISTEN_PORT": str(CONTAINER_SSH_PORT),
+            "LFS_START_SERVER": "true", "OFFLINE_MODE": "true",
+        },
+        "security": {
+            "INSTALL_LOCK": "true",
+            "SECRET_KEY__FILE": f"{SECRETS_DIR}/gitea_secret_key",
+            "INTERNAL_TOKEN__FILE": f"{SECRETS_DIR}/gitea_internal_token",
+            # Gitea 1.27 no longer trusts every proxy: trust exactly the Docker network Nginx sits on.
+            "REVERSE_PROXY_TRUSTED_PROXIES": DOCKER_SUBNET,
+        },
+        "service": REGISTRATION[settings.gitea_registration],
+        "metrics": {"ENABLED": "true", "TOKEN__FILE": f"{SECRETS_DIR}/gitea_metrics_token"},
+        "session": {"COOKIE_SECURE": "true"},
+        "log": {"LEVEL": "Info"},
+    }
+    env = {"USER_UID": str(GIT_UID), "USER_GID": str(GIT_UID)}
+    for section, values in settings_by_section.items():
+        env.update({f"GITEA__{section}__{key}": value for key, value in values.items()})
+    return env
+
+
+def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
+    return ServiceSpec(
+        name=NAME,
+        image=images.gitea(settings.gitea_version),
+        memory_mb=memory_mb,
+        env=gitea_env(settings),
+        secret_files=(
+            SecretFile("postgresPassword", postgres.PASSWORD_FILE, GIT_UID),
+            SecretFile("giteaSecretKey", f"{SECRETS_DIR}/gitea_secret_key", GIT_UID),
+            SecretFile("giteaInternalToken", f"{SECRETS_DIR}/gitea_internal_token", GIT_UID),
+            SecretFile("metricsToken", f"{SECRETS_DIR}/gitea_metrics_token", GIT_UID),
+            SecretFile("giteaAdminPassword", ADMIN_PASSWORD_FILE, GIT_UID),
+        ),
+        config_files=(ConfigFile(ADMIN_BOOTSTRAP_SCRIPT, read("gitea-bootstrap-admin.sh"), executable=True),),
+        volumes=(Volume("gitea", "/data"),),
+        ports=(PublishedPort(GIT_SSH_PORT, CONTAINER_SSH_PORT),),
+        healthcheck=Healthcheck(("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{HTTP_PORT}/api/healthz"),
+                                start_period="60s"),
+        route=Route(SUBDOMAIN, HTTP_PORT),
+        metrics=MetricsEndpoint(HTTP_PORT, "/metrics", bearer_credential="metricsToken"),
+        depends_on=(postgres.NAME,),
+    )
+
+
+def admin_bootstrap_command(settings: Settings, container_name: str) -> list[str]:
+    """docker exec that creates the admin user once (a no-op when it exists); the password stays in a file."""
+    return ["docker", "exec", "--user", "git", container_name, ADMIN_BOOTSTRAP_SCRIPT,
+            settings.gitea_admin_user, settings.acme_email]

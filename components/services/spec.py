@@ -1,0 +1,103 @@
+"""ServiceSpec: everything the deploy mapping needs to run one container. Pure data, no Pulumi."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# name:tag with an exact tag (digits, not a floating word like latest/stable/alpine alone).
+_PINNED_IMAGE = re.compile(r"^[a-z0-9./-]+(:\d+[A-Za-z0-9._-]*|:v\d+[A-Za-z0-9._-]*)$")
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A credential handed to the container as a file (read through the image's `*_FILE` support)."""
+
+    credential: str  # key in the credentials secret, e.g. postgresPassword
+    path: str  # where the container reads it
+    owner: int = 0  # uid that must read it inside the container
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A rendered file uploaded into the container; a change shows in preview and replaces the container."""
+
+    path: str
+    content: str
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class Volume:
+    """Persistent data. On AWS a directory on the data volume, on the local stack a Docker volume."""
+
+    name: str  # also the directory name below DATA_MOUNT
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    host: int
+    container: int
+
+
+@dataclass(frozen=True)
+class Route:
+    """Nginx routes https://<subdomain>.<domain>/ to this container's port."""
+
+    subdomain: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    test: tuple[str, ...]  # Docker's CMD form
+    interval: str = "30s"
+    timeout: str = "5s"
+    retries: int = 5
+    start_period: str = "30s"
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """Where Prometheus scrapes this service (inside the Docker network)."""
+
+    port: int
+    path: str = "/metrics"
+    bearer_credential: str | None = None  # credentials key holding the bearer token
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # container name suffix and DNS name inside the Docker network
+    image: str  # repository:exact-tag
+    memory_mb: int
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_files: tuple[SecretFile, ...] = ()
+    config_files: tuple[ConfigFile, ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    ports: tuple[PublishedPort, ...] = ()
+    healthcheck: Healthcheck | None = None
+    route: Route | None = None
+    metrics: MetricsEndpoint | None = None
+    command: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()  # only where the image's own entrypoint must be replaced
+    depends_on: tuple[str, ...] = ()  # services that must be healthy before this one starts
+    shm_size_mb: int | None = None
+
+    def __post_init__(self) -> None:
+        if not _PINNED_IMAGE.match(self.image):
+            raise ValueError(f"service {self.name}: image {self.image!r} is not pinned to an exact tag")
+        secret_env = [key for key in self.env if re.search(r"PASSW|SECRET|TOKEN", key) and not key.endswith("_FILE")]
+        if secret_env:
+            raise ValueError(f"service {self.name}: {secret_env} look like secrets in plain env; use secret_files")
+
+
+def image_repository(image: str) -> str:
+    return image.rsplit(":", 1)[0]
+
+
+def image_tag(image: str) -> str:
+    return image.rsplit(":", 1)[1]

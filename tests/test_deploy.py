@@ -1,0 +1,150 @@
+"""The deploy mapping under mocks for dev, prod and local, and the invariants every container keeps."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components import templates
+from components.constants import DATA_MOUNT, DOCKER_SUBNET
+from components.services.deploy import HostConnection, aws_connection, host_ready_command, local_connection
+from components.services.spec import _PINNED_IMAGE
+from tests.harness import ProgramRun, Registered, has_secret
+
+PUBLIC_PORTS = {80, 443, 2222}
+
+
+def _containers(run: ProgramRun) -> dict[str, Registered]:
+    return {c.inputs["name"]: c for c in run.of_type("docker:index/container:Container")}
+
+
+def test_each_stack_builds_its_containers(dev_run: ProgramRun, prod_run: ProgramRun, local_run: ProgramRun) -> None:
+    aws_names = {"forgestack-postgres", "forgestack-gitea", "forgestack-proxy", "forgestack-certbot"}
+    assert set(_containers(dev_run)) == aws_names
+    assert set(_containers(prod_run)) == aws_names
+    assert set(_containers(local_run)) == aws_names - {"forgestack-certbot"}
+
+
+def test_local_stack_has_no_aws_resources(local_run: ProgramRun) -> None:
+    assert [r.type for r in local_run.resources if r.type.startswith("aws:") or r.type == "pulumi:providers:aws"] == []
+    assert "hostPublicIp" not in local_run.outputs
+    assert local_run.one("pulumi:providers:docker").inputs["host"] == "unix:///var/run/docker.sock"
+
+
+def test_invariants_of_every_container(any_run: ProgramRun) -> None:
+    images = {image.outputs["imageId"]: image.inputs["name"] for image in any_run.of_type("docker:index/remoteImage:RemoteImage")}
+    credentials = [r.outputs["result"] for r in any_run.of_type("random:index/randomPassword:RandomPassword")]
+    for name, container in _containers(any_run).items():
+        inputs = container.inputs
+        assert _PINNED_IMAGE.match(images[inputs["image"]]), f"{name}: image not pinned"
+        assert inputs["restart"] == "unless-stopped", name
+        assert inputs["logDriver"] == "json-file" and inputs["logOpts"]["max-size"], name
+        assert inputs["memory"] > 0, name
+        assert inputs["privileged"] is False, name
+        volumes = inputs.get("volumes") or []
+        assert not [v for v in volumes if "docker.sock" in (v.get("hostPath") or "")], f"{name}: Docker socket mounted"
+        for port in inputs.get("ports") or []:
+            if port.get("ip") in (None, "", "0.0.0.0"):
+                assert port["external"] in PUBLIC_PORTS, f"{name}: {port['external']} published to all interfaces"
+        env = " ".join(inputs.get("envs") or [])
+        assert not [value for value in credentials if value in env], f"{name}: plaintext credential in env"
+
+
+def test_secret_files_are_secret_uploads(dev_run: ProgramRun) -> None:
+    gitea = _containers(dev_run)["forgestack-gitea"]
+    # A secret file makes the whole uploads property secret: the engine stores it encrypted.
+    assert gitea.raw_inputs is not None and has_secret(gitea.raw_inputs["uploads"])
+    uploads = {u["file"]: u for u in gitea.inputs["uploads"]}
+    for path in ("/run/secrets/postgres_password", "/run/secrets/gitea_secret_key", "/run/secrets/gitea_admin_password"):
+        assert uploads[path]["permissions"] == "0400" and uploads[path]["owner"] == "1000"
+        assert uploads[path]["content"]
+
+
+def test_only_the_proxy_publishes_80_and_443(any_run: ProgramRun) -> None:
+    published = {
+        name: sorted(int(p["external"]) for p in c.inputs.get("ports") or [])
+        for name, c in _containers(any_run).items() if c.inputs.get("ports")
+    }
+    assert published == {"forgestack-gitea": [2222], "forgestack-proxy": [80, 443]}
+
+
+def test_local_ports_bind_to_loopback_aws_to_all(local_run: ProgramRun, dev_run: ProgramRun) -> None:
+    assert {p["ip"] for c in _containers(local_run).values() for p in c.inputs.get("ports") or []} == {"127.0.0.1"}
+    assert {p["ip"] for c in _containers(dev_run).values() for p in c.inputs.get("ports") or []} == {"0.0.0.0"}
+
+
+def test_data_lives_on_the_data_volume_on_aws(dev_run: ProgramRun, local_run: ProgramRun) -> None:
+    postgres = _containers(dev_run)["forgestack-postgres"]
+    assert postgres.inputs["volumes"] == [{"hostPath": f"{DATA_MOUNT}/postgres", "containerPath": "/var/lib/postgresql",
+                                           "readOnly": False}]
+    local_postgres = _containers(local_run)["forgestack-postgres"]
+    assert local_postgres.inputs["volumes"][0]["volumeName"] == "forgestack-postgres"
+
+
+def test_gitea_starts_after_a_healthy_postgres(any_run: ProgramRun) -> None:
+    containers = _containers(any_run)
+    postgres, gitea = containers["forgestack-postgres"], containers["forgestack-gitea"]
+    assert postgres.inputs["wait"] is True  # Pulumi waits for the healthcheck before creating dependants
+    assert postgres.urn in gitea.depends_on
+
+
+def test_containers_wait_for_the_host_on_aws(dev_run: ProgramRun) -> None:
+    ready = dev_run.one("command:local:Command", "services-host-ready")
+    for name, container in _containers(dev_run).items():
+        assert ready.urn in container.depends_on, name
+    assert ready.urn in dev_run.one("docker:index/network:Network").depends_on
+
+
+def test_network_subnet_is_the_trusted_proxy_range(any_run: ProgramRun) -> None:
+    network = any_run.one("docker:index/network:Network")
+    assert network.inputs["ipamConfigs"] == [{"subnet": DOCKER_SUBNET}]
+
+
+def test_admin_bootstrap_runs_after_gitea_without_a_password(any_run: ProgramRun) -> None:
+    bootstrap = any_run.one("command:local:Command", "services-gitea-admin")
+    gitea = _containers(any_run)["forgestack-gitea"]
+    assert gitea.urn in bootstrap.depends_on
+    assert "forgestack-bootstrap-admin" in bootstrap.inputs["create"]
+    passwords = [r.outputs["result"] for r in any_run.of_type("random:index/randomPassword:RandomPassword")]
+    assert not [p for p in passwords if p in bootstrap.inputs["create"]]
+
+
+def test_aws_docker_provider_goes_over_ssh_through_ssm(dev_run: ProgramRun) -> None:
+    provider = dev_run.one("pulumi:providers:docker")
+    instance_id = dev_run.outputs["instanceId"]
+    assert provider.inputs["host"] == f"ssh://ubuntu@{instance_id}"
+    assert any("ProxyCommand=aws ssm start-session" in option for option in json.loads(provider.inputs["sshOpts"]))
+
+
+def test_ssh_goes_direct_when_admin_networks_exist() -> None:
+    connection = aws_connection("eu-west-1", via_ssm=False, public_ip="203.0.113.10", instance_id="i-1")
+    assert connection.docker_host == "ssh://ubuntu@203.0.113.10"
+    assert not any("ProxyCommand" in option for option in connection.ssh_opts)
+
+
+@pytest.mark.validator
+@pytest.mark.parametrize("connection", [
+    aws_connection("eu-west-1", True, "203.0.113.10", "i-0123"), aws_connection("eu-west-1", False, "203.0.113.10", "i-0123"),
+    local_connection(),
+])
+def test_host_ready_command_is_valid_shell(tmp_path: Path, connection: HostConnection) -> None:
+    script = tmp_path / "ready.sh"
+    script.write_text("#!/bin/sh\n" + host_ready_command(connection) + "\n")
+    assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck
+    result = subprocess.run([shellcheck, "--shell=sh", str(script)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.validator
+@pytest.mark.parametrize("script", ["proxy-start.sh", "certbot-loop.sh", "gitea-bootstrap-admin.sh", "mount-data-volume.sh"])
+def test_shell_scripts_pass_shellcheck(script: str) -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck
+    result = subprocess.run([shellcheck, str(templates.FILES_DIR / script)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout

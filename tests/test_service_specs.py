@@ -1,0 +1,131 @@
+"""Service specs: pure functions from settings; Gitea, PostgreSQL and the proxy configured as documented."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from components.constants import DOCKER_SUBNET
+from components.services import gitea, postgres
+from components.services.catalog import memory_plan, routed_hostnames, service_specs
+from components.services.spec import Route, ServiceSpec
+from components.settings import Settings, parse
+from tests.harness import stack_config
+
+
+@pytest.fixture(scope="module")
+def dev() -> Settings:
+    return parse(stack_config("dev"), stack="dev")
+
+
+@pytest.fixture(scope="module")
+def local() -> Settings:
+    return parse(stack_config("local"), stack="local")
+
+
+def _by_name(settings: Settings) -> dict[str, ServiceSpec]:
+    return {spec.name: spec for spec in service_specs(settings)}
+
+
+def test_aws_stacks_run_certbot_local_does_not(dev: Settings, local: Settings) -> None:
+    assert list(_by_name(dev)) == ["postgres", "gitea", "proxy", "certbot"]
+    assert list(_by_name(local)) == ["postgres", "gitea", "proxy"]
+
+
+def test_postgres_is_pinned_private_and_reads_its_password_from_a_file(dev: Settings) -> None:
+    spec = _by_name(dev)["postgres"]
+    assert spec.image == "postgres:18.4"
+    assert spec.ports == ()
+    assert spec.env["POSTGRES_PASSWORD_FILE"] == postgres.PASSWORD_FILE
+    assert [f.credential for f in spec.secret_files] == ["postgresPassword"]
+    assert [(v.name, v.target) for v in spec.volumes] == [("postgres", "/var/lib/postgresql")]
+    assert spec.healthcheck is not None and spec.healthcheck.test[1:] == ("pg_isready", "-U", "gitea", "-d", "gitea")
+
+
+def test_postgres_memory_settings_follow_the_instance(dev: Settings) -> None:
+    small = _by_name(dev)["postgres"]
+    large = _by_name(dev.model_copy(update={"instance_type": "m7g.2xlarge"}))["postgres"]
+    assert large.memory_mb > small.memory_mb
+    assert f"shared_buffers={small.memory_mb // 4}MB" in small.command
+    assert f"shared_buffers={large.memory_mb // 4}MB" in large.command
+
+
+def test_memory_plan_fits_the_instance(dev: Settings) -> None:
+    plan = memory_plan(dev)
+    assert sum(plan.values()) < dev.instance_memory_mib
+    assert set(plan) == {"postgres", "gitea", "proxy", "certbot"}
+
+
+def test_gitea_environment(dev: Settings) -> None:
+    env = _by_name(dev)["gitea"].env
+    assert env["GITEA__database__DB_TYPE"] == "postgres"
+    assert env["GITEA__database__HOST"] == "postgres:5432"
+    assert env["GITEA__server__ROOT_URL"] == "https://git.dev.forge.example.com/"
+    assert (env["GITEA__server__SSH_PORT"], env["GITEA__server__SSH_LISTEN_PORT"]) == ("2222", "22")
+    assert env["GITEA__security__INSTALL_LOCK"] == "true"
+    assert env["GITEA__security__REVERSE_PROXY_TRUSTED_PROXIES"] == DOCKER_SUBNET
+    assert env["GITEA__metrics__ENABLED"] == "true"
+    assert env["GITEA__service__DISABLE_REGISTRATION"] == "true"
+
+
+def test_gitea_secrets_arrive_as_files_only(dev: Settings) -> None:
+    spec = _by_name(dev)["gitea"]
+    file_env = {key: value for key, value in spec.env.items() if key.endswith("__FILE")}
+    assert set(file_env) == {"GITEA__database__PASSWD__FILE", "GITEA__security__SECRET_KEY__FILE",
+                             "GITEA__security__INTERNAL_TOKEN__FILE", "GITEA__metrics__TOKEN__FILE"}
+    uploaded = {f.path for f in spec.secret_files}
+    assert set(file_env.values()) <= uploaded
+    assert all(f.owner == gitea.GIT_UID for f in spec.secret_files)
+
+
+@pytest.mark.parametrize(("policy", "disabled", "confirm"), [("approval", "false", "true"), ("open", "false", "false")])
+def test_registration_policy_from_config(dev: Settings, policy: str, disabled: str, confirm: str) -> None:
+    env = _by_name(dev.model_copy(update={"gitea_registration": policy}))["gitea"].env
+    assert (env["GITEA__service__DISABLE_REGISTRATION"], env["GITEA__service__REGISTER_MANUAL_CONFIRM"]) == (disabled, confirm)
+
+
+def test_gitea_waits_for_postgres_and_publishes_git_ssh(dev: Settings) -> None:
+    spec = _by_name(dev)["gitea"]
+    assert spec.depends_on == ("postgres",)
+    assert [(p.host, p.container) for p in spec.ports] == [(2222, 22)]
+    assert spec.healthcheck is not None and spec.healthcheck.test[-1].endswith("/api/healthz")
+    assert spec.route == Route("git", gitea.HTTP_PORT)
+
+
+def test_admin_bootstrap_passes_no_password(dev: Settings) -> None:
+    argv = gitea.admin_bootstrap_command(dev, "forgestack-gitea")
+    assert argv[:4] == ["docker", "exec", "--user", "git"]
+    assert dev.gitea_admin_user in argv
+    assert not any("password" in part.lower() for part in argv)
+
+
+def test_only_the_proxy_publishes_web_ports(dev: Settings) -> None:
+    published = {spec.name: sorted(p.host for p in spec.ports) for spec in service_specs(dev) if spec.ports}
+    assert published == {"gitea": [2222], "proxy": [80, 443]}
+
+
+def test_certbot_covers_every_routed_hostname(dev: Settings) -> None:
+    specs = service_specs(dev)
+    certbot = _by_name(dev)["certbot"]
+    assert certbot.env["CERT_DOMAINS"].split(",") == list(routed_hostnames(dev, specs))
+    assert certbot.env["ACME_STAGING"] == "true"
+    prod = parse(stack_config("prod"), stack="prod")
+    assert _by_name(prod)["certbot"].env["ACME_STAGING"] == "false"
+
+
+def test_hostnames_derive_from_routes(dev: Settings) -> None:
+    specs = list(service_specs(dev))
+    extra = dataclasses.replace(specs[1], name="extra", route=Route("extra", 8080), ports=())
+    assert routed_hostnames(dev, [*specs, extra]) == ("git.dev.forge.example.com", "extra.dev.forge.example.com")
+
+
+@pytest.mark.parametrize("image", ["nginx", "nginx:latest", "nginx:alpine", "gitea/gitea:stable"])
+def test_floating_images_are_refused(image: str) -> None:
+    with pytest.raises(ValueError, match="not pinned"):
+        ServiceSpec(name="x", image=image, memory_mb=64)
+
+
+def test_plain_secrets_in_env_are_refused() -> None:
+    with pytest.raises(ValueError, match="secret_files"):
+        ServiceSpec(name="x", image="nginx:1.28.3", memory_mb=64, env={"DB_PASSWORD": "hunter2"})
