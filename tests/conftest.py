@@ -6,7 +6,7 @@ import functools
 
 import pytest
 
-from tests.harness import ProgramRun, run_program, stack_config
+from rehearsal.engine import ProgramRun, run_program, stack_config
 
 
 @functools.cache

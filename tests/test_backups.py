@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.harness import ProgramRun
+from rehearsal.engine import ProgramRun
 
 
 def _bucket_child(run: ProgramRun, type_: str) -> dict:

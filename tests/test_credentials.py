@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from components.credentials import CREDENTIAL_KEYS
-from tests.harness import ProgramRun
+from rehearsal.engine import ProgramRun
 
 
 def test_one_generated_value_per_credential(dev_run: ProgramRun) -> None:
@@ -31,7 +31,7 @@ def test_secret_version_holds_every_credential_as_json(dev_run: ProgramRun) -> N
 
 
 def test_secret_string_reaches_the_engine_as_a_secret(dev_run: ProgramRun) -> None:
-    from tests.harness import has_secret  # the raw (wrapped) inputs are what the engine would store
+    from rehearsal.engine import has_secret  # the raw (wrapped) inputs are what the engine would store
 
     version = dev_run.one("aws:secretsmanager/secretVersion:SecretVersion")
     assert version.raw_inputs is not None and has_secret(version.raw_inputs["secretString"])

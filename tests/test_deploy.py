@@ -13,7 +13,7 @@ from components import templates
 from components.constants import DATA_MOUNT, DOCKER_SUBNET
 from components.services.deploy import HostConnection, aws_connection, host_ready_command, local_connection
 from components.services.spec import _PINNED_IMAGE
-from tests.harness import ProgramRun, Registered, has_secret
+from rehearsal.engine import ProgramRun, Registered, has_secret
 
 PUBLIC_PORTS = {80, 443, 2222}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components.dns import Dns, DnsArgs
-from tests.harness import ProgramRun
+from rehearsal.engine import ProgramRun
 
 
 def test_gitea_hostname_points_at_the_elastic_ip(aws_run: ProgramRun) -> None:

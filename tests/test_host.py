@@ -14,7 +14,7 @@ import yaml
 from components import templates
 from components.constants import DATA_MOUNT
 from components.host import ami_name_pattern, host_policy, render_user_data
-from tests.harness import ProgramRun
+from rehearsal.engine import ProgramRun
 
 VOLUME_ID = "vol-0123456789abcdef0"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from components.network import host_ingress_rules, public_subnet_cidr
-from tests.harness import ProgramRun, run_program, stack_config
+from rehearsal.engine import ProgramRun, run_program, stack_config
 
 
 def test_public_subnet_is_the_first_slash_24() -> None:

@@ -12,7 +12,7 @@ import pytest
 from components.services.catalog import service_specs
 from components.services.proxy import ProxyRoute, proxy_routes, render_nginx_conf
 from components.settings import parse
-from tests.harness import stack_config
+from rehearsal.engine import stack_config
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

@@ -11,8 +11,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from rehearsal.engine import REPO
 from scripts import credentials as credentials_script
-from tests.harness import REPO
 
 
 @pytest.fixture

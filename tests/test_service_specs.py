@@ -11,7 +11,7 @@ from components.services import gitea, postgres
 from components.services.catalog import memory_plan, routed_hostnames, service_specs
 from components.services.spec import Route, ServiceSpec
 from components.settings import Settings, parse
-from tests.harness import stack_config
+from rehearsal.engine import stack_config
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import yaml
 
 from components import settings as stack_settings
 from components.settings import ConfigError, config_keys, instance_architecture, instance_memory_gib, parse
-from tests.harness import REPO, ForgeMocks, run_program, stack_config
+from rehearsal.engine import REPO, ForgeMocks, run_program, stack_config
 
 VALID = {
     "aws:region": "eu-west-1",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.harness import ProgramRun
+from rehearsal.engine import ProgramRun
 
 COMPONENT_TYPES = {"forgestack:aws:Network", "forgestack:core:Credentials", "forgestack:aws:Backups",
                    "forgestack:aws:Host", "forgestack:aws:Dns"}

@@ -21,7 +21,7 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent  # the repository root
 MAIN = REPO / "__main__.py"
 ACCOUNT_ID = "123456789012"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -163,9 +163,17 @@ class ForgeMocks(pulumi.runtime.Mocks):
         raise AssertionError(f"unexpected invoke {token} with {args.args}")
 
 
-def stack_config(stack: str, overrides: dict[str, Any] | None = None, drop: tuple[str, ...] = ()) -> dict[str, str]:
+def stack_config(
+    stack: str, overrides: dict[str, Any] | None = None, drop: tuple[str, ...] = (), stack_file: Path | None = None
+) -> dict[str, str]:
     """A stack file's config as the CLI passes it: every value a string, lists and maps as JSON."""
-    document = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())
+    path = stack_file or REPO / f"Pulumi.{stack}.yaml"
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path.name} is not valid YAML: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
+        raise ValueError(f"{path.name}: expected a mapping with a `config:` mapping")
     config = {**document.get("config", {}), **(overrides or {})}
     return {key: as_config_string(value) for key, value in config.items() if key not in drop}
 

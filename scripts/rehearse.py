@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Rehearse a stack offline: run the real __main__.py with a stack file's config under Pulumi mocks.
+
+    python scripts/rehearse.py --stack dev            # resource tree, outputs (secrets masked), checks
+    python scripts/rehearse.py --stack prod --json    # one JSON document
+    python scripts/rehearse.py --stack dev --stack-file my-dev.yaml
+
+Needs no AWS account, no Pulumi CLI and no Docker engine. The mocks echo inputs and add
+realistic ids; they do not emulate AWS (see README, "What is proven how").
+Exit codes: 0 ok, 1 a check failed or the program broke, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from components.services.spec import _PINNED_IMAGE
+from components.settings import ConfigError
+from rehearsal.engine import ProgramRun, Registered, run_program, stack_config
+
+KEY_PROPERTIES = {
+    "aws:ec2/vpc:Vpc": ("cidrBlock",),
+    "aws:ec2/subnet:Subnet": ("cidrBlock", "availabilityZone"),
+    "aws:ec2/instance:Instance": ("instanceType",),
+    "aws:ebs/volume:Volume": ("size", "type", "encrypted"),
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": ("fromPort", "cidrIpv4"),
+    "aws:route53/record:Record": ("name", "type"),
+    "docker:index/container:Container": ("name",),
+    "docker:index/remoteImage:RemoteImage": ("name",),
+}
+
+
+def check_docker(run: ProgramRun) -> list[str]:
+    """What Docker would refuse or what would break at run time, found before anything runs."""
+    problems = []
+    for image in run.of_type("docker:index/remoteImage:RemoteImage"):
+        if not _PINNED_IMAGE.match(image.inputs["name"]):
+            problems.append(f"image {image.inputs['name']} is not pinned to an exact tag")
+    bindings = Counter(
+        (port.get("ip"), int(port["external"]))
+        for container in run.of_type("docker:index/container:Container")
+        for port in container.inputs.get("ports") or []
+    )
+    problems += [f"host port {port} on {ip} is published by {count} containers" for (ip, port), count in bindings.items() if count > 1]
+    networks = {network.inputs["name"] for network in run.of_type("docker:index/network:Network")}
+    for container in run.of_type("docker:index/container:Container"):
+        name = container.inputs["name"]
+        for attachment in container.inputs.get("networksAdvanced") or []:
+            if attachment["name"] not in networks:
+                problems.append(f"{name}: network {attachment['name']} does not exist")
+        for upload in container.inputs.get("uploads") or []:
+            if not upload.get("content"):
+                problems.append(f"{name}: uploaded file {upload['file']} is empty")
+    return problems
+
+
+def _properties(resource: Registered) -> str:
+    keys = KEY_PROPERTIES.get(resource.type, ())
+    return " ".join(f"{key}={resource.inputs.get(key)}" for key in keys if resource.inputs.get(key) is not None)
+
+
+def print_tree(run: ProgramRun) -> None:
+    children: dict[str, list[Registered]] = {}
+    for resource in run.resources:
+        children.setdefault(resource.parent, []).append(resource)
+
+    def show(parent_urn: str, depth: int) -> None:
+        for resource in children.get(parent_urn, []):
+            protected = " [protected]" if resource.protect else ""
+            print(f"{'  ' * depth}{resource.type}  {resource.name}  id={resource.id}{protected}  {_properties(resource)}".rstrip())
+            show(resource.urn, depth + 1)
+
+    roots = [urn for urn in children if urn not in {r.urn for r in run.resources}]
+    for root in roots:
+        show(root, 0)
+
+
+def masked_outputs(run: ProgramRun) -> dict[str, Any]:
+    return {name: "[secret]" if name in run.secret_outputs else value for name, value in sorted(run.outputs.items())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--stack", required=True, choices=["dev", "prod", "local"], help="stack to rehearse")
+    parser.add_argument("--stack-file", type=Path, help="use this stack file instead of Pulumi.<stack>.yaml")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the tree")
+    args = parser.parse_args(argv)
+
+    try:
+        config = stack_config(args.stack, stack_file=args.stack_file)
+        print(f"rehearse: running __main__.py for stack {args.stack} under mocks", file=sys.stderr)
+        run = run_program(args.stack, config)
+    except ConfigError as error:
+        print(f"rehearse: {error}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as error:
+        one_line = " ".join(str(error).split())
+        print(f"rehearse: {args.stack}: {one_line}", file=sys.stderr)
+        return 1
+
+    problems = check_docker(run)
+    if args.json:
+        document = {
+            "stack": args.stack,
+            "resources": [{"type": r.type, "name": r.name, "id": r.id, "parent": r.parent, "protect": r.protect}
+                          for r in run.resources],
+            "outputs": masked_outputs(run),
+            "problems": problems,
+        }
+        print(json.dumps(document, indent=2, default=str))
+    else:
+        print_tree(run)
+        print("\noutputs:")
+        for name, value in masked_outputs(run).items():
+            print(f"  {name} = {value}")
+        print(f"\n{len(run.resources)} resources; {len(problems)} problems")
+        for problem in problems:
+            print(f"  problem: {problem}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""scripts/rehearse.py: the README's no-AWS command, run as a process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rehearsal.engine import REPO, ProgramRun, Registered
+from scripts.rehearse import check_docker
+
+
+def _rehearse(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "rehearse.py"), *args], capture_output=True, text=True,
+                          check=False, cwd="/")
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_json_shows_ids_and_masks_nothing_secret(stack: str) -> None:
+    result = _rehearse("--stack", stack, "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    ids = {resource["id"][:4] for resource in document["resources"]}
+    assert {"vpc-", "i-00", "sg-0"} <= ids
+    assert document["outputs"]["giteaUrl"].startswith("https://git.")
+    assert document["problems"] == []
+
+
+def test_local_stack_rehearses_without_aws() -> None:
+    result = _rehearse("--stack", "local")
+    assert result.returncode == 0, result.stderr
+    assert "aws:" not in result.stdout and "forgestack-gitea" in result.stdout
+
+
+def test_broken_stack_file_is_one_clear_line(tmp_path: Path) -> None:
+    broken = tmp_path / "Pulumi.dev.yaml"
+    broken.write_text((REPO / "Pulumi.dev.yaml").read_text().replace("10.20.0.0/16", "10.20.0.0/8"))
+    result = _rehearse("--stack", "dev", "--stack-file", str(broken))
+    assert result.returncode == 2
+    error_lines = [line for line in result.stderr.splitlines() if "invalid stack configuration" in line]
+    assert len(error_lines) == 1 and "forgestack:vpcCidr: got '10.20.0.0/8'" in error_lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_help() -> None:
+    result = _rehearse("--help")
+    assert result.returncode == 0 and "--stack" in result.stdout
+
+
+def _container(name: str, port: int) -> Registered:
+    inputs = {"name": name, "ports": [{"ip": "0.0.0.0", "external": port, "internal": port}],
+              "networksAdvanced": [{"name": "forgestack"}], "uploads": [{"file": "/x", "content": "x"}]}
+    return Registered("docker:index/container:Container", name, inputs, name, inputs, True)
+
+
+def test_docker_checks_catch_clashing_ports_missing_networks_and_floating_images() -> None:
+    network = Registered("docker:index/network:Network", "n", {"name": "forgestack"}, "n", {}, True)
+    image = Registered("docker:index/remoteImage:RemoteImage", "i", {"name": "nginx:latest"}, "i", {}, True)
+    orphan = _container("c", 8080)
+    orphan.inputs["networksAdvanced"] = [{"name": "elsewhere"}]
+    run = ProgramRun([network, image, _container("a", 443), _container("b", 443), orphan], {}, set())
+    problems = check_docker(run)
+    assert "image nginx:latest is not pinned to an exact tag" in problems
+    assert "host port 443 on 0.0.0.0 is published by 2 containers" in problems
+    assert "c: network elsewhere does not exist" in problems
