@@ -9,7 +9,7 @@ from typing import Final
 import pulumi
 import pulumi_aws as aws
 
-from components.credentials import key_policy
+from components.kms import rotating_key
 
 NONCURRENT_VERSION_DAYS: Final = 7  # an overwritten or deleted backup object can be recovered for a week
 ABORT_MULTIPART_DAYS: Final = 1
@@ -75,11 +75,7 @@ class Backups(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
 
-        caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
-        self.key = aws.kms.Key(
-            f"{name}-key", description="forgestack backups bucket", enable_key_rotation=True,
-            deletion_window_in_days=30, policy=caller.account_id.apply(key_policy), opts=stateful,
-        )
+        self.key = rotating_key(f"{name}-key", "forgestack backups bucket", self, args.protect)
         # Unprotected (dev) buckets are emptied on destroy; a protected one cannot be destroyed at all.
         self.bucket = aws.s3.Bucket(f"{name}-bucket", force_destroy=not args.protect, opts=stateful)
         bucket_id = self.bucket.id

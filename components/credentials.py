@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Final
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
+
+from components.kms import rotating_key
 
 # Secret JSON key -> generated length. Gitea's SECRET_KEY and INTERNAL_TOKEN are generated once and
 # must never change (changing SECRET_KEY makes stored 2FA and OAuth secrets unreadable).
@@ -28,20 +29,6 @@ class CredentialsArgs:
     # False on the local stack: the values stay in the Pulumi state (encrypted) only.
     store_in_secrets_manager: bool = True
     protect: bool = False
-
-
-def key_policy(account_id: str) -> str:
-    """The account root administers the key; IAM policies (scoped to this key's ARN) grant use."""
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "AccountAdministersKeyThroughIam",
-            "Effect": "Allow",
-            "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
-            "Action": "kms:*",
-            "Resource": "*",
-        }],
-    })
 
 
 class Credentials(pulumi.ComponentResource):
@@ -65,11 +52,7 @@ class Credentials(pulumi.ComponentResource):
         self.key = None
         self.secret = None
         if args.store_in_secrets_manager:
-            caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
-            self.key = aws.kms.Key(
-                f"{name}-key", description="forgestack credentials secret", enable_key_rotation=True,
-                deletion_window_in_days=30, policy=caller.account_id.apply(key_policy), opts=stateful,
-            )
+            self.key = rotating_key(f"{name}-key", "forgestack credentials secret", self, args.protect)
             self.secret = aws.secretsmanager.Secret(
                 f"{name}-secret", description="forgestack credentials (JSON)", kms_key_id=self.key.arn,
                 opts=stateful,

@@ -12,6 +12,7 @@ import pulumi_docker as docker
 import pulumi_tls as tls
 
 from components.constants import CONTAINER_PREFIX, DATA_MOUNT, DOCKER_NETWORK, DOCKER_SUBNET, HOST_USER
+from components.services.proxy import BOOTSTRAP_CERT, BOOTSTRAP_KEY
 from components.services.spec import ServiceSpec
 
 RESTART_POLICY = "unless-stopped"
@@ -114,8 +115,8 @@ class Services(pulumi.ComponentResource):
         )
         secret_values = {
             **args.secret_values,
-            "bootstrapTlsCertificate": bootstrap_cert.cert_pem,
-            "bootstrapTlsKey": pulumi.Output.secret(bootstrap_key.private_key_pem),
+            BOOTSTRAP_CERT: bootstrap_cert.cert_pem,
+            BOOTSTRAP_KEY: pulumi.Output.secret(bootstrap_key.private_key_pem),
         }
 
         self.network = docker.Network(
