@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from components.services import images
-from components.services.spec import Healthcheck, MetricsEndpoint, SecretFile, ServiceSpec, Volume
+from components.services.spec import Healthcheck, SecretFile, ServiceSpec, Volume
 from components.settings import Settings
 
 NAME = "postgres"
@@ -39,9 +39,4 @@ def postgres_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         healthcheck=Healthcheck(("CMD", "pg_isready", "-U", USER, "-d", DATABASE), interval="10s", start_period="60s"),
         command=tuple(command),
         shm_size_mb=max(128, memory_mb // 4),  # shared_buffers and parallel workers use /dev/shm
-        metrics=None,
     )
-
-
-# The exporter is added with monitoring; its scrape address is derived from here.
-POSTGRES_METRICS = MetricsEndpoint(port=9187)
