@@ -85,9 +85,16 @@ def test_only_the_ssm_core_managed_policy(aws_run: ProgramRun) -> None:
     assert [a.inputs["policyArn"] for a in attachments] == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
 
 
-def test_host_policy_is_pure_json() -> None:
-    document = json.loads(host_policy("arn:b", "arn:bk", "arn:s", "arn:sk"))
-    assert document["Version"] == "2012-10-17"
+def test_host_policy_pairs_each_action_with_its_own_resource() -> None:
+    document = json.loads(host_policy("arn:bucket", "arn:backup-key", "arn:secret", "arn:secret-key"))
+    by_resource = {statement["Resource"]: statement["Action"] for statement in document["Statement"]}
+    assert by_resource == {
+        "arn:secret": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+        "arn:secret-key": "kms:Decrypt",
+        "arn:bucket": "s3:ListBucket",
+        "arn:bucket/*": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+        "arn:backup-key": ["kms:Decrypt", "kms:GenerateDataKey"],
+    }
 
 
 def test_user_data_installs_pinned_docker_and_mounts_the_volume() -> None:
