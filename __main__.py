@@ -4,15 +4,17 @@ import pulumi
 import pulumi_aws as aws
 
 from components import settings as stack_settings
+from components.backup_job import backup_job, pre_upgrade_backup_argv
 from components.backups import Backups, BackupsArgs
 from components.constants import CONTAINER_PREFIX, GIT_SSH_PORT, PROJECT
 from components.credentials import Credentials, CredentialsArgs
 from components.dns import Dns, DnsArgs
 from components.host import Host, HostArgs
 from components.network import Network, NetworkArgs
-from components.services import gitea
+from components.services import gitea, postgres
 from components.services.catalog import routed_hostnames, service_specs
 from components.services.deploy import HostConnection, Services, ServicesArgs, aws_connection, local_connection
+from components.snapshots import Snapshots, SnapshotsArgs
 
 settings = stack_settings.load()  # raises ConfigError before any resource exists
 specs = service_specs(settings)
@@ -37,6 +39,11 @@ if settings.is_aws:
     backups = Backups(
         "backups", BackupsArgs(settings.backup_retention_days, settings.backup_archive_after_days, settings.protect), aws_opts
     )
+    snapshot_tag = f"{PROJECT}-{settings.stack}"
+    Snapshots("snapshots", SnapshotsArgs(snapshot_tag, settings.snapshot_retention_days), aws_opts)
+    job = backups.bucket.bucket.apply(
+        lambda bucket: backup_job(specs, bucket, settings.region, settings.backup_interval_hours, postgres.NAME)
+    )
     host = Host(
         "host",
         HostArgs(
@@ -44,7 +51,7 @@ if settings.is_aws:
             root_volume_gb=settings.root_volume_gb, data_volume_gb=settings.data_volume_gb,
             subnet_id=network.subnet.id, availability_zone=network.availability_zone,
             security_group_ids=network.security_group_ids,
-            backup_bucket_arn=backups.bucket.arn, backup_key_arn=backups.key.arn,
+            backup_job=job, snapshot_tag=snapshot_tag, backup_bucket_arn=backups.bucket.arn, backup_key_arn=backups.key.arn,
             credentials_secret_arn=credentials.secret_arn, credentials_key_arn=credentials.key_arn,
             ssh_public_key=settings.ssh_public_key, protect=settings.protect,
         ),
@@ -71,6 +78,9 @@ services = Services(
     ServicesArgs(
         specs=specs, secret_values=credentials.values, connection=connection, hostnames=hostnames,
         wait_for_host=settings.is_aws,
+        # On AWS a changed Gitea or PostgreSQL version first takes a backup on the host (rollback: restore it).
+        pre_upgrade_backup=tuple(pre_upgrade_backup_argv(postgres.NAME)) if settings.is_aws else None,
+        upgrade_triggers=tuple(spec.image for spec in specs if spec.name in (gitea.NAME, postgres.NAME)),
         admin_bootstrap=(gitea.NAME, tuple(gitea.admin_bootstrap_command(settings, CONTAINER_PREFIX + gitea.NAME))),
     ),
 )

@@ -30,3 +30,10 @@ ACME_CA_DOMAIN: Final = "letsencrypt.org"
 DOCKER_NETWORK: Final = "forgestack"
 DOCKER_SUBNET: Final = "172.30.0.0/24"
 CONTAINER_PREFIX: Final = "forgestack-"
+
+# node-exporter's textfile collector reads *.prom files here; the host's backup job writes its metrics into it.
+TEXTFILE_COLLECTOR_DIR: Final = "/var/lib/forgestack/textfile"
+# Operator tools installed on the host (backup.py, restore.py) live below this directory.
+HOST_TOOLS_DIR: Final = "/usr/local/lib/forgestack"
+# Tag that selects the data volume for Data Lifecycle Manager snapshots (value: project-stack).
+SNAPSHOT_TAG_KEY: Final = "forgestack:snapshots"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,13 +13,25 @@ import pulumi
 import pulumi_aws as aws
 
 from components import templates
-from components.constants import CANONICAL_OWNER_ID, DATA_DEVICE_NAME, DATA_MOUNT, HOST_USER, UBUNTU_RELEASE
+from components.backup_job import UNIT_NAME, BackupJob, host_scripts, service_unit, timer_unit
+from components.constants import (
+    CANONICAL_OWNER_ID,
+    DATA_DEVICE_NAME,
+    DATA_MOUNT,
+    HOST_USER,
+    SNAPSHOT_TAG_KEY,
+    TEXTFILE_COLLECTOR_DIR,
+    UBUNTU_RELEASE,
+)
 from components.network import service_assume_role_policy
 
 # Docker Engine from Docker's apt repository, where old versions stay available (Ubuntu's own
 # archive keeps only the newest, so a pin there breaks). One version string for all three packages.
 DOCKER_ENGINE_VERSION: Final = "5:29.7.2-1~ubuntu.24.04~noble"
 CONTAINERD_VERSION: Final = "2.3.4-1~ubuntu.24.04~noble"
+# What the backup job needs beyond the image: boto3 for S3 and zstd for the archives. Pinned to the
+# versions in noble's release pocket, which (unlike noble-updates) never changes.
+BACKUP_TOOL_PACKAGES: Final = (("python3-boto3", "1.34.46+dfsg-1ubuntu1"), ("zstd", "1.5.5+dfsg2-2build1"))
 DOCKER_APT_KEY_FINGERPRINT: Final = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
 # Containers log through json-file with rotation, so a chatty container cannot fill the disk.
 DOCKER_DAEMON_CONFIG: Final = {
@@ -40,10 +54,12 @@ class HostArgs:
     subnet_id: pulumi.Input[str]
     availability_zone: pulumi.Input[str]
     security_group_ids: Sequence[pulumi.Input[str]]
+    backup_job: pulumi.Input[BackupJob]
     backup_bucket_arn: pulumi.Input[str]
     backup_key_arn: pulumi.Input[str]
     credentials_secret_arn: pulumi.Input[str]
     credentials_key_arn: pulumi.Input[str]
+    snapshot_tag: str  # value of SNAPSHOT_TAG_KEY: Data Lifecycle Manager snapshots the volume carrying it
     ssh_public_key: str = ""
     protect: bool = False
 
@@ -53,24 +69,42 @@ def ami_name_pattern(architecture: Literal["x86_64", "arm64"]) -> str:
     return f"ubuntu/images/hvm-ssd-gp3/ubuntu-{UBUNTU_RELEASE}-24.04-{deb_architecture}-server-*"
 
 
-def render_user_data(data_volume_id: str, architecture: Literal["x86_64", "arm64"], ssh_public_key: str = "") -> str:
-    """cloud-init user data: Docker Engine, the data volume mounted at DATA_MOUNT. No secrets."""
+def render_user_data(
+    data_volume_id: str, architecture: Literal["x86_64", "arm64"], ssh_public_key: str = "", backup: BackupJob | None = None,
+) -> str:
+    """cloud-init user data: Docker Engine, the data volume mounted at DATA_MOUNT, the backup timer. No secrets."""
+    files: dict[str, str] = {}
+    packages = [("docker-ce", DOCKER_ENGINE_VERSION), ("docker-ce-cli", DOCKER_ENGINE_VERSION), ("containerd.io", CONTAINERD_VERSION)]
+    if backup:
+        packages += BACKUP_TOOL_PACKAGES
+        files.update(host_scripts())
+        files[f"/etc/systemd/system/{UNIT_NAME}.service"] = service_unit(backup)
+        files[f"/etc/systemd/system/{UNIT_NAME}.timer"] = timer_unit(backup)
     return templates.render(
         "cloud-init.yaml.j2",
         deb_architecture="amd64" if architecture == "x86_64" else "arm64",
         docker_apt_key_fingerprint=DOCKER_APT_KEY_FINGERPRINT,
-        packages=[
-            ("docker-ce", DOCKER_ENGINE_VERSION),
-            ("docker-ce-cli", DOCKER_ENGINE_VERSION),
-            ("containerd.io", CONTAINERD_VERSION),
-        ],
+        packages=packages,
         ssh_public_key=ssh_public_key,
         docker_daemon_json=json.dumps(DOCKER_DAEMON_CONFIG, indent=2),
         mount_script=templates.read("mount-data-volume.sh"),
+        files=sorted(files.items()),
         data_volume_id=data_volume_id,
         data_mount=DATA_MOUNT,
         host_user=HOST_USER,
+        backup_timer=f"{UNIT_NAME}.timer" if backup else "",
+        textfile_dir=TEXTFILE_COLLECTOR_DIR,
     )
+
+
+def encode_user_data(text: str) -> str:
+    """gzip + base64: the backup scripts make the plain text larger than EC2's 16 KiB limit; cloud-init
+    unpacks gzip itself. mtime=0 keeps the bytes stable, so an unchanged text never shows as a diff."""
+    return base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode()
+
+
+def decode_user_data(encoded: str) -> str:
+    return gzip.decompress(base64.b64decode(encoded)).decode()
 
 
 def host_policy(bucket_arn: str, backup_key_arn: str, secret_arn: str, secret_key_arn: str) -> str:
@@ -130,7 +164,7 @@ class Host(pulumi.ComponentResource):
         # The data volume outlives instance replacement; in prod it is protected from deletion.
         self.data_volume = aws.ebs.Volume(
             f"{name}-data", availability_zone=args.availability_zone, size=args.data_volume_gb, type="gp3",
-            encrypted=True, tags={"Name": f"{name}-data", "forgestack:role": "data"},
+            encrypted=True, tags={"Name": f"{name}-data", "forgestack:role": "data", SNAPSHOT_TAG_KEY: args.snapshot_tag},
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
 
@@ -150,8 +184,8 @@ class Host(pulumi.ComponentResource):
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
                 volume_type="gp3", volume_size=args.root_volume_gb, encrypted=True, delete_on_termination=True,
             ),
-            user_data=self.data_volume.id.apply(
-                lambda volume_id: render_user_data(volume_id, args.architecture, args.ssh_public_key)
+            user_data_base64=pulumi.Output.all(self.data_volume.id, args.backup_job).apply(
+                lambda values: encode_user_data(render_user_data(values[0], args.architecture, args.ssh_public_key, values[1]))
             ),
             tags={"Name": f"{name}-instance"},
             # A newer Ubuntu image must not replace the host; upgrades happen in place.

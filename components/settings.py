@@ -26,6 +26,8 @@ CI_MODES = ("actions", "drone", "none")
 SUPPORTED_POSTGRES_MAJORS = (18,)
 MIN_GITEA_VERSION = (1, 27, 0)
 # CloudWatch Logs accepts only these retention periods.
+# Backup timer intervals that divide a day evenly, so backups run at the same hours every day.
+BACKUP_INTERVALS_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 _DNS_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
@@ -118,6 +120,16 @@ class Settings(BaseModel):
         int,
         _key("backupArchiveAfterDays", "Days after which backups move to the Glacier Instant Retrieval class; 0 keeps them in Standard.",
              "0, or an integer from 30 to 3650 smaller than backupRetentionDays (days)", 0),
+    ]
+    backup_interval_hours: Annotated[
+        int,
+        _key("backupIntervalHours", "Hours between scheduled backups of the database and data directories to S3 (the RPO).",
+             f"one of: {', '.join(map(str, BACKUP_INTERVALS_HOURS))} (hours; divides a day evenly)", 24),
+    ]
+    snapshot_retention_days: Annotated[
+        int,
+        _key("snapshotRetentionDays", "Days the daily EBS snapshots of the data volume are kept (Data Lifecycle Manager).",
+             "an integer from 1 to 365 (days)", 7),
     ]
     flow_log_retention_days: Annotated[
         int,
@@ -230,7 +242,7 @@ class Settings(BaseModel):
         return value
 
     @field_validator("root_volume_gb", "data_volume_gb", "backup_retention_days", "backup_archive_after_days",
-                     "flow_log_retention_days", mode="before")
+                     "backup_interval_hours", "snapshot_retention_days", "flow_log_retention_days", mode="before")
     @classmethod
     def _whole_number(cls, value: Any) -> Any:
         # Pulumi passes numbers as strings ("20") or, under mocks, floats (20.0); bools are not numbers.
@@ -264,6 +276,18 @@ class Settings(BaseModel):
     def _check_archive_after(cls, value: int) -> int:
         # Glacier Instant Retrieval bills at least 30 days, so earlier transitions only cost more.
         return value if value == 0 else _within(value, 30, 3650)
+
+    @field_validator("backup_interval_hours")
+    @classmethod
+    def _check_backup_interval(cls, value: int) -> int:
+        if value not in BACKUP_INTERVALS_HOURS:
+            raise ValueError("not an interval that divides a day")
+        return value
+
+    @field_validator("snapshot_retention_days")
+    @classmethod
+    def _check_snapshot_retention(cls, value: int) -> int:
+        return _within(value, 1, 365)
 
     @field_validator("flow_log_retention_days")
     @classmethod

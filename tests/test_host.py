@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -12,11 +13,15 @@ import pytest
 import yaml
 
 from components import templates
+from components.backup_job import BackupJob
 from components.constants import DATA_MOUNT
-from components.host import ami_name_pattern, host_policy, render_user_data
+from components.host import ami_name_pattern, decode_user_data, host_policy, render_user_data
 from rehearsal.engine import ProgramRun
 
 VOLUME_ID = "vol-0123456789abcdef0"
+JOB = BackupJob(bucket="forge-backups-1a2b", region="eu-west-1", interval_hours=1, postgres_container="forgestack-postgres",
+                paths=(f"{DATA_MOUNT}/gitea",))
+EC2_USER_DATA_LIMIT = 16 * 1024  # bytes, before base64
 
 
 def test_instance_requires_imdsv2_with_one_hop(aws_run: ProgramRun) -> None:
@@ -80,9 +85,13 @@ def test_role_policy_names_exactly_this_bucket_secret_and_keys(aws_run: ProgramR
     assert "s3:DeleteObject" not in actions  # retention belongs to the lifecycle rules
 
 
-def test_only_the_ssm_core_managed_policy(aws_run: ProgramRun) -> None:
+def test_managed_policies_are_only_the_two_service_roles(aws_run: ProgramRun) -> None:
+    """The host gets SSM core only; Data Lifecycle Manager its own service-role policy; nothing broad like S3FullAccess."""
     attachments = aws_run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-    assert [a.inputs["policyArn"] for a in attachments] == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+    assert {a.name: a.inputs["policyArn"] for a in attachments} == {
+        "host-ssm-core": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+        "snapshots-service": "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole",
+    }
 
 
 def test_host_policy_pairs_each_action_with_its_own_resource() -> None:
@@ -116,8 +125,10 @@ def test_user_data_installs_the_operator_key_only_when_given() -> None:
 
 
 def test_stack_user_data_holds_no_credential(aws_run: ProgramRun) -> None:
-    user_data = aws_run.one("aws:ec2/instance:Instance").inputs["userData"]
+    encoded = aws_run.one("aws:ec2/instance:Instance").inputs["userDataBase64"]
+    user_data = decode_user_data(encoded)
     assert aws_run.one("aws:ebs/volume:Volume").id in user_data
+    assert len(base64.b64decode(encoded)) < EC2_USER_DATA_LIMIT
     secrets = json.loads(aws_run.one("aws:secretsmanager/secretVersion:SecretVersion").inputs["secretString"])
     assert not [name for name, value in secrets.items() if value in user_data]
 
@@ -135,7 +146,7 @@ def test_mount_script_formats_only_a_blank_volume() -> None:
 @pytest.mark.parametrize("architecture", ["x86_64", "arm64"])
 def test_cloud_init_schema_accepts_the_user_data(tmp_path: Path, architecture: Literal["x86_64", "arm64"]) -> None:
     user_data = tmp_path / "user-data.yaml"
-    user_data.write_text(render_user_data(VOLUME_ID, architecture, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host"))
+    user_data.write_text(render_user_data(VOLUME_ID, architecture, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host", JOB))
     result = subprocess.run(["cloud-init", "schema", "-c", str(user_data)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Valid" in result.stdout

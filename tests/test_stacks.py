@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from components.host import decode_user_data
 from rehearsal.engine import ProgramRun
 
 COMPONENT_TYPES = {"forgestack:aws:Network", "forgestack:core:Credentials", "forgestack:aws:Backups",
@@ -59,6 +60,6 @@ def test_dev_protects_nothing(dev_run: ProgramRun) -> None:
 
 def test_prod_host_is_arm64_and_termination_protected(prod_run: ProgramRun, dev_run: ProgramRun) -> None:
     assert prod_run.one("aws:ec2/instance:Instance").inputs["instanceType"] == "m7g.large"
-    assert "arch=arm64" in prod_run.one("aws:ec2/instance:Instance").inputs["userData"]
+    assert "arch=arm64" in decode_user_data(prod_run.one("aws:ec2/instance:Instance").inputs["userDataBase64"])
     assert prod_run.one("aws:ec2/instance:Instance").inputs["disableApiTermination"] is True
     assert dev_run.one("aws:ec2/instance:Instance").inputs["disableApiTermination"] is False

@@ -81,6 +81,8 @@ class ServicesArgs:
     hostnames: tuple[str, ...]  # for the bootstrap certificate
     wait_for_host: bool
     admin_bootstrap: tuple[str, tuple[str, ...]] | None = None  # (service name, docker exec argv)
+    pre_upgrade_backup: tuple[str, ...] | None = None  # argv run on the host before any container changes
+    upgrade_triggers: tuple[str, ...] = ()  # values whose change re-runs the pre-upgrade backup (image references)
 
 
 class Services(pulumi.ComponentResource):
@@ -102,6 +104,15 @@ class Services(pulumi.ComponentResource):
         if args.wait_for_host:
             ready.append(command.local.Command(
                 f"{name}-host-ready", create=args.connection.apply(host_ready_command), opts=child,
+            ))
+        if args.pre_upgrade_backup:
+            # Replaced (so run again) whenever a trigger changes; every container depends on it, so
+            # Pulumi finishes the backup before it replaces any container. A failed backup stops the deploy.
+            ready.append(command.local.Command(
+                f"{name}-pre-upgrade-backup",
+                create=args.connection.apply(lambda c: shlex.join(c.remote(args.pre_upgrade_backup or ()))),
+                triggers=list(args.upgrade_triggers),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(ready)),
             ))
         on_docker = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=ready)
 

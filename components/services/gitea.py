@@ -77,7 +77,7 @@ def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
             SecretFile("giteaAdminPassword", ADMIN_PASSWORD_FILE, GIT_UID),
         ),
         config_files=(ConfigFile(ADMIN_BOOTSTRAP_SCRIPT, read("gitea-bootstrap-admin.sh"), executable=True),),
-        volumes=(Volume("gitea", "/data"),),
+        volumes=(Volume("gitea", "/data", backup=True),),
         ports=(PublishedPort(GIT_SSH_PORT, CONTAINER_SSH_PORT),),
         healthcheck=Healthcheck(("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{HTTP_PORT}/api/healthz"),
                                 start_period="60s"),

@@ -35,6 +35,7 @@ class Volume:
     name: str  # also the directory name below DATA_MOUNT
     target: str
     read_only: bool = False
+    backup: bool = False  # archived by the host's backup job (databases are dumped instead, never copied live)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,422 @@
+#!/usr/bin/env python3
+"""Back up forgestack to S3: a pg_dump of the database and a tar.zst of each data directory.
+
+    python scripts/backup.py --bucket B --postgres-container forgestack-postgres --path /srv/forgestack/gitea
+    python scripts/backup.py --bucket B --postgres-url postgresql://gitea@127.0.0.1/gitea --path ./data
+
+Every part streams from its producer (pg_dump, tar | zstd) straight into an S3 multipart upload,
+so memory stays flat whatever the data size. Parts land under s3://B/PREFIX/<backup-id>/, then a
+manifest (size and sha256 of every part, tool and server versions, times), and only then the
+PREFIX/latest pointer. A failure anywhere aborts the upload and leaves `latest` where it was.
+Retention is the bucket's lifecycle rules: this script never deletes an object.
+
+Progress goes to stderr; the backup id is the last line of stdout. AWS endpoint and credentials
+come from the standard environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, the instance role).
+Exit codes: 0 backup published, 1 backup failed (nothing published), 2 bad usage.
+
+This file needs only the standard library and boto3: the host installs it as is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+FORMAT_VERSION = 1
+DEFAULT_PREFIX = "forgestack"
+MANIFEST_NAME = "manifest.json"
+LATEST_NAME = "latest"
+DATABASE_PART = "postgres.dump"
+PART_SIZE = 16 * 1024 * 1024  # S3 allows 10,000 parts: 160 GiB per backup part
+MAX_PARTS = 10_000
+UPLOAD_THREADS = 4  # parts in flight; memory is about (UPLOAD_THREADS + 1) * PART_SIZE
+PROGRESS_EVERY_SECONDS = 2.0
+ZSTD = "zstd -T0 -1"  # all cores, the fastest level: packed git objects barely compress anyway
+# Metric names the alert rules read (node-exporter textfile collector).
+METRIC_LAST_SUCCESS = "forgestack_backup_last_success_timestamp_seconds"
+METRIC_DURATION = "forgestack_backup_last_duration_seconds"
+METRIC_SIZE = "forgestack_backup_last_size_bytes"
+
+AWS_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+
+class BackupError(Exception):
+    """A failure with a message fit for one line on stderr."""
+
+
+def log(message: str) -> None:
+    print(f"backup: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- where the database is
+
+
+@dataclass(frozen=True)
+class Database:
+    """How to reach PostgreSQL: the client tools on this machine (url) or inside the server's container."""
+
+    url: str | None = None
+    container: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def command(self, tool: str, *options: str) -> list[str]:
+        if self.container:
+            # The image's own variables name the user and database; the local socket needs no password.
+            inner = " ".join([tool, *options, '-U "$POSTGRES_USER"', '-d "$POSTGRES_DB"'])
+            return ["docker", "exec", "-i", self.container, "sh", "-c", inner]
+        assert self.url is not None
+        return [tool, *options, f"--dbname={self.url}"]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.password:
+            env["PGPASSWORD"] = self.password  # never on the command line, where ps would show it
+        return env
+
+    def describe(self) -> str:
+        return f"container {self.container}" if self.container else redact_url(self.url or "")
+
+    def versions(self) -> dict[str, str]:
+        if self.container:
+            client = run_text(["docker", "exec", self.container, "pg_dump", "--version"])
+            server = run_text(["docker", "exec", self.container, "postgres", "--version"])
+        else:
+            client = run_text(["pg_dump", "--version"])
+            server = run_text(self.command("psql", "--no-psqlrc", "--tuples-only", "--no-align", "--command=SHOW server_version"),
+                              env=self.environment())
+        return {"pg_dump": client, "server": server}
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def run_text(argv: Sequence[str], env: dict[str, str] | None = None) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False, env=env, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise BackupError(f"cannot run {argv[0]}: {error}") from error
+    if result.returncode != 0:
+        reason = result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+        raise BackupError(f"{' '.join(argv[:2])} failed: {reason[0]}")
+    return result.stdout.strip()
+
+
+def read_credential(secret_arn: str, key: str) -> str:
+    """One value of the stack's credentials secret (the region is part of the ARN)."""
+    region = secret_arn.split(":")[3] if secret_arn.count(":") >= 6 else None
+    client = boto3.client("secretsmanager", region_name=region)
+    document = json.loads(client.get_secret_value(SecretId=secret_arn)["SecretString"])
+    if key not in document:
+        raise BackupError(f"the credentials secret has no key {key!r}")
+    return str(document[key])
+
+
+def database_from_args(url: str | None, container: str | None, credentials_secret: str | None) -> Database | None:
+    if container:
+        return Database(container=container)
+    if not url:
+        return None
+    password = None
+    if urlsplit(url).password is None and credentials_secret:
+        password = read_credential(credentials_secret, "postgresPassword")
+    return Database(url=url, password=password)
+
+
+# ---------------------------------------------------------------- streaming upload
+
+
+@dataclass
+class Progress:
+    """Prints bytes done and rate to stderr every few seconds."""
+
+    label: str
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_print: float = 0.0
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self.last_print >= PROGRESS_EVERY_SECONDS:
+            self.last_print = now
+            log(f"{self.label}: {self.done / 2**20:,.1f} MiB ({self.rate_mib_s():,.1f} MiB/s)")
+
+    def rate_mib_s(self) -> float:
+        return self.done / 2**20 / max(time.monotonic() - self.started, 1e-6)
+
+
+def read_block(stream: IO[bytes], size: int) -> bytes:
+    """Up to size bytes; fewer only at the end of the stream (pipes return short reads)."""
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def upload_stream(s3: Any, bucket: str, key: str, stream: IO[bytes], label: str) -> tuple[int, str]:
+    """Multipart-upload a stream of unknown length; returns (size, sha256). Aborts the upload on any failure."""
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    digest = hashlib.sha256()
+    progress = Progress(label)
+    finished: list[dict[str, Any]] = []
+    pending: set[Future[dict[str, Any]]] = set()
+
+    def send(number: int, body: bytes) -> dict[str, Any]:
+        response = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    try:
+        with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+            number = 0
+            while True:
+                block = read_block(stream, PART_SIZE)
+                if not block and number > 0:
+                    break
+                number += 1
+                if number > MAX_PARTS:
+                    raise BackupError(f"{label} is larger than {MAX_PARTS} parts of {PART_SIZE // 2**20} MiB")
+                digest.update(block)
+                progress.advance(len(block))
+                while len(pending) >= UPLOAD_THREADS:  # keep memory flat: never more parts in flight
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    finished.extend(future.result() for future in done)
+                pending.add(pool.submit(send, number, block))
+                if not block:
+                    break  # an empty stream still needs its one (empty) part
+            finished.extend(future.result() for future in pending)
+        finished.sort(key=lambda part: part["PartNumber"])
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": finished})
+    except BaseException:
+        try:
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except AWS_ERRORS as error:
+            log(f"could not abort the upload of {key} (the lifecycle rule removes it within a day): {error}")
+        raise
+    log(f"{label}: {progress.done / 2**20:,.1f} MiB uploaded ({progress.rate_mib_s():,.1f} MiB/s)")
+    return progress.done, digest.hexdigest()
+
+
+@contextmanager
+def producer(argv: Sequence[str], env: dict[str, str] | None, accept: Sequence[int] = (0,)) -> Iterator[IO[bytes]]:
+    """A child process whose stdout is the part's bytes; its failure fails the part."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    stderr_lines: list[str] = []
+
+    def collect_stderr() -> None:  # drained on a thread so a chatty child never blocks on a full pipe
+        assert process.stderr is not None
+        stderr_lines.extend(process.stderr.read().decode(errors="replace").splitlines())
+
+    reader = threading.Thread(target=collect_stderr, daemon=True)
+    reader.start()
+    assert process.stdout is not None
+    try:
+        yield process.stdout
+    except BaseException:
+        process.kill()
+        raise
+    finally:
+        process.stdout.close()
+        returncode = process.wait()
+        reader.join(timeout=5)
+    if returncode not in accept:
+        reason = stderr_lines[-1] if stderr_lines else f"exit {returncode}"
+        raise BackupError(f"{argv[0]} failed: {reason}")
+    if returncode != 0:
+        log(f"{argv[0]} warned (exit {returncode}): {stderr_lines[-1] if stderr_lines else ''}")
+
+
+# ---------------------------------------------------------------- the backup
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str  # object name below the backup id
+    kind: str  # "postgres" or "directory"
+    source: str  # what it was made from, for the operator
+    argv: tuple[str, ...]
+    env: dict[str, str] | None = field(default=None, repr=False)
+    accept: tuple[int, ...] = (0,)
+    restore_as: str = ""  # directory name below the restore target
+
+
+def directory_part(path: Path) -> Part:
+    return Part(
+        name=f"files-{path.name}.tar.zst", kind="directory", source=str(path), restore_as=path.name,
+        # --numeric-owner keeps uids (Gitea runs as 1000) whatever the restoring machine calls them.
+        argv=("tar", "--create", "--file=-", "--numeric-owner", f"--use-compress-program={ZSTD}", "--directory", str(path), "."),
+        accept=(0, 1),  # 1: a file changed while being read (a live Gitea writes logs); the archive is still complete
+    )
+
+
+def plan_parts(database: Database | None, paths: Sequence[Path]) -> list[Part]:
+    parts: list[Part] = []
+    if database:
+        parts.append(Part(
+            name=DATABASE_PART, kind="postgres", source=database.describe(),
+            argv=tuple(database.command("pg_dump", "--format=custom", "--no-owner")), env=database.environment(),
+        ))
+    for path in paths:
+        if not path.is_dir():
+            raise BackupError(f"--path {path}: not a directory")
+        parts.append(directory_part(path))
+    names = [part.name for part in parts]
+    if len(set(names)) != len(names):
+        raise BackupError(f"two --path directories share a name: {names}; each part is named after its directory")
+    if not parts:
+        raise BackupError("nothing to back up: give --postgres-url, --postgres-container or --path")
+    return parts
+
+
+def new_backup_id(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%SZ")
+
+
+def backup_key(prefix: str, backup_id: str, name: str) -> str:
+    return f"{prefix.strip('/')}/{backup_id}/{name}" if prefix.strip("/") else f"{backup_id}/{name}"
+
+
+def latest_key(prefix: str) -> str:
+    return f"{prefix.strip('/')}/{LATEST_NAME}" if prefix.strip("/") else LATEST_NAME
+
+
+def tool_versions(database: Database | None, parts: Sequence[Part]) -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "boto3": boto3.__version__}
+    if any(part.kind == "directory" for part in parts):
+        versions["tar"] = run_text(["tar", "--version"]).splitlines()[0]
+        versions["zstd"] = run_text(["zstd", "--version"])
+    if database:
+        versions.update(database.versions())
+    return versions
+
+
+def run_backup(
+    s3: Any, bucket: str, prefix: str, database: Database | None, paths: Sequence[Path],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> dict[str, Any]:
+    """Upload every part, then the manifest, then the latest pointer. Returns the manifest."""
+    parts = plan_parts(database, paths)
+    started = clock()
+    backup_id = new_backup_id(started)
+    versions = tool_versions(database, parts)
+    log(f"backup {backup_id} to s3://{bucket}/{backup_key(prefix, backup_id, '')}: {len(parts)} part(s)")
+    recorded = []
+    for part in parts:
+        key = backup_key(prefix, backup_id, part.name)
+        log(f"{part.name}: from {part.source}")
+        with producer(part.argv, part.env, part.accept) as stream:
+            size, sha256 = upload_stream(s3, bucket, key, stream, part.name)
+        recorded.append({"name": part.name, "kind": part.kind, "key": key, "size": size, "sha256": sha256,
+                         "source": part.source, "restore_as": part.restore_as})
+    finished = clock()
+    manifest = {
+        "format_version": FORMAT_VERSION, "backup_id": backup_id, "host": socket.gethostname(),
+        "started_at": started.isoformat(), "finished_at": finished.isoformat(),
+        "duration_seconds": round((finished - started).total_seconds(), 3),
+        "tools": versions, "parts": recorded,
+    }
+    manifest_key = backup_key(prefix, backup_id, MANIFEST_NAME)
+    s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest, indent=2).encode(), ContentType="application/json")
+    # Last of all: only a complete backup ever becomes `latest`.
+    pointer = {"backup_id": backup_id, "manifest": manifest_key, "finished_at": finished.isoformat()}
+    s3.put_object(Bucket=bucket, Key=latest_key(prefix), Body=json.dumps(pointer).encode(), ContentType="application/json")
+    return manifest
+
+
+def write_metrics(path: Path, manifest: dict[str, Any], finished: float) -> None:
+    """node-exporter textfile collector format, written atomically (the collector may read at any time)."""
+    size = sum(part["size"] for part in manifest["parts"])
+    text = (
+        f"# HELP {METRIC_LAST_SUCCESS} Unix time of the last backup that reached S3 completely.\n"
+        f"# TYPE {METRIC_LAST_SUCCESS} gauge\n{METRIC_LAST_SUCCESS} {finished:.0f}\n"
+        f"# HELP {METRIC_DURATION} Duration of the last successful backup.\n"
+        f"# TYPE {METRIC_DURATION} gauge\n{METRIC_DURATION} {manifest['duration_seconds']}\n"
+        f"# HELP {METRIC_SIZE} Bytes stored by the last successful backup.\n"
+        f"# TYPE {METRIC_SIZE} gauge\n{METRIC_SIZE} {size}\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def s3_client() -> Any:
+    return boto3.client("s3", config=botocore.config.Config(max_pool_connections=UPLOAD_THREADS + 2,
+                                                            retries={"max_attempts": 5, "mode": "standard"}))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+                                     epilog="Exit codes: 0 published, 1 failed (nothing published), 2 bad usage.")
+    parser.add_argument("--bucket", required=True, help="backupBucketName stack output")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix in the bucket (default {DEFAULT_PREFIX})")
+    database = parser.add_mutually_exclusive_group()
+    database.add_argument("--postgres-url", help="libpq URL; the local pg_dump must be as new as the server")
+    database.add_argument("--postgres-container", help="run pg_dump inside this PostgreSQL container (docker exec)")
+    parser.add_argument("--credentials-secret", help="credentialsSecretArn: read the database password from it when the URL has none")
+    parser.add_argument("--path", action="append", default=[], type=Path, help="a data directory to archive (repeatable)")
+    parser.add_argument("--metrics-file", type=Path, help="write the last success time here (node-exporter textfile collector)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        database = database_from_args(args.postgres_url, args.postgres_container, args.credentials_secret)
+        plan_parts(database, args.path)  # usage errors before any upload starts
+    except BackupError as error:
+        print(f"backup: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except AWS_ERRORS as error:
+        print(f"backup: cannot read the database password: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        manifest = run_backup(s3_client(), args.bucket, args.prefix, database, args.path)
+    except KeyboardInterrupt:
+        print("backup: interrupted; nothing was published", file=sys.stderr)
+        return EXIT_FAILED
+    except (BackupError, OSError, *AWS_ERRORS) as error:
+        print(f"backup: failed, nothing was published: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.metrics_file:
+        write_metrics(args.metrics_file, manifest, time.time())
+    size = sum(part["size"] for part in manifest["parts"])
+    log(f"published {manifest['backup_id']}: {size / 2**20:,.1f} MiB in {manifest['duration_seconds']:.1f} s")
+    print(manifest["backup_id"])
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
