@@ -11,7 +11,7 @@ from components.credentials import Credentials, CredentialsArgs
 from components.dns import Dns, DnsArgs
 from components.host import Host, HostArgs
 from components.network import Network, NetworkArgs
-from components.services import gitea, postgres
+from components.services import gitea, monitoring, postgres
 from components.services.catalog import routed_hostnames, service_specs
 from components.services.deploy import HostConnection, Services, ServicesArgs, aws_connection, local_connection
 from components.snapshots import Snapshots, SnapshotsArgs
@@ -73,10 +73,14 @@ if settings.is_aws:
 else:
     connection = pulumi.Output.from_input(local_connection())
 
+# Generated credentials plus the operator's own secrets from the stack config (kept secret end to end).
+operator_secrets = {"alertSmtpPassword": settings.alert_smtp_password, "alertWebhookUrl": settings.alert_webhook_url}
+secret_values = {**credentials.values, **{key: pulumi.Output.secret(value) for key, value in operator_secrets.items() if value}}
+
 services = Services(
     "services",
     ServicesArgs(
-        specs=specs, secret_values=credentials.values, connection=connection, hostnames=hostnames,
+        specs=specs, secret_values=secret_values, connection=connection, hostnames=hostnames,
         wait_for_host=settings.is_aws,
         # On AWS a changed Gitea or PostgreSQL version first takes a backup on the host (rollback: restore it).
         pre_upgrade_backup=tuple(pre_upgrade_backup_argv(postgres.NAME)) if settings.is_aws else None,
@@ -89,3 +93,5 @@ pulumi.export("giteaUrl", f"https://{settings.hostname(gitea.SUBDOMAIN)}/")
 pulumi.export("gitSshUrl", f"ssh://git@{settings.hostname(gitea.SUBDOMAIN)}:{GIT_SSH_PORT}/")
 pulumi.export("hostnames", list(hostnames))
 pulumi.export("giteaAdminUser", settings.gitea_admin_user)
+if settings.monitoring:
+    pulumi.export("grafanaUrl", f"https://{settings.hostname(monitoring.GRAFANA_SUBDOMAIN)}/")

@@ -167,6 +167,41 @@ class Settings(BaseModel):
         bool, _key("monitoring", "Run Prometheus, Alertmanager, Grafana and the exporters.", "true or false", True)
     ]
     logging: Annotated[bool, _key("logging", "Run Loki and Grafana Alloy.", "true or false", True)]
+    metrics_retention_days: Annotated[
+        int,
+        _key("metricsRetentionDays", "Days Prometheus keeps metrics.", "an integer from 1 to 730 (days)", 15),
+    ]
+    log_retention_days: Annotated[
+        int,
+        _key("logRetentionDays", "Days Loki keeps logs (enforced by its compactor).", "an integer from 1 to 730 (days)", 7),
+    ]
+    alert_email_to: Annotated[
+        str,
+        _key("alertEmailTo", "Address that receives alerts by email; empty sends no email.",
+             "an email address, or empty", ""),
+    ]
+    alert_smtp_smarthost: Annotated[
+        str,
+        _key("alertSmtpSmarthost", "SMTP relay Alertmanager sends through (needed with alertEmailTo).",
+             "host:port such as email-smtp.eu-west-1.amazonaws.com:587, or empty", ""),
+    ]
+    alert_smtp_from: Annotated[
+        str,
+        _key("alertSmtpFrom", "Sender address of alert emails (needed with alertEmailTo).", "an email address, or empty", ""),
+    ]
+    alert_smtp_username: Annotated[
+        str, _key("alertSmtpUsername", "SMTP user name; empty sends without authentication.", "a user name, or empty", "")
+    ]
+    alert_smtp_password: Annotated[
+        str,
+        _key("alertSmtpPassword", "SMTP password (set it with `pulumi config set --secret`).",
+             "a password set as a Pulumi secret, or empty", "", secret=True),
+    ]
+    alert_webhook_url: Annotated[
+        str,
+        _key("alertWebhookUrl", "URL Alertmanager posts alerts to (chat webhook or relay); set it with `pulumi config set --secret`.",
+             "an http(s) URL set as a Pulumi secret, or empty", "", secret=True),
+    ]
     gitea_admin_user: Annotated[
         str,
         _key("giteaAdminUser", "Name of the Gitea admin account created on first deploy (password in the credentials secret).",
@@ -242,7 +277,8 @@ class Settings(BaseModel):
         return value
 
     @field_validator("root_volume_gb", "data_volume_gb", "backup_retention_days", "backup_archive_after_days",
-                     "backup_interval_hours", "snapshot_retention_days", "flow_log_retention_days", mode="before")
+                     "backup_interval_hours", "snapshot_retention_days", "flow_log_retention_days", "metrics_retention_days",
+                     "log_retention_days", mode="before")
     @classmethod
     def _whole_number(cls, value: Any) -> Any:
         # Pulumi passes numbers as strings ("20") or, under mocks, floats (20.0); bools are not numbers.
@@ -288,6 +324,32 @@ class Settings(BaseModel):
     @classmethod
     def _check_snapshot_retention(cls, value: int) -> int:
         return _within(value, 1, 365)
+
+    @field_validator("metrics_retention_days", "log_retention_days")
+    @classmethod
+    def _check_observability_retention(cls, value: int) -> int:
+        return _within(value, 1, 730)
+
+    @field_validator("alert_email_to", "alert_smtp_from")
+    @classmethod
+    def _check_optional_email(cls, value: str) -> str:
+        if value and not _EMAIL.match(value):
+            raise ValueError("not an email address")
+        return value
+
+    @field_validator("alert_smtp_smarthost")
+    @classmethod
+    def _check_smarthost(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[a-z0-9.-]+:\d{1,5}", value):
+            raise ValueError("not host:port")
+        return value
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/$.?#][^\s]*", value):
+            raise ValueError("not an http(s) URL")
+        return value
 
     @field_validator("flow_log_retention_days")
     @classmethod
@@ -356,6 +418,9 @@ class Settings(BaseModel):
                                        "your OpenSSH public key (required on AWS stacks: Pulumi's Docker provider connects over SSH)")
             if self.domain != self.hosted_zone and not self.domain.endswith("." + self.hosted_zone):
                 raise _KeyProblemError("hostedZone", self.hosted_zone, f"{self.domain!r} or one of its parent domains")
+        if self.alert_email_to and not (self.alert_smtp_smarthost and self.alert_smtp_from):
+            raise _KeyProblemError("alertSmtpSmarthost", self.alert_smtp_smarthost,
+                                   "host:port of an SMTP relay, with alertSmtpFrom, when alertEmailTo is set")
         if self.backup_archive_after_days and self.backup_archive_after_days >= self.backup_retention_days:
             raise _KeyProblemError("backupArchiveAfterDays", self.backup_archive_after_days,
                               f"0 or fewer days than backupRetentionDays ({self.backup_retention_days})")

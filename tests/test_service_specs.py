@@ -28,9 +28,20 @@ def _by_name(settings: Settings) -> dict[str, ServiceSpec]:
     return {spec.name: spec for spec in service_specs(settings)}
 
 
-def test_aws_stacks_run_certbot_local_does_not(dev: Settings, local: Settings) -> None:
-    assert list(_by_name(dev)) == ["postgres", "gitea", "proxy", "certbot"]
-    assert list(_by_name(local)) == ["postgres", "gitea", "proxy"]
+OBSERVABILITY = ["loki", "alloy", "alertmanager", "node-exporter", "cadvisor", "postgres-exporter", "blackbox", "prometheus", "grafana"]
+
+
+def test_aws_stacks_run_everything_local_has_no_certbot_or_probes(dev: Settings, local: Settings) -> None:
+    assert list(_by_name(dev)) == ["postgres", "gitea", *OBSERVABILITY, "proxy", "certbot"]
+    assert list(_by_name(local)) == ["postgres", "gitea", *[n for n in OBSERVABILITY if n != "blackbox"], "proxy"]
+
+
+def test_monitoring_and_logging_switch_their_containers(dev: Settings) -> None:
+    bare = dev.model_copy(update={"monitoring": False, "logging": False})
+    assert list(_by_name(bare)) == ["postgres", "gitea", "proxy", "certbot"]
+    logs_only = dev.model_copy(update={"monitoring": False})
+    assert list(_by_name(logs_only)) == ["postgres", "gitea", "loki", "alloy", "proxy", "certbot"]
+    assert set(memory_plan(bare)) == {"postgres", "gitea", "proxy", "certbot"}
 
 
 def test_postgres_is_pinned_private_and_reads_its_password_from_a_file(dev: Settings) -> None:
@@ -51,10 +62,12 @@ def test_postgres_memory_settings_follow_the_instance(dev: Settings) -> None:
     assert f"shared_buffers={large.memory_mb // 4}MB" in large.command
 
 
-def test_memory_plan_fits_the_instance(dev: Settings) -> None:
-    plan = memory_plan(dev)
-    assert sum(plan.values()) < dev.instance_memory_mib
-    assert set(plan) == {"postgres", "gitea", "proxy", "certbot"}
+@pytest.mark.parametrize("instance_type", ["t3.medium", "t3.large", "m7g.large", "m7g.2xlarge"])
+def test_memory_plan_fits_the_instance(dev: Settings, instance_type: str) -> None:
+    settings = dev.model_copy(update={"instance_type": instance_type})
+    plan = memory_plan(settings)
+    assert sum(plan.values()) + 1024 <= settings.instance_memory_mib  # the OS keeps its GiB
+    assert set(plan) == {spec.name for spec in service_specs(settings)}
 
 
 def test_gitea_environment(dev: Settings) -> None:
@@ -117,7 +130,8 @@ def test_certbot_covers_every_routed_hostname(dev: Settings) -> None:
 def test_hostnames_derive_from_routes(dev: Settings) -> None:
     specs = list(service_specs(dev))
     extra = dataclasses.replace(specs[1], name="extra", route=Route("extra", 8080), ports=())
-    assert routed_hostnames(dev, [*specs, extra]) == ("git.dev.forge.example.com", "extra.dev.forge.example.com")
+    assert routed_hostnames(dev, [*specs, extra]) == (
+        "git.dev.forge.example.com", "grafana.dev.forge.example.com", "extra.dev.forge.example.com")
 
 
 @pytest.mark.parametrize("image", ["nginx", "nginx:latest", "nginx:alpine", "gitea/gitea:stable"])

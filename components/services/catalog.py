@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from components.services import logs, monitoring, proxy
 from components.services.gitea import gitea_spec
 from components.services.postgres import postgres_spec
 from components.services.proxy import certbot_spec, proxy_routes, proxy_spec
@@ -9,29 +12,67 @@ from components.services.spec import ServiceSpec
 from components.settings import Settings
 
 OS_RESERVED_MB = 1024  # kernel, Docker, SSM agent, page cache headroom
-FIXED_MEMORY_MB = {"proxy": 128, "certbot": 256}
-SHARE_OF_REST = {"postgres": 0.30, "gitea": 0.40}  # the remainder is kept free for monitoring and CI
+MIN_SHARE_MB = 256
+# Small services get a fixed limit (MiB); the big ones share what is left of the instance.
+FIXED_MEMORY_MB = {
+    proxy.NAME: 128, proxy.CERTBOT_NAME: 192,
+    monitoring.NODE_EXPORTER: 64, monitoring.CADVISOR: 160, monitoring.POSTGRES_EXPORTER: 64, monitoring.BLACKBOX: 48,
+    monitoring.ALERTMANAGER: 96, monitoring.GRAFANA: 256, logs.ALLOY: 160,
+}
+# Shares of the rest; what they leave unassigned (10% with everything on) is kept free for CI jobs.
+SHARE_OF_REST = {"postgres": 0.30, "gitea": 0.35, monitoring.PROMETHEUS: 0.15, logs.LOKI: 0.10}
+MONITORING_SERVICES = {monitoring.NODE_EXPORTER, monitoring.CADVISOR, monitoring.POSTGRES_EXPORTER, monitoring.BLACKBOX,
+                       monitoring.ALERTMANAGER, monitoring.GRAFANA, monitoring.PROMETHEUS}
+LOGGING_SERVICES = {logs.LOKI, logs.ALLOY}
+AWS_ONLY_SERVICES = {proxy.CERTBOT_NAME, monitoring.BLACKBOX}  # the local stack has no public names to certify or probe
+
+
+def enabled(settings: Settings, name: str) -> bool:
+    if name in MONITORING_SERVICES and not settings.monitoring:
+        return False
+    if name in LOGGING_SERVICES and not settings.logging:
+        return False
+    return not (name in AWS_ONLY_SERVICES and not settings.is_aws)
 
 
 def memory_plan(settings: Settings) -> dict[str, int]:
-    """Memory limit per container in MiB, sized from the instance type."""
-    available = settings.instance_memory_mib - OS_RESERVED_MB - sum(FIXED_MEMORY_MB.values())
-    plan = {name: max(256, int(available * share)) for name, share in SHARE_OF_REST.items()}
-    return {**plan, **FIXED_MEMORY_MB}
+    """Memory limit per enabled container in MiB, sized from the instance type."""
+    fixed = {name: mb for name, mb in FIXED_MEMORY_MB.items() if enabled(settings, name)}
+    available = settings.instance_memory_mib - OS_RESERVED_MB - sum(fixed.values())
+    shares = {name: max(MIN_SHARE_MB, int(available * share)) for name, share in SHARE_OF_REST.items() if enabled(settings, name)}
+    return {**shares, **fixed}
 
 
 def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
+    """Every container of the stack, dependencies before dependants."""
     memory = memory_plan(settings)
-    backends = [postgres_spec(settings, memory["postgres"]), gitea_spec(settings, memory["gitea"])]
-    specs = [*backends, proxy_spec(settings, backends, memory["proxy"])]
-    if settings.is_aws:  # the local stack keeps its self-signed certificate: no public DNS to validate
-        specs.append(certbot_spec(settings, routed_hostnames(settings, backends), memory["certbot"]))
+    gitea = gitea_spec(settings, memory["gitea"])
+    specs = [postgres_spec(settings, memory["postgres"]), gitea]
+    if settings.logging:
+        specs += [logs.loki_spec(settings, memory[logs.LOKI]), logs.alloy_spec(settings, memory[logs.ALLOY])]
+    if settings.monitoring:
+        grafana = monitoring.grafana_spec(settings, memory[monitoring.GRAFANA], logs.loki_url() if settings.logging else None)
+        exporters = [monitoring.node_exporter_spec(settings, memory[monitoring.NODE_EXPORTER]),
+                     monitoring.cadvisor_spec(memory[monitoring.CADVISOR]),
+                     monitoring.postgres_exporter_spec(memory[monitoring.POSTGRES_EXPORTER])]
+        probed: tuple[str, ...] = ()
+        if enabled(settings, monitoring.BLACKBOX):
+            exporters.append(monitoring.blackbox_spec(settings, memory[monitoring.BLACKBOX]))
+            probed = routed_hostnames(settings, [gitea, grafana])
+        alertmanager = monitoring.alertmanager_spec(settings, memory[monitoring.ALERTMANAGER])
+        prometheus = monitoring.prometheus_spec(settings, [*specs, *exporters, alertmanager, grafana], probed,
+                                                memory[monitoring.PROMETHEUS])
+        specs += [alertmanager, *exporters, prometheus, grafana]
+    routed = [spec for spec in specs if spec.route]
+    specs.append(proxy_spec(settings, routed, memory[proxy.NAME]))
+    if enabled(settings, proxy.CERTBOT_NAME):
+        specs.append(certbot_spec(settings, routed_hostnames(settings, routed), memory[proxy.CERTBOT_NAME]))
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate service names: {names}")
     return tuple(specs)
 
 
-def routed_hostnames(settings: Settings, specs: tuple[ServiceSpec, ...] | list[ServiceSpec]) -> tuple[str, ...]:
-    """Every public hostname: DNS records, the certificate and the Nginx server blocks all use this."""
+def routed_hostnames(settings: Settings, specs: Sequence[ServiceSpec]) -> tuple[str, ...]:
+    """Every public hostname: DNS records, the certificate, the Nginx server blocks and the probes all use this."""
     return tuple(route.hostname for route in proxy_routes(settings, specs))

@@ -16,7 +16,9 @@ from components.services.proxy import BOOTSTRAP_CERT, BOOTSTRAP_KEY
 from components.services.spec import ServiceSpec
 
 RESTART_POLICY = "unless-stopped"
-LOG_OPTIONS = {"max-size": "10m", "max-file": "5"}
+# Rotated json-file logs; `labels` writes each container's forgestack.service label into every line,
+# which is how Grafana Alloy names the service without access to the Docker socket.
+LOG_OPTIONS = {"max-size": "10m", "max-file": "5", "labels": "forgestack.service"}
 WAIT_TIMEOUT_SECONDS = 600  # first start of Gitea migrates the database
 BOOTSTRAP_CERT_VALIDITY_HOURS = 24 * 825
 HOST_READY_ATTEMPTS = 60
@@ -114,6 +116,16 @@ class Services(pulumi.ComponentResource):
                 triggers=list(args.upgrade_triggers),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(ready)),
             ))
+        owned = sorted({(v.name, v.owner) for spec in args.specs for v in spec.volumes if v.owner is not None})
+        if args.wait_for_host and owned:
+            # Docker creates missing bind-mount directories owned by root; images that run as another user
+            # (Prometheus, Grafana, Loki) need theirs created for them. Idempotent; named volumes need nothing.
+            ready.append(command.local.Command(
+                f"{name}-data-directories",
+                create=args.connection.apply(lambda c: data_directories_command(c, owned)),
+                triggers=[f"{directory}:{uid}" for directory, uid in owned],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(ready)),
+            ))
         on_docker = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=ready)
 
         # Self-signed certificate so Nginx can start before Let's Encrypt issues the real one.
@@ -193,7 +205,10 @@ class Services(pulumi.ComponentResource):
             privileged=False,
             envs=[f"{key}={value}" for key, value in sorted(spec.env.items())],
             uploads=uploads,
-            volumes=connection.apply(lambda c: [_volume(c, v.name, v.target, v.read_only) for v in spec.volumes]),
+            volumes=connection.apply(
+                lambda c: [_volume(c, v.name, v.target, v.read_only) for v in spec.volumes]
+                + [docker.ContainerVolumeArgs(host_path=m.source, container_path=m.target, read_only=True) for m in spec.host_mounts]
+            ),
             ports=connection.apply(
                 lambda c: [docker.ContainerPortArgs(internal=p.container, external=p.host, ip=c.bind_ip) for p in spec.ports]
             ),
@@ -206,6 +221,14 @@ class Services(pulumi.ComponentResource):
             entrypoints=list(spec.entrypoint) or None,
             labels=[docker.ContainerLabelArgs(label="forgestack.service", value=spec.name)],
         )
+
+
+def data_directories_command(connection: HostConnection, owned: Sequence[tuple[str, int]]) -> str:
+    """Create each owned directory below the data volume with its owner (install -d leaves existing content alone)."""
+    assert connection.volume_root is not None
+    steps = [["sudo", "install", "-d", "-o", str(uid), "-g", str(uid), f"{connection.volume_root}/{directory}"]
+             for directory, uid in owned]
+    return shlex.join(connection.remote(["sh", "-c", " && ".join(shlex.join(step) for step in steps)]))
 
 
 def _volume(connection: HostConnection, name: str, target: str, read_only: bool) -> docker.ContainerVolumeArgs:

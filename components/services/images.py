@@ -12,3 +12,14 @@ def gitea(version: str) -> str:
 
 def postgres(version: str) -> str:
     return f"postgres:{version}"
+
+# Observability (issue 7). Prometheus 3.5 is its long-term-support line.
+PROMETHEUS: Final = "prom/prometheus:v3.5.0"
+ALERTMANAGER: Final = "prom/alertmanager:v0.28.1"
+GRAFANA: Final = "grafana/grafana:12.1.1"
+NODE_EXPORTER: Final = "prom/node-exporter:v1.9.1"
+CADVISOR: Final = "gcr.io/cadvisor/cadvisor:v0.52.1"
+POSTGRES_EXPORTER: Final = "prometheuscommunity/postgres-exporter:v0.17.1"
+BLACKBOX_EXPORTER: Final = "prom/blackbox-exporter:v0.27.0"
+LOKI: Final = "grafana/loki:3.5.3"
+ALLOY: Final = "grafana/alloy:v1.10.0"

@@ -36,6 +36,15 @@ class Volume:
     target: str
     read_only: bool = False
     backup: bool = False  # archived by the host's backup job (databases are dumped instead, never copied live)
+    owner: int | None = None  # uid that must own the directory (images that do not run as root); None: root
+
+
+@dataclass(frozen=True)
+class HostMount:
+    """A path of the host itself, read-only: what the exporters and the log collector observe."""
+
+    source: str
+    target: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,7 @@ class ServiceSpec:
     secret_files: tuple[SecretFile, ...] = ()
     config_files: tuple[ConfigFile, ...] = ()
     volumes: tuple[Volume, ...] = ()
+    host_mounts: tuple[HostMount, ...] = ()
     ports: tuple[PublishedPort, ...] = ()
     healthcheck: Healthcheck | None = None
     route: Route | None = None

@@ -1,0 +1,85 @@
+"""Grafana dashboards, built from (title, PromQL/LogQL, unit) so that every query is also checked by promtool."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from scripts.backup import METRIC_DURATION, METRIC_LAST_SUCCESS, METRIC_SIZE
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    expr: str  # PromQL
+    unit: str = "short"
+    legend: str = ""
+
+
+HOST = [
+    Panel("CPU busy", '1 - avg without (cpu) (rate(node_cpu_seconds_total{mode="idle"}[5m]))', "percentunit"),
+    Panel("Memory available", "node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes", "percentunit"),
+    Panel("Disk free", 'node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"} / node_filesystem_size_bytes{fstype!~"tmpfs|overlay"}',
+          "percentunit", "{{mountpoint}}"),
+    Panel("Disk I/O", "rate(node_disk_io_time_seconds_total[5m])", "percentunit", "{{device}}"),
+    Panel("Network received", 'rate(node_network_receive_bytes_total{device!="lo"}[5m])', "Bps", "{{device}}"),
+    Panel("OOM kills", "increase(node_vmstat_oom_kill[1h])"),
+]
+CONTAINERS = [
+    Panel("CPU by container", 'sum by (name) (rate(container_cpu_usage_seconds_total{name=~"forgestack-.+"}[5m]))', "short", "{{name}}"),
+    Panel("Memory by container", 'sum by (name) (container_memory_working_set_bytes{name=~"forgestack-.+"})', "bytes", "{{name}}"),
+    Panel("Memory used of limit", 'sum by (name) (container_memory_working_set_bytes{name=~"forgestack-.+"})'
+          ' / sum by (name) (container_spec_memory_limit_bytes{name=~"forgestack-.+"} > 0)', "percentunit", "{{name}}"),
+    Panel("Restarts (15 min)", 'changes(container_start_time_seconds{name=~"forgestack-.+"}[15m])', "short", "{{name}}"),
+]
+GITEA = [
+    Panel("Users", "gitea_users"),
+    Panel("Repositories", "gitea_repositories"),
+    Panel("Issues", "gitea_issues"),
+    Panel("Gitea up", 'up{job="gitea"}'),
+    Panel("HTTPS probe", "probe_success", "short", "{{instance}}"),
+    Panel("Certificate days left", "(probe_ssl_earliest_cert_expiry - time()) / 86400", "d", "{{instance}}"),
+]
+POSTGRES = [
+    Panel("PostgreSQL up", "pg_up"),
+    Panel("Connections", "sum by (state) (pg_stat_activity_count)", "short", "{{state}}"),
+    Panel("Database size", "pg_database_size_bytes", "bytes", "{{datname}}"),
+    Panel("Transactions", "rate(pg_stat_database_xact_commit[5m])", "ops", "{{datname}}"),
+]
+BACKUPS = [
+    Panel("Hours since last backup", f"(time() - {METRIC_LAST_SUCCESS}) / 3600", "h"),
+    Panel("Last backup size", METRIC_SIZE, "bytes"),
+    Panel("Last backup duration", METRIC_DURATION, "s"),
+]
+
+
+def dashboard(uid: str, title: str, panels: list[Panel]) -> dict[str, Any]:
+    width, height = 12, 8
+    return {
+        "uid": f"forgestack-{uid}", "title": f"forgestack / {title}", "tags": ["forgestack"], "editable": False,
+        "schemaVersion": 39, "time": {"from": "now-24h", "to": "now"}, "refresh": "1m",
+        "panels": [
+            {
+                "id": index + 1, "type": "timeseries", "title": panel.title,
+                "datasource": {"type": "prometheus", "uid": "prometheus"},
+                "gridPos": {"x": (index % 2) * width, "y": (index // 2) * height, "w": width, "h": height},
+                "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+                "targets": [{"refId": "A", "expr": panel.expr, "legendFormat": panel.legend,
+                             "datasource": {"type": "prometheus", "uid": "prometheus"}}],
+            }
+            for index, panel in enumerate(panels)
+        ],
+    }
+
+
+def all_panels(backups: bool) -> dict[str, list[Panel]]:
+    boards = {"host": HOST, "containers": CONTAINERS, "gitea": GITEA, "postgres": POSTGRES}
+    if backups:
+        boards["backups"] = BACKUPS
+    return boards
+
+
+def all_dashboards(backups: bool) -> dict[str, str]:
+    """File name (without .json) -> dashboard JSON."""
+    return {uid: json.dumps(dashboard(uid, uid.capitalize(), panels), indent=2) for uid, panels in all_panels(backups).items()}

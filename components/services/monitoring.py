@@ -1,0 +1,354 @@
+"""Metrics and alerts: Prometheus, Alertmanager, Grafana, node-exporter, cAdvisor, postgres-exporter, blackbox.
+
+Pure functions settings -> ServiceSpec. Scrape targets come from the specs' metrics endpoints, probe
+targets from the routed hostnames; nothing is listed twice. Only Grafana is reachable from outside,
+through the proxy; the rest talk on the Docker network alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from components.backup_job import max_backup_age_seconds
+from components.constants import TEXTFILE_COLLECTOR_DIR
+from components.services import dashboards, images, postgres
+from components.services.spec import (
+    ConfigFile,
+    Healthcheck,
+    HostMount,
+    MetricsEndpoint,
+    Route,
+    SecretFile,
+    ServiceSpec,
+    Volume,
+)
+from components.settings import Settings
+from scripts.backup import METRIC_LAST_SUCCESS
+
+PROMETHEUS = "prometheus"
+PROMETHEUS_PORT = 9090
+ALERTMANAGER = "alertmanager"
+ALERTMANAGER_PORT = 9093
+GRAFANA = "grafana"
+GRAFANA_PORT = 3000
+GRAFANA_SUBDOMAIN = "grafana"
+NODE_EXPORTER = "node-exporter"
+NODE_EXPORTER_PORT = 9100
+CADVISOR = "cadvisor"
+CADVISOR_PORT = 8080
+POSTGRES_EXPORTER = "postgres-exporter"
+POSTGRES_EXPORTER_PORT = 9187
+BLACKBOX = "blackbox"
+BLACKBOX_PORT = 9115
+BLACKBOX_MODULE = "https_2xx"
+
+NOBODY = 65534  # the Prometheus project's images run as nobody
+GRAFANA_UID = 472
+SECRETS_DIR = "/run/secrets"
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+PROMETHEUS_RULES = "/etc/prometheus/rules/forgestack.yml"
+ALERTMANAGER_CONFIG = "/etc/alertmanager/alertmanager.yml"
+BLACKBOX_CONFIG = "/etc/blackbox_exporter/config.yml"
+GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
+GRAFANA_DASHBOARDS = "/etc/grafana/dashboards"
+SCRAPE_INTERVAL = "30s"
+CERT_EXPIRY_WARNING_DAYS = 10  # Let's Encrypt lifetimes shrink to 64 and then 45 days; certbot renews at 30 days left
+
+
+def _dump(document: dict[str, Any]) -> str:
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+
+
+def _wget_health(port: int, path: str) -> Healthcheck:
+    return Healthcheck(("CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"), interval="30s", start_period="30s")
+
+
+# ------------------------------------------------------------------ exporters
+
+
+def node_exporter_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
+    command = ["--path.rootfs=/host", "--collector.filesystem.mount-points-exclude=^/(dev|proc|run|sys|var/lib/docker/.+)($|/)"]
+    if settings.is_aws:  # the backup job's metrics; the local stack has no backup job
+        command.append(f"--collector.textfile.directory=/host{TEXTFILE_COLLECTOR_DIR}")
+    return ServiceSpec(
+        name=NODE_EXPORTER, image=images.NODE_EXPORTER, memory_mb=memory_mb,
+        host_mounts=(HostMount("/", "/host"),),
+        command=tuple(command),
+        metrics=MetricsEndpoint(NODE_EXPORTER_PORT),
+    )
+
+
+def cadvisor_spec(memory_mb: int) -> ServiceSpec:
+    return ServiceSpec(
+        name=CADVISOR, image=images.CADVISOR, memory_mb=memory_mb,
+        # The Docker socket (read-only mount, but the API is not read-only): cAdvisor needs it to name
+        # containers. An accepted risk, recorded in README "Security controls"; no other container has it.
+        host_mounts=(HostMount("/", "/rootfs"), HostMount("/var/run", "/var/run"), HostMount("/sys", "/sys"),
+                     HostMount("/var/lib/docker", "/var/lib/docker"), HostMount("/dev/disk", "/dev/disk")),
+        command=("--docker_only=true", "--housekeeping_interval=30s", "--store_container_labels=false",
+                 "--whitelisted_container_labels=forgestack.service",
+                 "--disable_metrics=advtcp,cpu_topology,cpuset,hugetlb,memory_numa,percpu,process,referenced_memory,"
+                 "resctrl,sched,tcp,udp"),
+        metrics=MetricsEndpoint(CADVISOR_PORT),
+    )
+
+
+def postgres_exporter_spec(memory_mb: int) -> ServiceSpec:
+    password_file = f"{SECRETS_DIR}/postgres_password"
+    return ServiceSpec(
+        name=POSTGRES_EXPORTER, image=images.POSTGRES_EXPORTER, memory_mb=memory_mb,
+        env={"DATA_SOURCE_URI": f"{postgres.NAME}:{postgres.PORT}/{postgres.DATABASE}?sslmode=disable",
+             "DATA_SOURCE_USER": postgres.USER, "DATA_SOURCE_PASS_FILE": password_file},
+        secret_files=(SecretFile("postgresPassword", password_file, NOBODY),),
+        metrics=MetricsEndpoint(POSTGRES_EXPORTER_PORT),
+        depends_on=(postgres.NAME,),
+    )
+
+
+def blackbox_config(verify_certificates: bool) -> str:
+    """One module: HTTPS GET expecting 2xx over TLS. Staging certificates do not verify; expiry is still measured."""
+    return _dump({"modules": {BLACKBOX_MODULE: {
+        "prober": "http", "timeout": "10s",
+        "http": {"preferred_ip_protocol": "ip4", "fail_if_not_ssl": True, "follow_redirects": False,
+                 "tls_config": {"insecure_skip_verify": not verify_certificates}},
+    }}})
+
+
+def blackbox_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
+    return ServiceSpec(
+        name=BLACKBOX, image=images.BLACKBOX_EXPORTER, memory_mb=memory_mb,
+        config_files=(ConfigFile(BLACKBOX_CONFIG, blackbox_config(verify_certificates=not settings.acme_staging)),),
+        command=(f"--config.file={BLACKBOX_CONFIG}",),
+        metrics=MetricsEndpoint(BLACKBOX_PORT),
+    )
+
+
+# ------------------------------------------------------------------ Prometheus
+
+
+def scrape_configs(specs: Sequence[ServiceSpec], probe_hostnames: Sequence[str]) -> list[dict[str, Any]]:
+    """One job per spec with a metrics endpoint; one blackbox job over every public hostname."""
+    jobs: list[dict[str, Any]] = []
+    for spec in specs:
+        if not spec.metrics:
+            continue
+        job: dict[str, Any] = {"job_name": spec.name, "metrics_path": spec.metrics.path,
+                               "static_configs": [{"targets": [f"{spec.name}:{spec.metrics.port}"]}]}
+        if spec.metrics.bearer_credential:
+            job["authorization"] = {"type": "Bearer", "credentials_file": bearer_file(spec.metrics.bearer_credential)}
+        jobs.append(job)
+    if probe_hostnames:
+        jobs.append({
+            "job_name": "probe-https", "metrics_path": "/probe", "params": {"module": [BLACKBOX_MODULE]},
+            "static_configs": [{"targets": [f"https://{hostname}/" for hostname in probe_hostnames]}],
+            "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {"target_label": "__address__", "replacement": f"{BLACKBOX}:{BLACKBOX_PORT}"},
+            ],
+        })
+    return jobs
+
+
+def bearer_file(credential: str) -> str:
+    return f"{SECRETS_DIR}/{credential}"
+
+
+def prometheus_config(settings: Settings, specs: Sequence[ServiceSpec], probe_hostnames: Sequence[str]) -> str:
+    return _dump({
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL,
+                   "external_labels": {"stack": settings.stack, "forge": settings.domain}},
+        "rule_files": [PROMETHEUS_RULES],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"{ALERTMANAGER}:{ALERTMANAGER_PORT}"]}]}]},
+        "scrape_configs": scrape_configs(specs, probe_hostnames),
+    })
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    duration: str
+    severity: str  # critical pages, warning waits for working hours
+    summary: str
+    runbook: str  # one line: what to do first
+
+
+def alerts(settings: Settings, probes: bool) -> list[Alert]:
+    rules = [
+        Alert("TargetDown", "up == 0", "5m", "critical", "{{ $labels.job }} on {{ $labels.instance }} is not answering scrapes",
+              "docker ps -a; docker logs forgestack-{{ $labels.job }} --tail 100; check its memory limit and healthcheck"),
+        Alert("DiskAlmostFull",
+              'node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"} / node_filesystem_size_bytes{fstype!~"tmpfs|overlay"} < 0.10',
+              "10m", "critical", "{{ $labels.mountpoint }} has less than 10% free",
+              "du -xh --max-depth=2 on the mount point; raise rootVolumeGb/dataVolumeGb and pulumi up (EBS grows online)"),
+        Alert("DiskFillingWithin24h",
+              'predict_linear(node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"}[6h], 24 * 3600) < 0',
+              "30m", "warning", "{{ $labels.mountpoint }} will be full within 24 hours at the current rate",
+              "find what grows (logs, LFS, Prometheus TSDB); lower retention or grow the volume before it fills"),
+        Alert("MemoryLow", "node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes < 0.10", "10m", "warning",
+              "less than 10% of the host's memory is available",
+              "docker stats --no-stream; a larger instanceType resizes every container's limit"),
+        Alert("CpuBusy", '1 - avg without (cpu) (rate(node_cpu_seconds_total{mode="idle"}[5m])) > 0.90', "15m", "warning",
+              "the host's CPUs are more than 90% busy",
+              "docker stats --no-stream; on t3 instances check the CPU credit balance in CloudWatch"),
+        Alert("OomKill", "increase(node_vmstat_oom_kill[15m]) > 0", "0m", "warning",
+              "the kernel killed a process for lack of memory",
+              "journalctl -k | grep -i oom; raise the container's share in catalog.memory_plan or the instance size"),
+        Alert("ContainerRestarting", 'changes(container_start_time_seconds{name=~"forgestack-.+"}[15m]) > 2', "0m", "warning",
+              "{{ $labels.name }} restarted more than twice in 15 minutes",
+              "docker logs {{ $labels.name }} --tail 200; docker inspect {{ $labels.name }} (State.OOMKilled, State.ExitCode)"),
+        Alert("PostgresDown", "pg_up == 0", "2m", "critical", "PostgreSQL does not accept connections",
+              "docker logs forgestack-postgres --tail 100; df -h /srv/forgestack; restore from backup only if the data is lost"),
+    ]
+    if probes:
+        rules += [
+            Alert("ProbeFailing", "probe_success == 0", "5m", "critical", "{{ $labels.instance }} is not reachable over HTTPS",
+                  "curl -v {{ $labels.instance }}; docker logs forgestack-proxy --tail 100; check DNS and the security group"),
+            Alert("CertificateExpiringSoon", f"probe_ssl_earliest_cert_expiry - time() < {CERT_EXPIRY_WARNING_DAYS} * 86400", "1h",
+                  "warning", f"the certificate of {{{{ $labels.instance }}}} expires in less than {CERT_EXPIRY_WARNING_DAYS} days",
+                  "docker logs forgestack-certbot --tail 100; renewal runs every 12 h and nginx reloads on change"),
+        ]
+    if settings.is_aws:
+        max_age = max_backup_age_seconds(settings.backup_interval_hours)
+        rules += [
+            Alert("BackupTooOld", f"time() - {METRIC_LAST_SUCCESS} > {max_age}", "0m", "critical",
+                  f"the last successful backup is older than {max_age // 3600} hours",
+                  "journalctl -u forgestack-backup --since -1d; sudo systemctl start forgestack-backup.service"),
+            Alert("BackupNeverSucceeded", f"absent({METRIC_LAST_SUCCESS})", "1d", "warning",
+                  "no successful backup has been recorded on this host for a day",
+                  "systemctl list-timers forgestack-backup.timer; journalctl -u forgestack-backup"),
+        ]
+    return rules
+
+
+def rules_file(settings: Settings, probes: bool) -> str:
+    return _dump({"groups": [{"name": "forgestack", "rules": [
+        {"alert": a.name, "expr": a.expr, "for": a.duration, "labels": {"severity": a.severity},
+         "annotations": {"summary": a.summary, "runbook": a.runbook}}
+        for a in alerts(settings, probes)
+    ]}]})
+
+
+def prometheus_spec(settings: Settings, scraped: Sequence[ServiceSpec], probe_hostnames: Sequence[str], memory_mb: int) -> ServiceSpec:
+    own = MetricsEndpoint(PROMETHEUS_PORT)
+    bearer = sorted({s.metrics.bearer_credential for s in scraped if s.metrics and s.metrics.bearer_credential})
+    itself = ServiceSpec(name=PROMETHEUS, image=images.PROMETHEUS, memory_mb=memory_mb, metrics=own)
+    return ServiceSpec(
+        name=PROMETHEUS, image=images.PROMETHEUS, memory_mb=memory_mb,
+        config_files=(
+            ConfigFile(PROMETHEUS_CONFIG, prometheus_config(settings, [*scraped, itself], probe_hostnames)),
+            ConfigFile(PROMETHEUS_RULES, rules_file(settings, probes=bool(probe_hostnames))),
+        ),
+        secret_files=tuple(SecretFile(credential, bearer_file(credential), NOBODY) for credential in bearer),
+        volumes=(Volume(PROMETHEUS, "/prometheus", owner=NOBODY),),
+        command=(f"--config.file={PROMETHEUS_CONFIG}", "--storage.tsdb.path=/prometheus",
+                 f"--storage.tsdb.retention.time={settings.metrics_retention_days}d"),
+        healthcheck=_wget_health(PROMETHEUS_PORT, "/-/healthy"),
+        metrics=own,
+        depends_on=(ALERTMANAGER,),
+    )
+
+
+# ------------------------------------------------------------------ Alertmanager
+
+
+def alertmanager_config(settings: Settings) -> str:
+    """Critical alerts repeat hourly, warnings twice a day; a critical alert silences the warnings of the same instance."""
+    receiver: dict[str, Any] = {"name": "operators"}
+    global_config: dict[str, Any] = {"resolve_timeout": "5m"}
+    if settings.alert_email_to:
+        global_config.update({"smtp_smarthost": settings.alert_smtp_smarthost, "smtp_from": settings.alert_smtp_from,
+                              "smtp_require_tls": True})
+        if settings.alert_smtp_username:
+            global_config["smtp_auth_username"] = settings.alert_smtp_username
+            global_config["smtp_auth_password_file"] = f"{SECRETS_DIR}/alertSmtpPassword"
+        receiver["email_configs"] = [{"to": settings.alert_email_to, "send_resolved": True}]
+    if settings.alert_webhook_url:
+        receiver["webhook_configs"] = [{"url_file": f"{SECRETS_DIR}/alertWebhookUrl", "send_resolved": True}]
+    return _dump({
+        "global": global_config,
+        "route": {
+            "receiver": "operators", "group_by": ["alertname", "instance"],
+            "group_wait": "30s", "group_interval": "5m", "repeat_interval": "12h",
+            "routes": [
+                {"matchers": ['severity="critical"'], "receiver": "operators", "repeat_interval": "1h"},
+                {"matchers": ['severity="warning"'], "receiver": "operators", "repeat_interval": "12h"},
+            ],
+        },
+        "inhibit_rules": [{"source_matchers": ['severity="critical"'], "target_matchers": ['severity="warning"'],
+                           "equal": ["instance"]}],
+        "receivers": [receiver],
+    })
+
+
+def alertmanager_secret_files(settings: Settings) -> tuple[SecretFile, ...]:
+    files = []
+    if settings.alert_email_to and settings.alert_smtp_username:
+        files.append(SecretFile("alertSmtpPassword", f"{SECRETS_DIR}/alertSmtpPassword", NOBODY))
+    if settings.alert_webhook_url:
+        files.append(SecretFile("alertWebhookUrl", f"{SECRETS_DIR}/alertWebhookUrl", NOBODY))
+    return tuple(files)
+
+
+def alertmanager_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
+    return ServiceSpec(
+        name=ALERTMANAGER, image=images.ALERTMANAGER, memory_mb=memory_mb,
+        config_files=(ConfigFile(ALERTMANAGER_CONFIG, alertmanager_config(settings)),),
+        secret_files=alertmanager_secret_files(settings),
+        volumes=(Volume(ALERTMANAGER, "/alertmanager", owner=NOBODY),),
+        command=(f"--config.file={ALERTMANAGER_CONFIG}", "--storage.path=/alertmanager",
+                 "--cluster.listen-address="),  # one instance: no gossip port
+        healthcheck=_wget_health(ALERTMANAGER_PORT, "/-/healthy"),
+        metrics=MetricsEndpoint(ALERTMANAGER_PORT),
+    )
+
+
+# ------------------------------------------------------------------ Grafana
+
+
+def grafana_datasources(loki_url: str | None) -> str:
+    sources: list[dict[str, Any]] = [{"name": "Prometheus", "uid": "prometheus", "type": "prometheus", "access": "proxy",
+                                      "url": f"http://{PROMETHEUS}:{PROMETHEUS_PORT}", "isDefault": True, "editable": False}]
+    if loki_url:
+        sources.append({"name": "Loki", "uid": "loki", "type": "loki", "access": "proxy", "url": loki_url, "editable": False})
+    return _dump({"apiVersion": 1, "datasources": sources})
+
+
+def grafana_dashboard_provider() -> str:
+    return _dump({"apiVersion": 1, "providers": [{
+        "name": "forgestack", "folder": "forgestack", "type": "file", "disableDeletion": True, "allowUiUpdates": False,
+        "options": {"path": GRAFANA_DASHBOARDS},
+    }]})
+
+
+def grafana_spec(settings: Settings, memory_mb: int, loki_url: str | None) -> ServiceSpec:
+    hostname = settings.hostname(GRAFANA_SUBDOMAIN)
+    password_file = f"{SECRETS_DIR}/grafana_admin_password"
+    boards = dashboards.all_dashboards(backups=settings.is_aws)
+    return ServiceSpec(
+        name=GRAFANA, image=images.GRAFANA, memory_mb=memory_mb,
+        env={
+            "GF_SERVER_DOMAIN": hostname, "GF_SERVER_ROOT_URL": f"https://{hostname}/",
+            "GF_SECURITY_ADMIN_USER": "admin", "GF_SECURITY_ADMIN_PASSWORD__FILE": password_file,
+            "GF_SECURITY_COOKIE_SECURE": "true", "GF_SECURITY_DISABLE_GRAVATAR": "true",
+            "GF_USERS_ALLOW_SIGN_UP": "false", "GF_AUTH_ANONYMOUS_ENABLED": "false",
+            "GF_ANALYTICS_REPORTING_ENABLED": "false", "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+            "GF_PATHS_PROVISIONING": GRAFANA_PROVISIONING,
+        },
+        secret_files=(SecretFile("grafanaAdminPassword", password_file, GRAFANA_UID),),
+        config_files=(
+            ConfigFile(f"{GRAFANA_PROVISIONING}/datasources/forgestack.yaml", grafana_datasources(loki_url)),
+            ConfigFile(f"{GRAFANA_PROVISIONING}/dashboards/forgestack.yaml", grafana_dashboard_provider()),
+            *(ConfigFile(f"{GRAFANA_DASHBOARDS}/{name}.json", content) for name, content in sorted(boards.items())),
+        ),
+        volumes=(Volume(GRAFANA, "/var/lib/grafana", owner=GRAFANA_UID),),
+        healthcheck=_wget_health(GRAFANA_PORT, "/api/health"),
+        route=Route(GRAFANA_SUBDOMAIN, GRAFANA_PORT),
+        metrics=MetricsEndpoint(GRAFANA_PORT),
+        depends_on=(PROMETHEUS,),
+    )
