@@ -291,3 +291,9 @@ def test_owned_data_directories_are_prepared_before_containers(dev_run: ProgramR
 
 def test_grafana_url_is_exported(dev_run: ProgramRun) -> None:
     assert dev_run.outputs["grafanaUrl"] == "https://grafana.dev.forge.example.com/"
+
+
+def test_readme_lists_every_alert() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [a.name for a in monitoring.alerts(settings_of("prod"), probes=True) if f"`{a.name}`" not in readme]
+    assert not missing, f"README's alert table lacks {missing}"
