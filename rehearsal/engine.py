@@ -144,7 +144,7 @@ class ForgeMocks(pulumi.runtime.Mocks):
             outputs["certPem"] = "-----BEGIN CERTIFICATE-----\nmock\n-----END CERTIFICATE-----\n"
         if type_ == "random:index/randomPassword:RandomPassword":
             # Distinct, recognisable values so a test can search for leaks.
-            outputs["result"] = hashlib.sha256(args.name.encode()).hexdigest()[: int(args.inputs["length"])]
+            outputs["result"] = (hashlib.sha256(args.name.encode()).hexdigest() * 4)[: int(args.inputs["length"])]
         self.registered.append(
             Registered(type_, args.name, unwrap_secrets(args.inputs), resource_id, outputs, bool(args.custom), raw_inputs=args.inputs)
         )

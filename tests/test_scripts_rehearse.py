@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +24,25 @@ def test_json_shows_ids_and_masks_nothing_secret(stack: str) -> None:
     result = _rehearse("--stack", stack, "--json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    ids = {resource["id"][:4] for resource in document["resources"]}
-    assert {"vpc-", "i-00", "sg-0"} <= ids
+    assert document["engine"] == "moto"
+    ids = {resource["type"]: resource["id"] for resource in document["resources"]}
+    assert re.fullmatch(r"vpc-[0-9a-f]{17}", ids["aws:ec2/vpc:Vpc"])  # moto's ids, not the mocks' counters
+    assert re.fullmatch(r"i-[0-9a-f]{17}", ids["aws:ec2/instance:Instance"])
+    assert re.fullmatch(r"sg-[0-9a-f]{17}", ids["aws:ec2/securityGroup:SecurityGroup"])
+    assert document["validated_not_emulated"] == ["aws:dlm/lifecyclePolicy:LifecyclePolicy snapshots-policy"]
     assert document["outputs"]["giteaUrl"].startswith("https://git.")
     assert document["problems"] == []
+
+
+def test_graph_is_mermaid_derived_from_the_resources() -> None:
+    result = _rehearse("--stack", "prod", "--graph", "mermaid")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "flowchart LR"
+    assert '  subgraph n_host["Host (host)"]' in lines
+    assert "  n_host_eip --> n_host_instance" in lines  # the Elastic IP depends on the instance
+    assert any("forgestack-gitea" in line for line in lines)
+    assert f"```mermaid\n{result.stdout}```" in (REPO / "README.md").read_text(), "README's generated diagram is stale"
 
 
 def test_local_stack_rehearses_without_aws() -> None:

@@ -1,0 +1,518 @@
+"""Rehearse the program against an emulated AWS account: Pulumi mocks that turn each AWS resource into boto3 calls on moto.
+
+Every AWS resource type the program registers has a handler below that makes the requests the
+real provider would make, against moto in this process, and returns the ids and attributes moto
+assigns, so dependants receive real emulated ids. A type without a handler stops the rehearsal
+with its name: nothing AWS is silently echoed. Data Lifecycle Manager, which moto lacks, is
+validated against botocore's service model (Stubber) and reported as validated, not emulated.
+Docker, random, tls and command resources go through the plain mocks (ForgeMocks) and the
+Docker checks of scripts/rehearse.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import botocore.stub
+import pulumi
+from moto import mock_aws
+
+from components.constants import CANONICAL_OWNER_ID, UBUNTU_RELEASE
+from rehearsal.engine import ForgeMocks, ProgramRun, run_program
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_SESSION_TOKEN": "rehearsal"}
+
+
+class UnemulatedTypeError(pulumi.RunError):
+    """The program registered an AWS type the rehearsal cannot emulate or validate."""
+
+
+@dataclass
+class EmulatedAccount:
+    """The moto account after a rehearsal: clients for assertions, and what was only validated."""
+
+    region: str
+    validated_only: list[str] = field(default_factory=list)  # "type name": checked against botocore's model only
+    _clients: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def client(self, service: str) -> Any:
+        """One client per service: creating a boto3 client costs far more than a call to moto (clients are thread-safe)."""
+        with self._lock:
+            if service not in self._clients:
+                self._clients[service] = boto3.client(service, region_name=self.region)
+            return self._clients[service]
+
+
+def _number(value: Any) -> int:
+    return int(value)  # mocks deliver numbers as floats (443.0)
+
+
+def _tags(inputs: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
+    tags = inputs.get("tags") or {}
+    return [{"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
+
+
+class MotoMocks(ForgeMocks):
+    """ForgeMocks for everything but AWS; AWS resources and invokes go to moto."""
+
+    def __init__(self, account: EmulatedAccount) -> None:
+        super().__init__()
+        self.account = account
+        self.handlers: dict[str, Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]]]] = {
+            "aws:ec2/vpc:Vpc": self._vpc,
+            "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": self._default_security_group,
+            "aws:ec2/subnet:Subnet": self._subnet,
+            "aws:ec2/internetGateway:InternetGateway": self._internet_gateway,
+            "aws:ec2/routeTable:RouteTable": self._route_table,
+            "aws:ec2/routeTableAssociation:RouteTableAssociation": self._route_table_association,
+            "aws:ec2/securityGroup:SecurityGroup": self._security_group,
+            "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": self._ingress_rule,
+            "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": self._egress_rule,
+            "aws:cloudwatch/logGroup:LogGroup": self._log_group,
+            "aws:ec2/flowLog:FlowLog": self._flow_log,
+            "aws:iam/role:Role": self._role,
+            "aws:iam/rolePolicy:RolePolicy": self._role_policy,
+            "aws:iam/rolePolicyAttachment:RolePolicyAttachment": self._role_policy_attachment,
+            "aws:iam/instanceProfile:InstanceProfile": self._instance_profile,
+            "aws:kms/key:Key": self._kms_key,
+            "aws:s3/bucket:Bucket": self._bucket,
+            "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": self._public_access_block,
+            "aws:s3/bucketOwnershipControls:BucketOwnershipControls": self._ownership_controls,
+            "aws:s3/bucketVersioning:BucketVersioning": self._versioning,
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": self._encryption,
+            "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": self._lifecycle,
+            "aws:s3/bucketPolicy:BucketPolicy": self._bucket_policy,
+            "aws:secretsmanager/secret:Secret": self._secret,
+            "aws:secretsmanager/secretVersion:SecretVersion": self._secret_version,
+            "aws:ebs/volume:Volume": self._volume,
+            "aws:ec2/instance:Instance": self._instance,
+            "aws:ec2/volumeAttachment:VolumeAttachment": self._volume_attachment,
+            "aws:ec2/eip:Eip": self._eip,
+            "aws:route53/record:Record": self._record,
+            "aws:dlm/lifecyclePolicy:LifecyclePolicy": self._dlm_policy,
+        }
+
+    # ------------------------------------------------------------ Pulumi mock entry points
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if not args.typ.startswith("aws:"):
+            return super().new_resource(args)
+        handler = self.handlers.get(args.typ)
+        if handler is None:
+            raise UnemulatedTypeError(f"rehearsal: AWS type {args.typ} ({args.name}) has no emulation; add a handler in "
+                                      "rehearsal/emulated.py")
+        inputs = _plain(args.inputs)
+        resource_id, attributes = handler(args.name, inputs)
+        outputs = {**inputs, **attributes}
+        from rehearsal.engine import Registered, unwrap_secrets
+
+        self.registered.append(Registered(args.typ, args.name, unwrap_secrets(args.inputs), resource_id, outputs, bool(args.custom),
+                                          raw_inputs=args.inputs))
+        return resource_id, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        token, request = args.token, _plain(args.args)
+        ec2 = self.account.client("ec2")
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            zones = ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": [request.get("state", "available")]}])
+            zones_sorted = sorted(zones["AvailabilityZones"], key=lambda z: z["ZoneName"])
+            return {"names": [z["ZoneName"] for z in zones_sorted], "zoneIds": [z["ZoneId"] for z in zones_sorted],
+                    "id": self.account.region}, []
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            identity = self.account.client("sts").get_caller_identity()
+            return {"accountId": identity["Account"], "arn": identity["Arn"], "userId": identity["UserId"]}, []
+        if token == "aws:ec2/getAmi:getAmi":
+            filters = [{"Name": f["name"], "Values": f["values"]} for f in request.get("filters", [])]
+            images = ec2.describe_images(Owners=request.get("owners", []), Filters=filters)["Images"]
+            if not images:
+                raise pulumi.RunError(f"rehearsal: no image matches {filters} owned by {request.get('owners')}")
+            image = max(images, key=lambda i: i["CreationDate"]) if request.get("mostRecent") else images[0]
+            return {"id": image["ImageId"], "imageId": image["ImageId"], "name": image["Name"],
+                    "architecture": image["Architecture"], "ownerId": image["OwnerId"]}, []
+        if token == "aws:route53/getZone:getZone":
+            name = request["name"].rstrip(".") + "."
+            zones = [z for z in self.account.client("route53").list_hosted_zones()["HostedZones"]
+                     if z["Name"] == name and z["Config"]["PrivateZone"] == bool(request.get("privateZone"))]
+            if not zones:
+                raise pulumi.RunError(f"rehearsal: the account has no hosted zone {name}")
+            zone_id = zones[0]["Id"].split("/")[-1]
+            return {"id": zone_id, "zoneId": zone_id, "name": name.rstrip("."), "arn": f"arn:aws:route53:::hostedzone/{zone_id}"}, []
+        raise UnemulatedTypeError(f"rehearsal: invoke {token} has no emulation")
+
+    # ------------------------------------------------------------ network
+
+    def _vpc(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        ec2 = self.account.client("ec2")
+        vpc = ec2.create_vpc(CidrBlock=inputs["cidrBlock"], TagSpecifications=_tags(inputs, "vpc"))["Vpc"]
+        vpc_id = vpc["VpcId"]
+        for attribute in ("enableDnsSupport", "enableDnsHostnames"):
+            if attribute in inputs:
+                ec2.modify_vpc_attribute(VpcId=vpc_id, **{attribute[0].upper() + attribute[1:]: {"Value": bool(inputs[attribute])}})
+        default_group = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
+                                                              {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"][0]
+        main_table = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
+                                                        {"Name": "association.main", "Values": ["true"]}])["RouteTables"][0]
+        return vpc_id, {"arn": f"arn:aws:ec2:{self.account.region}:{ACCOUNT_ID}:vpc/{vpc_id}", "ownerId": ACCOUNT_ID,
+                        "defaultSecurityGroupId": default_group["GroupId"], "mainRouteTableId": main_table["RouteTableId"]}
+
+    def _default_security_group(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Adopting the default group with no rules removes every rule it has (what the provider does)."""
+        ec2 = self.account.client("ec2")
+        group = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [inputs["vpcId"]]},
+                                                      {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"][0]
+        if group["IpPermissions"]:
+            ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=group["IpPermissions"])
+        if group["IpPermissionsEgress"]:
+            ec2.revoke_security_group_egress(GroupId=group["GroupId"], IpPermissions=group["IpPermissionsEgress"])
+        return group["GroupId"], {"name": "default", "arn": f"arn:aws:ec2:{self.account.region}:{ACCOUNT_ID}:security-group/"
+                                                             f"{group['GroupId']}"}
+
+    def _subnet(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        ec2 = self.account.client("ec2")
+        subnet = ec2.create_subnet(VpcId=inputs["vpcId"], CidrBlock=inputs["cidrBlock"], AvailabilityZone=inputs["availabilityZone"],
+                                   TagSpecifications=_tags(inputs, "subnet"))["Subnet"]
+        ec2.modify_subnet_attribute(SubnetId=subnet["SubnetId"], MapPublicIpOnLaunch={"Value": bool(inputs.get("mapPublicIpOnLaunch"))})
+        return subnet["SubnetId"], {"arn": subnet.get("SubnetArn", ""), "availabilityZoneId": subnet.get("AvailabilityZoneId", "")}
+
+    def _internet_gateway(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        ec2 = self.account.client("ec2")
+        gateway_id = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+        ec2.attach_internet_gateway(InternetGatewayId=gateway_id, VpcId=inputs["vpcId"])
+        return gateway_id, {"arn": f"arn:aws:ec2:{self.account.region}:{ACCOUNT_ID}:internet-gateway/{gateway_id}"}
+
+    def _route_table(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        ec2 = self.account.client("ec2")
+        table_id = ec2.create_route_table(VpcId=inputs["vpcId"])["RouteTable"]["RouteTableId"]
+        for route in inputs.get("routes", []):
+            ec2.create_route(RouteTableId=table_id, DestinationCidrBlock=route["cidrBlock"], GatewayId=route["gatewayId"])
+        return table_id, {"arn": f"arn:aws:ec2:{self.account.region}:{ACCOUNT_ID}:route-table/{table_id}"}
+
+    def _route_table_association(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        association = self.account.client("ec2").associate_route_table(RouteTableId=inputs["routeTableId"], SubnetId=inputs["subnetId"])
+        return association["AssociationId"], {}
+
+    def _security_group(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        ec2 = self.account.client("ec2")
+        group_name = inputs.get("name") or f"{name}-{self._next()[-7:]}"
+        group_id = ec2.create_security_group(GroupName=group_name, Description=inputs.get("description", "Managed by Pulumi"),
+                                             VpcId=inputs["vpcId"])["GroupId"]
+        # AWS adds an allow-all egress rule to every new group; the provider removes it unless egress is declared.
+        default_egress = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]["IpPermissionsEgress"]
+        if default_egress and not inputs.get("egress"):
+            ec2.revoke_security_group_egress(GroupId=group_id, IpPermissions=default_egress)
+        return group_id, {"name": group_name, "arn": f"arn:aws:ec2:{self.account.region}:{ACCOUNT_ID}:security-group/{group_id}"}
+
+    @staticmethod
+    def _permission(inputs: dict[str, Any]) -> dict[str, Any]:
+        permission: dict[str, Any] = {"IpProtocol": inputs["ipProtocol"],
+                                      "IpRanges": [{"CidrIp": inputs["cidrIpv4"], "Description": inputs.get("description", "")}]}
+        if inputs["ipProtocol"] != "-1":
+            permission.update(FromPort=_number(inputs["fromPort"]), ToPort=_number(inputs["toPort"]))
+        return permission
+
+    def _ingress_rule(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        response = self.account.client("ec2").authorize_security_group_ingress(GroupId=inputs["securityGroupId"],
+                                                                               IpPermissions=[self._permission(inputs)])
+        rule_id = response["SecurityGroupRules"][0]["SecurityGroupRuleId"]
+        return rule_id, {"securityGroupRuleId": rule_id}
+
+    def _egress_rule(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        response = self.account.client("ec2").authorize_security_group_egress(GroupId=inputs["securityGroupId"],
+                                                                              IpPermissions=[self._permission(inputs)])
+        rule_id = response["SecurityGroupRules"][0]["SecurityGroupRuleId"]
+        return rule_id, {"securityGroupRuleId": rule_id}
+
+    def _log_group(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        logs = self.account.client("logs")
+        group_name = inputs.get("name") or f"{name}-{self._next()[-7:]}"
+        logs.create_log_group(logGroupName=group_name)
+        if inputs.get("retentionInDays"):
+            logs.put_retention_policy(logGroupName=group_name, retentionInDays=_number(inputs["retentionInDays"]))
+        arn = logs.describe_log_groups(logGroupNamePrefix=group_name)["logGroups"][0]["arn"].removesuffix(":*")
+        return group_name, {"name": group_name, "arn": arn}
+
+    def _flow_log(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        response = self.account.client("ec2").create_flow_logs(
+            ResourceIds=[inputs["vpcId"]], ResourceType="VPC", TrafficType=inputs["trafficType"],
+            LogDestinationType=inputs["logDestinationType"], LogDestination=inputs["logDestination"],
+            DeliverLogsPermissionArn=inputs["iamRoleArn"],
+        )
+        if response.get("Unsuccessful"):
+            raise pulumi.RunError(f"rehearsal: flow log {name} refused: {response['Unsuccessful']}")
+        return response["FlowLogIds"][0], {}
+
+    # ------------------------------------------------------------ IAM and KMS
+
+    def _role(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        role_name = inputs.get("name") or f"{name}-{self._next()[-7:]}"
+        role = self.account.client("iam").create_role(RoleName=role_name, AssumeRolePolicyDocument=inputs["assumeRolePolicy"])["Role"]
+        return role_name, {"name": role_name, "arn": role["Arn"], "uniqueId": role["RoleId"]}
+
+    def _role_policy(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        policy_name = inputs.get("name") or f"{name}-{self._next()[-7:]}"
+        self.account.client("iam").put_role_policy(RoleName=inputs["role"], PolicyName=policy_name, PolicyDocument=inputs["policy"])
+        return f"{inputs['role']}:{policy_name}", {"name": policy_name}
+
+    def _role_policy_attachment(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.account.client("iam").attach_role_policy(RoleName=inputs["role"], PolicyArn=inputs["policyArn"])
+        return f"{inputs['role']}-{self._next()[-8:]}", {}
+
+    def _instance_profile(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        iam = self.account.client("iam")
+        profile_name = inputs.get("name") or f"{name}-{self._next()[-7:]}"
+        profile = iam.create_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]
+        iam.add_role_to_instance_profile(InstanceProfileName=profile_name, RoleName=inputs["role"])
+        return profile_name, {"name": profile_name, "arn": profile["Arn"]}
+
+    def _kms_key(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        kms = self.account.client("kms")
+        request: dict[str, Any] = {"Description": inputs.get("description", ""), "KeyUsage": inputs.get("keyUsage", "ENCRYPT_DECRYPT"),
+                                   "KeySpec": inputs.get("customerMasterKeySpec", "SYMMETRIC_DEFAULT")}
+        if inputs.get("policy"):
+            request["Policy"] = inputs["policy"]
+        key = kms.create_key(**request)["KeyMetadata"]
+        if inputs.get("enableKeyRotation"):
+            kms.enable_key_rotation(KeyId=key["KeyId"])
+        return key["KeyId"], {"arn": key["Arn"], "keyId": key["KeyId"]}
+
+    # ------------------------------------------------------------ S3
+
+    def _bucket(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        bucket = inputs.get("bucket") or f"{name}-{self._next()[-7:]}"
+        self.account.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": self.account.region})
+        return bucket, {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}", "region": self.account.region,
+                        "bucketDomainName": f"{bucket}.s3.amazonaws.com"}
+
+    def _public_access_block(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        keys = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+        self.account.client("s3").put_public_access_block(
+            Bucket=inputs["bucket"],
+            PublicAccessBlockConfiguration={key[0].upper() + key[1:]: bool(inputs.get(key)) for key in keys},
+        )
+        return inputs["bucket"], {}
+
+    def _ownership_controls(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.account.client("s3").put_bucket_ownership_controls(
+            Bucket=inputs["bucket"], OwnershipControls={"Rules": [{"ObjectOwnership": inputs["rule"]["objectOwnership"]}]})
+        return inputs["bucket"], {}
+
+    def _versioning(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.account.client("s3").put_bucket_versioning(
+            Bucket=inputs["bucket"], VersioningConfiguration={"Status": inputs["versioningConfiguration"]["status"]})
+        return inputs["bucket"], {}
+
+    def _encryption(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        rules = []
+        for rule in inputs["rules"]:
+            default = rule["applyServerSideEncryptionByDefault"]
+            applied = {"SSEAlgorithm": default["sseAlgorithm"]}
+            if default.get("kmsMasterKeyId"):
+                applied["KMSMasterKeyID"] = default["kmsMasterKeyId"]
+            rules.append({"ApplyServerSideEncryptionByDefault": applied, "BucketKeyEnabled": bool(rule.get("bucketKeyEnabled"))})
+        self.account.client("s3").put_bucket_encryption(Bucket=inputs["bucket"], ServerSideEncryptionConfiguration={"Rules": rules})
+        return inputs["bucket"], {}
+
+    def _lifecycle(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        rules = []
+        for rule in inputs["rules"]:
+            converted: dict[str, Any] = {"ID": rule["id"], "Status": rule["status"],
+                                         "Filter": {"Prefix": (rule.get("filter") or {}).get("prefix", "")}}
+            if rule.get("expiration"):
+                converted["Expiration"] = {"Days": _number(rule["expiration"]["days"])}
+            if rule.get("noncurrentVersionExpiration"):
+                days = _number(rule["noncurrentVersionExpiration"]["noncurrentDays"])
+                converted["NoncurrentVersionExpiration"] = {"NoncurrentDays": days}
+            if rule.get("transitions"):
+                converted["Transitions"] = [{"Days": _number(t["days"]), "StorageClass": t["storageClass"]} for t in rule["transitions"]]
+            if rule.get("abortIncompleteMultipartUpload"):
+                converted["AbortIncompleteMultipartUpload"] = {
+                    "DaysAfterInitiation": _number(rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"])}
+            rules.append(converted)
+        self.account.client("s3").put_bucket_lifecycle_configuration(Bucket=inputs["bucket"], LifecycleConfiguration={"Rules": rules})
+        return inputs["bucket"], {}
+
+    def _bucket_policy(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.account.client("s3").put_bucket_policy(Bucket=inputs["bucket"], Policy=inputs["policy"])
+        return inputs["bucket"], {}
+
+    # ------------------------------------------------------------ Secrets Manager
+
+    def _secret(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        request = {"Name": inputs.get("name") or f"{name}-{self._next()[-7:]}", "Description": inputs.get("description", "")}
+        if inputs.get("kmsKeyId"):
+            request["KmsKeyId"] = inputs["kmsKeyId"]
+        secret = self.account.client("secretsmanager").create_secret(**request)
+        return secret["ARN"], {"arn": secret["ARN"], "name": secret["Name"]}
+
+    def _secret_version(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        version = self.account.client("secretsmanager").put_secret_value(SecretId=inputs["secretId"], SecretString=inputs["secretString"])
+        return f"{inputs['secretId']}|{version['VersionId']}", {"versionId": version["VersionId"], "arn": version["ARN"]}
+
+    # ------------------------------------------------------------ the host
+
+    def _volume(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        request: dict[str, Any] = {"AvailabilityZone": inputs["availabilityZone"], "Size": _number(inputs["size"]),
+                                   "VolumeType": inputs.get("type", "gp3"), "Encrypted": bool(inputs.get("encrypted")),
+                                   "TagSpecifications": _tags(inputs, "volume")}
+        if inputs.get("kmsKeyId"):
+            request["KmsKeyId"] = inputs["kmsKeyId"]
+        volume = self.account.client("ec2").create_volume(**request)
+        return volume["VolumeId"], {"arn": f"arn:aws:ec2:{self.account.region}:{ACCOUNT_ID}:volume/{volume['VolumeId']}"}
+
+    def _instance(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        root = inputs.get("rootBlockDevice") or {}
+        metadata = inputs.get("metadataOptions") or {}
+        request: dict[str, Any] = {
+            "ImageId": inputs["ami"], "InstanceType": inputs["instanceType"], "MinCount": 1, "MaxCount": 1,
+            "SubnetId": inputs["subnetId"], "SecurityGroupIds": inputs.get("vpcSecurityGroupIds", []),
+            "Monitoring": {"Enabled": bool(inputs.get("monitoring"))}, "EbsOptimized": bool(inputs.get("ebsOptimized")),
+            "DisableApiTermination": bool(inputs.get("disableApiTermination")),
+            "MetadataOptions": {"HttpEndpoint": metadata.get("httpEndpoint", "enabled"),
+                                "HttpTokens": metadata.get("httpTokens", "optional"),
+                                "HttpPutResponseHopLimit": _number(metadata.get("httpPutResponseHopLimit", 1))},
+            "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {
+                "VolumeSize": _number(root.get("volumeSize", 8)), "VolumeType": root.get("volumeType", "gp2"),
+                "Encrypted": bool(root.get("encrypted")), "DeleteOnTermination": bool(root.get("deleteOnTermination", True))}}],
+            "TagSpecifications": _tags(inputs, "instance"),
+        }
+        if inputs.get("iamInstanceProfile"):
+            request["IamInstanceProfile"] = {"Name": inputs["iamInstanceProfile"]}
+        if inputs.get("userDataBase64"):
+            request["UserData"] = base64.b64decode(inputs["userDataBase64"])  # boto3 base64-encodes it again
+        elif inputs.get("userData"):
+            request["UserData"] = inputs["userData"]
+        instance = self.account.client("ec2").run_instances(**request)["Instances"][0]
+        interfaces = instance.get("NetworkInterfaces") or [{}]
+        return instance["InstanceId"], {
+            "arn": f"arn:aws:ec2:{self.account.region}:{ACCOUNT_ID}:instance/{instance['InstanceId']}",
+            "privateIp": instance.get("PrivateIpAddress", ""), "primaryNetworkInterfaceId": interfaces[0].get("NetworkInterfaceId", ""),
+        }
+
+    def _volume_attachment(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.account.client("ec2").attach_volume(Device=inputs["deviceName"], InstanceId=inputs["instanceId"], VolumeId=inputs["volumeId"])
+        return f"vai-{self._next()[-8:]}", {}
+
+    def _eip(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        ec2 = self.account.client("ec2")
+        address = ec2.allocate_address(Domain=inputs.get("domain", "vpc"))
+        outputs = {"publicIp": address["PublicIp"], "allocationId": address["AllocationId"]}
+        if inputs.get("instance"):
+            association = ec2.associate_address(InstanceId=inputs["instance"], AllocationId=address["AllocationId"])
+            outputs["associationId"] = association["AssociationId"]
+        return address["AllocationId"], outputs
+
+    # ------------------------------------------------------------ DNS
+
+    def _record(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        record_name = inputs["name"]
+        self.account.client("route53").change_resource_record_sets(
+            HostedZoneId=inputs["zoneId"],
+            ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": {
+                "Name": record_name, "Type": inputs["type"], "TTL": _number(inputs["ttl"]),
+                "ResourceRecords": [{"Value": value} for value in inputs["records"]]}}]},
+        )
+        return f"{inputs['zoneId']}_{record_name}_{inputs['type']}", {"fqdn": record_name}
+
+    # ------------------------------------------------------------ validated only (moto has no DLM)
+
+    def _dlm_policy(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.account.client("iam").get_role(RoleName=inputs["executionRoleArn"].split("/")[-1])  # the role must exist
+        details = inputs["policyDetails"]
+        schedules = []
+        for schedule in details["schedules"]:
+            create, retain = schedule["createRule"], schedule["retainRule"]
+            create_rule: dict[str, Any] = {"Interval": _number(create["interval"]), "IntervalUnit": create["intervalUnit"]}
+            if create.get("times"):
+                create_rule["Times"] = [create["times"]] if isinstance(create["times"], str) else list(create["times"])
+            retain_rule: dict[str, Any] = {}
+            if retain.get("count"):
+                retain_rule["Count"] = _number(retain["count"])
+            if retain.get("interval"):
+                retain_rule.update(Interval=_number(retain["interval"]), IntervalUnit=retain["intervalUnit"])
+            schedules.append({"Name": schedule["name"], "CopyTags": bool(schedule.get("copyTags")), "CreateRule": create_rule,
+                              "RetainRule": retain_rule,
+                              "TagsToAdd": [{"Key": k, "Value": v} for k, v in (schedule.get("tagsToAdd") or {}).items()]})
+        request = {
+            "ExecutionRoleArn": inputs["executionRoleArn"], "Description": inputs["description"], "State": inputs.get("state", "ENABLED"),
+            "PolicyDetails": {"PolicyType": details.get("policyType", "EBS_SNAPSHOT_MANAGEMENT"), "ResourceTypes": details["resourceTypes"],
+                              "TargetTags": [{"Key": k, "Value": v} for k, v in details["targetTags"].items()], "Schedules": schedules},
+        }
+        client = boto3.client("dlm", region_name=self.account.region)
+        policy_id = f"policy-{self._next()}"
+        with botocore.stub.Stubber(client) as stubber:
+            stubber.add_response("create_lifecycle_policy", {"PolicyId": policy_id}, request)
+            client.create_lifecycle_policy(**request)  # raises ParamValidationError on a request AWS would refuse
+        self.account.validated_only.append(f"aws:dlm/lifecyclePolicy:LifecyclePolicy {name}")
+        return policy_id, {"arn": f"arn:aws:dlm:{self.account.region}:{ACCOUNT_ID}:policy/{policy_id}"}
+
+
+def _plain(value: Any) -> Any:
+    from rehearsal.engine import unwrap_secrets
+
+    return unwrap_secrets(value)
+
+
+def register_ubuntu_images(region: str) -> None:
+    """Canonical's Ubuntu 24.04 images, as the AMI lookup expects to find them (moto's images are older)."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.amis import Ami
+
+    backend = ec2_backends[ACCOUNT_ID][region]
+    for index, (deb_architecture, architecture) in enumerate((("amd64", "x86_64"), ("arm64", "arm64"))):
+        for serial, day in (("20261001", 1), ("20261101", 2)):
+            ami_id = f"ami-0{index}{day}{'0' * 13}"[:21]
+            backend.amis[ami_id] = Ami(
+                backend, ami_id=ami_id, owner_id=CANONICAL_OWNER_ID, public=True, architecture=architecture,
+                name=f"ubuntu/images/hvm-ssd-gp3/ubuntu-{UBUNTU_RELEASE}-24.04-{deb_architecture}-server-{serial}",
+                virtualization_type="hvm", root_device_type="ebs", root_device_name="/dev/sda1",
+                creation_date=datetime(2026, 10, day, tzinfo=UTC), region_name=region,
+            )
+
+
+@contextmanager
+def emulated_account(region: str, hosted_zone: str | None) -> Iterator[EmulatedAccount]:
+    """A fresh moto account with what an operator already owns: Canonical's images and the public hosted zone."""
+    saved = {key: os.environ.get(key) for key in (*FAKE_CREDENTIALS, "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
+                                                  "MOTO_IAM_LOAD_MANAGED_POLICIES", "MOTO_EC2_LOAD_DEFAULT_AMIS")}
+    os.environ.update(FAKE_CREDENTIALS)
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"  # AWS's managed policies exist in a real account
+    os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"  # only the Ubuntu images registered below: the lookup must find them
+    os.environ["AWS_DEFAULT_REGION"] = region
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    try:
+        with mock_aws():
+            register_ubuntu_images(region)
+            if hosted_zone:
+                boto3.client("route53", region_name=region).create_hosted_zone(
+                    Name=hosted_zone, CallerReference=f"rehearsal-{hosted_zone}")
+            yield EmulatedAccount(region=region)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def rehearse(stack: str, config: dict[str, str], account: EmulatedAccount) -> ProgramRun:
+    """Run __main__.py with `config` against the emulated `account` (inside emulated_account())."""
+    return run_program(stack, config, MotoMocks(account))
+
+
+def stack_region(config: dict[str, str]) -> str:
+    return config.get("aws:region", "") or "eu-west-1"
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
