@@ -229,3 +229,10 @@ def run_program(stack: str, config: dict[str, str], mocks: ForgeMocks | None = N
         record.depends_on = list(request.dependencies)
         record.provider = request.provider
     return ProgramRun(mocks.registered, captured, secret_outputs)
+
+
+def policy_view(run: ProgramRun) -> list[Any]:
+    """The run's resources as the policy rules see them (type, name, inputs, URN, dependencies)."""
+    from policy.forgestack_rules import Resource
+
+    return [Resource(r.type, r.name, r.inputs, r.urn, tuple(r.depends_on)) for r in run.resources]

@@ -31,8 +31,9 @@ import pulumi
 
 from components.services.spec import _PINNED_IMAGE
 from components.settings import ConfigError
+from policy.forgestack_rules import Report, evaluate
 from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse, stack_region
-from rehearsal.engine import ProgramRun, Registered, run_program, stack_config
+from rehearsal.engine import ProgramRun, Registered, policy_view, run_program, stack_config
 from rehearsal.graph import mermaid
 
 KEY_PROPERTIES = {
@@ -96,6 +97,14 @@ def masked_outputs(run: ProgramRun) -> dict[str, Any]:
     return {name: "[secret]" if name in run.secret_outputs else value for name, value in sorted(run.outputs.items())}
 
 
+def policy_summary(report: Report) -> dict[str, list[str]]:
+    return {
+        "mandatory": [f"{v.rule}: {v.resource}: {v.message}" for v in report.mandatory],
+        "advisory": [f"{v.rule}: {v.resource}: {v.message}" for v in report.advisory],
+        "accepted": [f"{v.rule}: {v.resource}: {v.accepted}" for v in report.accepted],
+    }
+
+
 def run_stack(stack: str, config: dict[str, str]) -> tuple[ProgramRun, list[str]]:
     """The AWS stacks against a fresh emulated account; the local stack, which has no AWS, under plain mocks."""
     # A failed registration also leaves asyncio's "exception never retrieved" reports; the one line below says it all.
@@ -130,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rehearse: {args.stack}: {one_line}", file=sys.stderr)
         return 1
 
-    problems = check_docker(run)
+    policy = evaluate(policy_view(run))
+    problems = check_docker(run) + [f"policy {v.rule} ({v.enforcement}): {v.resource}: {v.message}" for v in policy.mandatory]
     if args.graph:
         print(mermaid(run), end="")
     elif args.json:
@@ -140,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             "resources": [{"type": r.type, "name": r.name, "id": r.id, "parent": r.parent, "protect": r.protect}
                           for r in run.resources],
             "validated_not_emulated": validated_only,
+            "policy": policy_summary(policy),
             "outputs": masked_outputs(run),
             "problems": problems,
         }
@@ -149,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\noutputs:")
         for name, value in masked_outputs(run).items():
             print(f"  {name} = {value}")
+        for violation in policy.advisory:
+            print(f"advisory {violation.rule}: {violation.resource}: {violation.message}")
+        for violation in policy.accepted:
+            print(f"accepted risk {violation.rule}: {violation.resource}: {violation.accepted}")
         for resource in validated_only:
             print(f"validated against botocore's model, not emulated (moto lacks it): {resource}")
         print(f"\n{len(run.resources)} resources; {len(problems)} problems")

@@ -1,0 +1,452 @@
+"""forgestack's guardrails as plain functions over (resource type, properties).
+
+The same functions run in three places: inside the pulumi-policy pack (`pulumi preview --policy-pack
+policy`), offline in the tests, and in scripts/rehearse.py, which fails on a mandatory violation.
+Properties are the engine's camelCase inputs. Each rule names the Checkov / AWS Foundational
+Security Best Practices (FSBP) / CIS Docker control it mirrors. Accepted risks are listed, with
+their reason, in ACCEPTED_RISKS: they are reported, not failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Enforcement = Literal["mandatory", "advisory"]
+Props = dict[str, Any]
+
+WORLD = ("0.0.0.0/0", "::/0")
+ALL_INTERFACES = (None, "", "0.0.0.0", "::")  # noqa: S104 (what the rule looks for, not a binding)
+ADMIN_PORTS = (22, 3389)
+DATABASE_PORTS = (5432, 3306, 6379, 27017, 9200)
+PUBLIC_CONTAINER_PORTS = (80, 443, 2222)
+BROAD_MANAGED_POLICIES = ("AdministratorAccess", "PowerUserAccess", "IAMFullAccess", "AmazonS3FullAccess",
+                          "SecretsManagerReadWrite", "AmazonEC2FullAccess", "AWSKeyManagementServicePowerUser")
+DATA_SERVICES = ("s3", "secretsmanager", "kms", "ssm", "dynamodb", "rds")
+PINNED_IMAGE = re.compile(r"^[a-z0-9./-]+(:\d+[A-Za-z0-9._-]*|:v\d+[A-Za-z0-9._-]*|@sha256:[0-9a-f]{64})$")
+SECRET_IN_TEXT = re.compile(
+    # a private key, an AWS access key, an environment-style NAME=value (upper case, as env files and
+    # shell exports write it) or a YAML-style name: "value", where the value looks like a credential
+    r"(-----BEGIN [A-Z ]*PRIVATE KEY-----|AKIA[0-9A-Z]{16}"
+    r"|\b[A-Z0-9_]*(PASSWORD|PASSWD|SECRET|TOKEN)[A-Z0-9_]*=[\"']?[^\s\"'$]{12,}"
+    r"|(?i:\b\w*(password|passwd|secret|token)\w*:\s*[\"'][^\s\"']{12,}[\"']))",
+)
+SECRET_ENV_NAME = re.compile(r"PASSW|SECRET|TOKEN|API_?KEY", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What a rule sees of one resource: the same fields in the pack and offline."""
+
+    type: str
+    name: str
+    props: Props
+    urn: str = ""
+    dependencies: tuple[str, ...] = ()  # URNs this resource depends on
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str  # starts with the control ids it mirrors
+    enforcement: Enforcement
+    types: tuple[str, ...]  # resource types checked; empty for a stack rule
+    check: Callable[[Resource], list[str]] | None = None  # one resource -> violation messages
+    check_stack: Callable[[list[Resource]], list[tuple[str, str]]] | None = None  # -> (resource name, message)
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    enforcement: Enforcement
+    resource: str
+    message: str
+    accepted: str = ""  # the reason, when this is an accepted risk
+
+
+@dataclass
+class Report:
+    violations: list[Violation] = field(default_factory=list)
+
+    @property
+    def mandatory(self) -> list[Violation]:
+        return [v for v in self.violations if v.enforcement == "mandatory" and not v.accepted]
+
+    @property
+    def advisory(self) -> list[Violation]:
+        return [v for v in self.violations if v.enforcement == "advisory" and not v.accepted]
+
+    @property
+    def accepted(self) -> list[Violation]:
+        return [v for v in self.violations if v.accepted]
+
+
+# (rule, resource name) -> why the risk is accepted
+ACCEPTED_RISKS: dict[tuple[str, str], str] = {
+    ("ec2-no-public-ip", "host-eip"): "the host serves the forge itself; only 80, 443 and 2222 are open to the world",
+    ("container-no-docker-socket", "services-cadvisor"): "cAdvisor names containers through the Docker API; read-only mount, "
+                                                         "no published port, reachable only by Prometheus",
+}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
+
+
+def _statements(document: Any) -> list[dict[str, Any]]:
+    parsed = _as_json(document)
+    if not isinstance(parsed, dict):
+        return []
+    statements = parsed.get("Statement", [])
+    return [s for s in (statements if isinstance(statements, list) else [statements]) if isinstance(s, dict)]
+
+
+def _listed(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _port_range(props: Props) -> range:
+    protocol = str(props.get("ipProtocol", props.get("protocol", "tcp")))
+    if protocol in ("-1", "all"):
+        return range(0, 65536)
+    low = int(float(props.get("fromPort", 0) or 0))
+    high = int(float(props.get("toPort", low) or low))
+    return range(low, high + 1)
+
+
+def _ingress_sources(props: Props) -> list[str]:
+    return [c for c in (props.get("cidrIpv4"), props.get("cidrIpv6")) if c] + _listed(props.get("cidrBlocks")) + _listed(
+        props.get("ipv6CidrBlocks"))
+
+
+def _ingress_rules(resource: Resource) -> list[Props]:
+    """Standalone rules, or the inline `ingress` blocks of a security group."""
+    if resource.type == "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule":
+        return [resource.props]
+    return [rule for rule in resource.props.get("ingress") or [] if isinstance(rule, dict)]
+
+
+def user_data_text(props: Props) -> str:
+    """Plain text of the instance's user data, unpacking base64 and gzip as cloud-init would."""
+    if props.get("userData"):
+        return str(props["userData"])
+    encoded = props.get("userDataBase64")
+    if not encoded:
+        return ""
+    try:
+        raw = base64.b64decode(str(encoded), validate=True)
+    except (binascii.Error, ValueError):
+        return str(encoded)
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    return raw.decode(errors="replace")
+
+
+# ------------------------------------------------------------------ per-resource checks
+
+
+def imdsv2(r: Resource) -> list[str]:
+    options = r.props.get("metadataOptions") or {}
+    return [] if options.get("httpTokens") == "required" else ["instance metadata must require IMDSv2 tokens (httpTokens=required)"]
+
+
+def instance_volumes_encrypted(r: Resource) -> list[str]:
+    problems = []
+    if not (r.props.get("rootBlockDevice") or {}).get("encrypted"):
+        problems.append("root volume is not encrypted")
+    problems += [f"EBS block device {d.get('deviceName')} is not encrypted" for d in r.props.get("ebsBlockDevices") or []
+                 if not d.get("encrypted")]
+    return problems
+
+
+def volume_encrypted(r: Resource) -> list[str]:
+    return [] if r.props.get("encrypted") else ["EBS volume is not encrypted"]
+
+
+def detailed_monitoring(r: Resource) -> list[str]:
+    return [] if r.props.get("monitoring") else ["detailed (1-minute) monitoring is off"]
+
+
+def ebs_optimized(r: Resource) -> list[str]:
+    return [] if r.props.get("ebsOptimized") else ["instance is not EBS-optimized"]
+
+
+def no_secret_in_user_data(r: Resource) -> list[str]:
+    match = SECRET_IN_TEXT.search(user_data_text(r.props))
+    return [f"user data contains what looks like a secret ({match.group(0)[:12]}...); use Secrets Manager"] if match else []
+
+
+def no_admin_port_from_world(r: Resource) -> list[str]:
+    problems = []
+    for rule in _ingress_rules(r):
+        ports = _port_range(rule)
+        for source in _ingress_sources(rule):
+            if source in WORLD:
+                problems += [f"port {port} is open to {source}" for port in ADMIN_PORTS if port in ports]
+    return problems
+
+
+def no_database_port(r: Resource) -> list[str]:
+    problems = []
+    for rule in _ingress_rules(r):
+        ports = _port_range(rule)
+        if len(ports) > 1024:
+            continue  # all-ports rules are the next rule's concern
+        sources = ", ".join(_ingress_sources(rule))
+        problems += [f"database port {port} is reachable from {sources}" for port in DATABASE_PORTS if port in ports]
+    return problems
+
+
+def no_all_traffic_from_world(r: Resource) -> list[str]:
+    return [f"all ports open to {source}" for rule in _ingress_rules(r) if len(_port_range(rule)) > 1024
+            for source in _ingress_sources(rule) if source in WORLD]
+
+
+def default_group_closed(r: Resource) -> list[str]:
+    return [] if not r.props.get("ingress") and not r.props.get("egress") else ["the default security group must have no rules"]
+
+
+def public_access_block(r: Resource) -> list[str]:
+    keys = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    return [f"{key} is not true" for key in keys if r.props.get(key) is not True]
+
+
+def bucket_kms_encryption(r: Resource) -> list[str]:
+    algorithms = [(rule.get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm") for rule in r.props.get("rules") or []]
+    return [] if algorithms and all(a in ("aws:kms", "aws:kms:dsse") for a in algorithms) else [
+        f"bucket encryption is {algorithms or 'missing'}; expected aws:kms"]
+
+
+def bucket_versioning(r: Resource) -> list[str]:
+    status = (r.props.get("versioningConfiguration") or {}).get("status")
+    return [] if status == "Enabled" else [f"versioning is {status!r}; expected Enabled"]
+
+
+def lifecycle_aborts_multipart(r: Resource) -> list[str]:
+    rules = [rule for rule in r.props.get("rules") or [] if rule.get("status") == "Enabled"]
+    problems = [] if rules else ["no enabled lifecycle rule"]
+    if not any(rule.get("abortIncompleteMultipartUpload") for rule in rules):
+        problems.append("no rule aborts incomplete multipart uploads")
+    return problems
+
+
+def tls_only_bucket_policy(r: Resource) -> list[str]:
+    for statement in _statements(r.props.get("policy")):
+        condition = statement.get("Condition") or {}
+        if statement.get("Effect") == "Deny" and str((condition.get("Bool") or {}).get("aws:SecureTransport")).lower() == "false":
+            return []
+    return ["the bucket policy does not deny requests without TLS (aws:SecureTransport=false)"]
+
+
+def iam_no_wildcard_action(r: Resource) -> list[str]:
+    problems = []
+    for statement in _statements(r.props.get("policy")):
+        if statement.get("Effect") != "Allow":
+            continue
+        problems += [f"wildcard action {action!r}" for action in _listed(statement.get("Action")) if action == "*" or action.endswith(":*")]
+        if "NotAction" in statement:
+            problems.append("Allow with NotAction grants everything else")
+    return problems
+
+
+def iam_no_wildcard_resource_on_data(r: Resource) -> list[str]:
+    problems = []
+    for statement in _statements(r.props.get("policy")):
+        if statement.get("Effect") == "Allow" and "*" in _listed(statement.get("Resource")):
+            services = {action.split(":")[0] for action in _listed(statement.get("Action"))}
+            problems += [f"{service} actions on every resource ('*')" for service in sorted(services & set(DATA_SERVICES))]
+    return problems
+
+
+def iam_no_broad_managed_policy(r: Resource) -> list[str]:
+    arn = str(r.props.get("policyArn", ""))
+    return [f"broad managed policy {arn}"] if arn.rsplit("/", 1)[-1] in BROAD_MANAGED_POLICIES else []
+
+
+def kms_rotation(r: Resource) -> list[str]:
+    return [] if r.props.get("enableKeyRotation") else ["key rotation is off"]
+
+
+def secret_uses_cmk(r: Resource) -> list[str]:
+    return [] if r.props.get("kmsKeyId") else ["the secret is encrypted with the AWS-managed key, not a customer key"]
+
+
+def log_group_retention(r: Resource) -> list[str]:
+    return [] if r.props.get("retentionInDays") else ["log group keeps logs forever (no retentionInDays)"]
+
+
+def eip_public(r: Resource) -> list[str]:
+    return ["the instance gets a public IP address"] if r.props.get("instance") else []
+
+
+def image_pinned(r: Resource) -> list[str]:
+    name = str(r.props.get("name", ""))
+    return [] if PINNED_IMAGE.match(name) else [f"image {name} is not pinned to an exact tag or digest"]
+
+
+def container_not_privileged(r: Resource) -> list[str]:
+    problems = ["container runs privileged"] if r.props.get("privileged") else []
+    added = (r.props.get("capabilities") or {}).get("adds") or []
+    problems += [f"capability {cap} added" for cap in added if cap in ("ALL", "SYS_ADMIN")]
+    if r.props.get("networkMode") == "host" or r.props.get("pidMode") == "host":
+        problems.append("container shares the host's network or PID namespace")
+    return problems
+
+
+def container_ports(r: Resource) -> list[str]:
+    return [f"port {int(float(p['external']))} published on all interfaces" for p in r.props.get("ports") or []
+            if p.get("ip") in ALL_INTERFACES and int(float(p.get("external") or 0)) not in PUBLIC_CONTAINER_PORTS]
+
+
+def container_no_docker_socket(r: Resource) -> list[str]:
+    return [f"mounts {v.get('hostPath')}" for v in r.props.get("volumes") or []
+            if str(v.get("hostPath") or "") in ("/var/run", "/run", "/var/run/docker.sock", "/run/docker.sock")]
+
+
+def container_memory_limit(r: Resource) -> list[str]:
+    return [] if int(float(r.props.get("memory") or 0)) > 0 else ["no memory limit"]
+
+
+def container_no_secret_env(r: Resource) -> list[str]:
+    problems = []
+    for entry in r.props.get("envs") or []:
+        key, _, value = str(entry).partition("=")
+        if SECRET_ENV_NAME.search(key) and not key.endswith("_FILE") and value:
+            problems.append(f"{key} carries a value in the environment; hand secrets over as files")
+    return problems
+
+
+def container_log_rotation(r: Resource) -> list[str]:
+    options = r.props.get("logOpts") or {}
+    return [] if r.props.get("logDriver") == "json-file" and options.get("max-size") else ["logs are not rotated (json-file max-size)"]
+
+
+# ------------------------------------------------------------------ stack checks (relations between resources)
+
+
+def _dependants(resources: list[Resource], target: Resource, of_type: str) -> list[Resource]:
+    return [r for r in resources if r.type == of_type and target.urn in r.dependencies]
+
+
+BUCKET_CONTROLS = {
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": "a public access block",
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": "default encryption",
+    "aws:s3/bucketVersioning:BucketVersioning": "versioning",
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": "a lifecycle configuration",
+    "aws:s3/bucketPolicy:BucketPolicy": "a bucket policy",
+}
+
+
+def buckets_have_controls(resources: list[Resource]) -> list[tuple[str, str]]:
+    return [(bucket.name, f"bucket has no {what}") for bucket in resources if bucket.type == "aws:s3/bucket:Bucket"
+            for control, what in BUCKET_CONTROLS.items() if not _dependants(resources, bucket, control)]
+
+
+def vpcs_have_flow_logs(resources: list[Resource]) -> list[tuple[str, str]]:
+    return [(vpc.name, "VPC has no flow log") for vpc in resources if vpc.type == "aws:ec2/vpc:Vpc"
+            and not _dependants(resources, vpc, "aws:ec2/flowLog:FlowLog")]
+
+
+def vpcs_close_the_default_group(resources: list[Resource]) -> list[tuple[str, str]]:
+    return [(vpc.name, "the VPC's default security group is not adopted and emptied") for vpc in resources
+            if vpc.type == "aws:ec2/vpc:Vpc" and not _dependants(resources, vpc, "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")]
+
+
+def caa_with_records(resources: list[Resource]) -> list[tuple[str, str]]:
+    records = [r for r in resources if r.type == "aws:route53/record:Record"]
+    if any(r.props.get("type") == "A" for r in records) and not any(r.props.get("type") == "CAA" for r in records):
+        return [(next(r.name for r in records if r.props.get("type") == "A"), "A records without a CAA record")]
+    return []
+
+
+INSTANCE = "aws:ec2/instance:Instance"
+INGRESS = ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "aws:ec2/securityGroup:SecurityGroup")
+CONTAINER = "docker:index/container:Container"
+
+RULES: tuple[Rule, ...] = (
+    Rule("ec2-imdsv2-required", "CKV_AWS_79, FSBP EC2.8: instances require IMDSv2", "mandatory", (INSTANCE,), imdsv2),
+    Rule("ec2-instance-volumes-encrypted", "CKV_AWS_8, FSBP EC2.3: root and attached block devices encrypted", "mandatory",
+         (INSTANCE,), instance_volumes_encrypted),
+    Rule("ebs-volume-encrypted", "CKV_AWS_3, FSBP EC2.7: EBS volumes encrypted", "mandatory", ("aws:ebs/volume:Volume",), volume_encrypted),
+    Rule("ec2-detailed-monitoring", "CKV_AWS_126: detailed monitoring enabled", "advisory", (INSTANCE,), detailed_monitoring),
+    Rule("ec2-ebs-optimized", "CKV_AWS_135: EBS-optimized instance", "advisory", (INSTANCE,), ebs_optimized),
+    Rule("ec2-no-secret-in-user-data", "CKV_AWS_46: no secrets in EC2 user data", "mandatory", (INSTANCE,), no_secret_in_user_data),
+    Rule("ec2-no-public-ip", "CKV_AWS_88, FSBP EC2.9: instances without a public IPv4 address", "advisory", ("aws:ec2/eip:Eip",),
+         eip_public),
+    Rule("sg-no-admin-port-from-world", "CKV_AWS_24/25, FSBP EC2.13/EC2.14: no 0.0.0.0/0 to SSH or RDP", "mandatory", INGRESS,
+         no_admin_port_from_world),
+    Rule("sg-no-database-port", "FSBP EC2.19: no ingress to high-risk database ports", "mandatory", INGRESS, no_database_port),
+    Rule("sg-no-all-traffic-from-world", "CKV_AWS_277, FSBP EC2.18: no all-ports ingress from anywhere", "mandatory", INGRESS,
+         no_all_traffic_from_world),
+    Rule("default-sg-closed", "CKV2_AWS_12, FSBP EC2.2: the default security group has no rules", "mandatory",
+         ("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",), default_group_closed),
+    Rule("s3-public-access-block", "CKV2_AWS_6, FSBP S3.1/S3.8: all four public access blocks on", "mandatory",
+         ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",), public_access_block),
+    Rule("s3-kms-encryption", "CKV_AWS_19/145, FSBP S3.4: default encryption with KMS", "mandatory",
+         ("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",), bucket_kms_encryption),
+    Rule("s3-versioning", "CKV_AWS_21: versioning enabled", "mandatory", ("aws:s3/bucketVersioning:BucketVersioning",), bucket_versioning),
+    Rule("s3-lifecycle-aborts-multipart", "CKV2_AWS_61, CKV_AWS_300: lifecycle with abort of incomplete multipart uploads",
+         "mandatory", ("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",), lifecycle_aborts_multipart),
+    Rule("s3-tls-only", "FSBP S3.5: bucket policy denies requests without TLS", "mandatory", ("aws:s3/bucketPolicy:BucketPolicy",),
+         tls_only_bucket_policy),
+    Rule("s3-bucket-controls-present", "CKV2_AWS_6/61, FSBP S3.1/S3.4/S3.5: every bucket has all its controls", "mandatory", (),
+         check_stack=buckets_have_controls),
+    Rule("iam-no-wildcard-action", "CKV_AWS_62/63/290: no '*' or 'service:*' actions", "mandatory",
+         ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy"), iam_no_wildcard_action),
+    Rule("iam-no-wildcard-resource-on-data", "CKV_AWS_355, CKV_AWS_111: no data-service actions on '*'", "mandatory",
+         ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy"), iam_no_wildcard_resource_on_data),
+    Rule("iam-no-broad-managed-policy", "CKV_AWS_274, trivy AWS-0345: no AdministratorAccess, AmazonS3FullAccess, ...", "mandatory",
+         ("aws:iam/rolePolicyAttachment:RolePolicyAttachment",), iam_no_broad_managed_policy),
+    Rule("kms-key-rotation", "CKV_AWS_7, FSBP KMS.4: customer keys rotate", "mandatory", ("aws:kms/key:Key",), kms_rotation),
+    Rule("secret-customer-key", "CKV_AWS_149: secrets encrypted with a customer-managed key", "mandatory",
+         ("aws:secretsmanager/secret:Secret",), secret_uses_cmk),
+    Rule("log-group-retention", "CKV_AWS_66, FSBP CloudWatch.16: log groups have a retention period", "mandatory",
+         ("aws:cloudwatch/logGroup:LogGroup",), log_group_retention),
+    Rule("vpc-flow-logs", "CKV2_AWS_11, FSBP EC2.6: every VPC has flow logs", "mandatory", (), check_stack=vpcs_have_flow_logs),
+    Rule("vpc-default-sg-adopted", "CKV2_AWS_12, FSBP EC2.2: every VPC's default group is managed (and emptied)", "mandatory", (),
+         check_stack=vpcs_close_the_default_group),
+    Rule("dns-caa-record", "CAA (RFC 8659): a zone with A records names its CA", "advisory", (), check_stack=caa_with_records),
+    Rule("container-image-pinned", "CKV_DOCKER_7, CIS Docker 4.x: images pinned to an exact tag", "mandatory",
+         ("docker:index/remoteImage:RemoteImage",), image_pinned),
+    Rule("container-not-privileged", "CIS Docker 5.4/5.9/5.15: not privileged, no host network or PID namespace", "mandatory",
+         (CONTAINER,), container_not_privileged),
+    Rule("container-ports-web-only", "CIS Docker 5.13: only 80/443/2222 published on all interfaces", "mandatory", (CONTAINER,),
+         container_ports),
+    Rule("container-no-docker-socket", "CIS Docker 5.31: the Docker socket is not mounted", "mandatory", (CONTAINER,),
+         container_no_docker_socket),
+    Rule("container-memory-limit", "CIS Docker 5.10: a memory limit", "mandatory", (CONTAINER,), container_memory_limit),
+    Rule("container-no-secret-env", "CIS Docker 4.10: no secrets in environment variables", "mandatory", (CONTAINER,),
+         container_no_secret_env),
+    Rule("container-log-rotation", "CIS Docker 2.x: container logs rotated", "advisory", (CONTAINER,), container_log_rotation),
+)
+
+
+def evaluate(resources: Iterable[Resource], rules: Iterable[Rule] = RULES) -> Report:
+    """Every rule over every resource it concerns, accepted risks marked."""
+    resources = list(resources)
+    report = Report()
+    for rule in rules:
+        found: list[tuple[str, str]] = []
+        if rule.check:
+            found += [(r.name, message) for r in resources if r.type in rule.types for message in rule.check(r)]
+        if rule.check_stack:
+            found += rule.check_stack(resources)
+        report.violations += [Violation(rule.name, rule.enforcement, name, message, ACCEPTED_RISKS.get((rule.name, name), ""))
+                              for name, message in found]
+    return report
