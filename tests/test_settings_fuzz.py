@@ -1,0 +1,173 @@
+"""Property-based tests over the settings: every invalid value of every key is refused with a ConfigError
+that names the key, and every valid combination loads. Config values arrive as strings, as the CLI passes them."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections import Counter
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from components.settings import BACKUP_INTERVALS_HOURS, LOG_RETENTION_DAYS, ConfigError, config_keys, full_key, parse
+from rehearsal.engine import stack_config
+
+INVALID_EXAMPLES = 1500
+VALID_EXAMPLES = 300
+BASE = stack_config("dev")
+NOT_BOOLEAN = st.text(max_size=8).filter(lambda s: s.strip().lower() not in ("true", "false"))
+
+
+def out_of(low: int, high: int) -> st.SearchStrategy[str]:
+    """Whole numbers outside [low, high], and things that are not whole numbers at all."""
+    return st.one_of(
+        st.integers(max_value=low - 1).map(str), st.integers(min_value=high + 1).map(str),
+        st.sampled_from(["1.5", "ten", "", "true", "1e3", "0x10", "-"]),
+    )
+
+
+def not_matching(pattern: str) -> st.SearchStrategy[str]:
+    return st.text(max_size=30).filter(lambda s: not re.fullmatch(pattern, s))
+
+
+INVALID: dict[str, st.SearchStrategy[str]] = {
+    "platform": st.text(max_size=10).filter(lambda s: s not in ("aws", "local")),
+    "region": not_matching(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d").filter(bool),
+    "domain": st.one_of(st.sampled_from(["Forge.Example.com", "forge", "-x.example.com", "x..example.com", "forge.example.c-"]),
+                        not_matching(r"[a-z0-9.-]+\.[a-z]{2,}")),
+    "hostedZone": st.sampled_from(["other.example.org", "example.net", "EXAMPLE.COM", "com-"]),
+    "instanceType": st.one_of(st.sampled_from(["t3.micro", "t3.nano", "t4g.micro", "m7g", "large", "t3.Large", "t3-medium"]),
+                              not_matching(r"[a-z]+\d[a-z]*\.(medium|large|\d*xlarge)")),
+    "vpcCidr": st.one_of(st.sampled_from(["10.0.0.0/8", "8.8.8.0/24", "10.20.0.1/16", "192.168.0.0/25", "10.20.0.0", "x"]),
+                         st.ip_addresses(v=4).filter(lambda a: not a.is_private).map(lambda a: f"{a}/24")),
+    "adminCidrs": st.sampled_from(['["0.0.0.0/0"]', '["203.0.113.7/24"]', '"203.0.113.7/32"', "[1, 2]", "not json",
+                                   '["203.0.113.7/32", "203.0.113.7/32"]', '["::/0"]', '{"a": 1}']),
+    "rootVolumeGb": out_of(10, 500),
+    "dataVolumeGb": out_of(10, 16384),
+    "backupRetentionDays": out_of(1, 3650),
+    "backupArchiveAfterDays": st.one_of(st.integers(min_value=1, max_value=29).map(str), st.integers(min_value=7).map(str),
+                                        st.sampled_from(["-1", "x", "1.5"])),  # dev keeps backups 7 days
+    "backupIntervalHours": st.integers().filter(lambda n: n not in BACKUP_INTERVALS_HOURS).map(str),
+    "snapshotRetentionDays": out_of(1, 365),
+    "flowLogRetentionDays": st.integers().filter(lambda n: n not in LOG_RETENTION_DAYS).map(str),
+    "metricsRetentionDays": out_of(1, 730),
+    "logRetentionDays": out_of(1, 730),
+    "acmeEmail": not_matching(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"),
+    "acmeStaging": NOT_BOOLEAN,
+    "giteaVersion": st.one_of(st.sampled_from(["latest", "1.26.9", "1.27", "v1.27.3", "1.27.3-rootless", "1.0.0"]),
+                              st.tuples(st.integers(0, 1), st.integers(0, 26), st.integers(0, 99)).map(lambda t: "%d.%d.%d" % t)),
+    "postgresVersion": st.one_of(st.sampled_from(["latest", "18", "17.6", "18.4.1", "16.10"]),
+                                 st.integers(min_value=1, max_value=99).filter(lambda n: n != 18).map(lambda n: f"{n}.1")),
+    "protect": NOT_BOOLEAN,
+    "ci": st.text(max_size=10).filter(lambda s: s not in ("actions", "drone", "none")),
+    "monitoring": NOT_BOOLEAN,
+    "logging": NOT_BOOLEAN,
+    "giteaAdminUser": st.one_of(st.sampled_from(["admin", "a", "Forge", "-forge", "forge admin", "x" * 40, "api", "user"]),
+                                not_matching(r"[a-z0-9][a-z0-9._-]{1,38}")),
+    "giteaRegistration": st.text(max_size=10).filter(lambda s: s not in ("closed", "approval", "open")),
+    "sshPublicKey": not_matching(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?"),
+    "alertEmailTo": not_matching(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}").filter(bool),
+    "alertSmtpSmarthost": st.sampled_from(["smtp.example.com", ":587", "smtp example.com:587", "SMTP.EXAMPLE.COM:587"]),
+    "alertSmtpFrom": not_matching(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}").filter(bool),
+    "alertWebhookUrl": st.sampled_from(["ftp://example.com/x", "example.com/hook", "https://", "http:// spaced", "javascript:x"]),
+}
+# Any string is a valid SMTP user name or password; these two keys have no invalid value.
+FREE_TEXT_KEYS = {"alertSmtpUsername", "alertSmtpPassword"}
+
+
+def test_every_key_has_an_invalid_strategy() -> None:
+    assert set(INVALID) | FREE_TEXT_KEYS | {"region"} == set(config_keys()) | {"region"}
+
+
+@st.composite
+def invalid_case(draw: st.DrawFn) -> tuple[str, str]:
+    key = draw(st.sampled_from(sorted(INVALID)))
+    return key, draw(INVALID[key])
+
+
+def test_every_invalid_value_is_refused_naming_its_key() -> None:
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=INVALID_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+    @given(case=invalid_case())
+    def check(case: tuple[str, str]) -> None:
+        key, value = case
+        raw = {**BASE, full_key(key): value}
+        try:
+            parse(raw, "dev")
+        except ConfigError as error:
+            message = str(error)
+            assert full_key(key) in message, f"{key}={value!r}: {message}"
+            assert "\n" not in message
+            seen[key] += 1
+            return
+        raise AssertionError(f"{full_key(key)}={value!r} was accepted")
+
+    check()
+    print(f"\nhypothesis: {sum(seen.values())} invalid values over {len(seen)} keys refused with the key named")
+    assert set(seen) == set(INVALID), f"keys never exercised: {set(INVALID) - set(seen)}"
+
+
+EMAIL = st.from_regex(r"[a-z][a-z0-9._]{0,10}@[a-z][a-z0-9-]{0,8}\.(com|org|net|io)", fullmatch=True)
+LABEL = st.from_regex(r"[a-z][a-z0-9-]{0,8}[a-z0-9]", fullmatch=True)
+PUBLIC_NETWORK = st.tuples(st.integers(1, 223), st.integers(0, 255), st.integers(0, 255), st.integers(24, 32)).map(
+    lambda t: str(ipaddress.ip_network(f"{t[0]}.{t[1]}.{t[2]}.0/{t[3]}", strict=False))
+).filter(lambda n: ipaddress.ip_network(n).is_global)
+
+
+@st.composite
+def valid_config(draw: st.DrawFn) -> dict[str, Any]:
+    zone = ".".join(draw(st.lists(LABEL, min_size=1, max_size=2))) + "." + draw(st.sampled_from(["com", "org", "dev", "io"]))
+    domain = draw(st.sampled_from([zone, f"{draw(LABEL)}.{zone}"]))
+    retention = draw(st.integers(1, 3650))
+    archive = draw(st.sampled_from([0, *([draw(st.integers(30, retention - 1))] if retention > 30 else [])]))
+    octets = draw(st.tuples(st.integers(0, 255), st.integers(0, 255)))
+    prefix = draw(st.integers(16, 24))
+    vpc = str(ipaddress.ip_network(f"10.{octets[0]}.{octets[1]}.0/{prefix}", strict=False))
+    email_alerts = draw(st.booleans())
+    config: dict[str, Any] = {
+        "aws:region": draw(st.sampled_from(["eu-west-1", "us-east-1", "ap-southeast-2", "eu-central-1", "us-gov-west-1"])),
+        "platform": "aws", "domain": domain, "hostedZone": zone,
+        "instanceType": draw(st.sampled_from(["t3.small", "t3.medium", "t3.xlarge", "m7g.large", "c7g.2xlarge", "r6i.large",
+                                              "t4g.large", "m7i-flex.large"])),
+        "vpcCidr": vpc, "adminCidrs": json.dumps(sorted(set(draw(st.lists(PUBLIC_NETWORK, max_size=3))))),
+        "rootVolumeGb": draw(st.integers(10, 500)), "dataVolumeGb": draw(st.integers(10, 16384)),
+        "backupRetentionDays": retention, "backupArchiveAfterDays": archive,
+        "backupIntervalHours": draw(st.sampled_from(BACKUP_INTERVALS_HOURS)), "snapshotRetentionDays": draw(st.integers(1, 365)),
+        "flowLogRetentionDays": draw(st.sampled_from(LOG_RETENTION_DAYS)),
+        "metricsRetentionDays": draw(st.integers(1, 730)), "logRetentionDays": draw(st.integers(1, 730)),
+        "acmeEmail": draw(EMAIL), "acmeStaging": draw(st.sampled_from(["true", "false", "True"])),
+        "giteaVersion": "%d.%d.%d" % (1, draw(st.integers(27, 40)), draw(st.integers(0, 20))),
+        "postgresVersion": f"18.{draw(st.integers(0, 30))}",
+        "protect": draw(st.sampled_from(["true", "false"])), "ci": draw(st.sampled_from(["actions", "drone", "none"])),
+        "monitoring": draw(st.sampled_from(["true", "false"])), "logging": draw(st.sampled_from(["true", "false"])),
+        "giteaAdminUser": draw(st.from_regex(r"[a-z0-9][a-z0-9._-]{1,38}", fullmatch=True).filter(
+            lambda u: u not in ("admin", "api", "assets", "user", "explore"))),
+        "giteaRegistration": draw(st.sampled_from(["closed", "approval", "open"])),
+        "sshPublicKey": "ssh-ed25519 " + draw(st.from_regex(r"[A-Za-z0-9+/]{20,68}", fullmatch=True)) + " op@laptop",
+        "alertEmailTo": draw(EMAIL) if email_alerts else "",
+        "alertSmtpSmarthost": f"smtp.{zone}:587" if email_alerts else "",
+        "alertSmtpFrom": f"alerts@{zone}" if email_alerts else "",
+        "alertSmtpUsername": draw(st.text(max_size=20)), "alertSmtpPassword": draw(st.text(max_size=40)),
+        "alertWebhookUrl": draw(st.sampled_from(["", f"https://chat.{zone}/hooks/abc", "http://relay:8080/alerts"])),
+    }
+    return {key if ":" in key else full_key(key): str(value) for key, value in config.items()}
+
+
+def test_every_valid_combination_loads() -> None:
+    ran = Counter[str]()
+
+    @settings(max_examples=VALID_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(config=valid_config())
+    def check(config: dict[str, str]) -> None:
+        loaded = parse(config, "fuzz")
+        assert loaded.domain == config["forgestack:domain"]
+        assert loaded.backup_interval_hours == int(config["forgestack:backupIntervalHours"])
+        ran["valid"] += 1
+
+    check()
+    print(f"\nhypothesis: {ran['valid']} valid combinations loaded")
+    assert ran["valid"] >= VALID_EXAMPLES // 2
