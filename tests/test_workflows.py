@@ -42,7 +42,7 @@ def load(path: Path) -> dict[Any, Any]:
 
 def triggers(workflow: dict[Any, Any]) -> dict[str, Any]:
     on = workflow.get("on", workflow.get(True))  # YAML 1.1 reads the key `on` as true
-    return on if isinstance(on, dict) else {on: None}
+    return on if isinstance(on, dict) else {str(on): None}
 
 
 @pytest.mark.validator
@@ -66,7 +66,8 @@ def _run_blocks() -> list[tuple[str, str]]:
         document = load(path)
         jobs = document.get("jobs", {"action": {"steps": document.get("runs", {}).get("steps", [])}})
         for job in jobs.values():
-            blocks += [(f"{path.name}: {step.get('name', step['run'][:30])}", step["run"]) for step in job.get("steps", []) if "run" in step]
+            blocks += [(f"{path.name}: {step.get('name', step['run'][:30])}", step["run"])
+                       for step in job.get("steps", []) if "run" in step]
     return blocks
 
 
