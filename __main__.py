@@ -11,7 +11,7 @@ from components.credentials import Credentials, CredentialsArgs
 from components.dns import Dns, DnsArgs
 from components.host import Host, HostArgs
 from components.network import Network, NetworkArgs
-from components.services import gitea, monitoring, postgres
+from components.services import ci, gitea, monitoring, postgres, relay
 from components.services.catalog import routed_hostnames, service_specs
 from components.services.deploy import HostConnection, Services, ServicesArgs, aws_connection, local_connection
 from components.snapshots import Snapshots, SnapshotsArgs
@@ -74,7 +74,10 @@ else:
     connection = pulumi.Output.from_input(local_connection())
 
 # Generated credentials plus the operator's own secrets from the stack config (kept secret end to end).
-operator_secrets = {"alertSmtpPassword": settings.alert_smtp_password, "alertWebhookUrl": settings.alert_webhook_url}
+operator_secrets = {
+    "alertSmtpPassword": settings.alert_smtp_password, "alertWebhookUrl": settings.alert_webhook_url,
+    "droneGiteaClientSecret": settings.drone_gitea_client_secret, relay.TARGETS_CREDENTIAL: relay.targets_value(settings),
+}
 secret_values = {**credentials.values, **{key: pulumi.Output.secret(value) for key, value in operator_secrets.items() if value}}
 
 services = Services(
@@ -86,6 +89,8 @@ services = Services(
         pre_upgrade_backup=tuple(pre_upgrade_backup_argv(postgres.NAME)) if settings.is_aws else None,
         upgrade_triggers=tuple(spec.image for spec in specs if spec.name in (gitea.NAME, postgres.NAME)),
         admin_bootstrap=(gitea.NAME, tuple(gitea.admin_bootstrap_command(settings, CONTAINER_PREFIX + gitea.NAME))),
+        # The runner registers with a token Gitea generates once Gitea runs (ci: actions).
+        deploy_time_secrets={ci.RUNNER_TOKEN: (gitea.NAME, tuple(ci.runner_token_command(CONTAINER_PREFIX + gitea.NAME)))},
     ),
 )
 

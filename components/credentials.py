@@ -20,6 +20,10 @@ CREDENTIAL_LENGTHS: Final = {
     "giteaInternalToken": 96,
     "grafanaAdminPassword": 24,
     "metricsToken": 48,
+    "valkeyPassword": 32,
+    "webhookSecret": 48,  # HMAC key shared by Gitea's webhooks and the webhook relay
+    "droneRpcSecret": 48,
+    "portainerAdminPassword": 24,
 }
 CREDENTIAL_KEYS: Final = tuple(CREDENTIAL_LENGTHS)
 

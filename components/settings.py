@@ -26,6 +26,7 @@ CI_MODES = ("actions", "drone", "none")
 SUPPORTED_POSTGRES_MAJORS = (18,)
 MIN_GITEA_VERSION = (1, 27, 0)
 # CloudWatch Logs accepts only these retention periods.
+RELAY_EVENTS = ("push", "release", "ci_failure")
 # Backup timer intervals that divide a day evenly, so backups run at the same hours every day.
 BACKUP_INTERVALS_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
@@ -202,6 +203,30 @@ class Settings(BaseModel):
         _key("alertWebhookUrl", "URL Alertmanager posts alerts to (chat webhook or relay); set it with `pulumi config set --secret`.",
              "an http(s) URL set as a Pulumi secret, or empty", "", secret=True),
     ]
+    portainer: Annotated[
+        bool, _key("portainer", "Run Portainer CE at portainer.<domain> (it holds the Docker socket: keep it off in prod).",
+                   "true or false", False)
+    ]
+    drone_gitea_client_id: Annotated[
+        str,
+        _key("droneGiteaClientId", "OAuth2 client id of the Drone application in Gitea (ci: drone).",
+             "the client id Gitea showed when the OAuth2 application was created, or empty", ""),
+    ]
+    drone_gitea_client_secret: Annotated[
+        str,
+        _key("droneGiteaClientSecret", "OAuth2 client secret of the Drone application in Gitea (ci: drone); a Pulumi secret.",
+             "the client secret set with `pulumi config set --secret`, or empty", "", secret=True),
+    ]
+    relay_targets: Annotated[
+        tuple[str, ...],
+        _key("relayTargets", "Chat webhooks (Slack-compatible) the webhook relay forwards to; a Pulumi secret, as they carry tokens.",
+             'a JSON list of http(s) URLs such as ["https://chat.example.com/hooks/abc"], set with --secret', (), secret=True),
+    ]
+    relay_events: Annotated[
+        tuple[str, ...],
+        _key("relayEvents", "Which Gitea events the webhook relay forwards.",
+             f"a JSON list drawn from {list(RELAY_EVENTS)}", RELAY_EVENTS),
+    ]
     gitea_admin_user: Annotated[
         str,
         _key("giteaAdminUser", "Name of the Gitea admin account created on first deploy (password in the credentials secret).",
@@ -264,6 +289,29 @@ class Settings(BaseModel):
         if not isinstance(value, (list, tuple)):
             raise ValueError("not a list")
         return tuple(value)
+
+    @field_validator("relay_targets", "relay_events", mode="before")
+    @classmethod
+    def _parse_json_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value)  # a JSONDecodeError is a ValueError: reported with the key
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+            raise ValueError("not a list of strings")
+        return tuple(value)
+
+    @field_validator("relay_targets")
+    @classmethod
+    def _check_relay_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(re.fullmatch(r"https?://[^\s/$.?#][^\s]*", url) for url in value):
+            raise ValueError("not http(s) URLs")
+        return value
+
+    @field_validator("relay_events")
+    @classmethod
+    def _check_relay_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not set(value) <= set(RELAY_EVENTS) or len(set(value)) != len(value):
+            raise ValueError("unknown or repeated event")
+        return value
 
     @field_validator("admin_cidrs")
     @classmethod
@@ -358,7 +406,7 @@ class Settings(BaseModel):
             raise ValueError("not a CloudWatch retention period")
         return value
 
-    @field_validator("acme_staging", "protect", "monitoring", "logging", mode="before")
+    @field_validator("acme_staging", "protect", "monitoring", "logging", "portainer", mode="before")
     @classmethod
     def _boolean(cls, value: Any) -> Any:
         # Only the two spellings Pulumi writes; "yes" or "1" are typos, not booleans.
@@ -418,6 +466,10 @@ class Settings(BaseModel):
                                        "your OpenSSH public key (required on AWS stacks: Pulumi's Docker provider connects over SSH)")
             if self.domain != self.hosted_zone and not self.domain.endswith("." + self.hosted_zone):
                 raise _KeyProblemError("hostedZone", self.hosted_zone, f"{self.domain!r} or one of its parent domains")
+        if self.ci == "drone" and not (self.drone_gitea_client_id and self.drone_gitea_client_secret):
+            raise _KeyProblemError("droneGiteaClientId", self.drone_gitea_client_id,
+                                   "the OAuth2 client id and (as a secret) droneGiteaClientSecret of a Gitea OAuth2 application "
+                                   "when ci is drone (README: CI)")
         if self.alert_email_to and not (self.alert_smtp_smarthost and self.alert_smtp_from):
             raise _KeyProblemError("alertSmtpSmarthost", self.alert_smtp_smarthost,
                                    "host:port of an SMTP relay, with alertSmtpFrom, when alertEmailTo is set")

@@ -92,6 +92,12 @@ ACCEPTED_RISKS: dict[tuple[str, str], str] = {
     ("ec2-no-public-ip", "host-eip"): "the host serves the forge itself; only 80, 443 and 2222 are open to the world",
     ("container-no-docker-socket", "services-cadvisor"): "cAdvisor names containers through the Docker API; read-only mount, "
                                                          "no published port, reachable only by Prometheus",
+    ("container-no-docker-socket", "services-runner"): "the Gitea Runner starts CI jobs as containers on the host's engine; "
+                                                       "jobs are unprivileged and memory-capped, run trusted repositories only",
+    ("container-no-docker-socket", "services-drone-runner"): "the Drone runner starts pipeline steps as containers on the host's "
+                                                             "engine; run trusted repositories only",
+    ("container-no-docker-socket", "services-portainer"): "Portainer manages the Docker engine by design; an opt-in switch "
+                                                          "(forgestack:portainer), on in dev, off in prod",
 }
 
 

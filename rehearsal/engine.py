@@ -142,6 +142,9 @@ class ForgeMocks(pulumi.runtime.Mocks):
             outputs["privateKeyPem"] = "-----BEGIN PRIVATE KEY-----\nmock\n-----END PRIVATE KEY-----\n"
         if type_ == "tls:index/selfSignedCert:SelfSignedCert":
             outputs["certPem"] = "-----BEGIN CERTIFICATE-----\nmock\n-----END CERTIFICATE-----\n"
+        if type_ == "command:local:Command":
+            # What the command prints; deploy-time secrets (the runner token) are read from stdout.
+            outputs.update(stdout=f"{args.name}-stdout-{suffix[-8:]}", stderr="")
         if type_ == "random:index/randomPassword:RandomPassword":
             # Distinct, recognisable values so a test can search for leaks.
             outputs["result"] = (hashlib.sha256(args.name.encode()).hexdigest() * 4)[: int(args.inputs["length"])]

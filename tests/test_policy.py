@@ -129,7 +129,9 @@ def test_real_stacks_have_no_mandatory_violation_and_only_the_listed_accepted_ri
 
 def test_accepted_risks_are_reported_not_failed(dev_run: ProgramRun) -> None:
     accepted = {(v.rule, v.resource): v.accepted for v in evaluate(policy_view(dev_run)).accepted}
-    assert accepted == ACCEPTED_RISKS
+    assert set(accepted) == {("ec2-no-public-ip", "host-eip"), *(("container-no-docker-socket", f"services-{name}")
+                                                                  for name in ("cadvisor", "runner", "portainer"))}
+    assert all(accepted[key] == ACCEPTED_RISKS[key] for key in accepted)
 
 
 # ------------------------------------------------------------------ the pulumi-policy adapters

@@ -10,7 +10,7 @@ from components.constants import DOCKER_SUBNET
 from components.services import gitea, postgres
 from components.services.catalog import memory_plan, routed_hostnames, service_specs
 from components.services.spec import Route, ServiceSpec
-from components.settings import Settings, parse
+from components.settings import ConfigError, Settings, parse
 from rehearsal.engine import stack_config
 
 
@@ -31,17 +31,27 @@ def _by_name(settings: Settings) -> dict[str, ServiceSpec]:
 OBSERVABILITY = ["loki", "alloy", "alertmanager", "node-exporter", "cadvisor", "postgres-exporter", "blackbox", "prometheus", "grafana"]
 
 
+CORE = ["postgres", "valkey", "gitea"]
+
+
 def test_aws_stacks_run_everything_local_has_no_certbot_or_probes(dev: Settings, local: Settings) -> None:
-    assert list(_by_name(dev)) == ["postgres", "gitea", *OBSERVABILITY, "proxy", "certbot"]
-    assert list(_by_name(local)) == ["postgres", "gitea", *[n for n in OBSERVABILITY if n != "blackbox"], "proxy"]
+    assert list(_by_name(dev)) == [*CORE, "runner", "relay", "portainer", *OBSERVABILITY, "proxy", "certbot"]
+    assert list(_by_name(local)) == [*CORE, "runner", "relay", "portainer", *[n for n in OBSERVABILITY if n != "blackbox"], "proxy"]
 
 
-def test_monitoring_and_logging_switch_their_containers(dev: Settings) -> None:
-    bare = dev.model_copy(update={"monitoring": False, "logging": False})
-    assert list(_by_name(bare)) == ["postgres", "gitea", "proxy", "certbot"]
-    logs_only = dev.model_copy(update={"monitoring": False})
-    assert list(_by_name(logs_only)) == ["postgres", "gitea", "loki", "alloy", "proxy", "certbot"]
-    assert set(memory_plan(bare)) == {"postgres", "gitea", "proxy", "certbot"}
+def test_monitoring_logging_ci_and_portainer_switch_their_containers(dev: Settings) -> None:
+    bare = dev.model_copy(update={"monitoring": False, "logging": False, "ci": "none", "portainer": False})
+    assert list(_by_name(bare)) == [*CORE, "relay", "proxy", "certbot"]
+    logs_only = bare.model_copy(update={"logging": True})
+    assert list(_by_name(logs_only)) == [*CORE, "relay", "loki", "alloy", "proxy", "certbot"]
+    assert set(memory_plan(bare)) == {*CORE, "relay", "proxy", "certbot"}
+
+
+def test_an_instance_too_small_for_the_services_is_a_config_error(dev: Settings) -> None:
+    with pytest.raises(ConfigError, match=r"forgestack:instanceType: got 't3\.medium' \(4096 MiB\); expected at least \d+ MiB"):
+        service_specs(dev.model_copy(update={"instance_type": "t3.medium"}))
+    bare = dev.model_copy(update={"instance_type": "t3.medium", "monitoring": False, "logging": False, "portainer": False})
+    assert service_specs(bare)  # the core forge fits 4 GiB
 
 
 def test_postgres_is_pinned_private_and_reads_its_password_from_a_file(dev: Settings) -> None:
@@ -62,7 +72,7 @@ def test_postgres_memory_settings_follow_the_instance(dev: Settings) -> None:
     assert f"shared_buffers={large.memory_mb // 4}MB" in large.command
 
 
-@pytest.mark.parametrize("instance_type", ["t3.medium", "t3.large", "m7g.large", "m7g.2xlarge"])
+@pytest.mark.parametrize("instance_type", ["t3.large", "m7g.large", "m7g.2xlarge"])
 def test_memory_plan_fits_the_instance(dev: Settings, instance_type: str) -> None:
     settings = dev.model_copy(update={"instance_type": instance_type})
     plan = memory_plan(settings)
@@ -86,7 +96,8 @@ def test_gitea_secrets_arrive_as_files_only(dev: Settings) -> None:
     spec = _by_name(dev)["gitea"]
     file_env = {key: value for key, value in spec.env.items() if key.endswith("__FILE")}
     assert set(file_env) == {"GITEA__database__PASSWD__FILE", "GITEA__security__SECRET_KEY__FILE",
-                             "GITEA__security__INTERNAL_TOKEN__FILE", "GITEA__metrics__TOKEN__FILE"}
+                             "GITEA__security__INTERNAL_TOKEN__FILE", "GITEA__metrics__TOKEN__FILE",
+                             "GITEA__cache__HOST__FILE", "GITEA__session__PROVIDER_CONFIG__FILE", "GITEA__queue__CONN_STR__FILE"}
     uploaded = {f.path for f in spec.secret_files}
     assert set(file_env.values()) <= uploaded
     assert all(f.owner == gitea.GIT_UID for f in spec.secret_files)
@@ -100,7 +111,7 @@ def test_registration_policy_from_config(dev: Settings, policy: str, disabled: s
 
 def test_gitea_waits_for_postgres_and_publishes_git_ssh(dev: Settings) -> None:
     spec = _by_name(dev)["gitea"]
-    assert spec.depends_on == ("postgres",)
+    assert spec.depends_on == ("postgres", "valkey")
     assert [(p.host, p.container) for p in spec.ports] == [(2222, 22)]
     assert spec.healthcheck is not None and spec.healthcheck.test[-1].endswith("/api/healthz")
     assert spec.route == Route("git", gitea.HTTP_PORT)
@@ -130,8 +141,8 @@ def test_certbot_covers_every_routed_hostname(dev: Settings) -> None:
 def test_hostnames_derive_from_routes(dev: Settings) -> None:
     specs = list(service_specs(dev))
     extra = dataclasses.replace(specs[1], name="extra", route=Route("extra", 8080), ports=())
-    assert routed_hostnames(dev, [*specs, extra]) == (
-        "git.dev.forge.example.com", "grafana.dev.forge.example.com", "extra.dev.forge.example.com")
+    assert routed_hostnames(dev, [*specs, extra]) == tuple(f"{name}.dev.forge.example.com" for name in (
+        "git", "hooks", "portainer", "grafana", "extra"))
 
 
 @pytest.mark.parametrize("image", ["nginx", "nginx:latest", "nginx:alpine", "gitea/gitea:stable"])

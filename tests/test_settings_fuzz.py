@@ -73,9 +73,14 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
     "alertSmtpSmarthost": st.sampled_from(["smtp.example.com", ":587", "smtp example.com:587", "SMTP.EXAMPLE.COM:587"]),
     "alertSmtpFrom": not_matching(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}").filter(bool),
     "alertWebhookUrl": st.sampled_from(["ftp://example.com/x", "example.com/hook", "https://", "http:// spaced", "javascript:x"]),
+    "portainer": NOT_BOOLEAN,
+    "relayTargets": st.sampled_from(['["ftp://chat.example.com"]', '"https://chat.example.com/x"', "[1]", "nope", '["https://"]']),
+    "relayEvents": st.one_of(st.sampled_from(['["push", "push"]', '["deploy"]', '"push"', "[]x"]),
+                             st.lists(st.text(min_size=1, max_size=8).filter(lambda e: e not in ("push", "release", "ci_failure")),
+                                      min_size=1, max_size=3).map(json.dumps)),
 }
-# Any string is a valid SMTP user name or password; these two keys have no invalid value.
-FREE_TEXT_KEYS = {"alertSmtpUsername", "alertSmtpPassword"}
+# Any string is a valid SMTP user name, password or OAuth2 client id/secret: these keys have no invalid value.
+FREE_TEXT_KEYS = {"alertSmtpUsername", "alertSmtpPassword", "droneGiteaClientId", "droneGiteaClientSecret"}
 
 
 def test_every_key_has_an_invalid_strategy() -> None:
@@ -128,6 +133,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
     prefix = draw(st.integers(16, 24))
     vpc = str(ipaddress.ip_network(f"10.{octets[0]}.{octets[1]}.0/{prefix}", strict=False))
     email_alerts = draw(st.booleans())
+    ci = draw(st.sampled_from(["actions", "drone", "none"]))
     config: dict[str, Any] = {
         "aws:region": draw(st.sampled_from(["eu-west-1", "us-east-1", "ap-southeast-2", "eu-central-1", "us-gov-west-1"])),
         "platform": "aws", "domain": domain, "hostedZone": zone,
@@ -142,7 +148,12 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "acmeEmail": draw(EMAIL), "acmeStaging": draw(st.sampled_from(["true", "false", "True"])),
         "giteaVersion": f"1.{draw(st.integers(27, 40))}.{draw(st.integers(0, 20))}",
         "postgresVersion": f"18.{draw(st.integers(0, 30))}",
-        "protect": draw(st.sampled_from(["true", "false"])), "ci": draw(st.sampled_from(["actions", "drone", "none"])),
+        "protect": draw(st.sampled_from(["true", "false"])), "ci": ci,
+        "droneGiteaClientId": draw(st.from_regex(r"[0-9a-f-]{36}", fullmatch=True)) if ci == "drone" else "",
+        "droneGiteaClientSecret": draw(st.text(min_size=1, max_size=40)) if ci == "drone" else "",
+        "portainer": draw(st.sampled_from(["true", "false"])),
+        "relayTargets": json.dumps(draw(st.lists(st.sampled_from([f"https://chat.{zone}/hooks/a", "http://10.0.0.5/x"]), max_size=2))),
+        "relayEvents": json.dumps(draw(st.lists(st.sampled_from(["push", "release", "ci_failure"]), unique=True))),
         "monitoring": draw(st.sampled_from(["true", "false"])), "logging": draw(st.sampled_from(["true", "false"])),
         "giteaAdminUser": draw(st.from_regex(r"[a-z0-9][a-z0-9._-]{1,38}", fullmatch=True).filter(
             lambda u: u not in ("admin", "api", "assets", "user", "explore"))),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from components.services import logs, monitoring, proxy
+from components.services import ci, logs, monitoring, portainer, proxy, relay, valkey
 from components.services.gitea import gitea_spec
 from components.services.postgres import postgres_spec
 from components.services.proxy import certbot_spec, proxy_routes, proxy_spec
 from components.services.spec import ServiceSpec
-from components.settings import Settings
+from components.settings import ConfigError, Settings, full_key
 
 OS_RESERVED_MB = 1024  # kernel, Docker, SSM agent, page cache headroom
 MIN_SHARE_MB = 256
@@ -18,6 +18,7 @@ FIXED_MEMORY_MB = {
     proxy.NAME: 128, proxy.CERTBOT_NAME: 192,
     monitoring.NODE_EXPORTER: 64, monitoring.CADVISOR: 160, monitoring.POSTGRES_EXPORTER: 64, monitoring.BLACKBOX: 48,
     monitoring.ALERTMANAGER: 96, monitoring.GRAFANA: 256, logs.ALLOY: 160,
+    valkey.NAME: 128, relay.NAME: 64, portainer.NAME: 128, ci.RUNNER: 256, ci.DRONE: 192, ci.DRONE_RUNNER: 128,
 }
 # Shares of the rest; what they leave unassigned (10% with everything on) is kept free for CI jobs.
 SHARE_OF_REST = {"postgres": 0.30, "gitea": 0.35, monitoring.PROMETHEUS: 0.15, logs.LOKI: 0.10}
@@ -25,6 +26,9 @@ MONITORING_SERVICES = {monitoring.NODE_EXPORTER, monitoring.CADVISOR, monitoring
                        monitoring.ALERTMANAGER, monitoring.GRAFANA, monitoring.PROMETHEUS}
 LOGGING_SERVICES = {logs.LOKI, logs.ALLOY}
 AWS_ONLY_SERVICES = {proxy.CERTBOT_NAME, monitoring.BLACKBOX}  # the local stack has no public names to certify or probe
+CI_SERVICES = {"actions": {ci.RUNNER}, "drone": {ci.DRONE, ci.DRONE_RUNNER}, "none": set()}
+JOB_SHARE = 0.10  # what the shares leave free is for CI job containers (capped per job by the runner)
+MIN_JOB_MB = 512
 
 
 def enabled(settings: Settings, name: str) -> bool:
@@ -32,22 +36,43 @@ def enabled(settings: Settings, name: str) -> bool:
         return False
     if name in LOGGING_SERVICES and not settings.logging:
         return False
+    if name in {ci.RUNNER, ci.DRONE, ci.DRONE_RUNNER} and name not in CI_SERVICES[settings.ci]:
+        return False
+    if name == portainer.NAME and not settings.portainer:
+        return False
     return not (name in AWS_ONLY_SERVICES and not settings.is_aws)
 
 
 def memory_plan(settings: Settings) -> dict[str, int]:
-    """Memory limit per enabled container in MiB, sized from the instance type."""
+    """Memory limit per enabled container in MiB, sized from the instance type. Too small an instance is a config error."""
     fixed = {name: mb for name, mb in FIXED_MEMORY_MB.items() if enabled(settings, name)}
     available = settings.instance_memory_mib - OS_RESERVED_MB - sum(fixed.values())
     shares = {name: max(MIN_SHARE_MB, int(available * share)) for name, share in SHARE_OF_REST.items() if enabled(settings, name)}
+    needed = OS_RESERVED_MB + sum(fixed.values()) + sum(shares.values())
+    if needed > settings.instance_memory_mib:
+        raise ConfigError(
+            f"{full_key('instanceType')}: got {settings.instance_type!r} ({settings.instance_memory_mib} MiB); expected at least "
+            f"{needed} MiB for the enabled services, e.g. t3.large, or turn off monitoring, logging or portainer")
     return {**shares, **fixed}
+
+
+def ci_job_memory_mb(settings: Settings) -> int:
+    available = settings.instance_memory_mib - OS_RESERVED_MB - sum(mb for n, mb in FIXED_MEMORY_MB.items() if enabled(settings, n))
+    return max(MIN_JOB_MB, int(available * JOB_SHARE))
 
 
 def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
     """Every container of the stack, dependencies before dependants."""
     memory = memory_plan(settings)
     gitea = gitea_spec(settings, memory["gitea"])
-    specs = [postgres_spec(settings, memory["postgres"]), gitea]
+    specs = [postgres_spec(settings, memory["postgres"]), valkey.valkey_spec(memory[valkey.NAME]), gitea]
+    if enabled(settings, ci.RUNNER):
+        specs.append(ci.runner_spec(settings, memory[ci.RUNNER], ci_job_memory_mb(settings)))
+    if enabled(settings, ci.DRONE):
+        specs += [ci.drone_server_spec(settings, memory[ci.DRONE]), ci.drone_runner_spec(settings, memory[ci.DRONE_RUNNER])]
+    specs.append(relay.relay_spec(settings, memory[relay.NAME]))
+    if enabled(settings, portainer.NAME):
+        specs.append(portainer.portainer_spec(memory[portainer.NAME]))
     if settings.logging:
         specs += [logs.loki_spec(settings, memory[logs.LOKI]), logs.alloy_spec(settings, memory[logs.ALLOY])]
     if settings.monitoring:
@@ -58,7 +83,7 @@ def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
         probed: tuple[str, ...] = ()
         if enabled(settings, monitoring.BLACKBOX):
             exporters.append(monitoring.blackbox_spec(settings, memory[monitoring.BLACKBOX]))
-            probed = routed_hostnames(settings, [gitea, grafana])
+            probed = routed_hostnames(settings, [*specs, grafana])
         alertmanager = monitoring.alertmanager_spec(settings, memory[monitoring.ALERTMANAGER])
         prometheus = monitoring.prometheus_spec(settings, [*specs, *exporters, alertmanager, grafana], probed,
                                                 memory[monitoring.PROMETHEUS])

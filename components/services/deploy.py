@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_command as command
@@ -84,6 +84,8 @@ class ServicesArgs:
     wait_for_host: bool
     admin_bootstrap: tuple[str, tuple[str, ...]] | None = None  # (service name, docker exec argv)
     pre_upgrade_backup: tuple[str, ...] | None = None  # argv run on the host before any container changes
+    # Secrets only a running service can make (the runner's registration token): key -> (service, docker exec argv).
+    deploy_time_secrets: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     upgrade_triggers: tuple[str, ...] = ()  # values whose change re-runs the pre-upgrade backup (image references)
 
 
@@ -151,6 +153,9 @@ class Services(pulumi.ComponentResource):
             missing = [dependency for dependency in spec.depends_on if dependency not in self.containers]
             if missing:
                 raise ValueError(f"service {spec.name} depends on {missing}, which come later or not at all")
+            for secret in spec.secret_files:
+                if secret.credential in args.deploy_time_secrets and secret.credential not in secret_values:
+                    secret_values[secret.credential] = self._deploy_time_secret(name, secret.credential, args)
             image = docker.RemoteImage(f"{name}-{spec.name}-image", name=spec.image, keep_locally=True, opts=on_docker)
             self.containers[spec.name] = docker.Container(
                 f"{name}-{spec.name}",
@@ -173,6 +178,18 @@ class Services(pulumi.ComponentResource):
 
         self.register_outputs({"containers": {n: c.name for n, c in self.containers.items()}, "network": self.network.name})
 
+    def _deploy_time_secret(self, name: str, key: str, args: ServicesArgs) -> pulumi.Output[str]:
+        """Run argv in a service's container once, after it is up; its stdout becomes a secret (never shown, kept encrypted)."""
+        service, argv = args.deploy_time_secrets[key]
+        if service not in self.containers:
+            raise ValueError(f"deploy-time secret {key} needs service {service}, which comes later or not at all")
+        generated = command.local.Command(
+            f"{name}-{key}",
+            create=args.connection.apply(lambda c: shlex.join(c.remote(argv))),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.containers[service]], additional_secret_outputs=["stdout"]),
+        )
+        return pulumi.Output.secret(generated.stdout.apply(lambda text: text.strip()))
+
     @staticmethod
     def _container_args(
         spec: ServiceSpec, image: docker.RemoteImage, network: docker.Network, secret_values: Mapping[str, pulumi.Output[str]],
@@ -182,8 +199,7 @@ class Services(pulumi.ComponentResource):
             docker.ContainerUploadArgs(file=f.path, content=f.content, executable=f.executable) for f in spec.config_files
         ] + [
             docker.ContainerUploadArgs(
-                file=s.path, content=pulumi.Output.secret(secret_values[s.credential]),
-                owner=str(s.owner), permissions="0400",
+                file=s.path, content=_secret_content(secret_values[s.credential], s.template), owner=str(s.owner), permissions="0400",
             )
             for s in spec.secret_files
         ]
@@ -218,9 +234,16 @@ class Services(pulumi.ComponentResource):
             wait_timeout=WAIT_TIMEOUT_SECONDS,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[spec.name])],
             command=list(spec.command) or None,
+            user=spec.user or None,
             entrypoints=list(spec.entrypoint) or None,
             labels=[docker.ContainerLabelArgs(label="forgestack.service", value=spec.name)],
         )
+
+
+def _secret_content(value: pulumi.Output[str], template: str) -> pulumi.Output[str]:
+    """The file's content: the secret placed into its template (a connection string, an ACL line), still secret."""
+    filled: pulumi.Output[str] = pulumi.Output.from_input(value).apply(lambda plain: template.replace("{value}", plain))
+    return pulumi.Output.secret(filled)
 
 
 def data_directories_command(connection: HostConnection, owned: Sequence[tuple[str, int]]) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from components.constants import DOCKER_SUBNET, GIT_SSH_PORT
-from components.services import images, postgres
+from components.services import images, postgres, valkey
 from components.services.spec import (
     ConfigFile,
     Healthcheck,
@@ -53,14 +53,24 @@ def gitea_env(settings: Settings) -> dict[str, str]:
             "REVERSE_PROXY_TRUSTED_PROXIES": DOCKER_SUBNET,
         },
         "service": REGISTRATION[settings.gitea_registration],
+        # Valkey for cache, sessions and queues; each connection string (with the password) is a secret file.
+        "cache": {"ADAPTER": "redis", "HOST__FILE": valkey_file("cache")},
+        "session": {"PROVIDER": "redis", "PROVIDER_CONFIG__FILE": valkey_file("session"), "COOKIE_SECURE": "true"},
+        "queue": {"TYPE": "redis", "CONN_STR__FILE": valkey_file("queue")},
+        # Webhooks may reach the Internet and this host's own services (the relay, a CI) on the Docker network.
+        "webhook": {"ALLOWED_HOST_LIST": f"external,{DOCKER_SUBNET}"},
+        "actions": {"ENABLED": "true" if settings.ci == "actions" else "false"},
         "metrics": {"ENABLED": "true", "TOKEN__FILE": f"{SECRETS_DIR}/gitea_metrics_token"},
-        "session": {"COOKIE_SECURE": "true"},
         "log": {"LEVEL": "Info"},
     }
     env = {"USER_UID": str(GIT_UID), "USER_GID": str(GIT_UID)}
     for section, values in settings_by_section.items():
         env.update({f"GITEA__{section}__{key}": value for key, value in values.items()})
     return env
+
+
+def valkey_file(use: str) -> str:
+    return f"{SECRETS_DIR}/valkey_{use}"
 
 
 def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
@@ -75,6 +85,8 @@ def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
             SecretFile("giteaInternalToken", f"{SECRETS_DIR}/gitea_internal_token", GIT_UID),
             SecretFile("metricsToken", f"{SECRETS_DIR}/gitea_metrics_token", GIT_UID),
             SecretFile("giteaAdminPassword", ADMIN_PASSWORD_FILE, GIT_UID),
+            *(SecretFile("valkeyPassword", valkey_file(use), GIT_UID, template=valkey.connection_template(use))
+              for use in valkey.DATABASES),
         ),
         config_files=(ConfigFile(ADMIN_BOOTSTRAP_SCRIPT, read("gitea-bootstrap-admin.sh"), executable=True),),
         volumes=(Volume("gitea", "/data", backup=True),),
@@ -83,7 +95,7 @@ def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
                                 start_period="60s"),
         route=Route(SUBDOMAIN, HTTP_PORT),
         metrics=MetricsEndpoint(HTTP_PORT, "/metrics", bearer_credential="metricsToken"),
-        depends_on=(postgres.NAME,),
+        depends_on=(postgres.NAME, valkey.NAME),
     )
 
 

@@ -23,3 +23,13 @@ POSTGRES_EXPORTER: Final = "prometheuscommunity/postgres-exporter:v0.17.1"
 BLACKBOX_EXPORTER: Final = "prom/blackbox-exporter:v0.27.0"
 LOKI: Final = "grafana/loki:3.5.3"
 ALLOY: Final = "grafana/alloy:v1.10.0"
+
+# The rest of the DevOps stack (issue 8).
+VALKEY: Final = "valkey/valkey:8.1.4-alpine"
+GITEA_RUNNER: Final = "gitea/runner:1.0.6"  # "Gitea Runner", formerly act_runner
+DRONE_SERVER: Final = "drone/drone:2.26.0"
+DRONE_RUNNER: Final = "drone/drone-runner-docker:1.8.4"
+PORTAINER: Final = "portainer/portainer-ce:2.33.2"
+PYTHON: Final = "python:3.13.9-alpine3.22"  # runs the webhook relay, whose code is uploaded (no private registry)
+# What CI jobs run in: the runner's job label maps to this image.
+CI_JOB_IMAGE: Final = "node:22.21.1-bookworm"

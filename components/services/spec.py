@@ -17,6 +17,7 @@ class SecretFile:
     credential: str  # key in the credentials secret, e.g. postgresPassword
     path: str  # where the container reads it
     owner: int = 0  # uid that must read it inside the container
+    template: str = "{value}"  # the file's content around the secret, e.g. a connection string ({value} is replaced)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class ServiceSpec:
     command: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] = ()  # only where the image's own entrypoint must be replaced
     depends_on: tuple[str, ...] = ()  # services that must be healthy before this one starts
+    user: str = ""  # uid:gid to run as, where the image would otherwise run as root
     shm_size_mb: int | None = None
 
     def __post_init__(self) -> None:

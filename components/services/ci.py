@@ -1,0 +1,102 @@
+"""CI next to Gitea, chosen by forgestack:ci: Gitea Actions with a Gitea Runner, Drone (server + runner), or none.
+
+Both runners start job containers on the host's Docker engine, so they mount the Docker socket: a job
+can do anything Docker can on this host. That is the isolation trade-off of a one-host forge, accepted
+in policy/forgestack_rules.ACCEPTED_RISKS; run only trusted repositories' workflows (README, CI).
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from components.constants import CONTAINER_PREFIX
+from components.services import gitea, images
+from components.services.spec import ConfigFile, HostMount, Route, SecretFile, ServiceSpec, Volume
+from components.settings import Settings
+from components.templates import read
+
+RUNNER = "runner"
+RUNNER_CONFIG = "/etc/gitea-runner/config.yaml"
+RUNNER_TOKEN = "runnerRegistrationToken"  # noqa: S105 (a key name; the token is generated at deploy time by Gitea)
+RUNNER_TOKEN_FILE = "/run/secrets/runner_registration_token"  # noqa: S105 (a path)
+RUNNER_CAPACITY = 2
+JOB_LABEL = "ubuntu-24.04"
+DRONE = "drone"
+DRONE_RUNNER = "drone-runner"
+DRONE_PORT = 80
+DRONE_SUBDOMAIN = "ci"
+ENV_FROM_FILES = "/usr/local/bin/env-from-files"
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+def runner_config(job_memory_mb: int) -> str:
+    """Jobs in containers on the Docker network default bridge, memory-capped, never privileged."""
+    return yaml.safe_dump({
+        "log": {"level": "info"},
+        "runner": {"file": "/data/.runner", "capacity": RUNNER_CAPACITY, "timeout": "3h",
+                   "labels": [f"{JOB_LABEL}:docker://{images.CI_JOB_IMAGE}"]},
+        "cache": {"enabled": True, "dir": "/data/cache"},
+        "container": {"privileged": False, "options": f"--memory={job_memory_mb}m --memory-swap={job_memory_mb}m --cpus=1",
+                      "valid_volumes": [], "force_pull": False},
+    }, sort_keys=False)
+
+
+def runner_spec(settings: Settings, memory_mb: int, job_memory_mb: int) -> ServiceSpec:
+    return ServiceSpec(
+        name=RUNNER, image=images.GITEA_RUNNER, memory_mb=memory_mb,
+        env={
+            # Registered against the public ROOT_URL, as Gitea's docs require (jobs clone from it too).
+            "GITEA_INSTANCE_URL": f"https://{settings.hostname(gitea.SUBDOMAIN)}/",
+            "GITEA_RUNNER_REGISTRATION_TOKEN_FILE": RUNNER_TOKEN_FILE,
+            "GITEA_RUNNER_NAME": f"{CONTAINER_PREFIX}{settings.stack}",
+            "CONFIG_FILE": RUNNER_CONFIG,
+        },
+        config_files=(ConfigFile(RUNNER_CONFIG, runner_config(job_memory_mb)),),
+        secret_files=(SecretFile(RUNNER_TOKEN, RUNNER_TOKEN_FILE),),
+        volumes=(Volume(RUNNER, "/data"),),  # the .runner registration survives container replacement
+        host_mounts=(HostMount(DOCKER_SOCKET, DOCKER_SOCKET),),
+        depends_on=(gitea.NAME,),
+    )
+
+
+def runner_token_command(gitea_container: str) -> list[str]:
+    """docker exec that prints a fresh instance-level registration token (used only while .runner is absent)."""
+    return ["docker", "exec", "--user", "git", gitea_container, "gitea", "actions", "generate-runner-token"]
+
+
+def drone_server_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
+    hostname = settings.hostname(DRONE_SUBDOMAIN)
+    return ServiceSpec(
+        name=DRONE, image=images.DRONE_SERVER, memory_mb=memory_mb,
+        env={
+            "DRONE_GITEA_SERVER": f"https://{settings.hostname(gitea.SUBDOMAIN)}",
+            "DRONE_GITEA_CLIENT_ID": settings.drone_gitea_client_id,
+            "DRONE_GITEA_CLIENT_SECRET_FILE": "/run/secrets/drone_gitea_client_secret",
+            "DRONE_RPC_SECRET_FILE": "/run/secrets/drone_rpc_secret",
+            "DRONE_SERVER_HOST": hostname, "DRONE_SERVER_PROTO": "https",
+            "DRONE_USER_CREATE": f"username:{settings.gitea_admin_user},admin:true",
+            "DRONE_REGISTRATION_CLOSED": "true",
+        },
+        secret_files=(SecretFile("droneGiteaClientSecret", "/run/secrets/drone_gitea_client_secret"),
+                      SecretFile("droneRpcSecret", "/run/secrets/drone_rpc_secret")),
+        config_files=(ConfigFile(ENV_FROM_FILES, read("env-from-files.sh"), executable=True),),
+        volumes=(Volume(DRONE, "/data"),),
+        entrypoint=(ENV_FROM_FILES,),
+        command=("/bin/drone-server",),
+        route=Route(DRONE_SUBDOMAIN, DRONE_PORT),
+        depends_on=(gitea.NAME,),
+    )
+
+
+def drone_runner_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
+    return ServiceSpec(
+        name=DRONE_RUNNER, image=images.DRONE_RUNNER, memory_mb=memory_mb,
+        env={"DRONE_RPC_PROTO": "http", "DRONE_RPC_HOST": f"{DRONE}:{DRONE_PORT}", "DRONE_RPC_SECRET_FILE": "/run/secrets/drone_rpc_secret",
+             "DRONE_RUNNER_CAPACITY": str(RUNNER_CAPACITY), "DRONE_RUNNER_NAME": f"{CONTAINER_PREFIX}{settings.stack}"},
+        secret_files=(SecretFile("droneRpcSecret", "/run/secrets/drone_rpc_secret"),),
+        config_files=(ConfigFile(ENV_FROM_FILES, read("env-from-files.sh"), executable=True),),
+        host_mounts=(HostMount(DOCKER_SOCKET, DOCKER_SOCKET),),
+        entrypoint=(ENV_FROM_FILES,),
+        command=("/bin/drone-runner-docker",),
+        depends_on=(DRONE,),
+    )

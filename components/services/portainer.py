@@ -1,0 +1,23 @@
+"""Portainer CE at portainer.<domain>: a web view of the host's Docker engine. It holds the Docker socket,
+so it is a switch (forgestack:portainer), on in dev and off in prod unless enabled."""
+
+from __future__ import annotations
+
+from components.services import images
+from components.services.spec import HostMount, Route, SecretFile, ServiceSpec, Volume
+
+NAME = "portainer"
+PORT = 9000  # plain HTTP inside the Docker network; TLS ends at the proxy
+SUBDOMAIN = "portainer"
+PASSWORD_FILE = "/run/secrets/portainer_admin_password"  # noqa: S105 (a path)
+
+
+def portainer_spec(memory_mb: int) -> ServiceSpec:
+    return ServiceSpec(
+        name=NAME, image=images.PORTAINER, memory_mb=memory_mb,
+        secret_files=(SecretFile("portainerAdminPassword", PASSWORD_FILE),),
+        volumes=(Volume(NAME, "/data"),),
+        host_mounts=(HostMount("/var/run/docker.sock", "/var/run/docker.sock"),),
+        command=("--admin-password-file", PASSWORD_FILE, "--http-enabled", "--bind", f":{PORT}", "--tunnel-port", "8000"),
+        route=Route(SUBDOMAIN, PORT),
+    )

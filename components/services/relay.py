@@ -1,0 +1,47 @@
+"""The webhook relay: a small Python service (components/files/webhook_relay.py) in a pinned Python image.
+
+Gitea posts webhooks to it inside the Docker network (http://relay:8080/hooks/gitea); it is also routed
+at hooks.<domain> for senders outside the host. Targets are a secret file; the HMAC key is generated."""
+
+from __future__ import annotations
+
+import json
+
+from components.services import images
+from components.services.spec import ConfigFile, Healthcheck, MetricsEndpoint, Route, SecretFile, ServiceSpec
+from components.settings import Settings
+from components.templates import read
+
+NAME = "relay"
+PORT = 8080
+SUBDOMAIN = "hooks"
+CODE = "/app/webhook_relay.py"
+HOOK_PATH = "/hooks/gitea"
+SECRET_FILE = "/run/secrets/webhook_secret"  # noqa: S105 (a path)
+TARGETS_FILE = "/run/secrets/relay_targets"
+TARGETS_CREDENTIAL = "relayTargets"  # the operator's secret setting, as JSON
+UID = 65534  # runs as nobody
+
+
+def internal_url() -> str:
+    return f"http://{NAME}:{PORT}{HOOK_PATH}"
+
+
+def targets_value(settings: Settings) -> str:
+    return json.dumps(list(settings.relay_targets))
+
+
+def relay_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
+    return ServiceSpec(
+        name=NAME, image=images.PYTHON, memory_mb=memory_mb,
+        env={"RELAY_SECRET_FILE": SECRET_FILE, "RELAY_TARGETS_FILE": TARGETS_FILE, "RELAY_EVENTS": ",".join(settings.relay_events),
+             "RELAY_PORT": str(PORT), "PYTHONUNBUFFERED": "1"},
+        config_files=(ConfigFile(CODE, read("webhook_relay.py")),),
+        secret_files=(SecretFile("webhookSecret", SECRET_FILE, UID), SecretFile(TARGETS_CREDENTIAL, TARGETS_FILE, UID)),
+        command=("python", CODE),
+        user=f"{UID}:{UID}",
+        healthcheck=Healthcheck(("CMD", "python", "-c", f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/healthz')"),
+                                interval="30s", start_period="10s"),
+        route=Route(SUBDOMAIN, PORT),
+        metrics=MetricsEndpoint(PORT),
+    )
