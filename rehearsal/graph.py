@@ -28,6 +28,17 @@ def _label(resource: Registered) -> str:
     return f'"{SHOWN[resource.type]}<br/>{name}"'
 
 
+def _dependencies(resource: Registered, by_urn: dict[str, Registered]) -> list[str]:
+    """Its own dependencies plus its provider's (the Docker provider depends on the host it connects to)."""
+    provider = by_urn.get(resource.provider.rsplit("::", 1)[0]) if resource.provider else None
+    return [*resource.depends_on, *(provider.depends_on if provider else [])]
+
+
+def _through_the_host(resource: Registered, dependency: Registered) -> bool:
+    """Every container reaches AWS only through the Docker connection to the host: draw that once, from the network."""
+    return resource.type == "docker:index/container:Container" and dependency.type.startswith("aws:")
+
+
 def mermaid(run: ProgramRun) -> str:
     by_urn = {r.urn: r for r in run.resources}
     shown = [r for r in run.resources if r.type in SHOWN]
@@ -46,6 +57,7 @@ def mermaid(run: ProgramRun) -> str:
             lines.append("  end")
         else:
             lines += [f"  {_node_id(r)}[{_label(r)}]" for r in members]
-    edges = sorted({(_node_id(r), _node_id(by_urn[d])) for r in shown for d in r.depends_on if d in shown_urns and d != r.urn})
+    edges = sorted({(_node_id(r), _node_id(by_urn[d])) for r in shown for d in _dependencies(r, by_urn)
+                    if d in shown_urns and d != r.urn and not _through_the_host(r, by_urn[d])})
     lines += [f"  {source} --> {target}" for source, target in edges]
     return "\n".join(lines) + "\n"
