@@ -85,6 +85,7 @@ services = Services(
     ServicesArgs(
         specs=specs, secret_values=secret_values, connection=connection, hostnames=hostnames,
         wait_for_host=settings.is_aws,
+        named_volumes=not settings.is_aws,
         # On AWS a changed Gitea or PostgreSQL version first takes a backup on the host (rollback: restore it).
         pre_upgrade_backup=tuple(pre_upgrade_backup_argv(postgres.NAME)) if settings.is_aws else None,
         upgrade_triggers=tuple(spec.image for spec in specs if spec.name in (gitea.NAME, postgres.NAME)),

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import botocore.exceptions
 import pulumi
 
+from components.constants import DATA_MOUNT
 from components.services.spec import _PINNED_IMAGE
 from components.settings import ConfigError
 from policy.forgestack_rules import Report, evaluate
@@ -61,11 +62,18 @@ def check_docker(run: ProgramRun) -> list[str]:
     )
     problems += [f"host port {port} on {ip} is published by {count} containers" for (ip, port), count in bindings.items() if count > 1]
     networks = {network.inputs["name"] for network in run.of_type("docker:index/network:Network")}
+    volumes = {volume.inputs["name"] for volume in run.of_type("docker:index/volume:Volume")}
     for container in run.of_type("docker:index/container:Container"):
         name = container.inputs["name"]
         for attachment in container.inputs.get("networksAdvanced") or []:
             if attachment["name"] not in networks:
                 problems.append(f"{name}: network {attachment['name']} does not exist")
+        for mount in container.inputs.get("volumes") or []:
+            if mount.get("volumeName") and mount["volumeName"] not in volumes:
+                problems.append(f"{name}: volume {mount['volumeName']} is not declared")
+            host_path = str(mount.get("hostPath") or "")
+            if host_path and not host_path.startswith(f"{DATA_MOUNT}/") and not mount.get("readOnly"):
+                problems.append(f"{name}: host path {host_path} outside the data volume is mounted writable")
         for upload in container.inputs.get("uploads") or []:
             if not upload.get("content"):
                 problems.append(f"{name}: uploaded file {upload['file']} is empty")

@@ -155,3 +155,11 @@ def test_shell_scripts_pass_shellcheck(script: str) -> None:
     assert shellcheck
     result = subprocess.run([shellcheck, str(templates.FILES_DIR / script)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
+
+
+def test_local_volumes_are_declared_and_kept_on_destroy(local_run: ProgramRun) -> None:
+    volumes = {v.inputs["name"]: v for v in local_run.of_type("docker:index/volume:Volume")}
+    used = {m["volumeName"] for c in local_run.of_type("docker:index/container:Container") for m in c.inputs.get("volumes") or []
+            if m.get("volumeName")}
+    assert used == set(volumes) and "forgestack-postgres" in volumes
+    assert all(v.retain_on_delete for v in volumes.values())

@@ -82,3 +82,16 @@ def test_docker_checks_catch_clashing_ports_missing_networks_and_floating_images
     assert "image nginx:latest is not pinned to an exact tag" in problems
     assert "host port 443 on 0.0.0.0 is published by 2 containers" in problems
     assert "c: network elsewhere does not exist" in problems
+
+
+def test_docker_checks_catch_undeclared_volumes_and_writable_host_paths() -> None:
+    network = Registered("docker:index/network:Network", "n", {"name": "forgestack"}, "n", {}, True)
+    declared = Registered("docker:index/volume:Volume", "v", {"name": "forgestack-gitea"}, "v", {}, True)
+    container = _container("c", 3000)
+    container.inputs["volumes"] = [{"volumeName": "forgestack-gitea", "containerPath": "/data"},
+                                   {"volumeName": "forgestack-typo", "containerPath": "/x"},
+                                   {"hostPath": "/srv/forgestack/gitea", "containerPath": "/data"},
+                                   {"hostPath": "/etc", "containerPath": "/host-etc"},
+                                   {"hostPath": "/var/log/journal", "containerPath": "/var/log/journal", "readOnly": True}]
+    problems = check_docker(ProgramRun([network, declared, container], {}, set()))
+    assert problems == ["c: volume forgestack-typo is not declared", "c: host path /etc outside the data volume is mounted writable"]

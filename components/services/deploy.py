@@ -86,6 +86,7 @@ class ServicesArgs:
     pre_upgrade_backup: tuple[str, ...] | None = None  # argv run on the host before any container changes
     # Secrets only a running service can make (the runner's registration token): key -> (service, docker exec argv).
     deploy_time_secrets: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    named_volumes: bool = False  # local stack: data in Docker volumes (declared, kept on destroy) instead of the data volume
     upgrade_triggers: tuple[str, ...] = ()  # values whose change re-runs the pre-upgrade backup (image references)
 
 
@@ -148,6 +149,14 @@ class Services(pulumi.ComponentResource):
             f"{name}-network", name=DOCKER_NETWORK, driver="bridge",
             ipam_configs=[docker.NetworkIpamConfigArgs(subnet=DOCKER_SUBNET)], opts=on_docker,
         )
+        # Declared so that every volume a container names exists first; retained so `pulumi destroy` keeps the data.
+        self.volumes: dict[str, docker.Volume] = {}
+        if args.named_volumes:
+            for volume_name in sorted({v.name for spec in args.specs for v in spec.volumes}):
+                self.volumes[volume_name] = docker.Volume(
+                    f"{name}-volume-{volume_name}", name=f"{CONTAINER_PREFIX}{volume_name}",
+                    opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=ready, retain_on_delete=True),
+                )
         self.containers = {}
         for spec in args.specs:
             missing = [dependency for dependency in spec.depends_on if dependency not in self.containers]
@@ -162,7 +171,8 @@ class Services(pulumi.ComponentResource):
                 self._container_args(spec, image, self.network, secret_values, args.connection),
                 opts=pulumi.ResourceOptions(
                     parent=self, provider=self.provider,
-                    depends_on=[*ready, self.network, *(self.containers[d] for d in spec.depends_on)],
+                    depends_on=[*ready, self.network, *(self.containers[d] for d in spec.depends_on),
+                                *(self.volumes[v.name] for v in spec.volumes if v.name in self.volumes)],
                 ),
             )
 
@@ -255,8 +265,8 @@ def data_directories_command(connection: HostConnection, owned: Sequence[tuple[s
 
 
 def _volume(connection: HostConnection, name: str, target: str, read_only: bool) -> docker.ContainerVolumeArgs:
-    """A directory on the data volume (AWS) or a named Docker volume (local); Docker creates either on first use,
-    and neither is removed by `pulumi destroy`."""
+    """A directory on the data volume (AWS; Docker creates it on first use) or a declared Docker volume (local);
+    `pulumi destroy` removes neither."""
     if connection.volume_root is None:
         return docker.ContainerVolumeArgs(volume_name=f"{CONTAINER_PREFIX}{name}", container_path=target, read_only=read_only)
     return docker.ContainerVolumeArgs(host_path=f"{connection.volume_root}/{name}", container_path=target, read_only=read_only)
