@@ -42,6 +42,7 @@ _INSTANCE_TYPE = re.compile(
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _GITEA_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _POSTGRES_VERSION = re.compile(r"^(\d+)\.(\d+)$")
+_HTTP_URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
 
 # Memory of the burstable sizes, in GiB (AWS instance type documentation).
 _BURSTABLE_MEMORY_GIB = {"nano": 0.5, "micro": 1, "small": 2, "medium": 4, "large": 8, "xlarge": 16, "2xlarge": 32}
@@ -281,16 +282,7 @@ class Settings(BaseModel):
             raise ValueError("not a private /16../24 network")
         return value
 
-    @field_validator("admin_cidrs", mode="before")
-    @classmethod
-    def _parse_admin_cidrs(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = json.loads(value)  # a JSONDecodeError is a ValueError: reported with the key
-        if not isinstance(value, (list, tuple)):
-            raise ValueError("not a list")
-        return tuple(value)
-
-    @field_validator("relay_targets", "relay_events", mode="before")
+    @field_validator("admin_cidrs", "relay_targets", "relay_events", mode="before")
     @classmethod
     def _parse_json_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -302,7 +294,7 @@ class Settings(BaseModel):
     @field_validator("relay_targets")
     @classmethod
     def _check_relay_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not all(re.fullmatch(r"https?://[^\s/$.?#][^\s]*", url) for url in value):
+        if not all(_HTTP_URL.match(url) for url in value):
             raise ValueError("not http(s) URLs")
         return value
 
@@ -395,7 +387,7 @@ class Settings(BaseModel):
     @field_validator("alert_webhook_url")
     @classmethod
     def _check_webhook_url(cls, value: str) -> str:
-        if value and not re.fullmatch(r"https?://[^\s/$.?#][^\s]*", value):
+        if value and not _HTTP_URL.match(value):
             raise ValueError("not an http(s) URL")
         return value
 

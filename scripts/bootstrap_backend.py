@@ -29,7 +29,7 @@ _BUCKET_NAME = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$
 
 
 class UsageError(Exception):
-    pass
+    """The operator asked for something this script will not do (exit 2)."""
 
 
 def say(step: str, outcome: str) -> None:

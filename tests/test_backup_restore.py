@@ -15,7 +15,6 @@ from typing import Any
 import boto3
 import botocore.exceptions
 import pytest
-from moto import mock_aws
 
 from rehearsal.engine import REPO
 from scripts import backup as backup_script
@@ -223,18 +222,14 @@ def test_usage_errors_exit_2_with_one_line(aws_env: dict[str, str], bucket: str,
 
 
 class ConnectionDropped(botocore.exceptions.ConnectionClosedError):
-    pass
+    """The network going away in the middle of an upload."""
 
 
 @pytest.fixture
-def memory_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket="forge", CreateBucketConfiguration={"LocationConstraint": REGION})
-        yield s3
+def memory_s3(moto_account: str) -> Any:
+    s3 = boto3.client("s3", region_name=moto_account)
+    s3.create_bucket(Bucket="forge", CreateBucketConfiguration={"LocationConstraint": moto_account})
+    return s3
 
 
 def drop_connection_after(s3: Any, good_parts: int) -> None:

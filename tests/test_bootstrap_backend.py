@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from scripts import bootstrap_backend
 
@@ -17,12 +15,9 @@ BUCKET = "acme-forgestack-state"
 
 
 @pytest.fixture
-def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        yield
+def account(moto_account: str) -> str:
+    assert moto_account == REGION
+    return moto_account
 
 
 def state(bucket: str = BUCKET) -> dict[str, Any]:
@@ -41,7 +36,7 @@ def state(bucket: str = BUCKET) -> dict[str, Any]:
     }
 
 
-def test_first_run_creates_a_locked_down_backend(account: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_first_run_creates_a_locked_down_backend(account: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert bootstrap_backend.main(["--bucket", BUCKET, "--region", REGION]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [f"pulumi login 's3://{BUCKET}?region={REGION}&awssdk=v2'",
@@ -55,7 +50,7 @@ def test_first_run_creates_a_locked_down_backend(account: None, capsys: pytest.C
     assert created["policy"]["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_second_run_changes_nothing(account: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_second_run_changes_nothing(account: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert bootstrap_backend.main(["--bucket", BUCKET, "--region", REGION]) == 0
     before = state()
     capsys.readouterr()
@@ -65,7 +60,7 @@ def test_second_run_changes_nothing(account: None, capsys: pytest.CaptureFixture
     assert progress and all(line.endswith("unchanged") or "unchanged (exists" in line for line in progress), progress
 
 
-def test_a_drifted_setting_is_repaired_and_only_that(account: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_drifted_setting_is_repaired_and_only_that(account: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert bootstrap_backend.main(["--bucket", BUCKET, "--region", REGION]) == 0
     boto3.client("s3", region_name=REGION).put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Suspended"})
     capsys.readouterr()
@@ -79,7 +74,7 @@ def test_a_drifted_setting_is_repaired_and_only_that(account: None, capsys: pyte
     (["--bucket", BUCKET, "--region", REGION, "--key-alias", "alias/aws/s3"], "must start with alias/ and not alias/aws/"),
     (["--bucket", BUCKET, "--region", REGION, "--keep-versions-days", "0"], "at least 1"),
 ])
-def test_bad_usage_is_one_line_and_touches_nothing(account: None, capsys: pytest.CaptureFixture[str], args: list[str],
+def test_bad_usage_is_one_line_and_touches_nothing(account: str, capsys: pytest.CaptureFixture[str], args: list[str],
                                                   expected: str) -> None:
     assert bootstrap_backend.main(args) == 2
     error = capsys.readouterr().err.strip()

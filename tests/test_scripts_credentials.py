@@ -5,24 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from rehearsal.engine import REPO
 from scripts import credentials as credentials_script
 
 
 @pytest.fixture
-def secret_arn(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("secretsmanager", region_name="eu-west-1")
-        arn = client.create_secret(Name="forge", SecretString=json.dumps({"giteaAdminPassword": "s3cret", "metricsToken": "t"}))["ARN"]
-        yield arn
+def secret_arn(moto_account: str) -> str:
+    client = boto3.client("secretsmanager", region_name=moto_account)
+    return str(client.create_secret(Name="forge", SecretString=json.dumps({"giteaAdminPassword": "s3cret", "metricsToken": "t"}))["ARN"])
 
 
 def test_prints_one_value(secret_arn: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,9 @@ from typing import Any
 
 from scripts.backup import METRIC_DURATION, METRIC_LAST_SUCCESS, METRIC_SIZE
 
+# Filesystems that can fill: not the in-memory ones nor the containers' overlay layers.
+REAL_FILESYSTEMS = 'fstype!~"tmpfs|overlay"'
+
 
 @dataclass(frozen=True)
 class Panel:
@@ -20,7 +23,7 @@ class Panel:
 HOST = [
     Panel("CPU busy", '1 - avg without (cpu) (rate(node_cpu_seconds_total{mode="idle"}[5m]))', "percentunit"),
     Panel("Memory available", "node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes", "percentunit"),
-    Panel("Disk free", 'node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"} / node_filesystem_size_bytes{fstype!~"tmpfs|overlay"}',
+    Panel("Disk free", f"node_filesystem_avail_bytes{{{REAL_FILESYSTEMS}}} / node_filesystem_size_bytes{{{REAL_FILESYSTEMS}}}",
           "percentunit", "{{mountpoint}}"),
     Panel("Disk I/O", "rate(node_disk_io_time_seconds_total[5m])", "percentunit", "{{device}}"),
     Panel("Network received", 'rate(node_network_receive_bytes_total{device!="lo"}[5m])', "Bps", "{{device}}"),

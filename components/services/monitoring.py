@@ -16,6 +16,7 @@ import yaml
 from components.backup_job import max_backup_age_seconds
 from components.constants import TEXTFILE_COLLECTOR_DIR
 from components.services import dashboards, images, postgres
+from components.services.dashboards import REAL_FILESYSTEMS
 from components.services.spec import (
     ConfigFile,
     Healthcheck,
@@ -183,11 +184,11 @@ def alerts(settings: Settings, probes: bool) -> list[Alert]:
         Alert("TargetDown", "up == 0", "5m", "critical", "{{ $labels.job }} on {{ $labels.instance }} is not answering scrapes",
               "docker ps -a; docker logs forgestack-{{ $labels.job }} --tail 100; check its memory limit and healthcheck"),
         Alert("DiskAlmostFull",
-              'node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"} / node_filesystem_size_bytes{fstype!~"tmpfs|overlay"} < 0.10',
+              f"node_filesystem_avail_bytes{{{REAL_FILESYSTEMS}}} / node_filesystem_size_bytes{{{REAL_FILESYSTEMS}}} < 0.10",
               "10m", "critical", "{{ $labels.mountpoint }} has less than 10% free",
               "du -xh --max-depth=2 on the mount point; raise rootVolumeGb/dataVolumeGb and pulumi up (EBS grows online)"),
         Alert("DiskFillingWithin24h",
-              'predict_linear(node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"}[6h], 24 * 3600) < 0',
+              f"predict_linear(node_filesystem_avail_bytes{{{REAL_FILESYSTEMS}}}[6h], 24 * 3600) < 0",
               "30m", "warning", "{{ $labels.mountpoint }} will be full within 24 hours at the current rate",
               "find what grows (logs, LFS, Prometheus TSDB); lower retention or grow the volume before it fills"),
         Alert("MemoryLow", "node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes < 0.10", "10m", "warning",
