@@ -12,7 +12,6 @@ Docker checks of scripts/rehearse.py.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ import pulumi
 from moto import mock_aws
 
 from components.constants import CANONICAL_OWNER_ID, UBUNTU_RELEASE
-from rehearsal.engine import ForgeMocks, ProgramRun, run_program
+from rehearsal.engine import ForgeMocks, ProgramRun, Registered, run_program, unwrap_secrets
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_SESSION_TOKEN": "rehearsal"}
@@ -112,17 +111,14 @@ class MotoMocks(ForgeMocks):
         if handler is None:
             raise UnemulatedTypeError(f"rehearsal: AWS type {args.typ} ({args.name}) has no emulation; add a handler in "
                                       "rehearsal/emulated.py")
-        inputs = _plain(args.inputs)
+        inputs = unwrap_secrets(args.inputs)
         resource_id, attributes = handler(args.name, inputs)
         outputs = {**inputs, **attributes}
-        from rehearsal.engine import Registered, unwrap_secrets
-
-        self.registered.append(Registered(args.typ, args.name, unwrap_secrets(args.inputs), resource_id, outputs, bool(args.custom),
-                                          raw_inputs=args.inputs))
+        self.registered.append(Registered(args.typ, args.name, inputs, resource_id, outputs, bool(args.custom), raw_inputs=args.inputs))
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-        token, request = args.token, _plain(args.args)
+        token, request = args.token, unwrap_secrets(args.args)
         ec2 = self.account.client("ec2")
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             zones = ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": [request.get("state", "available")]}])
@@ -457,12 +453,6 @@ class MotoMocks(ForgeMocks):
         return policy_id, {"arn": f"arn:aws:dlm:{self.account.region}:{ACCOUNT_ID}:policy/{policy_id}"}
 
 
-def _plain(value: Any) -> Any:
-    from rehearsal.engine import unwrap_secrets
-
-    return unwrap_secrets(value)
-
-
 def register_ubuntu_images(region: str) -> None:
     """Canonical's Ubuntu 24.04 images, as the AMI lookup expects to find them (moto's images are older)."""
     from moto.ec2.models import ec2_backends
@@ -513,6 +503,3 @@ def rehearse(stack: str, config: dict[str, str], account: EmulatedAccount) -> Pr
 def stack_region(config: dict[str, str]) -> str:
     return config.get("aws:region", "") or "eu-west-1"
 
-
-def as_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)

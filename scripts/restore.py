@@ -37,9 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts import backup as common
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = common.EXIT_OK, common.EXIT_FAILED, common.EXIT_USAGE
 EXIT_UNVERIFIED = 3
 DOWNLOAD_CHUNK = 1024 * 1024
 
