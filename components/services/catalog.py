@@ -26,7 +26,8 @@ MONITORING_SERVICES = {monitoring.NODE_EXPORTER, monitoring.CADVISOR, monitoring
                        monitoring.ALERTMANAGER, monitoring.GRAFANA, monitoring.PROMETHEUS}
 LOGGING_SERVICES = {logs.LOKI, logs.ALLOY}
 AWS_ONLY_SERVICES = {proxy.CERTBOT_NAME, monitoring.BLACKBOX}  # the local stack has no public names to certify or probe
-CI_SERVICES = {"actions": {ci.RUNNER}, "drone": {ci.DRONE, ci.DRONE_RUNNER}, "none": set()}
+CI_SERVICES: dict[str, set[str]] = {"actions": {ci.RUNNER}, "drone": {ci.DRONE, ci.DRONE_RUNNER}, "none": set()}
+ALL_CI_SERVICES = set().union(*CI_SERVICES.values())
 JOB_SHARE = 0.10  # what the shares leave free is for CI job containers (capped per job by the runner)
 MIN_JOB_MB = 512
 
@@ -36,17 +37,26 @@ def enabled(settings: Settings, name: str) -> bool:
         return False
     if name in LOGGING_SERVICES and not settings.logging:
         return False
-    if name in {ci.RUNNER, ci.DRONE, ci.DRONE_RUNNER} and name not in CI_SERVICES[settings.ci]:
+    if name in ALL_CI_SERVICES and name not in CI_SERVICES[settings.ci]:
         return False
     if name == portainer.NAME and not settings.portainer:
         return False
     return not (name in AWS_ONLY_SERVICES and not settings.is_aws)
 
 
+def _fixed_memory(settings: Settings) -> dict[str, int]:
+    return {name: mb for name, mb in FIXED_MEMORY_MB.items() if enabled(settings, name)}
+
+
+def _shared_memory_mb(settings: Settings) -> int:
+    """What the instance has left for the big services (and CI jobs) after the OS and the fixed limits."""
+    return settings.instance_memory_mib - OS_RESERVED_MB - sum(_fixed_memory(settings).values())
+
+
 def memory_plan(settings: Settings) -> dict[str, int]:
     """Memory limit per enabled container in MiB, sized from the instance type. Too small an instance is a config error."""
-    fixed = {name: mb for name, mb in FIXED_MEMORY_MB.items() if enabled(settings, name)}
-    available = settings.instance_memory_mib - OS_RESERVED_MB - sum(fixed.values())
+    fixed = _fixed_memory(settings)
+    available = _shared_memory_mb(settings)
     shares = {name: max(MIN_SHARE_MB, int(available * share)) for name, share in SHARE_OF_REST.items() if enabled(settings, name)}
     needed = OS_RESERVED_MB + sum(fixed.values()) + sum(shares.values())
     if needed > settings.instance_memory_mib:
@@ -57,8 +67,7 @@ def memory_plan(settings: Settings) -> dict[str, int]:
 
 
 def ci_job_memory_mb(settings: Settings) -> int:
-    available = settings.instance_memory_mib - OS_RESERVED_MB - sum(mb for n, mb in FIXED_MEMORY_MB.items() if enabled(settings, n))
-    return max(MIN_JOB_MB, int(available * JOB_SHARE))
+    return max(MIN_JOB_MB, int(_shared_memory_mb(settings) * JOB_SHARE))
 
 
 def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
