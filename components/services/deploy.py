@@ -120,9 +120,9 @@ class Services(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(ready)),
             ))
         owned = sorted({(v.name, v.owner) for spec in args.specs for v in spec.volumes if v.owner is not None})
-        if args.wait_for_host and owned:
+        if not args.named_volumes and owned:
             # Docker creates missing bind-mount directories owned by root; images that run as another user
-            # (Prometheus, Grafana, Loki) need theirs created for them. Idempotent; named volumes need nothing.
+            # (Prometheus, Grafana, Loki, Valkey) need theirs created for them. Idempotent; named volumes need nothing.
             ready.append(command.local.Command(
                 f"{name}-data-directories",
                 create=args.connection.apply(lambda c: data_directories_command(c, owned)),
