@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from components.constants import DOCKER_SUBNET
 from components.services import ci, valkey
+from components.templates import FILES_DIR
 from rehearsal.engine import ProgramRun, Registered, has_secret, run_program, stack_config
 
 DRONE_CONFIG = {"forgestack:ci": "drone", "forgestack:droneGiteaClientId": "0b5c6f1e-1111-2222-3333-444455556666",
@@ -129,3 +133,18 @@ def test_relay_runs_behind_the_proxy_with_its_targets_secret(prod_run: ProgramRu
     assert "t0k3n" not in " ".join(relay.inputs["envs"]) and "t0k3n" not in str(run.outputs)
     assert "hooks.forge.example.com" in run.outputs["hostnames"]
     assert uploads(relay)["/app/webhook_relay.py"].startswith('"""forgestack webhook relay')
+
+
+def test_env_from_files_exports_secrets_and_drops_the_file_variables(tmp_path: Path) -> None:
+    """The entrypoint Drone's containers run: NAME_FILE=path becomes NAME=<content>, then the real program runs."""
+    secret = tmp_path / "rpc"
+    secret.write_text("s3cret-value")
+    env = {"PATH": os.environ["PATH"], "DRONE_RPC_SECRET_FILE": str(secret), "PLAIN": "kept"}
+    show = 'echo "$DRONE_RPC_SECRET|${DRONE_RPC_SECRET_FILE-unset}|$PLAIN"'
+    result = subprocess.run(["sh", str(FILES_DIR / "env-from-files.sh"), "sh", "-c", show], capture_output=True, text=True, env=env,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "s3cret-value|unset|kept"
+    env["DRONE_RPC_SECRET_FILE"] = str(tmp_path / "missing")
+    refused = subprocess.run(["sh", str(FILES_DIR / "env-from-files.sh"), "true"], capture_output=True, text=True, env=env, check=False)
+    assert refused.returncode == 1 and "not readable" in refused.stderr
