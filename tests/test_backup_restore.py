@@ -18,7 +18,7 @@ import pytest
 
 from rehearsal.engine import REPO
 from scripts import backup as backup_script
-from tests.servers import PostgresServer, moto_s3_server, postgres_server
+from tests.servers import PASSWORD, PostgresServer, moto_s3_server, postgres_server, postgres_tool
 
 REGION = "eu-west-1"
 SCHEMA = """
@@ -298,3 +298,51 @@ def test_container_mode_runs_the_tools_inside_the_postgres_container() -> None:
     argv = database.command("pg_dump", "--format=custom")
     assert argv[:4] == ["docker", "exec", "-i", "forgestack-postgres"]
     assert argv[-1] == 'pg_dump --format=custom -U "$POSTGRES_USER" -d "$POSTGRES_DB"'
+
+
+# ------------------------------------------------------------ --postgres-container, with `docker exec` played by a shim
+
+
+@pytest.fixture
+def docker_shim(tmp_path: Path, seeded: PostgresServer) -> dict[str, str]:
+    """A `docker` on PATH that runs `docker exec [-i] CONTAINER cmd...` here, with the environment the official
+    PostgreSQL image gives its processes (POSTGRES_USER, POSTGRES_DB) and a server to talk to. The scripts' own
+    command lines (sh -c with "$POSTGRES_USER", pg_dump/pg_restore over stdin and stdout) run unchanged."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    server_bin = str(Path(postgres_tool("pg_dump")).parent)
+    shim = bin_dir / "docker"
+    shim.write_text(f"""#!/bin/sh
+[ "$1" = exec ] || {{ echo "shim: only docker exec" >&2; exit 2; }}
+shift
+[ "$1" = -i ] && shift
+[ "$1" = forgestack-postgres ] || {{ echo "shim: no container $1" >&2; exit 1; }}
+shift
+export POSTGRES_USER=gitea POSTGRES_DB=gitea PGHOST=127.0.0.1 PGPORT={seeded.port} PGPASSWORD='{PASSWORD}'
+PATH="{server_bin}:$PATH" exec "$@"
+""")
+    shim.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_container_mode_round_trip(aws_env: dict[str, str], bucket: str, seeded: PostgresServer, docker_shim: dict[str, str]) -> None:
+    env = {**aws_env, **docker_shim}
+    before = seeded.psql(SNAPSHOT_SQL)
+    made = run_script("backup.py", ["--bucket", bucket, "--postgres-container", "forgestack-postgres"], env)
+    assert made.returncode == 0, made.stderr
+    backup_id = made.stdout.strip().splitlines()[-1]
+    manifest = json.loads(s3_of(aws_env).get_object(Bucket=bucket, Key=f"forgestack/{backup_id}/manifest.json")["Body"].read())
+    assert manifest["parts"][0]["source"] == "container forgestack-postgres"
+    assert manifest["tools"]["server"].startswith("postgres (PostgreSQL)")  # asked inside the "container"
+    damage_the_database(seeded)
+    restored = run_script("restore.py", ["--bucket", bucket, "--postgres-container", "forgestack-postgres"], env)
+    assert restored.returncode == 0, restored.stderr
+    assert seeded.psql(SNAPSHOT_SQL) == before
+
+
+def test_container_mode_with_a_missing_container_publishes_nothing(aws_env: dict[str, str], bucket: str,
+                                                                   docker_shim: dict[str, str]) -> None:
+    result = run_script("backup.py", ["--bucket", bucket, "--postgres-container", "forgestack-nope"], {**aws_env, **docker_shim})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("backup: failed, nothing was published:")
+    assert "Contents" not in s3_of(aws_env).list_objects_v2(Bucket=bucket)
