@@ -113,11 +113,15 @@ def policy_summary(report: Report) -> dict[str, list[str]]:
     }
 
 
+def uses_aws(config: dict[str, str]) -> bool:
+    return config.get("forgestack:platform", "aws") == "aws"
+
+
 def run_stack(stack: str, config: dict[str, str]) -> tuple[ProgramRun, list[str]]:
     """The AWS stacks against a fresh emulated account; the local stack, which has no AWS, under plain mocks."""
     # A failed registration also leaves asyncio's "exception never retrieved" reports; the one line below says it all.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    if config.get("forgestack:platform", "aws") != "aws":
+    if not uses_aws(config):
         print(f"rehearse: running __main__.py for stack {stack} under mocks (no AWS in this stack)", file=sys.stderr)
         return run_program(stack, config), []
     print(f"rehearse: running __main__.py for stack {stack} against an emulated AWS account (moto)", file=sys.stderr)
@@ -151,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     problems = check_docker(run) + [f"policy {v.rule} ({v.enforcement}): {v.resource}: {v.message}" for v in policy.mandatory]
     if args.graph:
         print(mermaid(run), end="")
+        for problem in problems:
+            print(f"rehearse: problem: {problem}", file=sys.stderr)
     elif args.json:
         document = {
             "stack": args.stack,
-            "engine": "moto" if config.get("forgestack:platform", "aws") == "aws" else "mocks",
+            "engine": "moto" if uses_aws(config) else "mocks",
             "resources": [{"type": r.type, "name": r.name, "id": r.id, "parent": r.parent, "protect": r.protect}
                           for r in run.resources],
             "validated_not_emulated": validated_only,
