@@ -37,3 +37,6 @@ TEXTFILE_COLLECTOR_DIR: Final = "/var/lib/forgestack/textfile"
 HOST_TOOLS_DIR: Final = "/usr/local/lib/forgestack"
 # Tag that selects the data volume for Data Lifecycle Manager snapshots (value: project-stack).
 SNAPSHOT_TAG_KEY: Final = "forgestack:snapshots"
+
+# Where every container finds its secret files (uploaded 0400 by the deploy mapping).
+SECRETS_DIR: Final = "/run/secrets"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import yaml
 
-from components.constants import CONTAINER_PREFIX
+from components.constants import CONTAINER_PREFIX, SECRETS_DIR
 from components.services import gitea, images
 from components.services.spec import ConfigFile, HostMount, Route, SecretFile, ServiceSpec, Volume
 from components.settings import Settings
@@ -18,13 +18,15 @@ from components.templates import read
 RUNNER = "runner"
 RUNNER_CONFIG = "/etc/gitea-runner/config.yaml"
 RUNNER_TOKEN = "runnerRegistrationToken"  # noqa: S105 (a key name; the token is generated at deploy time by Gitea)
-RUNNER_TOKEN_FILE = "/run/secrets/runner_registration_token"  # noqa: S105 (a path)
+RUNNER_TOKEN_FILE = f"{SECRETS_DIR}/runner_registration_token"
 RUNNER_CAPACITY = 2
 JOB_LABEL = "ubuntu-24.04"
 DRONE = "drone"
 DRONE_RUNNER = "drone-runner"
 DRONE_PORT = 80
 DRONE_SUBDOMAIN = "ci"
+DRONE_CLIENT_SECRET_FILE = f"{SECRETS_DIR}/drone_gitea_client_secret"
+DRONE_RPC_SECRET_FILE = f"{SECRETS_DIR}/drone_rpc_secret"
 ENV_FROM_FILES = "/usr/local/bin/env-from-files"
 DOCKER_SOCKET = "/var/run/docker.sock"
 
@@ -71,14 +73,14 @@ def drone_server_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         env={
             "DRONE_GITEA_SERVER": f"https://{settings.hostname(gitea.SUBDOMAIN)}",
             "DRONE_GITEA_CLIENT_ID": settings.drone_gitea_client_id,
-            "DRONE_GITEA_CLIENT_SECRET_FILE": "/run/secrets/drone_gitea_client_secret",
-            "DRONE_RPC_SECRET_FILE": "/run/secrets/drone_rpc_secret",
+            "DRONE_GITEA_CLIENT_SECRET_FILE": DRONE_CLIENT_SECRET_FILE,
+            "DRONE_RPC_SECRET_FILE": DRONE_RPC_SECRET_FILE,
             "DRONE_SERVER_HOST": hostname, "DRONE_SERVER_PROTO": "https",
             "DRONE_USER_CREATE": f"username:{settings.gitea_admin_user},admin:true",
             "DRONE_REGISTRATION_CLOSED": "true",
         },
-        secret_files=(SecretFile("droneGiteaClientSecret", "/run/secrets/drone_gitea_client_secret"),
-                      SecretFile("droneRpcSecret", "/run/secrets/drone_rpc_secret")),
+        secret_files=(SecretFile("droneGiteaClientSecret", DRONE_CLIENT_SECRET_FILE),
+                      SecretFile("droneRpcSecret", DRONE_RPC_SECRET_FILE)),
         config_files=(ConfigFile(ENV_FROM_FILES, read("env-from-files.sh"), executable=True),),
         volumes=(Volume(DRONE, "/data"),),
         entrypoint=(ENV_FROM_FILES,),
@@ -91,9 +93,9 @@ def drone_server_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
 def drone_runner_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
     return ServiceSpec(
         name=DRONE_RUNNER, image=images.DRONE_RUNNER, memory_mb=memory_mb,
-        env={"DRONE_RPC_PROTO": "http", "DRONE_RPC_HOST": f"{DRONE}:{DRONE_PORT}", "DRONE_RPC_SECRET_FILE": "/run/secrets/drone_rpc_secret",
+        env={"DRONE_RPC_PROTO": "http", "DRONE_RPC_HOST": f"{DRONE}:{DRONE_PORT}", "DRONE_RPC_SECRET_FILE": DRONE_RPC_SECRET_FILE,
              "DRONE_RUNNER_CAPACITY": str(RUNNER_CAPACITY), "DRONE_RUNNER_NAME": f"{CONTAINER_PREFIX}{settings.stack}"},
-        secret_files=(SecretFile("droneRpcSecret", "/run/secrets/drone_rpc_secret"),),
+        secret_files=(SecretFile("droneRpcSecret", DRONE_RPC_SECRET_FILE),),
         config_files=(ConfigFile(ENV_FROM_FILES, read("env-from-files.sh"), executable=True),),
         host_mounts=(HostMount(DOCKER_SOCKET, DOCKER_SOCKET),),
         entrypoint=(ENV_FROM_FILES,),

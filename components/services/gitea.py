@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.constants import DOCKER_SUBNET, GIT_SSH_PORT
+from components.constants import DOCKER_SUBNET, GIT_SSH_PORT, SECRETS_DIR
 from components.services import images, postgres, valkey
 from components.services.spec import (
     ConfigFile,
@@ -22,7 +22,6 @@ HTTP_PORT = 3000
 CONTAINER_SSH_PORT = 22
 SUBDOMAIN = "git"
 GIT_UID = 1000  # the image's `git` user
-SECRETS_DIR = "/run/secrets"
 ADMIN_BOOTSTRAP_SCRIPT = "/usr/local/bin/forgestack-bootstrap-admin"
 ADMIN_PASSWORD_FILE = f"{SECRETS_DIR}/gitea_admin_password"
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from components.backup_job import max_backup_age_seconds
-from components.constants import TEXTFILE_COLLECTOR_DIR
+from components.constants import SECRETS_DIR, TEXTFILE_COLLECTOR_DIR
 from components.services import dashboards, images, postgres
 from components.services.dashboards import REAL_FILESYSTEMS
 from components.services.spec import (
@@ -49,7 +49,6 @@ BLACKBOX_MODULE = "https_2xx"
 
 NOBODY = 65534  # the Prometheus project's images run as nobody
 GRAFANA_UID = 472
-SECRETS_DIR = "/run/secrets"
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
 PROMETHEUS_RULES = "/etc/prometheus/rules/forgestack.yml"
 ALERTMANAGER_CONFIG = "/etc/alertmanager/alertmanager.yml"

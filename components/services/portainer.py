@@ -3,13 +3,14 @@ so it is a switch (forgestack:portainer), on in dev and off in prod unless enabl
 
 from __future__ import annotations
 
+from components.constants import SECRETS_DIR
 from components.services import images
 from components.services.spec import HostMount, Route, SecretFile, ServiceSpec, Volume
 
 NAME = "portainer"
 PORT = 9000  # plain HTTP inside the Docker network; TLS ends at the proxy
 SUBDOMAIN = "portainer"
-PASSWORD_FILE = "/run/secrets/portainer_admin_password"  # noqa: S105 (a path)
+PASSWORD_FILE = f"{SECRETS_DIR}/portainer_admin_password"
 
 
 def portainer_spec(memory_mb: int) -> ServiceSpec:

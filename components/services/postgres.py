@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from components.constants import SECRETS_DIR
 from components.services import images
 from components.services.spec import Healthcheck, SecretFile, ServiceSpec, Volume
 from components.settings import Settings
@@ -10,7 +11,7 @@ NAME = "postgres"
 PORT = 5432
 DATABASE = "gitea"
 USER = "gitea"
-PASSWORD_FILE = "/run/secrets/postgres_password"  # noqa: S105 (a path, not a password)
+PASSWORD_FILE = f"{SECRETS_DIR}/postgres_password"
 
 
 def tuning(memory_mb: int) -> dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from components.constants import SECRETS_DIR
 from components.services import images
 from components.services.spec import ConfigFile, Healthcheck, MetricsEndpoint, Route, SecretFile, ServiceSpec
 from components.settings import Settings
@@ -17,8 +18,8 @@ PORT = 8080
 SUBDOMAIN = "hooks"
 CODE = "/app/webhook_relay.py"
 HOOK_PATH = "/hooks/gitea"
-SECRET_FILE = "/run/secrets/webhook_secret"  # noqa: S105 (a path)
-TARGETS_FILE = "/run/secrets/relay_targets"
+SECRET_FILE = f"{SECRETS_DIR}/webhook_secret"
+TARGETS_FILE = f"{SECRETS_DIR}/relay_targets"
 TARGETS_CREDENTIAL = "relayTargets"  # the operator's secret setting, as JSON
 UID = 65534  # runs as nobody
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from components.constants import SECRETS_DIR
 from components.services import images
 from components.services.spec import ConfigFile, Healthcheck, SecretFile, ServiceSpec, Volume
 
 NAME = "valkey"
 PORT = 6379
 UID = 999  # the image's valkey user
-ACL_FILE = "/run/secrets/valkey.acl"
+ACL_FILE = f"{SECRETS_DIR}/valkey.acl"
 CONFIG_FILE = "/etc/valkey/forgestack.conf"
 # One logical database per use, so a cache flush never touches sessions or queued work.
 DATABASES = {"cache": 0, "session": 1, "queue": 2}
