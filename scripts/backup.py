@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import boto3
 import botocore.config
@@ -62,6 +63,15 @@ METRIC_SIZE = "forgestack_backup_last_size_bytes"
 
 AWS_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 
+# Names that come back from S3 at restore time and are joined to paths there: one plain path component
+# (letters, digits, . _ -), never empty, "." or "..", never hidden. backup.py refuses to publish anything else.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+BACKUP_ID = re.compile(r"\d{8}T\d{6}Z")  # new_backup_id's format
+# The one tar warning a live data directory may give: the file was archived whole, its content is from
+# one of the moments during the read. Anything else (a file that shrank and was padded with zeros, an
+# unreadable file) means the archive does not hold the file as it was, and the part fails.
+TAR_TOLERATED_WARNING = re.compile(r"tar: .*: file changed as we read it")
+
 
 class BackupError(Exception):
     """A failure with a message fit for one line on stderr."""
@@ -76,9 +86,12 @@ def log(message: str) -> None:
 
 @dataclass(frozen=True)
 class Database:
-    """How to reach PostgreSQL: the client tools on this machine (url) or inside the server's container."""
+    """How to reach PostgreSQL: the client tools on this machine (conninfo) or inside the server's container.
 
-    url: str | None = None
+    conninfo never holds the password (split_password takes it out): it appears in argv, the manifest and logs.
+    The password travels to libpq in PGPASSWORD only."""
+
+    conninfo: str | None = None
     container: str | None = None
     password: str | None = field(default=None, repr=False)
 
@@ -87,8 +100,8 @@ class Database:
             # The image's own variables name the user and database; the local socket needs no password.
             inner = " ".join([tool, *options, '-U "$POSTGRES_USER"', '-d "$POSTGRES_DB"'])
             return ["docker", "exec", "-i", self.container, "sh", "-c", inner]
-        assert self.url is not None
-        return [tool, *options, f"--dbname={self.url}"]
+        assert self.conninfo is not None
+        return [tool, *options, f"--dbname={self.conninfo}"]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -97,7 +110,7 @@ class Database:
         return env
 
     def describe(self) -> str:
-        return f"container {self.container}" if self.container else redact_url(self.url or "")
+        return f"container {self.container}" if self.container else (self.conninfo or "")
 
     def versions(self) -> dict[str, str]:
         if self.container:
@@ -110,12 +123,61 @@ class Database:
         return {"pg_dump": client, "server": server}
 
 
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+def split_password(conninfo: str) -> tuple[str, str | None]:
+    """(the connection string without any password, the password or None), for both libpq forms:
+    URIs (postgresql://user:pw@host/db, ?password=pw) and key=value strings (host=h password='p w')."""
+    if conninfo.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(conninfo)
+        password = unquote(parts.password) if parts.password is not None else None
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hosts = netloc.rpartition("@")
+            netloc = f"{userinfo.split(':', 1)[0]}@{hosts}"
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        password = next((value for key, value in query if key == "password"), password)
+        kept = urlencode([(key, value) for key, value in query if key != "password"])
+        return urlunsplit(parts._replace(netloc=netloc, query=kept)), password
+    pairs = parse_keyword_conninfo(conninfo)
+    password = next((value for key, value in pairs if key == "password"), None)
+    kept_pairs = [f"{key}={quote_keyword_value(value)}" for key, value in pairs if key != "password"]
+    return " ".join(kept_pairs), password
+
+
+_KEYWORD = re.compile(r"\s*([A-Za-z_]+)\s*=\s*")
+
+
+def parse_keyword_conninfo(conninfo: str) -> list[tuple[str, str]]:
+    """libpq's keyword/value form: `key = value` pairs, a value bare (backslash escapes) or in single quotes."""
+    pairs: list[tuple[str, str]] = []
+    position = 0
+    while conninfo[position:].strip():
+        match = _KEYWORD.match(conninfo, position)
+        if not match:
+            raise BackupError("the connection string is neither a postgresql:// URI nor key=value pairs")
+        position = match.end()
+        value: list[str] = []
+        quoted = position < len(conninfo) and conninfo[position] == "'"
+        position += quoted
+        while position < len(conninfo):
+            char = conninfo[position]
+            if char == "\\" and position + 1 < len(conninfo):
+                value.append(conninfo[position + 1])
+                position += 2
+                continue
+            if (quoted and char == "'") or (not quoted and char.isspace()):
+                position += 1
+                break
+            value.append(char)
+            position += 1
+        else:
+            if quoted:
+                raise BackupError("the connection string has an unterminated quoted value")
+        pairs.append((match.group(1), "".join(value)))
+    return pairs
+
+
+def quote_keyword_value(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def run_text(argv: Sequence[str], env: dict[str, str] | None = None) -> str:
@@ -144,10 +206,10 @@ def database_from_args(url: str | None, container: str | None, credentials_secre
         return Database(container=container)
     if not url:
         return None
-    password = None
-    if urlsplit(url).password is None and credentials_secret:
+    conninfo, password = split_password(url)
+    if password is None and credentials_secret:
         password = read_credential(credentials_secret, "postgresPassword")
-    return Database(url=url, password=password)
+    return Database(conninfo=conninfo, password=password)
 
 
 # ---------------------------------------------------------------- streaming upload
@@ -186,8 +248,12 @@ def read_block(stream: IO[bytes], size: int) -> bytes:
     return b"".join(chunks)
 
 
-def upload_stream(s3: Any, bucket: str, key: str, stream: IO[bytes], label: str) -> tuple[int, str]:
-    """Multipart-upload a stream of unknown length; returns (size, sha256). Aborts the upload on any failure."""
+def upload_stream(s3: Any, bucket: str, key: str, stream: IO[bytes], label: str,
+                  before_complete: Callable[[], None] = lambda: None) -> tuple[int, str]:
+    """Multipart-upload a stream of unknown length; returns (size, sha256). Aborts the upload on any failure.
+
+    before_complete runs after the last byte and before the object becomes visible: it raises when the
+    producer turns out to have failed, so a damaged part never lands in the bucket at all."""
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     digest = hashlib.sha256()
     progress = Progress(label)
@@ -217,6 +283,7 @@ def upload_stream(s3: Any, bucket: str, key: str, stream: IO[bytes], label: str)
                 if not block:
                     break  # an empty stream still needs its one (empty) part
             finished.extend(future.result() for future in pending)
+        before_complete()
         finished.sort(key=lambda part: part["PartNumber"])
         s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": finished})
     except BaseException:
@@ -229,33 +296,62 @@ def upload_stream(s3: Any, bucket: str, key: str, stream: IO[bytes], label: str)
     return progress.done, digest.hexdigest()
 
 
+class Child:
+    """A producer process whose stdout is a part's bytes. finish() waits for it and raises unless it succeeded:
+    exit 0, or an exit code in `accept` with every stderr line a `tolerated` warning (kept in .warnings)."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str] | None, accept: Sequence[int],
+                 tolerated: re.Pattern[str] | None) -> None:
+        self.argv, self.accept, self.tolerated = list(argv), tuple(accept), tolerated
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert self.process.stdout is not None
+        self.stdout: IO[bytes] = self.process.stdout
+        self.stderr_lines: list[str] = []
+        self.warnings: list[str] = []
+        self.returncode: int | None = None
+        # Drained on a thread so a chatty child never blocks on a full pipe.
+        self.reader = threading.Thread(target=self._collect_stderr, daemon=True)
+        self.reader.start()
+
+    def _collect_stderr(self) -> None:
+        assert self.process.stderr is not None
+        self.stderr_lines.extend(self.process.stderr.read().decode(errors="replace").splitlines())
+
+    def finish(self) -> None:
+        if self.returncode is None:
+            self.stdout.close()
+            self.returncode = self.process.wait()
+            self.reader.join(timeout=5)
+        if self.returncode == 0:
+            return
+        tolerated = self.tolerated
+        not_tolerated = [line for line in self.stderr_lines if not (tolerated and tolerated.fullmatch(line))]
+        if self.returncode not in self.accept or not_tolerated or not self.stderr_lines:
+            reasons = not_tolerated or self.stderr_lines
+            detail = f": {reasons[0]}" if reasons else ""
+            raise BackupError(f"{self.argv[0]} failed (exit {self.returncode}){detail}")
+        self.warnings = list(self.stderr_lines)
+        for line in self.warnings:
+            log(f"{self.argv[0]} warned: {line}")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.stdout.close()
+        self.returncode = self.process.wait()
+        self.reader.join(timeout=5)
+
+
 @contextmanager
-def producer(argv: Sequence[str], env: dict[str, str] | None, accept: Sequence[int] = (0,)) -> Iterator[IO[bytes]]:
-    """A child process whose stdout is the part's bytes; its failure fails the part."""
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    stderr_lines: list[str] = []
-
-    def collect_stderr() -> None:  # drained on a thread so a chatty child never blocks on a full pipe
-        assert process.stderr is not None
-        stderr_lines.extend(process.stderr.read().decode(errors="replace").splitlines())
-
-    reader = threading.Thread(target=collect_stderr, daemon=True)
-    reader.start()
-    assert process.stdout is not None
+def producer(argv: Sequence[str], env: dict[str, str] | None, accept: Sequence[int] = (0,),
+             tolerated: re.Pattern[str] | None = None) -> Iterator[Child]:
+    """Start a producer; on leaving, make sure it finished well (finish() is idempotent) or kill it."""
+    child = Child(argv, env, accept, tolerated)
     try:
-        yield process.stdout
+        yield child
     except BaseException:
-        process.kill()
+        child.kill()
         raise
-    finally:
-        process.stdout.close()
-        returncode = process.wait()
-        reader.join(timeout=5)
-    if returncode not in accept:
-        reason = stderr_lines[-1] if stderr_lines else f"exit {returncode}"
-        raise BackupError(f"{argv[0]} failed: {reason}")
-    if returncode != 0:
-        log(f"{argv[0]} warned (exit {returncode}): {stderr_lines[-1] if stderr_lines else ''}")
+    child.finish()
 
 
 # ---------------------------------------------------------------- the backup
@@ -269,15 +365,21 @@ class Part:
     argv: tuple[str, ...]
     env: dict[str, str] | None = field(default=None, repr=False)
     accept: tuple[int, ...] = (0,)
+    tolerated: re.Pattern[str] | None = None  # stderr lines that an accepted non-zero exit may carry
     restore_as: str = ""  # directory name below the restore target
 
 
 def directory_part(path: Path) -> Part:
+    if not PLAIN_NAME.fullmatch(path.name):
+        raise BackupError(f"--path {path}: the directory's own name ({path.name!r}) names its part and where it is "
+                          "restored; expected a plain name such as gitea (letters, digits, . _ -, not hidden), "
+                          "so give the directory by its path, e.g. /srv/forgestack/gitea, not . or /")
     return Part(
         name=f"files-{path.name}.tar.zst", kind="directory", source=str(path), restore_as=path.name,
         # --numeric-owner keeps uids (Gitea runs as 1000) whatever the restoring machine calls them.
         argv=("tar", "--create", "--file=-", "--numeric-owner", f"--use-compress-program={ZSTD}", "--directory", str(path), "."),
-        accept=(0, 1),  # 1: a file changed while being read (a live Gitea writes logs); the archive is still complete
+        # tar exits 1 for warnings; only "file changed as we read it" leaves a sound archive (a live Gitea writes logs).
+        accept=(0, 1), tolerated=TAR_TOLERATED_WARNING,
     )
 
 
@@ -336,10 +438,10 @@ def run_backup(
     for part in parts:
         key = backup_key(prefix, backup_id, part.name)
         log(f"{part.name}: from {part.source}")
-        with producer(part.argv, part.env, part.accept) as stream:
-            size, sha256 = upload_stream(s3, bucket, key, stream, part.name)
+        with producer(part.argv, part.env, part.accept, part.tolerated) as child:
+            size, sha256 = upload_stream(s3, bucket, key, child.stdout, part.name, before_complete=child.finish)
         recorded.append({"name": part.name, "kind": part.kind, "key": key, "size": size, "sha256": sha256,
-                         "source": part.source, "restore_as": part.restore_as})
+                         "source": part.source, "restore_as": part.restore_as, "warnings": child.warnings})
     finished = clock()
     manifest = {
         "format_version": FORMAT_VERSION, "backup_id": backup_id, "host": socket.gethostname(),

@@ -1,0 +1,70 @@
+"""Backup and restore helpers shared by the tests of scripts/backup.py and scripts/restore.py: a real PostgreSQL,
+moto's S3 server, and the scripts run as the operator runs them (subprocesses with the standard AWS variables)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from rehearsal.engine import REPO
+from tests.servers import PostgresServer
+
+REGION = "eu-west-1"
+SCHEMA = """
+CREATE TABLE repository (id serial PRIMARY KEY, name text NOT NULL UNIQUE, size bigint, avatar bytea);
+CREATE SEQUENCE ticket_number START 1000 INCREMENT 7;
+INSERT INTO repository (name, size, avatar) SELECT 'repo-' || n, n * 1024, decode(md5(n::text), 'hex') FROM generate_series(1, 500) n;
+SELECT nextval('ticket_number') FROM generate_series(1, 3);
+"""
+SNAPSHOT_SQL = ("SELECT string_agg(id || ':' || name || ':' || size || ':' || encode(avatar, 'hex'), ',' ORDER BY id) FROM repository;"
+                "SELECT last_value || '/' || is_called FROM repository_id_seq;"
+                "SELECT last_value || '/' || is_called FROM ticket_number;")
+
+
+def s3_of(env: dict[str, str]) -> Any:
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=REGION,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def run_script(name: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], capture_output=True, text=True, env=env,
+                            check=False, timeout=300)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every entry below root with its type, mode and content hash (or link target)."""
+    entries = {}
+    for path in sorted(root.rglob("*")):
+        relative = str(path.relative_to(root))
+        if path.is_symlink():
+            entries[relative] = f"link->{os.readlink(path)}"
+        elif path.is_dir():
+            entries[relative] = f"dir {path.stat().st_mode:o}"
+        else:
+            entries[relative] = f"file {path.stat().st_mode:o} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+    return entries
+
+
+def backup(env: dict[str, str], bucket: str, postgres: PostgresServer, data: Path, *extra: str) -> str:
+    result = run_script("backup.py", ["--bucket", bucket, "--postgres-url", postgres.url, "--path", str(data), *extra], env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def damage_the_database(postgres: PostgresServer) -> None:
+    postgres.psql("INSERT INTO repository (name) VALUES ('written-after-backup'); SELECT nextval('ticket_number');"
+                  "DELETE FROM repository WHERE id < 10;")
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("restore: download")]
+    assert lines, "no error message"
+    return lines[-1]
