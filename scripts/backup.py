@@ -432,6 +432,9 @@ def run_backup(
     parts = plan_parts(database, paths)
     started = clock()
     backup_id = new_backup_id(started)
+    # Ids have one-second resolution: never write into a backup that already exists.
+    if s3.list_objects_v2(Bucket=bucket, Prefix=backup_key(prefix, backup_id, ""), MaxKeys=1).get("KeyCount", 0):
+        raise BackupError(f"backup {backup_id} already exists in s3://{bucket}; it is never overwritten, try again in a second")
     versions = tool_versions(database, parts)
     log(f"backup {backup_id} to s3://{bucket}/{backup_key(prefix, backup_id, '')}: {len(parts)} part(s)")
     recorded = []

@@ -256,3 +256,18 @@ def test_container_mode_with_a_missing_container_publishes_nothing(aws_env: dict
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("backup: failed, nothing was published:")
     assert "Contents" not in s3_of(aws_env).list_objects_v2(Bucket=bucket)
+
+
+def test_a_backup_never_writes_into_an_existing_backup(memory_s3: Any, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    data = tmp_path / "gitea"
+    data.mkdir()
+    (data / "a.txt").write_text("first")
+    moment = datetime(2026, 11, 24, 3, 0, 0, tzinfo=UTC)
+    first = backup_script.run_backup(memory_s3, "forge", "forgestack", None, [data], clock=lambda: moment)
+    stored = memory_s3.get_object(Bucket="forge", Key=first["parts"][0]["key"])["Body"].read()
+    (data / "a.txt").write_text("second, in the same second")
+    with pytest.raises(backup_script.BackupError, match="backup 20261124T030000Z already exists"):
+        backup_script.run_backup(memory_s3, "forge", "forgestack", None, [data], clock=lambda: moment)
+    assert memory_s3.get_object(Bucket="forge", Key=first["parts"][0]["key"])["Body"].read() == stored
