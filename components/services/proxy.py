@@ -29,19 +29,26 @@ BOOTSTRAP_KEY = "bootstrapTlsKey"
 class ProxyRoute:
     hostname: str
     upstream: str  # container:port inside the Docker network
+    paths: tuple[str, ...] = ()  # only these exact paths, buffered; every path when empty
+    max_body_size: str = CLIENT_MAX_BODY_SIZE
 
 
 def proxy_routes(settings: Settings, specs: Sequence[ServiceSpec]) -> list[ProxyRoute]:
-    return [ProxyRoute(settings.hostname(spec.route.subdomain), f"{spec.name}:{spec.route.port}") for spec in specs if spec.route]
+    return [
+        ProxyRoute(settings.hostname(spec.route.subdomain), f"{spec.name}:{spec.route.port}", spec.route.paths,
+                   spec.route.max_body_size or CLIENT_MAX_BODY_SIZE)
+        for spec in specs if spec.route
+    ]
 
 
-def render_nginx_conf(routes: Sequence[ProxyRoute], tls_dir: str = TLS_DIR, acme_webroot: str = ACME_WEBROOT) -> str:
+def render_nginx_conf(routes: Sequence[ProxyRoute], tls_dir: str = TLS_DIR, acme_webroot: str = ACME_WEBROOT,
+                      http_port: int = HTTP_PORT, https_port: int = HTTPS_PORT) -> str:
     hostnames = [route.hostname for route in routes]
     if len(set(hostnames)) != len(hostnames):
         raise ValueError(f"two services route the same hostname: {hostnames}")
     return render(
         "nginx-forgestack.conf.j2", routes=routes, tls_dir=tls_dir, acme_webroot=acme_webroot,
-        http_port=HTTP_PORT, https_port=HTTPS_PORT, client_max_body_size=CLIENT_MAX_BODY_SIZE,
+        http_port=http_port, https_port=https_port,
     )
 
 

@@ -56,10 +56,15 @@ class PublishedPort:
 
 @dataclass(frozen=True)
 class Route:
-    """Nginx routes https://<subdomain>.<domain>/ to this container's port."""
+    """Nginx routes https://<subdomain>.<domain>/ to this container's port.
+
+    With `paths`, only those exact paths are routed (everything else is 404 at Nginx) and each request is
+    buffered whole at Nginx before it reaches the service, so slow senders never hold the service's workers."""
 
     subdomain: str
     port: int
+    paths: tuple[str, ...] = ()
+    max_body_size: str | None = None  # Nginx size syntax (1m); the proxy's default when None
 
 
 @dataclass(frozen=True)
