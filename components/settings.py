@@ -12,6 +12,7 @@ import difflib
 import ipaddress
 import json
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 
 import pulumi
@@ -32,17 +33,27 @@ BACKUP_INTERVALS_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 _DNS_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_DNS_NAME = re.compile(rf"^(?=.{{1,253}}$)({_DNS_LABEL}\.)+[a-z][a-z0-9-]*[a-z0-9]$")
-_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+# Every pattern is used with fullmatch: `$` with match() would let a trailing newline through, which surfaces
+# later as a broken ROOT_URL, server_name or YAML document.
+_DNS_NAME = re.compile(rf"(?=.{{1,253}}\Z)({_DNS_LABEL}\.)+[a-z][a-z0-9-]*[a-z0-9]")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 # family letters, generation digit(s), attribute letters, optional -flex, then the size.
 _INSTANCE_TYPE = re.compile(
-    r"^(?P<family>[a-z]+)(?P<generation>\d+)(?P<attributes>[a-z]*)(-flex)?"
-    r"\.(?P<size>nano|micro|small|medium|large|\d*xlarge|metal(-\d+xl)?)$"
+    r"(?P<family>[a-z]+)(?P<generation>\d+)(?P<attributes>[a-z]*)(-flex)?"
+    r"\.(?P<size>nano|micro|small|medium|large|\d*xlarge|metal(-\d+xl)?)"
 )
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
-_GITEA_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
-_POSTGRES_VERSION = re.compile(r"^(\d+)\.(\d+)$")
-_HTTP_URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
+_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d")
+_GITEA_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+_POSTGRES_VERSION = re.compile(r"(\d+)\.(\d+)")
+_HTTP_URL = re.compile(r"https?://[^\s/$.?#][^\s]*")
+_SSH_PUBLIC_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( [\x20-\x7e]*)?")
+# Unicode categories no config value may hold: control characters (\n, \r, \t, NUL ...), format characters
+# (zero-width and bidi overrides), line and paragraph separators. YAML, INI and Nginx read several as line breaks.
+_FORBIDDEN_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
+# Keys holding a JSON list: their raw text may be pretty-printed over lines; their items are checked.
+_JSON_LIST_ALIASES = ("adminCidrs", "relayTargets", "relayEvents")
+# The SSH allow-list is for operators' own networks: together at most this many addresses (a /8).
+MAX_ADMIN_ADDRESSES = 2**24
 
 # Memory of the burstable sizes, in GiB (AWS instance type documentation).
 _BURSTABLE_MEMORY_GIB = {"nano": 0.5, "micro": 1, "small": 2, "medium": 4, "large": 8, "xlarge": 16, "2xlarge": 32}
@@ -103,7 +114,8 @@ class Settings(BaseModel):
     admin_cidrs: Annotated[
         tuple[str, ...],
         _key("adminCidrs", "Networks allowed to reach SSH on port 22; empty means no SSH port at all (use SSM Session Manager).",
-             "a JSON list of IPv4 networks such as [\"203.0.113.7/32\"] (host bits zero), never 0.0.0.0/0", ()),
+             "a JSON list of distinct IPv4 networks such as [\"203.0.113.7/32\"] (host bits zero) covering together "
+             "at most 2^24 addresses (a /8), never the Internet", ()),
     ]
     root_volume_gb: Annotated[
         int, _key("rootVolumeGb", "Size of the host's root volume in GiB.", "an integer from 10 to 500 (GiB)", 20)
@@ -246,10 +258,30 @@ class Settings(BaseModel):
 
     # --- field checks (each raises ValueError; load() turns it into a ConfigError) ---
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        """Before any field check (some strip whitespace): no value may hold a control character."""
+        if not isinstance(data, dict):
+            return data
+        for alias, value in data.items():
+            if alias in _JSON_LIST_ALIASES or alias not in _fields_by_alias():
+                continue  # a JSON list's text may span lines: _parse_json_list checks its items
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if not isinstance(item, str):
+                    continue
+                try:
+                    _refuse_control_characters(item)
+                except _ControlCharacterError as error:
+                    shown = "[secret]" if _is_secret(alias) else repr(value)
+                    raise _KeyProblemError(alias, shown, f"{_expected(alias)} ({error})", shown_raw=True) from None
+        return data
+
     @field_validator("region")
     @classmethod
     def _check_region(cls, value: str) -> str:
-        if value and not _REGION.match(value):
+        if value and not _REGION.fullmatch(value):
             raise ValueError("malformed region")
         return value
 
@@ -258,14 +290,14 @@ class Settings(BaseModel):
     def _check_dns_name(cls, value: str, info: ValidationInfo) -> str:
         if info.field_name == "hosted_zone" and value == "":
             return value
-        if not _DNS_NAME.match(value):
+        if not _DNS_NAME.fullmatch(value):
             raise ValueError("not a lowercase DNS name")
         return value
 
     @field_validator("instance_type")
     @classmethod
     def _check_instance_type(cls, value: str) -> str:
-        if not _INSTANCE_TYPE.match(value):
+        if not _INSTANCE_TYPE.fullmatch(value):
             raise ValueError("malformed instance type")
         if instance_memory_gib(value) < MIN_MEMORY_GIB:
             raise ValueError("too little memory")
@@ -289,12 +321,14 @@ class Settings(BaseModel):
             value = json.loads(value)  # a JSONDecodeError is a ValueError: reported with the key
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
             raise ValueError("not a list of strings")
+        for item in value:
+            _refuse_control_characters(item)
         return tuple(value)
 
     @field_validator("relay_targets")
     @classmethod
     def _check_relay_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not all(_HTTP_URL.match(url) for url in value):
+        if not all(_HTTP_URL.fullmatch(url) for url in value):
             raise ValueError("not http(s) URLs")
         return value
 
@@ -308,12 +342,13 @@ class Settings(BaseModel):
     @field_validator("admin_cidrs")
     @classmethod
     def _check_admin_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in value:
-            network = ipaddress.IPv4Network(cidr, strict=True)  # the VPC is IPv4-only
-            if network.prefixlen == 0:
-                raise ValueError("the whole internet may not reach SSH")
-        if len(set(value)) != len(value):
+        networks = [ipaddress.IPv4Network(cidr, strict=True) for cidr in value]  # the VPC is IPv4-only
+        if len(set(networks)) != len(networks):
             raise ValueError("duplicate network")
+        # The union, not each network: 0.0.0.0/1 and 128.0.0.0/1 together are the whole Internet.
+        covered = sum(network.num_addresses for network in ipaddress.collapse_addresses(networks))
+        if covered > MAX_ADMIN_ADDRESSES:
+            raise ValueError(f"together the networks cover {covered} addresses, more than {MAX_ADMIN_ADDRESSES}")
         return value
 
     @field_validator("root_volume_gb", "data_volume_gb", "backup_retention_days", "backup_archive_after_days",
@@ -373,7 +408,7 @@ class Settings(BaseModel):
     @field_validator("alert_email_to", "alert_smtp_from")
     @classmethod
     def _check_optional_email(cls, value: str) -> str:
-        if value and not _EMAIL.match(value):
+        if value and not _EMAIL.fullmatch(value):
             raise ValueError("not an email address")
         return value
 
@@ -387,7 +422,7 @@ class Settings(BaseModel):
     @field_validator("alert_webhook_url")
     @classmethod
     def _check_webhook_url(cls, value: str) -> str:
-        if value and not _HTTP_URL.match(value):
+        if value and not _HTTP_URL.fullmatch(value):
             raise ValueError("not an http(s) URL")
         return value
 
@@ -411,14 +446,14 @@ class Settings(BaseModel):
     @field_validator("acme_email")
     @classmethod
     def _check_email(cls, value: str) -> str:
-        if not _EMAIL.match(value):
+        if not _EMAIL.fullmatch(value):
             raise ValueError("not an email address")
         return value
 
     @field_validator("gitea_version")
     @classmethod
     def _check_gitea_version(cls, value: str) -> str:
-        match = _GITEA_VERSION.match(value)
+        match = _GITEA_VERSION.fullmatch(value)
         if not match or tuple(int(part) for part in match.groups()) < MIN_GITEA_VERSION:
             raise ValueError("not a supported exact Gitea release")
         return value
@@ -426,7 +461,7 @@ class Settings(BaseModel):
     @field_validator("postgres_version")
     @classmethod
     def _check_postgres_version(cls, value: str) -> str:
-        match = _POSTGRES_VERSION.match(value)
+        match = _POSTGRES_VERSION.fullmatch(value)
         if not match or int(match.group(1)) not in SUPPORTED_POSTGRES_MAJORS:
             raise ValueError("not an exact release of a supported major")
         return value
@@ -442,7 +477,7 @@ class Settings(BaseModel):
     @field_validator("ssh_public_key")
     @classmethod
     def _check_ssh_key(cls, value: str) -> str:
-        if value and not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$", value):
+        if value and not _SSH_PUBLIC_KEY.fullmatch(value):
             raise ValueError("not an OpenSSH public key")
         return value
 
@@ -491,8 +526,18 @@ class Settings(BaseModel):
 class _KeyProblemError(ValueError):
     """A cross-field problem that must still name its own key."""
 
-    def __init__(self, alias: str, value: Any, expected: str) -> None:
-        super().__init__(f"{full_key(alias)}: got {value!r}; expected {expected}")
+    def __init__(self, alias: str, value: Any, expected: str, shown_raw: bool = False) -> None:
+        super().__init__(f"{full_key(alias)}: got {value if shown_raw else repr(value)}; expected {expected}")
+
+
+class _ControlCharacterError(ValueError):
+    """A value holds a character that config files read as a line break or hide."""
+
+
+def _refuse_control_characters(value: str) -> None:
+    for character in value:
+        if unicodedata.category(character) in _FORBIDDEN_CATEGORIES:
+            raise _ControlCharacterError(f"contains the control character U+{ord(character):04X}")
 
 
 def _within(value: int, low: int, high: int) -> int:
@@ -503,7 +548,7 @@ def _within(value: int, low: int, high: int) -> int:
 
 def instance_architecture(instance_type: str) -> Literal["x86_64", "arm64"]:
     """Graviton families carry a `g` among their attribute letters (m7g, c7gn, r8gd); a1 is the first Graviton."""
-    match = _INSTANCE_TYPE.match(instance_type)
+    match = _INSTANCE_TYPE.fullmatch(instance_type)
     if match is None:
         raise ValueError(f"malformed instance type {instance_type!r}")
     if "g" in match.group("attributes") or match.group("family") == "a":
@@ -513,7 +558,7 @@ def instance_architecture(instance_type: str) -> Literal["x86_64", "arm64"]:
 
 def instance_memory_gib(instance_type: str) -> float:
     """Memory of an instance type, from its size (exact for t/c/m/r/x/z families, an estimate of 4 GiB/vCPU otherwise)."""
-    match = _INSTANCE_TYPE.match(instance_type)
+    match = _INSTANCE_TYPE.fullmatch(instance_type)
     if match is None:
         raise ValueError(f"malformed instance type {instance_type!r}")
     family, size = match.group("family"), match.group("size")
@@ -604,7 +649,9 @@ def _describe(error: pydantic.ValidationError, values: dict[str, Any]) -> list[s
             messages.append(f"{key}: missing; expected {_expected(alias)} (pulumi config set {key} ...)")
         else:
             shown = "[secret]" if _is_secret(alias) else repr(values.get(alias, problem.get("input")))
-            messages.append(f"{key}: got {shown}; expected {_expected(alias)}")
+            cause = problem.get("ctx", {}).get("error")
+            why = f" ({cause})" if isinstance(cause, _ControlCharacterError) else ""  # an item of a JSON list
+            messages.append(f"{key}: got {shown}; expected {_expected(alias)}{why}")
     return messages
 
 

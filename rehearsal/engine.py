@@ -1,7 +1,7 @@
 """Runs the real __main__.py under Pulumi mocks and records what it registers.
 
 The mock monitor is wrapped so each registration keeps what `MockResourceArgs` leaves out:
-the parent, protect, ignore_changes, retain_on_delete and the provider reference.
+the parent, protect, ignore_changes, retain_on_delete, additional secret outputs and the provider reference.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class Registered:
     ignore_changes: list[str] = field(default_factory=list)
     retain_on_delete: bool = False
     depends_on: list[str] = field(default_factory=list)
+    additional_secret_outputs: list[str] = field(default_factory=list)
     provider: str = ""
     urn: str = ""
     raw_inputs: dict[str, Any] | None = None  # as the engine receives them (secrets still wrapped)
@@ -230,6 +231,7 @@ def run_program(stack: str, config: dict[str, str], mocks: ForgeMocks | None = N
         record.ignore_changes = list(request.ignoreChanges)
         record.retain_on_delete = bool(request.retainOnDelete)
         record.depends_on = list(request.dependencies)
+        record.additional_secret_outputs = list(request.additionalSecretOutputs)
         record.provider = request.provider
     return ProgramRun(mocks.registered, captured, secret_outputs)
 

@@ -120,6 +120,13 @@ def test_admin_bootstrap_runs_after_gitea_without_a_password(any_run: ProgramRun
     assert not [p for p in passwords if p in bootstrap.inputs["create"]]
 
 
+def test_commands_whose_output_is_secret_log_nothing(any_run: ProgramRun) -> None:
+    """pulumi-command prints stdout to the deploy log by default: a secret stdout must switch that off."""
+    secret = [c for c in any_run.of_type("command:local:Command") if c.additional_secret_outputs]
+    assert secret, "every stack runs Gitea Actions: its runner registration token comes from a command"
+    assert {c.name: c.inputs.get("logging") for c in secret} == {c.name: "none" for c in secret}
+
+
 def test_aws_docker_provider_goes_over_ssh_through_ssm(dev_run: ProgramRun) -> None:
     provider = dev_run.one("pulumi:providers:docker")
     instance_id = dev_run.outputs["instanceId"]

@@ -16,7 +16,8 @@ from components import templates
 from components.backup_job import BackupJob
 from components.constants import DATA_MOUNT
 from components.host import ami_name_pattern, decode_user_data, host_policy, render_user_data
-from rehearsal.engine import ProgramRun
+from components.settings import ConfigError, parse
+from rehearsal.engine import ProgramRun, stack_config
 
 VOLUME_ID = "vol-0123456789abcdef0"
 JOB = BackupJob(bucket="forge-backups-1a2b", region="eu-west-1", interval_hours=1, postgres_container="forgestack-postgres",
@@ -169,3 +170,31 @@ def test_shellcheck_accepts_the_mount_script() -> None:
     script = templates.FILES_DIR / "mount-data-volume.sh"
     result = subprocess.run([shellcheck, "--severity=style", str(script)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
+
+
+# A carriage return is a line break to YAML: pasted into the key's comment, it would add a top-level key of its own.
+INJECTED_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host\rbootcmd: [[touch, /tmp/pwned]]"
+
+
+def test_the_injection_is_real_in_plain_yaml() -> None:
+    """Why quoting matters: the key as it was rendered before (unquoted) becomes a bootcmd."""
+    assert "bootcmd" in yaml.safe_load(f"ssh_authorized_keys:\n  - {INJECTED_KEY}\n")
+
+
+def test_a_key_with_a_line_break_is_refused_by_the_settings() -> None:
+    with pytest.raises(ConfigError, match=r"forgestack:sshPublicKey: .*contains the control character U\+000D"):
+        parse({**stack_config("dev"), "forgestack:sshPublicKey": INJECTED_KEY}, stack="dev")
+
+
+@pytest.mark.validator
+@pytest.mark.skipif(shutil.which("cloud-init") is None, reason="Debian package cloud-init not installed (.ci/run installs it)")
+def test_an_injected_key_stays_one_string_in_the_user_data(tmp_path: Path) -> None:
+    """Past the settings too (defence in depth): tojson renders it as one double-quoted scalar."""
+    text = render_user_data(VOLUME_ID, "x86_64", INJECTED_KEY, JOB)
+    document = yaml.safe_load(text)
+    assert "bootcmd" not in document
+    assert document["ssh_authorized_keys"] == [INJECTED_KEY]
+    user_data = tmp_path / "user-data.yaml"
+    user_data.write_text(text)
+    result = subprocess.run(["cloud-init", "schema", "-c", str(user_data)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 
 import pulumi
@@ -65,7 +66,9 @@ BAD_VALUES = [
     ("forgestack:vpcCidr", "52.0.0.0/16", "private IPv4"),
     ("forgestack:vpcCidr", "10.20.0.1/16", "private IPv4"),
     ("forgestack:vpcCidr", "not-a-cidr", "private IPv4"),
-    ("forgestack:adminCidrs", '["0.0.0.0/0"]', "never 0.0.0.0/0"),
+    ("forgestack:adminCidrs", '["0.0.0.0/0"]', "never the Internet"),
+    ("forgestack:adminCidrs", '["0.0.0.0/1", "128.0.0.0/1"]', "at most 2^24 addresses"),
+    ("forgestack:adminCidrs", '["8.0.0.0/7"]', "at most 2^24 addresses"),
     ("forgestack:adminCidrs", '["203.0.113.7/24"]', "host bits zero"),
     ("forgestack:adminCidrs", '"203.0.113.7/32"', "JSON list"),
     ("forgestack:adminCidrs", "[not json", "JSON list"),
@@ -211,3 +214,55 @@ def test_load_reads_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
     pulumi.runtime.set_mocks(ForgeMocks(), project="forgestack", stack="qa", preview=False)
     settings = stack_settings.load()
     assert (settings.ci, settings.region, settings.stack) == ("none", "us-east-1", "qa")
+
+
+# ------------------------------------------------------------ full matches, control characters, quoting
+
+PATTERN_EXAMPLES = {
+    "_DNS_NAME": "forge.example.com", "_EMAIL": "ops@example.com", "_INSTANCE_TYPE": "t3.medium", "_REGION": "eu-west-1",
+    "_GITEA_VERSION": "1.27.3", "_POSTGRES_VERSION": "18.1", "_HTTP_URL": "https://chat.example.com/hooks/x",
+    "_SSH_PUBLIC_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PATTERN_EXAMPLES))
+def test_every_pattern_matches_whole_values_only(name: str) -> None:
+    """On their own, without the control-character check in front: `$` would let a trailing newline through."""
+    pattern = getattr(stack_settings, name)
+    example = PATTERN_EXAMPLES[name]
+    assert pattern.fullmatch(example)
+    for suffix in ("\n", "\r", "\r\nbootcmd: [id]"):
+        assert not pattern.fullmatch(example + suffix)
+
+
+def test_the_instance_type_helpers_refuse_a_trailing_newline() -> None:
+    with pytest.raises(ValueError, match="malformed instance type"):
+        instance_memory_gib("t3.medium\n")
+    with pytest.raises(ValueError, match="malformed instance type"):
+        instance_architecture("m7g.large\n")
+
+
+def test_every_config_pattern_is_compiled_in_the_examples() -> None:
+    compiled = {name for name, value in vars(stack_settings).items() if isinstance(value, re.Pattern)}
+    assert compiled == set(PATTERN_EXAMPLES)  # a new pattern gets its trailing-newline case here
+
+
+@pytest.mark.parametrize(("key", "value", "shown"), [
+    ("forgestack:domain", "forge.example.com\n", "U+000A"),
+    ("forgestack:acmeEmail", "ops@example.com\u2028", "U+2028"),
+    ("forgestack:giteaVersion", "1.27.3\r", "U+000D"),
+    ("forgestack:rootVolumeGb", "20\n", "U+000A"),  # the number check strips whitespace: refused before it
+    ("forgestack:alertSmtpPassword", "s3cr\u202eet", "U+202E"),
+    ("forgestack:relayTargets", '[\n  "https://chat.example.com/x\\u0000"\n]', "U+0000"),
+])
+def test_control_characters_are_refused_with_the_key_and_the_character(key: str, value: str, shown: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse({**VALID, key: value})
+    message = str(error.value)
+    assert key in message and f"contains the control character {shown}" in message
+    assert "s3cr" not in message  # a secret's value is never shown, not even with the character named
+
+
+def test_a_json_list_may_span_lines() -> None:
+    assert parse({**VALID, "forgestack:adminCidrs": '[\n  "203.0.113.0/24",\n  "198.51.100.7/32"\n]'}).admin_cidrs == (
+        "203.0.113.0/24", "198.51.100.7/32")

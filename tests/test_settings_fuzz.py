@@ -28,6 +28,18 @@ INVALID_EXAMPLES = 1500
 VALID_EXAMPLES = 300
 BASE = stack_config("dev")
 NOT_BOOLEAN = st.text(max_size=8).filter(lambda s: s.strip().lower() not in ("true", "false"))
+# Characters no config value may hold (control, format, line and paragraph separators), and text without them.
+FORBIDDEN = st.characters(whitelist_categories=("Cc", "Cf", "Zl", "Zp"))
+PLAIN_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cf", "Zl", "Zp", "Cs")), max_size=40)
+
+
+def with_forbidden_character(text: st.SearchStrategy[str] = PLAIN_TEXT) -> st.SearchStrategy[str]:
+    """Text with a forbidden character somewhere (often at the end, like a pasted line break)."""
+    return st.tuples(text, FORBIDDEN, text).map(lambda t: t[0] + t[1] + t[2])
+
+
+INTERNET_SPLITS = st.integers(1, 4).map(
+    lambda bits: json.dumps([str(n) for n in ipaddress.ip_network("0.0.0.0/0").subnets(prefixlen_diff=bits)]))
 
 
 def out_of(low: int, high: int) -> st.SearchStrategy[str]:
@@ -52,8 +64,10 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
                               st.text(max_size=20).filter(lambda s: not _INSTANCE_TYPE.match(s))),
     "vpcCidr": st.one_of(st.sampled_from(["10.0.0.0/8", "8.8.8.0/24", "10.20.0.1/16", "192.168.0.0/25", "10.20.0.0", "x"]),
                          st.ip_addresses(v=4).filter(lambda a: not a.is_private).map(lambda a: f"{a}/24")),
-    "adminCidrs": st.sampled_from(['["0.0.0.0/0"]', '["203.0.113.7/24"]', '"203.0.113.7/32"', "[1, 2]", "not json",
-                                   '["203.0.113.7/32", "203.0.113.7/32"]', '["::/0"]', '{"a": 1}']),
+    "adminCidrs": st.one_of(st.sampled_from(['["0.0.0.0/0"]', '["203.0.113.7/24"]', '"203.0.113.7/32"', "[1, 2]", "not json",
+                                             '["203.0.113.7/32", "203.0.113.7/32"]', '["::/0"]', '{"a": 1}',
+                                             '["0.0.0.0/1", "128.0.0.0/1"]', '["8.0.0.0/7"]', '["203.0.113.0/24\\n"]']),
+                            INTERNET_SPLITS),
     "rootVolumeGb": out_of(10, 500),
     "dataVolumeGb": out_of(10, 16384),
     "backupRetentionDays": out_of(1, 3650),
@@ -88,12 +102,13 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
                              st.lists(st.text(min_size=1, max_size=8).filter(lambda e: e not in ("push", "release", "ci_failure")),
                                       min_size=1, max_size=3).map(json.dumps)),
 }
-# Any string is a valid SMTP user name, password or OAuth2 client id/secret: these keys have no invalid value.
-FREE_TEXT_KEYS = {"alertSmtpUsername", "alertSmtpPassword", "droneGiteaClientId", "droneGiteaClientSecret"}
+# SMTP user names, passwords and OAuth2 client ids/secrets may be any text without control characters.
+INVALID.update({key: with_forbidden_character() for key in
+                ("alertSmtpUsername", "alertSmtpPassword", "droneGiteaClientId", "droneGiteaClientSecret")})
 
 
 def test_every_key_has_an_invalid_strategy() -> None:
-    assert set(INVALID) | FREE_TEXT_KEYS | {"region"} == set(config_keys()) | {"region"}
+    assert set(INVALID) | {"region"} == set(config_keys()) | {"region"}
 
 
 @st.composite
@@ -159,7 +174,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "postgresVersion": f"18.{draw(st.integers(0, 30))}",
         "protect": draw(st.sampled_from(["true", "false"])), "ci": ci,
         "droneGiteaClientId": draw(st.from_regex(r"[0-9a-f-]{36}", fullmatch=True)) if ci == "drone" else "",
-        "droneGiteaClientSecret": draw(st.text(min_size=1, max_size=40)) if ci == "drone" else "",
+        "droneGiteaClientSecret": draw(PLAIN_TEXT.filter(bool)) if ci == "drone" else "",
         "portainer": draw(st.sampled_from(["true", "false"])),
         "relayTargets": json.dumps(draw(st.lists(st.sampled_from([f"https://chat.{zone}/hooks/a", "http://10.0.0.5/x"]), max_size=2))),
         "relayEvents": json.dumps(draw(st.lists(st.sampled_from(["push", "release", "ci_failure"]), unique=True))),
@@ -171,7 +186,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "alertEmailTo": draw(EMAIL) if email_alerts else "",
         "alertSmtpSmarthost": f"smtp.{zone}:587" if email_alerts else "",
         "alertSmtpFrom": f"alerts@{zone}" if email_alerts else "",
-        "alertSmtpUsername": draw(st.text(max_size=20)), "alertSmtpPassword": draw(st.text(max_size=40)),
+        "alertSmtpUsername": draw(PLAIN_TEXT), "alertSmtpPassword": draw(PLAIN_TEXT),
         "alertWebhookUrl": draw(st.sampled_from(["", f"https://chat.{zone}/hooks/abc", "http://relay:8080/alerts"])),
     }
     return {key if ":" in key else full_key(key): str(value) for key, value in config.items()}
@@ -191,3 +206,36 @@ def test_every_valid_combination_loads() -> None:
     check()
     print(f"\nhypothesis: {ran['valid']} valid combinations loaded")
     assert ran["valid"] >= VALID_EXAMPLES // 2
+
+
+JSON_LIST_KEYS = {"forgestack:adminCidrs", "forgestack:relayTargets", "forgestack:relayEvents"}
+
+
+def test_a_control_character_in_any_value_is_refused_naming_its_key() -> None:
+    """Every key of a valid configuration, with a forbidden character put into its value (into an item, for JSON lists)."""
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=INVALID_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @given(config=valid_config(), data=st.data())
+    def check(config: dict[str, str], data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(config)))
+        character = data.draw(FORBIDDEN)
+        if key in JSON_LIST_KEYS:
+            items = json.loads(config[key]) or ["x"]
+            index = data.draw(st.integers(0, len(items) - 1))
+            items[index] = items[index] + character
+            value = json.dumps(items)
+        else:
+            value = data.draw(st.sampled_from([config[key] + character, character + config[key], config[key][:1] + character]))
+        try:
+            parse({**config, key: value}, "fuzz")
+        except ConfigError as error:
+            message = str(error)
+            assert key in message and "\n" not in message, message
+            seen[key] += 1
+            return
+        raise AssertionError(f"{key}={value!r} was accepted")
+
+    check()
+    print(f"\nhypothesis: {sum(seen.values())} values with a control character refused over {len(seen)} keys")
+    assert len(seen) >= len(config_keys()) // 2

@@ -196,6 +196,8 @@ class Services(pulumi.ComponentResource):
         generated = command.local.Command(
             f"{name}-{key}",
             create=args.connection.apply(lambda c: shlex.join(c.remote(argv))),
+            # The default logging prints stdout to the deploy log: the secret would be in every `pulumi up` output.
+            logging=command.local.Logging.NONE,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.containers[service]], additional_secret_outputs=["stdout"]),
         )
         return pulumi.Output.secret(generated.stdout.apply(lambda text: text.strip()))
