@@ -204,6 +204,10 @@ def alerts(settings: Settings, probes: bool) -> list[Alert]:
               "docker logs {{ $labels.name }} --tail 200; docker inspect {{ $labels.name }} (State.OOMKilled, State.ExitCode)"),
         Alert("PostgresDown", "pg_up == 0", "2m", "critical", "PostgreSQL does not accept connections",
               "docker logs forgestack-postgres --tail 100; df -h /srv/forgestack; restore from backup only if the data is lost"),
+        Alert("WebhookDeliveriesFailing",
+              "increase(webhook_relay_failed_total[30m]) > 0 or increase(webhook_relay_queue_full_total[30m]) > 0", "0m", "warning",
+              "the webhook relay could not deliver to a chat target, or its queue was full",
+              "docker logs forgestack-relay --tail 100 (target N is the Nth URL in relayTargets); check the chat service"),
     ]
     if probes:
         rules += [
