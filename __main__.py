@@ -100,4 +100,4 @@ pulumi.export("gitSshUrl", f"ssh://git@{settings.hostname(gitea.SUBDOMAIN)}:{GIT
 pulumi.export("hostnames", list(hostnames))
 pulumi.export("giteaAdminUser", settings.gitea_admin_user)
 if settings.monitoring:
-    pulumi.export("grafanaUrl", f"https://{settings.hostname(monitoring.GRAFANA_SUBDOMAIN)}/")
+    pulumi.export("grafanaUrl", monitoring.grafana_url(settings))

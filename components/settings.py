@@ -46,6 +46,8 @@ _REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d")
 _GITEA_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 _POSTGRES_VERSION = re.compile(r"(\d+)\.(\d+)")
 _HTTP_URL = re.compile(r"https?://[^\s/$.?#][^\s]*")
+_NGINX_SIZE = re.compile(r"([1-9][0-9]{0,5})([mg])")
+_SIZE_MIB = {"m": 1, "g": 1024}
 _SSH_PUBLIC_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( [\x20-\x7e]*)?")
 # Unicode categories no config value may hold: control characters (\n, \r, \t, NUL ...), format characters
 # (zero-width and bidi overrides), line and paragraph separators. YAML, INI and Nginx read several as line breaks.
@@ -219,6 +221,16 @@ class Settings(BaseModel):
     portainer: Annotated[
         bool, _key("portainer", "Run Portainer CE at portainer.<domain> (it holds the Docker socket: keep it off in prod).",
                    "true or false", False)
+    ]
+    admin_ui_access: Annotated[
+        Literal["public", "admin-cidrs", "private"],
+        _key("adminUiAccess", "Who reaches the admin UIs (Grafana, Portainer): public, only adminCidrs, or private "
+             "(no public name; SSM port forwarding to the host's loopback).",
+             "public, admin-cidrs (needs adminCidrs) or private", "private"),
+    ]
+    proxy_max_body_size: Annotated[
+        str, _key("proxyMaxBodySize", "Largest request body Nginx accepts (git pushes over HTTP, LFS objects, uploads).",
+                  "an Nginx size from 1m to 100g, such as 512m or 2g", "512m"),
     ]
     drone_gitea_client_id: Annotated[
         str,
@@ -474,6 +486,14 @@ class Settings(BaseModel):
             raise ValueError("not a usable Gitea user name")
         return value
 
+    @field_validator("proxy_max_body_size")
+    @classmethod
+    def _check_proxy_max_body_size(cls, value: str) -> str:
+        match = _NGINX_SIZE.fullmatch(value)
+        if not match or not 1 <= int(match.group(1)) * _SIZE_MIB[match.group(2)] <= 100 * 1024:
+            raise ValueError("not a size from 1m to 100g")
+        return value
+
     @field_validator("ssh_public_key")
     @classmethod
     def _check_ssh_key(cls, value: str) -> str:
@@ -500,6 +520,9 @@ class Settings(BaseModel):
         if self.alert_email_to and not (self.alert_smtp_smarthost and self.alert_smtp_from):
             raise _KeyProblemError("alertSmtpSmarthost", self.alert_smtp_smarthost,
                                    "host:port of an SMTP relay, with alertSmtpFrom, when alertEmailTo is set")
+        if self.is_aws and self.admin_ui_access == "admin-cidrs" and not self.admin_cidrs:
+            raise _KeyProblemError("adminUiAccess", self.admin_ui_access,
+                                   "public or private while adminCidrs is empty (admin-cidrs would let nobody in)")
         if self.backup_archive_after_days and self.backup_archive_after_days >= self.backup_retention_days:
             raise _KeyProblemError("backupArchiveAfterDays", self.backup_archive_after_days,
                               f"0 or fewer days than backupRetentionDays ({self.backup_retention_days})")
@@ -518,6 +541,11 @@ class Settings(BaseModel):
     @property
     def instance_memory_mib(self) -> int:
         return int(instance_memory_gib(self.instance_type) * 1024)
+
+    @property
+    def admin_ui_private(self) -> bool:
+        """Admin UIs have no public name: reached through SSM port forwarding (the local stack is all loopback anyway)."""
+        return self.is_aws and self.admin_ui_access == "private"
 
     def hostname(self, subdomain: str) -> str:
         return f"{subdomain}.{self.domain}"

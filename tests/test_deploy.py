@@ -71,12 +71,24 @@ def test_secret_files_are_secret_uploads(dev_run: ProgramRun) -> None:
         assert uploads[path]["content"]
 
 
-def test_only_the_proxy_publishes_80_and_443(any_run: ProgramRun) -> None:
-    published = {
-        name: sorted(int(p["external"]) for p in c.inputs.get("ports") or [])
-        for name, c in _containers(any_run).items() if c.inputs.get("ports")
+def _published(run: ProgramRun, ips: set[str]) -> dict[str, list[int]]:
+    return {
+        name: sorted(int(p["external"]) for p in c.inputs.get("ports") or [] if p["ip"] in ips)
+        for name, c in _containers(run).items() if any(p["ip"] in ips for p in c.inputs.get("ports") or [])
     }
-    assert published == {"forgestack-gitea": [2222], "forgestack-proxy": [80, 443]}
+
+
+def test_only_the_proxy_publishes_80_and_443(any_run: ProgramRun) -> None:
+    """On the stack's public face (all interfaces on AWS, loopback locally): the proxy and git over SSH, nothing else."""
+    public_ip = "127.0.0.1" if "forge.localhost" in any_run.outputs["giteaUrl"] else "0.0.0.0"
+    assert _published(any_run, {public_ip}) == {"forgestack-gitea": [2222], "forgestack-proxy": [80, 443]}
+
+
+def test_private_admin_uis_are_only_on_the_hosts_loopback(dev_run: ProgramRun, prod_run: ProgramRun) -> None:
+    assert _published(dev_run, {"127.0.0.1"}) == {}  # dev: adminUiAccess public, routed by the proxy
+    assert _published(prod_run, {"127.0.0.1"}) == {"forgestack-grafana": [3000]}  # prod: private (Portainer is off)
+    assert prod_run.outputs["grafanaUrl"] == "http://localhost:3000/"
+    assert not [name for name in prod_run.outputs["hostnames"] if name.startswith("grafana.")]
 
 
 def test_local_ports_bind_to_loopback_aws_to_all(local_run: ProgramRun, dev_run: ProgramRun) -> None:

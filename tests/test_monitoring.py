@@ -14,7 +14,7 @@ import yaml
 from components.services import logs, monitoring
 from components.services.catalog import routed_hostnames, service_specs
 from components.services.dashboards import all_panels
-from components.services.spec import ServiceSpec
+from components.services.spec import PublishedPort, ServiceSpec
 from components.settings import ConfigError, Settings, parse
 from rehearsal.engine import ProgramRun, stack_config
 
@@ -260,11 +260,18 @@ def test_alloy_ships_container_and_journal_logs_to_loki_without_the_socket() -> 
     assert config.count("{") == config.count("}")  # balanced blocks (no Alloy binary here to parse it)
 
 
-def test_only_grafana_is_routed_and_nothing_new_is_published() -> None:
-    for name, spec in specs_of(settings_of("prod")).items():
+@pytest.mark.parametrize("access", ["public", "admin-cidrs", "private"])
+def test_only_grafana_is_reachable_and_only_as_admin_ui_access_says(access: str) -> None:
+    settings = settings_of("prod", **{"forgestack:adminUiAccess": access, "forgestack:adminCidrs": '["203.0.113.0/24"]'})
+    for name, spec in specs_of(settings).items():
         if name in monitoring.__dict__.values() or name in (logs.LOKI, logs.ALLOY):
-            assert spec.ports == (), name
-            assert (spec.route is not None) == (name == monitoring.GRAFANA), name
+            reachable = name == monitoring.GRAFANA
+            assert (spec.route is not None) == (reachable and access != "private"), name
+            loopback = (PublishedPort(monitoring.GRAFANA_PORT, monitoring.GRAFANA_PORT, loopback=True),)
+            assert spec.ports == (loopback if reachable and access == "private" else ()), name
+    grafana = specs_of(settings)[monitoring.GRAFANA]
+    expected_url = "http://localhost:3000/" if access == "private" else "https://grafana.forge.example.com/"
+    assert grafana.env["GF_SERVER_ROOT_URL"] == expected_url == monitoring.grafana_url(settings)
 
 
 def test_alert_email_needs_a_relay() -> None:

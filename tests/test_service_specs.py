@@ -114,7 +114,7 @@ def test_gitea_waits_for_postgres_and_publishes_git_ssh(dev: Settings) -> None:
     assert spec.depends_on == ("postgres", "valkey")
     assert [(p.host, p.container) for p in spec.ports] == [(2222, 22)]
     assert spec.healthcheck is not None and spec.healthcheck.test[-1].endswith("/api/healthz")
-    assert spec.route == Route("git", gitea.HTTP_PORT)
+    assert spec.route == Route("git", gitea.HTTP_PORT, limits=gitea.GITEA_RATE_LIMITS)
 
 
 def test_admin_bootstrap_passes_no_password(dev: Settings) -> None:

@@ -69,6 +69,9 @@ BAD_VALUES = [
     ("forgestack:adminCidrs", '["0.0.0.0/0"]', "never the Internet"),
     ("forgestack:adminCidrs", '["0.0.0.0/1", "128.0.0.0/1"]', "at most 2^24 addresses"),
     ("forgestack:adminCidrs", '["8.0.0.0/7"]', "at most 2^24 addresses"),
+    ("forgestack:proxyMaxBodySize", "512M", "an Nginx size from 1m to 100g"),
+    ("forgestack:proxyMaxBodySize", "200g", "an Nginx size from 1m to 100g"),
+    ("forgestack:adminUiAccess", "cidrs", "public, admin-cidrs (needs adminCidrs) or private"),
     ("forgestack:adminCidrs", '["203.0.113.7/24"]', "host bits zero"),
     ("forgestack:adminCidrs", '"203.0.113.7/32"', "JSON list"),
     ("forgestack:adminCidrs", "[not json", "JSON list"),
@@ -221,7 +224,7 @@ def test_load_reads_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
 PATTERN_EXAMPLES = {
     "_DNS_NAME": "forge.example.com", "_EMAIL": "ops@example.com", "_INSTANCE_TYPE": "t3.medium", "_REGION": "eu-west-1",
     "_GITEA_VERSION": "1.27.3", "_POSTGRES_VERSION": "18.1", "_HTTP_URL": "https://chat.example.com/hooks/x",
-    "_SSH_PUBLIC_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host",
+    "_SSH_PUBLIC_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host", "_NGINX_SIZE": "512m",
 }
 
 
@@ -266,3 +269,11 @@ def test_control_characters_are_refused_with_the_key_and_the_character(key: str,
 def test_a_json_list_may_span_lines() -> None:
     assert parse({**VALID, "forgestack:adminCidrs": '[\n  "203.0.113.0/24",\n  "198.51.100.7/32"\n]'}).admin_cidrs == (
         "203.0.113.0/24", "198.51.100.7/32")
+
+
+def test_admin_uis_limited_to_admin_cidrs_need_admin_cidrs() -> None:
+    with pytest.raises(ConfigError, match="forgestack:adminUiAccess: got 'admin-cidrs'; expected public or private while adminCidrs"):
+        parse({**VALID, "forgestack:adminUiAccess": "admin-cidrs"})
+    settings = parse({**VALID, "forgestack:adminUiAccess": "admin-cidrs", "forgestack:adminCidrs": '["203.0.113.0/24"]'})
+    assert settings.admin_ui_access == "admin-cidrs" and not settings.admin_ui_private
+    assert parse(VALID).admin_ui_private  # private unless the stack says otherwise

@@ -97,6 +97,10 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
     "alertSmtpFrom": not_matching(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}").filter(bool),
     "alertWebhookUrl": st.sampled_from(["ftp://example.com/x", "example.com/hook", "https://", "http:// spaced", "javascript:x"]),
     "portainer": NOT_BOOLEAN,
+    "adminUiAccess": st.one_of(st.sampled_from(["Public", "none", "admin_cidrs", "admin-cidrs"]),
+                               st.text(max_size=12).filter(lambda s: s not in ("public", "admin-cidrs", "private"))),
+    "proxyMaxBodySize": st.one_of(st.sampled_from(["512M", "0m", "101g", "512", "1k", "1.5g", "-1m", "512 m"]),
+                                  st.integers(101, 10**5).map(lambda n: f"{n}g")),
     "relayTargets": st.sampled_from(['["ftp://chat.example.com"]', '"https://chat.example.com/x"', "[1]", "nope", '["https://"]']),
     "relayEvents": st.one_of(st.sampled_from(['["push", "push"]', '["deploy"]', '"push"', "[]x"]),
                              st.lists(st.text(min_size=1, max_size=8).filter(lambda e: e not in ("push", "release", "ci_failure")),
@@ -158,12 +162,13 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
     vpc = str(ipaddress.ip_network(f"10.{octets[0]}.{octets[1]}.0/{prefix}", strict=False))
     email_alerts = draw(st.booleans())
     ci = draw(st.sampled_from(["actions", "drone", "none"]))
+    admin_networks = sorted(set(draw(st.lists(PUBLIC_NETWORK, max_size=3))))
     config: dict[str, Any] = {
         "aws:region": draw(st.sampled_from(["eu-west-1", "us-east-1", "ap-southeast-2", "eu-central-1", "us-gov-west-1"])),
         "platform": "aws", "domain": domain, "hostedZone": zone,
         "instanceType": draw(st.sampled_from(["t3.small", "t3.medium", "t3.xlarge", "m7g.large", "c7g.2xlarge", "r6i.large",
                                               "t4g.large", "m7i-flex.large"])),
-        "vpcCidr": vpc, "adminCidrs": json.dumps(sorted(set(draw(st.lists(PUBLIC_NETWORK, max_size=3))))),
+        "vpcCidr": vpc, "adminCidrs": json.dumps(admin_networks),
         "rootVolumeGb": draw(st.integers(10, 500)), "dataVolumeGb": draw(st.integers(10, 16384)),
         "backupRetentionDays": retention, "backupArchiveAfterDays": archive,
         "backupIntervalHours": draw(st.sampled_from(BACKUP_INTERVALS_HOURS)), "snapshotRetentionDays": draw(st.integers(1, 365)),
@@ -176,6 +181,8 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "droneGiteaClientId": draw(st.from_regex(r"[0-9a-f-]{36}", fullmatch=True)) if ci == "drone" else "",
         "droneGiteaClientSecret": draw(PLAIN_TEXT.filter(bool)) if ci == "drone" else "",
         "portainer": draw(st.sampled_from(["true", "false"])),
+        "adminUiAccess": draw(st.sampled_from(["public", "private", *(["admin-cidrs"] if admin_networks else [])])),
+        "proxyMaxBodySize": draw(st.sampled_from(["1m", "512m", "2g", "100g", f"{draw(st.integers(1, 102400))}m"])),
         "relayTargets": json.dumps(draw(st.lists(st.sampled_from([f"https://chat.{zone}/hooks/a", "http://10.0.0.5/x"]), max_size=2))),
         "relayEvents": json.dumps(draw(st.lists(st.sampled_from(["push", "release", "ci_failure"]), unique=True))),
         "monitoring": draw(st.sampled_from(["true", "false"])), "logging": draw(st.sampled_from(["true", "false"])),

@@ -7,12 +7,7 @@ import hashlib
 import hmac
 import importlib.util
 import json
-import os
-import shutil
-import signal
 import socket
-import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -30,9 +25,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.services import relay as relay_service
-from components.services.proxy import ProxyRoute, render_nginx_conf
+from components.services.proxy import ProxyRoute
 from components.templates import FILES_DIR
-from tests.servers import free_port
+from tests.nginx_support import https_request, read_answer, require_nginx, running_nginx, status_of, tls_connection
 
 SECRET = b"relay-test-secret"
 
@@ -118,28 +113,6 @@ def raw_request(port: int, data: bytes, wait: float = 5.0) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=wait) as connection:
         connection.sendall(data)
         return read_answer(connection)
-
-
-def read_answer(connection: socket.socket) -> bytes:
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        chunk = connection.recv(65536)
-        if not chunk:
-            break
-        answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            while len(body) < int(line.split(b":")[1]):
-                chunk = connection.recv(65536)
-                if not chunk:
-                    break
-                body += chunk
-    return head + b"\r\n\r\n" + body
-
-
-def status_of(answer: bytes) -> int:
-    return int(answer.split(b" ", 2)[1])
 
 
 def wait_for(condition: Any, seconds: float = 5.0) -> None:
@@ -412,68 +385,21 @@ def test_the_service_and_the_relay_agree_on_the_hook_path() -> None:
 
 # ------------------------------------------------------------ behind the real Nginx, with the rendered configuration
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 HOOKS_HOST = "hooks.example.test"
 
 
 @pytest.fixture
 def nginx_in_front(tmp_path: Path, target: FakeTarget) -> Iterator[tuple[int, Any]]:
     """The relay (2 workers, a long socket timeout) behind Nginx running the rendered hooks server block."""
-    if not Path(NGINX).exists():
-        if os.environ.get("CI"):
-            pytest.fail("nginx not found (Debian package nginx-light)")
-        pytest.skip("Debian nginx-light not installed")
+    require_nginx()
     server = start_relay([target.url], {"push"}, workers=2, socket_timeout_seconds=30)
-    tls = tmp_path / "tls"
-    tls.mkdir()
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
-                    "-subj", f"/CN={HOOKS_HOST}", "-keyout", str(tls / "privkey.pem"), "-out", str(tls / "fullchain.pem")],
-                   check=True, capture_output=True)
-    https_port = free_port()
     max_body = f"{relay_service.MAX_BODY_BYTES // 1024}k"
     route = ProxyRoute(HOOKS_HOST, f"127.0.0.1:{server.server_port}", (relay_service.HOOK_PATH,), max_body)
-    (tmp_path / "forgestack.conf").write_text(render_nginx_conf([route], tls_dir=str(tls), acme_webroot=str(tmp_path),
-                                                                http_port=free_port(), https_port=https_port))
-    temp = "".join(f"  {kind}_temp_path {tmp_path}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    (tmp_path / "nginx.conf").write_text(
-        f"user root;\npid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
-        f"http {{\n  access_log off;\n{temp}  include {tmp_path}/forgestack.conf;\n}}\n"
-    )
-    process = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: _listening(https_port), seconds=10)
-        yield https_port, server
+        with running_nginx(tmp_path, [route]) as port:
+            yield port, server
     finally:
-        process.send_signal(signal.SIGQUIT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
         server.shutdown()
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
-
-
-def tls_connection(port: int) -> ssl.SSLSocket:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the test's own self-signed certificate
-    return context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=HOOKS_HOST)
-
-
-def https_request(port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
-    head = "".join(f"{key}: {value}\r\n" for key, value in (headers or {}).items())
-    with tls_connection(port) as connection:
-        connection.sendall(f"{method} {path} HTTP/1.1\r\nHost: {HOOKS_HOST}\r\nConnection: close\r\n{head}"
-                           f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        return read_answer(connection)
 
 
 @pytest.mark.validator
@@ -481,13 +407,13 @@ def test_behind_nginx_slow_senders_never_hold_the_relays_workers(nginx_in_front:
     port, server = nginx_in_front
     trickling = []
     for _ in range(6):  # three times the relay's workers, each sending a tenth of its body and then nothing
-        connection = tls_connection(port)
+        connection = tls_connection(port, HOOKS_HOST)
         connection.sendall(f"POST /hooks/gitea HTTP/1.1\r\nHost: {HOOKS_HOST}\r\nContent-Length: 1000\r\n\r\n".encode() + b"{" * 100)
         trickling.append(connection)
     time.sleep(0.3)
     body = json.dumps(PUSH).encode()
     started = time.monotonic()
-    answer = https_request(port, "POST", "/hooks/gitea", body, signed_headers("push", body))
+    answer = https_request(port, HOOKS_HOST, "POST", "/hooks/gitea", body, signed_headers("push", body))
     assert status_of(answer) == 202, answer
     assert time.monotonic() - started < 2
     assert metric(server, "busy_total") == 0  # Nginx held the slow bodies; the relay never saw them
@@ -503,12 +429,12 @@ def test_behind_nginx_slow_senders_never_hold_the_relays_workers(nginx_in_front:
 ])
 def test_behind_nginx_only_the_hook_path_is_routed(nginx_in_front: tuple[int, Any], method: str, path: str, expected: int) -> None:
     port, _ = nginx_in_front
-    assert status_of(https_request(port, method, path)) == expected
+    assert status_of(https_request(port, HOOKS_HOST, method, path)) == expected
 
 
 @pytest.mark.validator
 def test_behind_nginx_an_oversized_delivery_is_refused_by_nginx(nginx_in_front: tuple[int, Any]) -> None:
     port, server = nginx_in_front
-    answer = https_request(port, "POST", "/hooks/gitea", b"x" * (relay_service.MAX_BODY_BYTES + 1))
+    answer = https_request(port, HOOKS_HOST, "POST", "/hooks/gitea", b"x" * (relay_service.MAX_BODY_BYTES + 1))
     assert status_of(answer) == 413
     assert metric(server, "received_total") == 0

@@ -81,7 +81,7 @@ def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
         specs += [ci.drone_server_spec(settings, memory[ci.DRONE]), ci.drone_runner_spec(settings, memory[ci.DRONE_RUNNER])]
     specs.append(relay.relay_spec(settings, memory[relay.NAME]))
     if enabled(settings, portainer.NAME):
-        specs.append(portainer.portainer_spec(memory[portainer.NAME]))
+        specs.append(portainer.portainer_spec(settings, memory[portainer.NAME]))
     if settings.logging:
         specs += [logs.loki_spec(settings, memory[logs.LOKI]), logs.alloy_spec(settings, memory[logs.ALLOY])]
     if settings.monitoring:

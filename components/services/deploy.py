@@ -238,7 +238,8 @@ class Services(pulumi.ComponentResource):
                 + [docker.ContainerVolumeArgs(host_path=m.source, container_path=m.target, read_only=True) for m in spec.host_mounts]
             ),
             ports=connection.apply(
-                lambda c: [docker.ContainerPortArgs(internal=p.container, external=p.host, ip=c.bind_ip) for p in spec.ports]
+                lambda c: [docker.ContainerPortArgs(internal=p.container, external=p.host, ip="127.0.0.1" if p.loopback else c.bind_ip)
+                           for p in spec.ports]
             ),
             healthcheck=healthcheck,
             # Wait for healthy so that dependants (Gitea after PostgreSQL) start on a working service.

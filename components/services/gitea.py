@@ -9,6 +9,7 @@ from components.services.spec import (
     Healthcheck,
     MetricsEndpoint,
     PublishedPort,
+    RateLimit,
     Route,
     SecretFile,
     ServiceSpec,
@@ -24,6 +25,13 @@ SUBDOMAIN = "git"
 GIT_UID = 1000  # the image's `git` user
 ADMIN_BOOTSTRAP_SCRIPT = "/usr/local/bin/forgestack-bootstrap-admin"
 ADMIN_PASSWORD_FILE = f"{SECRETS_DIR}/gitea_admin_password"
+
+# Where guessing or floods land; the zones' rates are in proxy.RATE_LIMIT_ZONES.
+GITEA_RATE_LIMITS = (
+    RateLimit("~ ^/user/(login|sign_up|forgot_password|two_factor|webauthn)", "login"),
+    RateLimit("~ ^/[^/]+/[^/]+/(info/refs|git-upload-pack|git-receive-pack)$", "git"),
+    RateLimit("^~ /api/", "api"),
+)
 
 REGISTRATION = {
     "closed": {"DISABLE_REGISTRATION": "true"},
@@ -92,7 +100,7 @@ def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         ports=(PublishedPort(GIT_SSH_PORT, CONTAINER_SSH_PORT),),
         healthcheck=Healthcheck(("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{HTTP_PORT}/api/healthz"),
                                 start_period="60s"),
-        route=Route(SUBDOMAIN, HTTP_PORT),
+        route=Route(SUBDOMAIN, HTTP_PORT, limits=GITEA_RATE_LIMITS),
         metrics=MetricsEndpoint(HTTP_PORT, "/metrics", bearer_credential="metricsToken"),
         depends_on=(postgres.NAME, valkey.NAME),
     )

@@ -22,6 +22,8 @@ from components.services.spec import (
     Healthcheck,
     HostMount,
     MetricsEndpoint,
+    PublishedPort,
+    RateLimit,
     Route,
     SecretFile,
     ServiceSpec,
@@ -330,14 +332,22 @@ def grafana_dashboard_provider() -> str:
     }]})
 
 
+def grafana_url(settings: Settings) -> str:
+    """Private: no public name; operators forward the host's loopback port to theirs (README, Admin UIs)."""
+    if settings.admin_ui_private:
+        return f"http://localhost:{GRAFANA_PORT}/"
+    return f"https://{settings.hostname(GRAFANA_SUBDOMAIN)}/"
+
+
 def grafana_spec(settings: Settings, memory_mb: int, loki_url: str | None) -> ServiceSpec:
-    hostname = settings.hostname(GRAFANA_SUBDOMAIN)
+    hostname = "localhost" if settings.admin_ui_private else settings.hostname(GRAFANA_SUBDOMAIN)
+    root_url = grafana_url(settings)
     password_file = f"{SECRETS_DIR}/grafana_admin_password"
     boards = dashboards.all_dashboards(backups=settings.is_aws)
     return ServiceSpec(
         name=GRAFANA, image=images.GRAFANA, memory_mb=memory_mb,
         env={
-            "GF_SERVER_DOMAIN": hostname, "GF_SERVER_ROOT_URL": f"https://{hostname}/",
+            "GF_SERVER_DOMAIN": hostname, "GF_SERVER_ROOT_URL": root_url,
             "GF_SECURITY_ADMIN_USER": "admin", "GF_SECURITY_ADMIN_PASSWORD__FILE": password_file,
             "GF_SECURITY_COOKIE_SECURE": "true", "GF_SECURITY_DISABLE_GRAVATAR": "true",
             "GF_USERS_ALLOW_SIGN_UP": "false", "GF_AUTH_ANONYMOUS_ENABLED": "false",
@@ -352,7 +362,9 @@ def grafana_spec(settings: Settings, memory_mb: int, loki_url: str | None) -> Se
         ),
         volumes=(Volume(GRAFANA, "/var/lib/grafana", owner=GRAFANA_UID),),
         healthcheck=_wget_health(GRAFANA_PORT, "/api/health"),
-        route=Route(GRAFANA_SUBDOMAIN, GRAFANA_PORT),
+        route=None if settings.admin_ui_private else Route(
+            GRAFANA_SUBDOMAIN, GRAFANA_PORT, admin_ui=True, limits=(RateLimit("= /login", "login"),)),
+        ports=(PublishedPort(GRAFANA_PORT, GRAFANA_PORT, loopback=True),) if settings.admin_ui_private else (),
         metrics=MetricsEndpoint(GRAFANA_PORT),
         depends_on=(PROMETHEUS,),
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from components.constants import HTTP_PORT, HTTPS_PORT
 from components.services import images
-from components.services.spec import ConfigFile, Healthcheck, PublishedPort, SecretFile, ServiceSpec, Volume
+from components.services.spec import ConfigFile, Healthcheck, PublishedPort, RateLimit, SecretFile, ServiceSpec, Volume
 from components.settings import Settings
 from components.templates import read, render
 
@@ -17,7 +17,15 @@ ACME_WEBROOT = "/var/www/acme"
 LETSENCRYPT_DIR = "/etc/letsencrypt"
 TLS_DIR = "/etc/nginx/tls"
 BOOTSTRAP_TLS_DIR = "/etc/nginx/bootstrap-tls"
-CLIENT_MAX_BODY_SIZE = "512M"
+# Per-client request limits (Nginx limit_req zones keyed by the client address): name -> (rate, burst).
+# Bursts are served at once (nodelay); beyond them the client gets 429 until the rate lets it in again.
+RATE_LIMIT_ZONES = {
+    "login": ("10r/m", 10),  # password guessing: 10 tries at once, then one every 6 s
+    "api": ("20r/s", 100),  # the API and the runner's polling (CI clones come from the host's own address)
+    "git": ("10r/s", 50),  # git over HTTP: a fetch is two requests, a CI burst many
+}
+CONNECTIONS_PER_CLIENT = 64  # open connections per client address, git and browsers together
+INTERNAL_PATHS = ("/metrics",)  # scraped inside the Docker network, never served on a public hostname
 START_SCRIPT = "/usr/local/bin/forgestack-proxy-start"
 CERTBOT_SCRIPT = "/usr/local/bin/forgestack-certbot"
 # Credentials keys of the self-signed bootstrap certificate the deploy step generates.
@@ -30,15 +38,23 @@ class ProxyRoute:
     hostname: str
     upstream: str  # container:port inside the Docker network
     paths: tuple[str, ...] = ()  # only these exact paths, buffered; every path when empty
-    max_body_size: str = CLIENT_MAX_BODY_SIZE
+    max_body_size: str = "512m"
+    allow: tuple[str, ...] = ()  # when set, only these client networks (admin UIs limited to adminCidrs)
+    limits: tuple[RateLimit, ...] = ()
 
 
 def proxy_routes(settings: Settings, specs: Sequence[ServiceSpec]) -> list[ProxyRoute]:
-    return [
-        ProxyRoute(settings.hostname(spec.route.subdomain), f"{spec.name}:{spec.route.port}", spec.route.paths,
-                   spec.route.max_body_size or CLIENT_MAX_BODY_SIZE)
-        for spec in specs if spec.route
-    ]
+    routes = []
+    for spec in specs:
+        if not spec.route:
+            continue
+        limited_to_admins = spec.route.admin_ui and settings.is_aws and settings.admin_ui_access == "admin-cidrs"
+        routes.append(ProxyRoute(
+            settings.hostname(spec.route.subdomain), f"{spec.name}:{spec.route.port}", spec.route.paths,
+            spec.route.max_body_size or settings.proxy_max_body_size,
+            allow=settings.admin_cidrs if limited_to_admins else (), limits=spec.route.limits,
+        ))
+    return routes
 
 
 def render_nginx_conf(routes: Sequence[ProxyRoute], tls_dir: str = TLS_DIR, acme_webroot: str = ACME_WEBROOT,
@@ -46,9 +62,14 @@ def render_nginx_conf(routes: Sequence[ProxyRoute], tls_dir: str = TLS_DIR, acme
     hostnames = [route.hostname for route in routes]
     if len(set(hostnames)) != len(hostnames):
         raise ValueError(f"two services route the same hostname: {hostnames}")
+    unknown = {limit.zone for route in routes for limit in route.limits} - set(RATE_LIMIT_ZONES)
+    if unknown:
+        raise ValueError(f"rate limits name unknown zones {sorted(unknown)}; expected one of {sorted(RATE_LIMIT_ZONES)}")
+    zones = {name: {"rate": rate, "burst": burst} for name, (rate, burst) in RATE_LIMIT_ZONES.items()}
     return render(
         "nginx-forgestack.conf.j2", routes=routes, tls_dir=tls_dir, acme_webroot=acme_webroot,
-        http_port=http_port, https_port=https_port,
+        http_port=http_port, https_port=https_port, zones=zones, connections_per_client=CONNECTIONS_PER_CLIENT,
+        internal_paths=INTERNAL_PATHS,
     )
 
 

@@ -52,6 +52,7 @@ class HostMount:
 class PublishedPort:
     host: int
     container: int
+    loopback: bool = False  # bound to the host's 127.0.0.1 only (reached through SSM port forwarding)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,17 @@ class Route:
     subdomain: str
     port: int
     paths: tuple[str, ...] = ()
-    max_body_size: str | None = None  # Nginx size syntax (1m); the proxy's default when None
+    max_body_size: str | None = None  # Nginx size syntax (1m); the stack's proxyMaxBodySize when None
+    admin_ui: bool = False  # an operators' UI: forgestack:adminUiAccess decides who reaches it
+    limits: tuple[RateLimit, ...] = ()  # per-client request rates on the paths that invite guessing or floods
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Requests matching an Nginx location are limited per client address by one of the proxy's zones."""
+
+    location: str  # Nginx location match, e.g. "= /login" or "~ ^/user/(login|sign_up)$"
+    zone: str  # a key of proxy.RATE_LIMIT_ZONES
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,112 @@
+"""The real Nginx (Debian's nginx-light) running the rendered forgestack configuration, and a raw TLS client.
+
+Tests put their own upstreams (a fake backend, the relay) in the routes; everything else in the server
+blocks is exactly what components/services/proxy.py renders for the host."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from components.services.proxy import ProxyRoute, render_nginx_conf
+from tests.servers import free_port
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def require_nginx() -> None:
+    if not Path(NGINX).exists():
+        if os.environ.get("CI"):
+            pytest.fail("nginx not found (Debian package nginx-light; .ci/run installs it)")
+        pytest.skip("Debian nginx-light not installed")
+
+
+@contextmanager
+def running_nginx(work: Path, routes: Sequence[ProxyRoute]) -> Iterator[int]:
+    """Nginx with the rendered configuration for these routes and a self-signed certificate; yields its HTTPS port."""
+    require_nginx()
+    tls = work / "tls"
+    tls.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+                    "-subj", "/CN=forgestack-test", "-keyout", str(tls / "privkey.pem"), "-out", str(tls / "fullchain.pem")],
+                   check=True, capture_output=True)
+    https_port = free_port()
+    (work / "forgestack.conf").write_text(render_nginx_conf(routes, tls_dir=str(tls), acme_webroot=str(work),
+                                                            http_port=free_port(), https_port=https_port))
+    temp = "".join(f"  {kind}_temp_path {work}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (work / "nginx.conf").write_text(
+        f"user root;\npid {work}/nginx.pid;\nerror_log {work}/error.log;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n{temp}  include {work}/forgestack.conf;\n}}\n"
+    )
+    process = subprocess.Popen([NGINX, "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _listening(https_port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"nginx did not start: {(work / 'error.log').read_text() if (work / 'error.log').exists() else ''}")
+            time.sleep(0.05)
+        yield https_port
+    finally:
+        process.send_signal(signal.SIGQUIT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+def tls_connection(port: int, hostname: str) -> ssl.SSLSocket:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the test's own self-signed certificate
+    return context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=hostname)
+
+
+def read_answer(connection: socket.socket) -> bytes:
+    """One HTTP/1.1 response: the head, then as many body bytes as its Content-Length says."""
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            while len(body) < int(line.split(b":")[1]):
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def https_request(port: int, hostname: str, method: str, path: str, body: bytes = b"",
+                  headers: dict[str, str] | None = None) -> bytes:
+    head = "".join(f"{key}: {value}\r\n" for key, value in (headers or {}).items())
+    with tls_connection(port, hostname) as connection:
+        connection.sendall(f"{method} {path} HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n{head}"
+                           f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        return read_answer(connection)
