@@ -26,6 +26,10 @@ ALL_INTERFACES = (None, "", "0.0.0.0", "::")  # noqa: S104 (what the rule looks 
 ADMIN_PORTS = (22, 3389)
 DATABASE_PORTS = (5432, 3306, 6379, 27017, 9200)
 PUBLIC_CONTAINER_PORTS = (80, 443, 2222)
+# Capabilities a container may add back after dropping ALL (each addition is still an accepted risk with its
+# reason). Never: SYS_ADMIN, SYS_PTRACE, SYS_MODULE, NET_ADMIN, DAC_READ_SEARCH (open_by_handle_at escapes), ...
+ADDABLE_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "NET_BIND_SERVICE", "SYS_CHROOT", "AUDIT_WRITE",
+                        "KILL")
 BROAD_MANAGED_POLICIES = ("AdministratorAccess", "PowerUserAccess", "IAMFullAccess", "AmazonS3FullAccess",
                           "SecretsManagerReadWrite", "AmazonEC2FullAccess", "AWSKeyManagementServicePowerUser")
 DATA_SERVICES = ("s3", "secretsmanager", "kms", "ssm", "dynamodb", "rds")
@@ -98,6 +102,20 @@ ACCEPTED_RISKS: dict[tuple[str, str], str] = {
                                                              "engine; run trusted repositories only",
     ("container-no-docker-socket", "services-portainer"): "Portainer manages the Docker engine by design; an opt-in switch "
                                                           "(forgestack:portainer), on in dev, off in prod",
+    ("container-capabilities-dropped", "services-postgres"): "the image's root entrypoint owns the cluster directory to postgres "
+                                                             "and drops to it with gosu: CHOWN, DAC_OVERRIDE, FOWNER, SETGID, SETUID",
+    ("container-capabilities-dropped", "services-valkey"): "the image's root entrypoint owns /data to valkey and drops to it: "
+                                                           "CHOWN, DAC_OVERRIDE, FOWNER, SETGID, SETUID",
+    ("container-capabilities-dropped", "services-gitea"): "s6 (root) prepares /data for git and runs Gitea as git and sshd on "
+                                                          "port 22: the ownership set, NET_BIND_SERVICE, SYS_CHROOT and AUDIT_WRITE "
+                                                          "for sshd, KILL to stop its git-owned children",
+    ("container-capabilities-dropped", "services-proxy"): "the Nginx master (root) binds 80/443, owns its temp directories to "
+                                                          "nginx and runs and signals its nginx workers: the ownership set, "
+                                                          "NET_BIND_SERVICE, KILL",
+    ("container-capabilities-dropped", "services-alloy"): "reads every container's log and the journal's group-owned files "
+                                                          "through read-only mounts: DAC_OVERRIDE",
+    ("container-capabilities-dropped", "services-cadvisor"): "reads cgroup and /var/lib/docker files of other owners through "
+                                                             "read-only mounts: DAC_OVERRIDE",
 }
 
 
@@ -315,6 +333,24 @@ def container_not_privileged(r: Resource) -> list[str]:
     return problems
 
 
+def container_no_new_privileges(r: Resource) -> list[str]:
+    options = [str(option).replace("=", ":") for option in r.props.get("securityOpts") or []]
+    return [] if {"no-new-privileges", "no-new-privileges:true"} & set(options) else ["no-new-privileges is not set"]
+
+
+def container_capabilities_dropped(r: Resource) -> list[str]:
+    capabilities = r.props.get("capabilities") or {}
+    if "ALL" not in (capabilities.get("drops") or []):
+        return ["Docker's default capabilities are not dropped (drops: ALL)"]
+    added = sorted(str(cap).removeprefix("CAP_") for cap in capabilities.get("adds") or [])
+    return [f"adds back {', '.join(added)}"] if added else []
+
+
+def container_capabilities_bounded(r: Resource) -> list[str]:
+    added = [str(cap).removeprefix("CAP_") for cap in (r.props.get("capabilities") or {}).get("adds") or []]
+    return [f"adds {cap}, which no forgestack container may have" for cap in added if cap not in ADDABLE_CAPABILITIES]
+
+
 def container_ports(r: Resource) -> list[str]:
     return [f"port {int(float(p['external']))} published on all interfaces" for p in r.props.get("ports") or []
             if p.get("ip") in ALL_INTERFACES and int(float(p.get("external") or 0)) not in PUBLIC_CONTAINER_PORTS]
@@ -372,6 +408,14 @@ def vpcs_have_flow_logs(resources: list[Resource]) -> list[tuple[str, str]]:
 def vpcs_close_the_default_group(resources: list[Resource]) -> list[tuple[str, str]]:
     return [(vpc.name, "the VPC's default security group is not adopted and emptied") for vpc in resources
             if vpc.type == "aws:ec2/vpc:Vpc" and not _dependants(resources, vpc, "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")]
+
+
+def containers_have_pids_limits(resources: list[Resource]) -> list[tuple[str, str]]:
+    """pulumi-docker cannot set --pids-limit; a command runs `docker update --pids-limit` on every container."""
+    updates = " ".join(str(r.props.get("create") or "") for r in resources
+                       if r.type == "command:local:Command" and "--pids-limit=" in str(r.props.get("create") or ""))
+    return [(r.name, "no process limit (docker update --pids-limit)") for r in resources
+            if r.type == CONTAINER and not re.search(rf"(^|[\s'\"]){re.escape(str(r.props.get('name')))}($|[\s'\"])", updates)]
 
 
 def caa_with_records(resources: list[Resource]) -> list[tuple[str, str]]:
@@ -437,6 +481,13 @@ RULES: tuple[Rule, ...] = (
     Rule("container-no-docker-socket", "CIS Docker 5.31: the Docker socket is not mounted", "mandatory", (CONTAINER,),
          container_no_docker_socket),
     Rule("container-memory-limit", "CIS Docker 5.10: a memory limit", "mandatory", (CONTAINER,), container_memory_limit),
+    Rule("container-no-new-privileges", "CIS Docker 5.25: no-new-privileges", "mandatory", (CONTAINER,), container_no_new_privileges),
+    Rule("container-capabilities-dropped", "CIS Docker 5.3: all capabilities dropped, additions listed with a reason", "mandatory",
+         (CONTAINER,), container_capabilities_dropped),
+    Rule("container-capabilities-bounded", "CIS Docker 5.3/5.4: no powerful capability added back (SYS_ADMIN, ...)", "mandatory",
+         (CONTAINER,), container_capabilities_bounded),
+    Rule("container-pids-limit", "CIS Docker 5.28: a process limit per container", "mandatory", (),
+         check_stack=containers_have_pids_limits),
     Rule("container-no-secret-env", "CIS Docker 4.10: no secrets in environment variables", "mandatory", (CONTAINER,),
          container_no_secret_env),
     Rule("container-log-rotation", "CIS Docker 2.x: container logs rotated", "advisory", (CONTAINER,), container_log_rotation),

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.constants import DOCKER_SUBNET
 from components.services import ci, valkey
@@ -73,8 +74,14 @@ def test_runner_registers_with_a_token_gitea_generates_at_deploy_time(runs: dict
 
 
 def test_runner_jobs_are_unprivileged_and_memory_capped(runs: dict[str, ProgramRun]) -> None:
-    config = uploads(containers(runs["actions"])["runner"])[ci.RUNNER_CONFIG]
-    assert "privileged: false" in config and "--memory=" in config and "node:22.21.1-bookworm" in config
+    config = yaml.safe_load(uploads(containers(runs["actions"])["runner"])[ci.RUNNER_CONFIG])
+    container = config["container"]
+    assert container["privileged"] is False and container["valid_volumes"] == []
+    assert container["docker_host"] == "-"  # the runner never mounts the Docker engine into jobs or their services
+    options = container["options"].split()
+    assert {"--security-opt=no-new-privileges", f"--pids-limit={ci.JOB_PIDS_LIMIT}", "--cap-drop=NET_RAW"} <= set(options)
+    assert any(option.startswith("--memory=") for option in options)
+    assert config["runner"]["labels"] == [f"{ci.JOB_LABEL}:docker://node:22.21.1-bookworm"]
 
 
 def test_drone_is_wired_to_gitea_and_served_through_the_proxy(runs: dict[str, ProgramRun]) -> None:

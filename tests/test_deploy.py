@@ -11,9 +11,9 @@ import pytest
 
 from components import templates
 from components.constants import DATA_MOUNT, DOCKER_SUBNET
-from components.services.deploy import HostConnection, aws_connection, host_ready_command, local_connection
+from components.services.deploy import HostConnection, aws_connection, host_ready_command, local_connection, pids_limits_command
 from components.services.spec import _PINNED_IMAGE
-from policy.forgestack_rules import ACCEPTED_RISKS
+from policy.forgestack_rules import ACCEPTED_RISKS, ADDABLE_CAPABILITIES
 from rehearsal.engine import ProgramRun, Registered, has_secret
 
 PUBLIC_PORTS = {80, 443, 2222}
@@ -59,6 +59,30 @@ def test_invariants_of_every_container(any_run: ProgramRun) -> None:
                 assert port["external"] in PUBLIC_PORTS, f"{name}: {port['external']} published to all interfaces"
         env = " ".join(inputs.get("envs") or [])
         assert not [value for value in credentials if value in env], f"{name}: plaintext credential in env"
+
+
+def test_every_container_drops_capabilities_and_has_a_process_limit(any_run: ProgramRun) -> None:
+    pids = any_run.one("command:local:Command", "services-pids-limits")
+    containers = _containers(any_run)
+    for name, container in containers.items():
+        assert container.inputs["securityOpts"] == ["no-new-privileges:true"], name
+        assert container.inputs["capabilities"]["drops"] == ["ALL"], name
+        assert set(container.inputs["capabilities"].get("adds") or []) <= set(ADDABLE_CAPABILITIES), name
+    assert set(pids.inputs["triggers"]) == {container.id for container in containers.values()}  # re-run on replacement
+    assert {container.urn for container in containers.values()} <= set(pids.depends_on)
+
+
+def test_the_pids_limits_command_updates_every_container(tmp_path: Path) -> None:
+    """The command line as the deploy runs it, with a `docker` on PATH that records its calls."""
+    shim = tmp_path / "docker"
+    shim.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n')
+    shim.chmod(0o755)
+    line = pids_limits_command(local_connection(), {"gitea": 2048, "postgres": 512, "relay": 512})
+    subprocess.run(["sh", "-c", line], check=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "update --pids-limit=512 forgestack-postgres forgestack-relay",
+        "update --pids-limit=2048 forgestack-gitea",
+    ]
 
 
 def test_secret_files_are_secret_uploads(dev_run: ProgramRun) -> None:

@@ -21,7 +21,10 @@ CONTAINER = "docker:index/container:Container"
 RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 GOOD_INSTANCE: dict[str, Any] = {"metadataOptions": {"httpTokens": "required"}, "rootBlockDevice": {"encrypted": True},
                                  "monitoring": True, "ebsOptimized": True, "userData": "#cloud-config\n"}
-GOOD_CONTAINER: dict[str, Any] = {"memory": 256.0, "logDriver": "json-file", "logOpts": {"max-size": "10m"}, "privileged": False}
+GOOD_CONTAINER: dict[str, Any] = {"name": "forgestack-good", "memory": 256.0, "logDriver": "json-file", "logOpts": {"max-size": "10m"},
+                                   "privileged": False, "securityOpts": ["no-new-privileges:true"], "capabilities": {"drops": ["ALL"]}}
+PIDS_LIMITS = Resource("command:local:Command", "pids", {"create": "sh -c 'docker update --pids-limit=512 forgestack-good'"},
+                       urn="urn:pids")
 
 
 def _gzip_b64(text: str) -> str:
@@ -79,6 +82,12 @@ VIOLATIONS: dict[str, list[Resource]] = {
     "container-memory-limit": one(CONTAINER, {**GOOD_CONTAINER, "memory": 0.0}),
     "container-no-secret-env": one(CONTAINER, {**GOOD_CONTAINER, "envs": ["POSTGRES_PASSWORD=hunter2"]}),
     "container-log-rotation": one(CONTAINER, {**GOOD_CONTAINER, "logOpts": {}}),
+    "container-no-new-privileges": one(CONTAINER, {**GOOD_CONTAINER, "securityOpts": []}),
+    "container-capabilities-dropped": one(CONTAINER, {**GOOD_CONTAINER, "capabilities": {"adds": ["CHOWN"]}}),
+    "container-capabilities-bounded": one(CONTAINER, {**GOOD_CONTAINER, "capabilities": {"drops": ["ALL"],
+                                                                                         "adds": ["CAP_SYS_PTRACE"]}}),
+    # forgestack-good-2 is not named by the command (forgestack-good is, and must not count as a prefix match)
+    "container-pids-limit": [*one(CONTAINER, {**GOOD_CONTAINER, "name": "forgestack-good-2"}), PIDS_LIMITS],
 }
 
 
@@ -101,7 +110,7 @@ def test_each_rule_reports_its_violation(rule: Rule) -> None:
 
 
 def test_good_variants_pass_the_resource_rules() -> None:
-    good = [*one(INSTANCE, GOOD_INSTANCE, "good-instance"), *one(CONTAINER, GOOD_CONTAINER, "good-container"),
+    good = [*one(INSTANCE, GOOD_INSTANCE, "good-instance"), *one(CONTAINER, GOOD_CONTAINER, "good-container"), PIDS_LIMITS,
             *one(RULE, {"ipProtocol": "tcp", "fromPort": 443.0, "toPort": 443.0, "cidrIpv4": "0.0.0.0/0"}, "https-in"),
             *one(RULE, {"ipProtocol": "tcp", "fromPort": 22.0, "toPort": 22.0, "cidrIpv4": "203.0.113.7/32"}, "admin-in")]
     assert evaluate(good).violations == []
@@ -129,8 +138,13 @@ def test_real_stacks_have_no_mandatory_violation_and_only_the_listed_accepted_ri
 
 def test_accepted_risks_are_reported_not_failed(dev_run: ProgramRun) -> None:
     accepted = {(v.rule, v.resource): v.accepted for v in evaluate(policy_view(dev_run)).accepted}
-    assert set(accepted) == {("ec2-no-public-ip", "host-eip"), *(("container-no-docker-socket", f"services-{name}")
-                                                                  for name in ("cadvisor", "runner", "portainer"))}
+    assert set(accepted) == {
+        ("ec2-no-public-ip", "host-eip"),
+        *(("container-no-docker-socket", f"services-{name}") for name in ("cadvisor", "runner", "portainer")),
+        # capabilities added back after dropping ALL, each with its reason
+        *(("container-capabilities-dropped", f"services-{name}") for name in ("postgres", "valkey", "gitea", "proxy", "alloy",
+                                                                              "cadvisor")),
+    }
     assert all(accepted[key] == ACCEPTED_RISKS[key] for key in accepted)
 
 

@@ -1,8 +1,9 @@
 """CI next to Gitea, chosen by forgestack:ci: Gitea Actions with a Gitea Runner, Drone (server + runner), or none.
 
-Both runners start job containers on the host's Docker engine, so they mount the Docker socket: a job
-can do anything Docker can on this host. That is the isolation trade-off of a one-host forge, accepted
-in policy/forgestack_rules.ACCEPTED_RISKS; run only trusted repositories' workflows (README, CI).
+Both runners start job containers on the host's Docker engine, so the runners themselves mount the Docker
+socket (accepted in policy/forgestack_rules.ACCEPTED_RISKS). The jobs do not: the Gitea Runner never mounts
+it into job or service containers (docker_host "-"), and Drone mounts host paths only into trusted
+repositories' pipelines, a flag only a Drone admin sets (README, CI).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ RUNNER_TOKEN = "runnerRegistrationToken"  # noqa: S105 (a key name; the token is
 RUNNER_TOKEN_FILE = f"{SECRETS_DIR}/runner_registration_token"
 RUNNER_CAPACITY = 2
 JOB_LABEL = "ubuntu-24.04"
+JOB_PIDS_LIMIT = 4096  # builds fork a lot (compilers, test runners); a fork bomb still stops there
 DRONE = "drone"
 DRONE_RUNNER = "drone-runner"
 DRONE_PORT = 80
@@ -38,7 +40,12 @@ def runner_config(job_memory_mb: int) -> str:
         "runner": {"file": "/data/.runner", "capacity": RUNNER_CAPACITY, "timeout": "3h",
                    "labels": [f"{JOB_LABEL}:docker://{images.CI_JOB_IMAGE}"]},
         "cache": {"enabled": True, "dir": "/data/cache"},
-        "container": {"privileged": False, "options": f"--memory={job_memory_mb}m --memory-swap={job_memory_mb}m --cpus=1",
+        # "-": the runner finds the engine for itself but never mounts it into job or service containers, so a
+        # workflow cannot start containers on the host (no `docker build` in jobs; README, CI).
+        "container": {"privileged": False, "docker_host": "-",
+                      "options": f"--memory={job_memory_mb}m --memory-swap={job_memory_mb}m --cpus=1 "
+                                 f"--pids-limit={JOB_PIDS_LIMIT} --security-opt=no-new-privileges "
+                                 "--cap-drop=NET_RAW --cap-drop=MKNOD --cap-drop=AUDIT_WRITE",
                       "valid_volumes": [], "force_pull": False},
     }, sort_keys=False)
 

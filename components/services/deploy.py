@@ -176,6 +176,16 @@ class Services(pulumi.ComponentResource):
                 ),
             )
 
+        # pulumi-docker cannot set --pids-limit at creation; `docker update` sets it on the running containers and
+        # Docker keeps it in their configuration. Re-run whenever a container is replaced.
+        containers = list(self.containers.values())
+        command.local.Command(
+            f"{name}-pids-limits",
+            create=args.connection.apply(lambda c: pids_limits_command(c, {s.name: s.pids_limit for s in args.specs})),
+            triggers=[container.id for container in containers],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=containers),
+        )
+
         if args.admin_bootstrap:
             service, argv = args.admin_bootstrap
             target = self.containers[service]
@@ -231,6 +241,10 @@ class Services(pulumi.ComponentResource):
             log_driver="json-file",
             log_opts=LOG_OPTIONS,
             privileged=False,
+            # Least privilege: no setuid escalation, Docker's default capabilities dropped (the process ceiling is
+            # set right after creation by pids_limits_command: pulumi-docker 5.2 has no pids_limit argument).
+            security_opts=["no-new-privileges:true"],
+            capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=sorted(spec.capabilities)),
             envs=[f"{key}={value}" for key, value in sorted(spec.env.items())],
             uploads=uploads,
             volumes=connection.apply(
@@ -257,6 +271,15 @@ def _secret_content(value: pulumi.Output[str], template: str) -> pulumi.Output[s
     """The file's content: the secret placed into its template (a connection string, an ACL line), still secret."""
     filled: pulumi.Output[str] = pulumi.Output.from_input(value).apply(lambda plain: template.replace("{value}", plain))
     return pulumi.Output.secret(filled)
+
+
+def pids_limits_command(connection: HostConnection, limits: Mapping[str, int]) -> str:
+    """`docker update --pids-limit` for every container, one call per limit."""
+    by_limit: dict[int, list[str]] = {}
+    for service, limit in sorted(limits.items()):
+        by_limit.setdefault(limit, []).append(f"{CONTAINER_PREFIX}{service}")
+    steps = [["docker", "update", f"--pids-limit={limit}", *names] for limit, names in sorted(by_limit.items())]
+    return shlex.join(connection.remote(["sh", "-c", " && ".join(shlex.join(step) for step in steps)]))
 
 
 def data_directories_command(connection: HostConnection, owned: Sequence[tuple[str, int]]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from components.constants import DOCKER_SUBNET, GIT_SSH_PORT, SECRETS_DIR
 from components.services import images, postgres, valkey
 from components.services.spec import (
+    CHOWN_AND_SWITCH_USER,
     ConfigFile,
     Healthcheck,
     MetricsEndpoint,
@@ -25,6 +26,7 @@ SUBDOMAIN = "git"
 GIT_UID = 1000  # the image's `git` user
 ADMIN_BOOTSTRAP_SCRIPT = "/usr/local/bin/forgestack-bootstrap-admin"
 ADMIN_PASSWORD_FILE = f"{SECRETS_DIR}/gitea_admin_password"
+GITEA_PIDS_LIMIT = 2048  # every git operation is a process (and hooks, and ssh sessions)
 
 # Where guessing or floods land; the zones' rates are in proxy.RATE_LIMIT_ZONES.
 GITEA_RATE_LIMITS = (
@@ -98,6 +100,10 @@ def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         config_files=(ConfigFile(ADMIN_BOOTSTRAP_SCRIPT, read("gitea-bootstrap-admin.sh"), executable=True),),
         volumes=(Volume("gitea", "/data", backup=True),),
         ports=(PublishedPort(GIT_SSH_PORT, CONTAINER_SSH_PORT),),
+        # s6 (root) sets up /data for git, runs Gitea as git and sshd on 22: sshd binds below 1024, chroots
+        # its privilege separation and records logins; s6 signals its git-owned children (KILL).
+        capabilities=(*CHOWN_AND_SWITCH_USER, "NET_BIND_SERVICE", "SYS_CHROOT", "AUDIT_WRITE", "KILL"),
+        pids_limit=GITEA_PIDS_LIMIT,
         healthcheck=Healthcheck(("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{HTTP_PORT}/api/healthz"),
                                 start_period="60s"),
         route=Route(SUBDOMAIN, HTTP_PORT, limits=GITEA_RATE_LIMITS),

@@ -72,5 +72,6 @@ def alloy_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         volumes=(Volume(ALLOY, "/var/lib/alloy"),),
         command=("run", f"--server.http.listen-addr=0.0.0.0:{ALLOY_PORT}", "--storage.path=/var/lib/alloy/data", ALLOY_CONFIG),
         metrics=MetricsEndpoint(ALLOY_PORT),
+        capabilities=("DAC_OVERRIDE",),  # reads the journal's group-owned files and every container's log (mounts are read-only)
         depends_on=(LOKI,),
     )

@@ -96,6 +96,7 @@ def cadvisor_spec(memory_mb: int) -> ServiceSpec:
                  "--disable_metrics=advtcp,cpu_topology,cpuset,hugetlb,memory_numa,percpu,process,referenced_memory,"
                  "resctrl,sched,tcp,udp"),
         metrics=MetricsEndpoint(CADVISOR_PORT),
+        capabilities=("DAC_OVERRIDE",),  # reads cgroup and /var/lib/docker files owned by others (mounts are read-only)
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from components.constants import SECRETS_DIR
 from components.services import images
-from components.services.spec import Healthcheck, SecretFile, ServiceSpec, Volume
+from components.services.spec import CHOWN_AND_SWITCH_USER, Healthcheck, SecretFile, ServiceSpec, Volume
 from components.settings import Settings
 
 NAME = "postgres"
@@ -40,4 +40,5 @@ def postgres_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         healthcheck=Healthcheck(("CMD", "pg_isready", "-U", USER, "-d", DATABASE), interval="10s", start_period="60s"),
         command=tuple(command),
         shm_size_mb=max(128, memory_mb // 4),  # shared_buffers and parallel workers use /dev/shm
+        capabilities=CHOWN_AND_SWITCH_USER,  # the entrypoint owns the cluster directory to postgres, then gosu
     )

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 
 from components.constants import HTTP_PORT, HTTPS_PORT
 from components.services import images
-from components.services.spec import ConfigFile, Healthcheck, PublishedPort, RateLimit, SecretFile, ServiceSpec, Volume
+from components.services.spec import (
+    CHOWN_AND_SWITCH_USER,
+    ConfigFile,
+    Healthcheck,
+    PublishedPort,
+    RateLimit,
+    SecretFile,
+    ServiceSpec,
+    Volume,
+)
 from components.settings import Settings
 from components.templates import read, render
 
@@ -91,6 +100,8 @@ def proxy_spec(settings: Settings, routed: Sequence[ServiceSpec], memory_mb: int
         healthcheck=Healthcheck(("CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{HTTP_PORT}/healthz"),
                                 interval="15s", start_period="10s"),
         command=("/bin/sh", START_SCRIPT),
+        # The root master binds 80/443, owns its temp directories to nginx, runs workers as nginx and signals them.
+        capabilities=(*CHOWN_AND_SWITCH_USER, "NET_BIND_SERVICE", "KILL"),
     )
 
 

@@ -7,6 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 # name:tag with an exact tag (digits, not a floating word like latest/stable/alpine alone).
+# Every container starts with all capabilities dropped and no-new-privileges; a service adds back only what
+# its image's entrypoint does (the reasons are listed per container in policy ACCEPTED_RISKS).
+# Root entrypoints that fix ownership of their data and then switch to the service's own user:
+CHOWN_AND_SWITCH_USER = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
+DEFAULT_PIDS_LIMIT = 512  # processes and threads per container: a fork bomb stops there
+
 _PINNED_IMAGE = re.compile(r"^[a-z0-9./-]+(:\d+[A-Za-z0-9._-]*|:v\d+[A-Za-z0-9._-]*)$")
 
 
@@ -115,6 +121,8 @@ class ServiceSpec:
     depends_on: tuple[str, ...] = ()  # services that must be healthy before this one starts
     user: str = ""  # uid:gid to run as, where the image would otherwise run as root
     shm_size_mb: int | None = None
+    capabilities: tuple[str, ...] = ()  # added back after dropping ALL; empty for images that run as a non-root user
+    pids_limit: int = DEFAULT_PIDS_LIMIT
 
     def __post_init__(self) -> None:
         if not _PINNED_IMAGE.match(self.image):

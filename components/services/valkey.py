@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from components.constants import SECRETS_DIR
 from components.services import images
-from components.services.spec import ConfigFile, Healthcheck, SecretFile, ServiceSpec, Volume
+from components.services.spec import CHOWN_AND_SWITCH_USER, ConfigFile, Healthcheck, SecretFile, ServiceSpec, Volume
 
 NAME = "valkey"
 PORT = 6379
@@ -41,6 +41,7 @@ def valkey_spec(memory_mb: int) -> ServiceSpec:
         secret_files=(SecretFile("valkeyPassword", ACL_FILE, UID, template="user default on >{value} ~* &* +@all\n"),),
         volumes=(Volume(NAME, "/data", owner=UID),),
         command=("valkey-server", CONFIG_FILE),
+        capabilities=CHOWN_AND_SWITCH_USER,  # the entrypoint owns /data to valkey, then drops to it
         # Up means answering; without the password the answer is NOAUTH, which proves the ACL is loaded too.
         healthcheck=Healthcheck(("CMD-SHELL", "valkey-cli ping 2>&1 | grep -q NOAUTH"), interval="15s", start_period="10s"),
     )
