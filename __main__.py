@@ -52,7 +52,6 @@ if settings.is_aws:
             subnet_id=network.subnet.id, availability_zone=network.availability_zone,
             security_group_ids=network.security_group_ids,
             backup_job=job, snapshot_tag=snapshot_tag, backup_bucket_arn=backups.bucket.arn, backup_key_arn=backups.key.arn,
-            credentials_secret_arn=credentials.secret_arn, credentials_key_arn=credentials.key_arn,
             ssh_public_key=settings.ssh_public_key, protect=settings.protect,
         ),
         aws_opts,

@@ -42,7 +42,6 @@ DOCKER_DAEMON_CONFIG: Final = {
 # IMDSv2 only, one hop: the host's processes (backup timer) reach the instance role; containers on
 # Docker's bridge network (one hop further) do not.
 METADATA_HOP_LIMIT: Final = 1
-SSM_CORE_POLICY_ARN: Final = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 
 
 @dataclass(frozen=True)
@@ -57,8 +56,6 @@ class HostArgs:
     backup_job: pulumi.Input[BackupJob]
     backup_bucket_arn: pulumi.Input[str]
     backup_key_arn: pulumi.Input[str]
-    credentials_secret_arn: pulumi.Input[str]
-    credentials_key_arn: pulumi.Input[str]
     snapshot_tag: str  # value of SNAPSHOT_TAG_KEY: Data Lifecycle Manager snapshots the volume carrying it
     ssh_public_key: str = ""
     protect: bool = False
@@ -107,14 +104,29 @@ def decode_user_data(encoded: str) -> str:
     return gzip.decompress(base64.b64decode(encoded)).decode()
 
 
-def host_policy(bucket_arn: str, backup_key_arn: str, secret_arn: str, secret_key_arn: str) -> str:
-    """Least privilege: this bucket, this secret, these keys; no wildcard action, no delete."""
+# What the SSM agent needs for Session Manager (and Run Command), instead of AmazonSSMManagedInstanceCore,
+# whose ssm:GetParameter(s) on "*" would let the host read every Parameter Store value in the account.
+# These actions take no resource (ssmmessages, ec2messages) or only an instance ARN (UpdateInstanceInformation).
+SSM_AGENT_STATEMENTS: Final = (
+    {"Sid": "SsmAgentRegistration", "Effect": "Allow", "Action": "ssm:UpdateInstanceInformation",
+     "Resource": "arn:aws:ec2:*:*:instance/*"},
+    {"Sid": "SessionManagerChannels", "Effect": "Allow", "Resource": "*",
+     "Action": ["ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
+                "ssmmessages:OpenDataChannel"]},
+    {"Sid": "RunCommandMessages", "Effect": "Allow", "Resource": "*",
+     "Action": ["ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage", "ec2messages:FailMessage",
+                "ec2messages:GetEndpoint", "ec2messages:GetMessages", "ec2messages:SendReply"]},
+)
+
+
+def host_policy(bucket_arn: str, backup_key_arn: str) -> str:
+    """Least privilege: the SSM agent's own needs, this bucket and its key; no wildcard action, no delete.
+    No secret: nothing on the host reads the credentials (Pulumi hands each container its files; the backup
+    job dumps through `docker exec` inside the PostgreSQL container)."""
     return json.dumps({
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "ReadCredentials", "Effect": "Allow",
-             "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"], "Resource": secret_arn},
-            {"Sid": "DecryptCredentials", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": secret_key_arn},
+            *SSM_AGENT_STATEMENTS,
             {"Sid": "ListBackups", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
             # No s3:DeleteObject: retention is the bucket's lifecycle rules, so a compromised host
             # cannot erase the backups.
@@ -151,12 +163,9 @@ class Host(pulumi.ComponentResource):
         self.role = aws.iam.Role(
             f"{name}-role", assume_role_policy=service_assume_role_policy("ec2.amazonaws.com"), opts=child
         )
-        aws.iam.RolePolicyAttachment(f"{name}-ssm-core", role=self.role.name, policy_arn=SSM_CORE_POLICY_ARN, opts=child)
         self.policy = aws.iam.RolePolicy(
             f"{name}-policy", role=self.role.id,
-            policy=pulumi.Output.all(
-                args.backup_bucket_arn, args.backup_key_arn, args.credentials_secret_arn, args.credentials_key_arn
-            ).apply(lambda arns: host_policy(*arns)),
+            policy=pulumi.Output.all(args.backup_bucket_arn, args.backup_key_arn).apply(lambda arns: host_policy(*arns)),
             opts=child,
         )
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=self.role.name, opts=child)

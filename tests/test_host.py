@@ -71,36 +71,38 @@ def test_ami_matches_the_instance_architecture() -> None:
     assert ami_name_pattern("arm64") == "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-arm64-server-*"
 
 
-def test_role_policy_names_exactly_this_bucket_secret_and_keys(aws_run: ProgramRun) -> None:
+def test_role_policy_names_exactly_this_bucket_and_its_key_and_the_ssm_agent(aws_run: ProgramRun) -> None:
     policy = json.loads(aws_run.one("aws:iam/rolePolicy:RolePolicy", "host-policy").inputs["policy"])
     bucket_arn = aws_run.one("aws:s3/bucket:Bucket").outputs["arn"]
     expected_resources = {
-        aws_run.one("aws:secretsmanager/secret:Secret").outputs["arn"],
-        aws_run.one("aws:kms/key:Key", "credentials-key").outputs["arn"],
         aws_run.one("aws:kms/key:Key", "backups-key").outputs["arn"],
         bucket_arn, f"{bucket_arn}/*",
+        "arn:aws:ec2:*:*:instance/*", "*",  # the SSM agent: its own instance record, and its message channels
     }
     assert {statement["Resource"] for statement in policy["Statement"]} == expected_resources
+    on_anything = [a for s in policy["Statement"] if s["Resource"] == "*" for a in s["Action"]]
+    assert {action.split(":")[0] for action in on_anything} == {"ssmmessages", "ec2messages"}  # no ssm:GetParameter(s)
+    assert not [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+                if a.startswith(("secretsmanager:", "ssm:Get"))]  # the host reads no credential and no parameter
     actions = [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
     assert not [action for action in actions if "*" in action]
     assert "s3:DeleteObject" not in actions  # retention belongs to the lifecycle rules
 
 
-def test_managed_policies_are_only_the_two_service_roles(aws_run: ProgramRun) -> None:
-    """The host gets SSM core only; Data Lifecycle Manager its own service-role policy; nothing broad like S3FullAccess."""
+def test_the_only_managed_policy_is_data_lifecycle_managers_service_role(aws_run: ProgramRun) -> None:
+    """The host has no managed policy at all (not even AmazonSSMManagedInstanceCore, which reads every parameter)."""
     attachments = aws_run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
     assert {a.name: a.inputs["policyArn"] for a in attachments} == {
-        "host-ssm-core": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
         "snapshots-service": "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole",
     }
 
 
 def test_host_policy_pairs_each_action_with_its_own_resource() -> None:
-    document = json.loads(host_policy("arn:bucket", "arn:backup-key", "arn:secret", "arn:secret-key"))
-    by_resource = {statement["Resource"]: statement["Action"] for statement in document["Statement"]}
+    document = json.loads(host_policy("arn:bucket", "arn:backup-key"))
+    by_resource = {statement["Resource"]: statement["Action"] for statement in document["Statement"]
+                   if statement["Sid"] not in ("SessionManagerChannels", "RunCommandMessages")}
     assert by_resource == {
-        "arn:secret": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-        "arn:secret-key": "kms:Decrypt",
+        "arn:aws:ec2:*:*:instance/*": "ssm:UpdateInstanceInformation",
         "arn:bucket": "s3:ListBucket",
         "arn:bucket/*": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
         "arn:backup-key": ["kms:Decrypt", "kms:GenerateDataKey"],
@@ -132,6 +134,14 @@ def test_stack_user_data_holds_no_credential(aws_run: ProgramRun) -> None:
     assert len(base64.b64decode(encoded)) < EC2_USER_DATA_LIMIT
     secrets = json.loads(aws_run.one("aws:secretsmanager/secretVersion:SecretVersion").inputs["secretString"])
     assert not [name for name, value in secrets.items() if value in user_data]
+
+
+def test_the_data_volume_is_mounted_nodev_nosuid_also_on_existing_hosts() -> None:
+    script = templates.read("mount-data-volume.sh")
+    line = next(line for line in script.splitlines() if line.startswith("fstab_line="))
+    assert "defaults,nofail,nodev,nosuid," in line and "noexec" not in line  # Gitea runs hooks from the volume
+    assert 'sed -i "s|^UUID=${uuid} .*|${fstab_line}|" /etc/fstab' in script  # an older line is rewritten
+    assert 'mount -o remount "$mount_point"' in script  # and the mounted volume picks the options up
 
 
 def test_mount_script_formats_only_a_blank_volume() -> None:

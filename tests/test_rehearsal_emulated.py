@@ -118,7 +118,7 @@ def test_records_point_at_the_elastic_ip(rehearsed: Rehearsal) -> None:
     assert any(r["Type"] == "CAA" for r in records)
 
 
-def test_host_role_names_exactly_this_bucket_and_this_secret(rehearsed: Rehearsal) -> None:
+def test_host_role_names_exactly_this_bucket_and_its_key(rehearsed: Rehearsal) -> None:
     run, account = rehearsed
     iam = account.client("iam")
     role_name = run.one("aws:iam/role:Role", name="host-role").id
@@ -128,11 +128,10 @@ def test_host_role_names_exactly_this_bucket_and_this_secret(rehearsed: Rehearsa
     resources = {statement["Resource"] for statement in document["Statement"]}
     bucket_arn = f"arn:aws:s3:::{run.outputs['backupBucketName']}"
     kms = account.client("kms")
-    keys = {kms.describe_key(KeyId=r.id)["KeyMetadata"]["Arn"] for r in run.of_type("aws:kms/key:Key")}
-    assert len(keys) == 2  # the backups key and the credentials key, as the account holds them
-    assert resources == {run.outputs["credentialsSecretArn"], bucket_arn, f"{bucket_arn}/*"} | keys
-    attached = [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"]]
-    assert attached == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+    backups_key = kms.describe_key(KeyId=run.one("aws:kms/key:Key", name="backups-key").id)["KeyMetadata"]["Arn"]
+    assert resources == {bucket_arn, f"{bucket_arn}/*", backups_key, "arn:aws:ec2:*:*:instance/*", "*"}
+    assert run.outputs["credentialsSecretArn"] not in resources  # nothing on the host reads the credentials
+    assert iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []
     profile = _instance(run, account)["IamInstanceProfile"]["Arn"].split("/")[-1]
     assert [r["RoleName"] for r in iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]] == [role_name]
 

@@ -42,8 +42,18 @@ esac
 
 uuid="$(blkid -s UUID -o value "$device")"
 mkdir -p "$mount_point"
-if ! grep -q "UUID=${uuid}" /etc/fstab; then
-  echo "UUID=${uuid} ${mount_point} ext4 defaults,nofail,x-systemd.device-timeout=60s 0 2" >> /etc/fstab
+# nodev, nosuid: the data volume holds repositories and databases, never device files or set-uid programs.
+# (Not noexec: Gitea runs the repositories' git hooks from it.)
+fstab_line="UUID=${uuid} ${mount_point} ext4 defaults,nofail,nodev,nosuid,x-systemd.device-timeout=60s 0 2"
+if ! grep -q "^UUID=${uuid} " /etc/fstab; then
+  echo "$fstab_line" >> /etc/fstab
+elif ! grep -qx "$fstab_line" /etc/fstab; then
+  # An older line for this volume (before nodev,nosuid): replace it in place.
+  sed -i "s|^UUID=${uuid} .*|${fstab_line}|" /etc/fstab
 fi
-mountpoint -q "$mount_point" || mount "$mount_point"
+if mountpoint -q "$mount_point"; then
+  mount -o remount "$mount_point"  # apply the current options to a volume mounted by an older line
+else
+  mount "$mount_point"
+fi
 echo "data volume ${volume_id} mounted at ${mount_point}"
