@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Create the Pulumi state backend once per AWS account: an S3 state bucket and a KMS key for Pulumi secrets.
+"""Create the Pulumi state backend once per AWS account: an S3 state bucket and KMS keys for Pulumi secrets.
 
     python scripts/bootstrap_backend.py --bucket acme-forgestack-state --region eu-west-1
 
 Idempotent: every step first reads what exists and changes only what differs, so a second run
 reports "unchanged" for everything. The bucket gets versioning (state history), KMS default
-encryption with a bucket key, all four public access blocks, BucketOwnerEnforced, a TLS-only
-policy and a lifecycle rule (old state versions expire after --keep-versions-days, incomplete
-uploads after a day). The key rotates yearly and gets the alias --key-alias. Finally it prints
-the `pulumi login` and `--secrets-provider` lines to use. It never deletes anything.
+encryption with a bucket key (the --key-alias key), all four public access blocks,
+BucketOwnerEnforced, a TLS-only policy and a lifecycle rule (old state versions expire after
+--keep-versions-days, incomplete uploads after a day). Each stack gets its own secrets key,
+<key-alias>-<stack>, so a role that may decrypt dev's secrets cannot decrypt prod's
+(scripts/ci_roles.py grants them per stack). Keys rotate yearly. Finally it prints the
+`pulumi login` and `--secrets-provider` lines to use. It never deletes anything.
 Exit codes: 0 done, 1 AWS refused a step, 2 bad usage (or the bucket belongs to someone else).
 """
 
@@ -25,6 +27,13 @@ import botocore.exceptions
 
 DEFAULT_KEY_ALIAS = "alias/forgestack-pulumi"
 DEFAULT_KEEP_VERSIONS_DAYS = 90
+DEFAULT_STACKS = ("dev", "prod")
+_STACK_NAME = re.compile(r"[a-z][a-z0-9-]{0,19}")
+
+
+def secrets_key_alias(key_alias: str, stack: str) -> str:
+    """The alias of a stack's own Pulumi secrets key."""
+    return f"{key_alias}-{stack}"
 _BUCKET_NAME = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -64,7 +73,7 @@ def ensure_key(kms: Any, alias: str) -> tuple[str, bool]:
     except botocore.exceptions.ClientError as error:
         if _error_code(error) != "NotFoundException":
             raise
-        metadata = kms.create_key(Description="Pulumi secrets of forgestack stacks", KeyUsage="ENCRYPT_DECRYPT",
+        metadata = kms.create_key(Description=f"forgestack Pulumi backend ({alias})", KeyUsage="ENCRYPT_DECRYPT",
                                   KeySpec="SYMMETRIC_DEFAULT")["KeyMetadata"]
         kms.create_alias(AliasName=alias, TargetKeyId=metadata["KeyId"])
         kms.enable_key_rotation(KeyId=metadata["KeyId"])
@@ -156,6 +165,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--key-alias", default=DEFAULT_KEY_ALIAS, help=f"alias of the secrets key (default {DEFAULT_KEY_ALIAS})")
     parser.add_argument("--keep-versions-days", type=int, default=DEFAULT_KEEP_VERSIONS_DAYS,
                         help=f"days old state versions are kept (default {DEFAULT_KEEP_VERSIONS_DAYS})")
+    parser.add_argument("--stacks", default=",".join(DEFAULT_STACKS),
+                        help=f"comma-separated stacks, each with its own secrets key (default {','.join(DEFAULT_STACKS)})")
     return parser.parse_args(argv)
 
 
@@ -171,8 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep_versions_days < 1:
         print("bootstrap: --keep-versions-days must be at least 1", file=sys.stderr)
         return 2
+    stacks = [stack.strip() for stack in args.stacks.split(",")]
+    if not all(_STACK_NAME.fullmatch(stack) for stack in stacks) or len(set(stacks)) != len(stacks):
+        print(f"bootstrap: --stacks {args.stacks!r}: expected distinct stack names such as dev,prod", file=sys.stderr)
+        return 2
     try:
-        key_arn, _ = ensure_key(boto3.client("kms", region_name=args.region), args.key_alias)
+        kms = boto3.client("kms", region_name=args.region)
+        key_arn, _ = ensure_key(kms, args.key_alias)
+        for stack in stacks:
+            ensure_key(kms, secrets_key_alias(args.key_alias, stack))
         s3 = boto3.client("s3", region_name=args.region)
         ensure_bucket(s3, args.bucket, args.region)
         changed = ensure_bucket_settings(s3, args.bucket, key_arn, args.keep_versions_days)
@@ -184,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     say(f"bucket {args.bucket} settings", ", ".join(changed) + " set" if changed else "unchanged")
     print(f"pulumi login 's3://{args.bucket}?region={args.region}&awssdk=v2'")
-    print(f"pulumi stack init dev --secrets-provider 'awskms://{args.key_alias}?region={args.region}'")
+    for stack in stacks:
+        print(f"pulumi stack init {stack} --secrets-provider 'awskms://{secrets_key_alias(args.key_alias, stack)}?region={args.region}'")
     return 0
 
 

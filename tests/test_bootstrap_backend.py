@@ -33,6 +33,7 @@ def state(bucket: str = BUCKET) -> dict[str, Any]:
         "policy": json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"]),
         "key": key["Arn"], "rotation": kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"],
         "keys": len(kms.list_keys()["Keys"]), "buckets": [b["Name"] for b in s3.list_buckets()["Buckets"]],
+        "aliases": sorted(a["AliasName"] for a in kms.list_aliases()["Aliases"] if a["AliasName"].startswith("alias/forgestack")),
     }
 
 
@@ -40,8 +41,12 @@ def test_first_run_creates_a_locked_down_backend(account: str, capsys: pytest.Ca
     assert bootstrap_backend.main(["--bucket", BUCKET, "--region", REGION]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [f"pulumi login 's3://{BUCKET}?region={REGION}&awssdk=v2'",
-                   f"pulumi stack init dev --secrets-provider 'awskms://alias/forgestack-pulumi?region={REGION}'"]
+                   f"pulumi stack init dev --secrets-provider 'awskms://alias/forgestack-pulumi-dev?region={REGION}'",
+                   f"pulumi stack init prod --secrets-provider 'awskms://alias/forgestack-pulumi-prod?region={REGION}'"]
     created = state()
+    # The bucket's own key, and one secrets key per stack: decrypting dev's secrets never decrypts prod's.
+    assert created["aliases"] == ["alias/forgestack-pulumi", "alias/forgestack-pulumi-dev", "alias/forgestack-pulumi-prod"]
+    assert created["keys"] == 3
     assert created["versioning"] == "Enabled" and created["rotation"] is True
     assert created["encryption"] == [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": created["key"]},
                                       "BucketKeyEnabled": True}]
@@ -73,6 +78,8 @@ def test_a_drifted_setting_is_repaired_and_only_that(account: str, capsys: pytes
     (["--bucket", "Bad_Bucket", "--region", REGION], "not a valid S3 bucket name"),
     (["--bucket", BUCKET, "--region", REGION, "--key-alias", "alias/aws/s3"], "must start with alias/ and not alias/aws/"),
     (["--bucket", BUCKET, "--region", REGION, "--keep-versions-days", "0"], "at least 1"),
+    (["--bucket", BUCKET, "--region", REGION, "--stacks", "dev,Prod"], "expected distinct stack names"),
+    (["--bucket", BUCKET, "--region", REGION, "--stacks", "dev,dev"], "expected distinct stack names"),
 ])
 def test_bad_usage_is_one_line_and_touches_nothing(account: str, capsys: pytest.CaptureFixture[str], args: list[str],
                                                   expected: str) -> None:

@@ -72,6 +72,12 @@ def test_every_container_drops_capabilities_and_has_a_process_limit(any_run: Pro
     assert {container.urn for container in containers.values()} <= set(pids.depends_on)
 
 
+def test_the_docker_provider_does_not_ping_the_host_at_start(any_run: ProgramRun) -> None:
+    """So that `pulumi preview` (no refresh, no commands) never needs a path to the host."""
+    (provider,) = any_run.of_type("pulumi:providers:docker")
+    assert provider.inputs["disableDockerDaemonCheck"] in (True, "true")
+
+
 def test_the_pids_limits_command_updates_every_container(tmp_path: Path) -> None:
     """The command line as the deploy runs it, with a `docker` on PATH that records its calls."""
     shim = tmp_path / "docker"

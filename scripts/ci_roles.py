@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Create the GitHub Actions identities of forgestack once per AWS account: the OIDC provider and one role
+per workflow purpose, each trusted by exactly one kind of run of one repository.
+
+    python scripts/ci_roles.py --github-repo acme/forgestack --bucket acme-forgestack-state --region eu-west-1
+
+Run it after scripts/bootstrap_backend.py (it needs the state bucket and the per-stack secrets keys).
+
+  forgestack-preview-dev   trusted by pull requests (sub repo:R:pull_request): reads dev's state, decrypts
+                           dev's secrets, looks up AMIs, zones and hosted zones. Nothing of prod, ever.
+  forgestack-deploy-<s>    trusted only by jobs in the GitHub environment of stack s (sub
+                           repo:R:environment:dev or repo:R:environment:production): writes s's state,
+                           its secrets key, manages its resources (PowerUserAccess plus the IAM the
+                           program needs), reaches its host through EC2 Instance Connect and Session
+                           Manager. Explicit denies keep it off every other stack's state, secrets key
+                           and tagged resources.
+
+A pull request's job therefore cannot obtain prod credentials: no role it can assume may read prod's
+state or decrypt prod's secrets, whatever the workflow files on its branch say. Protect the
+`production` environment (deployment branches: main; required reviewers) in the repository settings.
+
+Idempotent: a second run reports "unchanged". It never deletes anything. Prints the repository variables
+the workflows read. Exit codes: 0 done, 1 AWS refused a step, 2 bad usage or a missing prerequisite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+
+# Run as a file (python scripts/ci_roles.py) from the repository.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts.bootstrap_backend import DEFAULT_KEY_ALIAS, DEFAULT_STACKS, secrets_key_alias
+
+GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
+GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
+OIDC_AUDIENCE = "sts.amazonaws.com"
+# IAM no longer checks this for GitHub's provider (it trusts its own CA list), but the API still wants one.
+GITHUB_OIDC_THUMBPRINT = "6938fd4d98bab03faadb97b34396831e3780aea1"
+PROJECT = "forgestack"
+ENVIRONMENTS = {"dev": "dev", "prod": "production"}  # the GitHub environment that may deploy each stack
+POWER_USER = "arn:aws:iam::aws:policy/PowerUserAccess"
+HOST_USER = "ubuntu"  # the host's login user (components/host.py), for EC2 Instance Connect
+SESSION_PREFIX = "forgestack-"  # role-session-name of the workflows (pulumi-setup action)
+MAX_SESSION_SECONDS = 3 * 3600  # the longest deploy job (90 min) with room
+_REPO = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")
+
+
+class UsageError(Exception):
+    """Bad arguments or a missing prerequisite (exit 2)."""
+
+
+def say(step: str, outcome: str) -> None:
+    print(f"ci-roles: {step}: {outcome}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- policies (pure)
+
+
+def role_name(purpose: str, stack: str) -> str:
+    return f"{PROJECT}-{purpose}-{stack}"
+
+
+def subject(repo: str, purpose: str, stack: str) -> str:
+    """The OIDC `sub` claim a run must present: pull requests for previews, the stack's environment for deploys."""
+    return f"repo:{repo}:pull_request" if purpose == "preview" else f"repo:{repo}:environment:{ENVIRONMENTS.get(stack, stack)}"
+
+
+def trust_policy(provider_arn: str, repo: str, purpose: str, stack: str) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Federated": provider_arn}, "Action": "sts:AssumeRoleWithWebIdentity",
+        # StringEquals, never StringLike: one exact subject, no wildcard a fork or branch could match.
+        "Condition": {"StringEquals": {f"{GITHUB_OIDC_HOST}:aud": OIDC_AUDIENCE,
+                                       f"{GITHUB_OIDC_HOST}:sub": subject(repo, purpose, stack)}},
+    }]}
+
+
+def state_paths(bucket: str, stack: str) -> list[str]:
+    """The DIY backend's objects of one stack (project-scoped layout), and its locks."""
+    root = f"arn:aws:s3:::{bucket}/.pulumi"
+    return [f"{root}/stacks/{PROJECT}/{stack}.json*", f"{root}/history/{PROJECT}/{stack}/*",
+            f"{root}/backups/{PROJECT}/{stack}/*", f"{root}/locks/{PROJECT}/{stack}/*"]
+
+
+def state_statements(bucket: str, bucket_key_arn: str, stack: str, write: bool) -> list[dict[str, Any]]:
+    prefixes = [f".pulumi/{kind}/{PROJECT}/{stack}{suffix}"
+                for kind, suffix in (("stacks", ".json*"), ("history", "/*"), ("backups", "/*"), ("locks", "/*"))]
+    return [
+        {"Sid": "ListOwnState", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": [".pulumi/", ".pulumi/meta.yaml", *prefixes,
+                                                    f".pulumi/stacks/{PROJECT}/", f".pulumi/locks/{PROJECT}/{stack}/"]}}},
+        {"Sid": "ReadBackendMeta", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": [f"arn:aws:s3:::{bucket}/.pulumi/meta.yaml", f"arn:aws:s3:::{bucket}/.pulumi/Pulumi.yaml"]},
+        {"Sid": "ReadOwnState", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+         "Resource": state_paths(bucket, stack)},
+        # Every run takes the stack's lock; only deploys write the state itself.
+        {"Sid": "WriteOwnState" if write else "TakeOwnLock", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
+         "Resource": state_paths(bucket, stack) if write else state_paths(bucket, stack)[-1:]},
+        # The bucket's default encryption key, only through S3 (the per-stack secrets keys are separate).
+        {"Sid": "StateBucketKeyThroughS3", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+         "Resource": bucket_key_arn, "Condition": {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}}},
+    ]
+
+
+def preview_policy(bucket: str, bucket_key_arn: str, stack: str, secrets_key_arn: str) -> dict[str, Any]:
+    """Reads one stack's state and secrets and does the program's lookups. `pulumi preview` neither refreshes nor runs
+    commands, and the Docker provider's daemon check is off, so nothing reaches the host."""
+    return {"Version": "2012-10-17", "Statement": [
+        *state_statements(bucket, bucket_key_arn, stack, write=False),
+        {"Sid": "DecryptOwnSecrets", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": secrets_key_arn},
+        {"Sid": "ProgramLookups", "Effect": "Allow", "Resource": "*",
+         "Action": ["ec2:DescribeImages", "ec2:DescribeAvailabilityZones", "route53:ListHostedZones",
+                    "route53:ListHostedZonesByName", "route53:GetHostedZone"]},
+    ]}
+
+
+def deploy_policy(bucket: str, bucket_key_arn: str, stack: str, secrets_key_arn: str, account: str,
+                  other_stacks: dict[str, str]) -> dict[str, Any]:
+    """What PowerUserAccess leaves out (IAM for the program's roles, host access), and fences around other stacks.
+    other_stacks: stack -> its secrets key ARN."""
+    instance = f"arn:aws:ec2:*:{account}:instance/*"
+    statements: list[dict[str, Any]] = [
+        *state_statements(bucket, bucket_key_arn, stack, write=True),
+        {"Sid": "UseOwnSecretsKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+         "Resource": secrets_key_arn},
+        # The program's roles (host, snapshots, flow logs): created, given inline policies, passed to their services.
+        {"Sid": "ProgramRoles", "Effect": "Allow", "Resource": [f"arn:aws:iam::{account}:role/*",
+                                                                 f"arn:aws:iam::{account}:instance-profile/*"],
+         "Action": ["iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:TagRole", "iam:UntagRole",
+                    "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy", "iam:GetRolePolicy", "iam:DeleteRolePolicy",
+                    "iam:ListRolePolicies", "iam:ListAttachedRolePolicies", "iam:AttachRolePolicy", "iam:DetachRolePolicy",
+                    "iam:ListInstanceProfilesForRole", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
+                    "iam:GetInstanceProfile", "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
+                    "iam:TagInstanceProfile"]},
+        {"Sid": "PassProgramRoles", "Effect": "Allow", "Action": "iam:PassRole", "Resource": f"arn:aws:iam::{account}:role/*",
+         "Condition": {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com", "dlm.amazonaws.com",
+                                                                "vpc-flow-logs.amazonaws.com"]}}},
+        # Only the one managed policy the program attaches (Data Lifecycle Manager's service role).
+        {"Sid": "NoOtherManagedPolicy", "Effect": "Deny", "Action": ["iam:AttachRolePolicy"], "Resource": "*",
+         "Condition": {"ArnNotEquals": {"iam:PolicyARN": "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"}}},
+        # The deploy's path to its own host: a 60-second key through EC2 Instance Connect, ssh through Session Manager.
+        {"Sid": "PushEphemeralKey", "Effect": "Allow", "Action": "ec2-instance-connect:SendSSHPublicKey", "Resource": instance,
+         "Condition": {"StringEquals": {"ec2:osuser": HOST_USER, "aws:ResourceTag/stack": stack}}},
+        {"Sid": "SshThroughSessionManager", "Effect": "Allow", "Action": "ssm:StartSession",
+         "Resource": [instance, "arn:aws:ssm:*::document/AWS-StartSSHSession"],
+         "Condition": {"StringEqualsIfExists": {"aws:ResourceTag/stack": stack}}},
+        {"Sid": "EndOwnSessions", "Effect": "Allow", "Action": "ssm:TerminateSession",
+         "Resource": f"arn:aws:ssm:*:{account}:session/{SESSION_PREFIX}*"},
+    ]
+    for other, other_key in sorted(other_stacks.items()):
+        statements += [
+            {"Sid": f"NoStateOf{other.capitalize()}", "Effect": "Deny", "Action": "s3:*", "Resource": state_paths(bucket, other)},
+            {"Sid": f"NoSecretsOf{other.capitalize()}", "Effect": "Deny", "Action": "kms:*", "Resource": other_key},
+            {"Sid": f"NoResourcesOf{other.capitalize()}", "Effect": "Deny", "Action": "*", "Resource": "*",
+             "Condition": {"StringEquals": {"aws:ResourceTag/stack": other}}},
+        ]
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+# ---------------------------------------------------------------- AWS (idempotent)
+
+
+def _code(error: botocore.exceptions.ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def ensure_oidc_provider(iam: Any, account: str) -> str:
+    arn = f"arn:aws:iam::{account}:oidc-provider/{GITHUB_OIDC_HOST}"
+    existing = [p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]]
+    if arn in existing:
+        clients = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=arn)["ClientIDList"]
+        if OIDC_AUDIENCE in clients:
+            say("GitHub OIDC provider", "unchanged")
+        else:
+            iam.add_client_id_to_open_id_connect_provider(OpenIDConnectProviderArn=arn, ClientID=OIDC_AUDIENCE)
+            say("GitHub OIDC provider", f"audience {OIDC_AUDIENCE} added")
+        return arn
+    iam.create_open_id_connect_provider(Url=GITHUB_OIDC_URL, ClientIDList=[OIDC_AUDIENCE], ThumbprintList=[GITHUB_OIDC_THUMBPRINT])
+    say("GitHub OIDC provider", "created")
+    return arn
+
+
+def _document(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def ensure_role(iam: Any, name: str, trust: dict[str, Any], policy: dict[str, Any], managed: list[str]) -> str:
+    changed: list[str] = []
+    try:
+        role = iam.get_role(RoleName=name)["Role"]
+    except botocore.exceptions.ClientError as error:
+        if _code(error) != "NoSuchEntity":
+            raise
+        role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust), MaxSessionDuration=MAX_SESSION_SECONDS,
+                               Description=f"{PROJECT} GitHub Actions: {name}")["Role"]
+        changed.append("created")
+    else:
+        if _document(role["AssumeRolePolicyDocument"]) != trust:
+            iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
+            changed.append("trust policy")
+    try:
+        current = _document(iam.get_role_policy(RoleName=name, PolicyName=PROJECT)["PolicyDocument"])
+    except botocore.exceptions.ClientError as error:
+        if _code(error) != "NoSuchEntity":
+            raise
+        current = None
+    if current != policy:
+        iam.put_role_policy(RoleName=name, PolicyName=PROJECT, PolicyDocument=json.dumps(policy))
+        changed.append("permissions")
+    attached = {p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]}
+    for arn in managed:
+        if arn not in attached:
+            iam.attach_role_policy(RoleName=name, PolicyArn=arn)
+            changed.append(arn.rsplit("/", 1)[-1])
+    say(f"role {name}", ", ".join(changed) if changed else "unchanged")
+    return str(role["Arn"])
+
+
+def key_arn(kms: Any, alias: str) -> str:
+    try:
+        return str(kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"])
+    except botocore.exceptions.ClientError as error:
+        if _code(error) == "NotFoundException":
+            raise UsageError(f"KMS key {alias} does not exist: run scripts/bootstrap_backend.py first") from error
+        raise
+
+
+def run(repo: str, bucket: str, region: str, key_alias: str, stacks: list[str], session: Any) -> dict[str, str]:
+    """Create or update everything; returns the repository variables to set."""
+    account = str(session.client("sts").get_caller_identity()["Account"])
+    kms, iam = session.client("kms", region_name=region), session.client("iam")
+    bucket_key = key_arn(kms, key_alias)
+    secrets_keys = {stack: key_arn(kms, secrets_key_alias(key_alias, stack)) for stack in stacks}
+    provider = ensure_oidc_provider(iam, account)
+    variables = {}
+    preview_stack = stacks[0]
+    variables["AWS_PREVIEW_ROLE_ARN"] = ensure_role(
+        iam, role_name("preview", preview_stack), trust_policy(provider, repo, "preview", preview_stack),
+        preview_policy(bucket, bucket_key, preview_stack, secrets_keys[preview_stack]), managed=[])
+    for stack in stacks:
+        others = {other: arn for other, arn in secrets_keys.items() if other != stack}
+        variables[f"AWS_DEPLOY_{stack.upper()}_ROLE_ARN"] = ensure_role(
+            iam, role_name("deploy", stack), trust_policy(provider, repo, "deploy", stack),
+            deploy_policy(bucket, bucket_key, stack, secrets_keys[stack], account, others), managed=[POWER_USER])
+    return variables
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+                                     epilog="Exit codes: 0 done, 1 AWS refused a step, 2 bad usage or missing prerequisite.")
+    parser.add_argument("--github-repo", required=True, help="owner/name of the repository whose workflows deploy")
+    parser.add_argument("--bucket", required=True, help="the state bucket (scripts/bootstrap_backend.py)")
+    parser.add_argument("--region", required=True, help="AWS region of the bucket and keys")
+    parser.add_argument("--key-alias", default=DEFAULT_KEY_ALIAS, help=f"the backend's key alias (default {DEFAULT_KEY_ALIAS})")
+    parser.add_argument("--stacks", default=",".join(DEFAULT_STACKS),
+                        help="comma-separated stacks; the first is the one pull requests preview (default dev,prod)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stacks = [stack.strip() for stack in args.stacks.split(",")]
+    if not _REPO.fullmatch(args.github_repo):
+        print(f"ci-roles: --github-repo {args.github_repo!r}: expected owner/name", file=sys.stderr)
+        return 2
+    if not all(re.fullmatch(r"[a-z][a-z0-9-]{0,19}", stack) for stack in stacks) or len(set(stacks)) != len(stacks):
+        print(f"ci-roles: --stacks {args.stacks!r}: expected distinct stack names such as dev,prod", file=sys.stderr)
+        return 2
+    try:
+        variables = run(args.github_repo, args.bucket, args.region, args.key_alias, stacks, boto3.Session(region_name=args.region))
+    except UsageError as error:
+        print(f"ci-roles: {error}", file=sys.stderr)
+        return 2
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        print(f"ci-roles: AWS refused: {error}", file=sys.stderr)
+        return 1
+    for name, value in variables.items():
+        print(f"gh variable set {name} --body '{value}'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
