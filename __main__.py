@@ -35,7 +35,12 @@ credentials = Credentials(
 
 connection: pulumi.Output[HostConnection]
 if settings.is_aws:
-    network = Network("network", NetworkArgs(settings.vpc_cidr, settings.admin_cidrs, settings.flow_log_retention_days), aws_opts)
+    network = Network(
+        "network",
+        NetworkArgs(settings.vpc_cidr, settings.region, admin_cidrs=settings.admin_cidrs,
+                    flow_log_retention_days=settings.flow_log_retention_days, protect=settings.protect),
+        aws_opts,
+    )
     backups = Backups(
         "backups", BackupsArgs(settings.backup_retention_days, settings.backup_archive_after_days, settings.protect), aws_opts
     )

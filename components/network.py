@@ -10,6 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.constants import ADMIN_SSH_PORT, GIT_SSH_PORT, HTTP_PORT, HTTPS_PORT
+from components.kms import rotating_key
 
 ANYWHERE = "0.0.0.0/0"
 
@@ -26,8 +27,10 @@ class IngressRule:
 @dataclass(frozen=True)
 class NetworkArgs:
     vpc_cidr: str
+    region: str  # the flow-log key names CloudWatch Logs of this region
     admin_cidrs: tuple[str, ...] = ()
     flow_log_retention_days: int = 14
+    protect: bool = False  # the flow-log key: deleting it makes the logs unreadable
 
 
 def public_subnet_cidr(vpc_cidr: str) -> str:
@@ -112,8 +115,11 @@ class Network(pulumi.ComponentResource):
             f"{name}-public-rta", subnet_id=self.subnet.id, route_table_id=route_table.id, opts=child
         )
 
+        # Flow logs hold every connection's addresses: encrypted with a customer-managed key (CKV_AWS_158).
+        self.flow_log_key = rotating_key(f"{name}-flow-logs-key", "forgestack VPC flow logs", self, protect=args.protect,
+                                         logs_region=args.region)
         self.flow_log_group = aws.cloudwatch.LogGroup(
-            f"{name}-flow-logs", retention_in_days=args.flow_log_retention_days, opts=child
+            f"{name}-flow-logs", retention_in_days=args.flow_log_retention_days, kms_key_id=self.flow_log_key.arn, opts=child
         )
         flow_log_role = aws.iam.Role(
             f"{name}-flow-logs-role",

@@ -311,6 +311,10 @@ def secret_uses_cmk(r: Resource) -> list[str]:
     return [] if r.props.get("kmsKeyId") else ["the secret is encrypted with the AWS-managed key, not a customer key"]
 
 
+def log_group_cmk(r: Resource) -> list[str]:
+    return [] if r.props.get("kmsKeyId") else ["log group not encrypted with a customer-managed key"]
+
+
 def log_group_retention(r: Resource) -> list[str]:
     return [] if r.props.get("retentionInDays") else ["log group keeps logs forever (no retentionInDays)"]
 
@@ -466,6 +470,8 @@ RULES: tuple[Rule, ...] = (
     Rule("kms-key-rotation", "CKV_AWS_7, FSBP KMS.4: customer keys rotate", "mandatory", ("aws:kms/key:Key",), kms_rotation),
     Rule("secret-customer-key", "CKV_AWS_149: secrets encrypted with a customer-managed key", "mandatory",
          ("aws:secretsmanager/secret:Secret",), secret_uses_cmk),
+    Rule("log-group-cmk", "CKV_AWS_158: log groups encrypted with a customer-managed key", "mandatory",
+         ("aws:cloudwatch/logGroup:LogGroup",), log_group_cmk),
     Rule("log-group-retention", "CKV_AWS_66, FSBP CloudWatch.16: log groups have a retention period", "mandatory",
          ("aws:cloudwatch/logGroup:LogGroup",), log_group_retention),
     Rule("vpc-flow-logs", "CKV2_AWS_11, FSBP EC2.6: every VPC has flow logs", "mandatory", (), check_stack=vpcs_have_flow_logs),

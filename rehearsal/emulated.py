@@ -232,7 +232,7 @@ class MotoMocks(ForgeMocks):
     def _log_group(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         logs = self.account.client("logs")
         group_name = inputs.get("name") or f"{name}-{self._next()[-7:]}"
-        logs.create_log_group(logGroupName=group_name)
+        logs.create_log_group(logGroupName=group_name, **({"kmsKeyId": inputs["kmsKeyId"]} if inputs.get("kmsKeyId") else {}))
         if inputs.get("retentionInDays"):
             logs.put_retention_policy(logGroupName=group_name, retentionInDays=_number(inputs["retentionInDays"]))
         arn = logs.describe_log_groups(logGroupNamePrefix=group_name)["logGroups"][0]["arn"].removesuffix(":*")

@@ -82,6 +82,17 @@ def test_flow_logs_capture_all_traffic_with_per_env_retention(dev_run: ProgramRu
         assert flow_log.inputs["logDestination"] == log_group.outputs["arn"]
 
 
+def test_flow_logs_are_encrypted_with_a_key_cloudwatch_logs_may_use(aws_run: ProgramRun) -> None:
+    key = aws_run.one("aws:kms/key:Key", "network-flow-logs-key")
+    assert aws_run.one("aws:cloudwatch/logGroup:LogGroup").inputs["kmsKeyId"] == key.outputs["arn"]
+    assert key.inputs["enableKeyRotation"] is True
+    statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
+    logs = statements["CloudWatchLogsEncryptsThisAccountsGroups"]
+    assert logs["Principal"] == {"Service": "logs.eu-west-1.amazonaws.com"}
+    assert logs["Condition"] == {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:eu-west-1:123456789012:log-group:*"}}
+    assert not [a for a in logs["Action"] if a in ("kms:*", "kms:CreateGrant", "kms:PutKeyPolicy")]
+
+
 def test_flow_log_role_writes_only_its_log_group(dev_run: ProgramRun) -> None:
     log_group_arn = dev_run.one("aws:cloudwatch/logGroup:LogGroup").outputs["arn"]
     policy = json.loads(dev_run.one("aws:iam/rolePolicy:RolePolicy", "network-flow-logs-policy").inputs["policy"])

@@ -142,6 +142,8 @@ def test_flow_logs_go_to_their_log_group(rehearsed: Rehearsal) -> None:
     assert flow_log["ResourceId"] == run.outputs["vpcId"] and flow_log["TrafficType"] == "ALL"
     group = account.client("logs").describe_log_groups()["logGroups"][0]
     assert group["retentionInDays"] == int(run.one("aws:cloudwatch/logGroup:LogGroup").inputs["retentionInDays"])
+    key = account.client("kms").describe_key(KeyId=group["kmsKeyId"])["KeyMetadata"]
+    assert key["KeyManager"] == "CUSTOMER" and key["Arn"] == run.one("aws:kms/key:Key", name="network-flow-logs-key").outputs["arn"]
 
 
 def test_credentials_script_reads_the_emulated_secret(rehearsed: Rehearsal, capsys: pytest.CaptureFixture[str]) -> None:
