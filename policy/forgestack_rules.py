@@ -97,7 +97,8 @@ ACCEPTED_RISKS: dict[tuple[str, str], str] = {
     ("container-no-docker-socket", "services-cadvisor"): "cAdvisor names containers through the Docker API; read-only mount, "
                                                          "no published port, reachable only by Prometheus",
     ("container-no-docker-socket", "services-runner"): "the Gitea Runner starts CI jobs as containers on the host's engine; "
-                                                       "jobs are unprivileged and memory-capped, run trusted repositories only",
+                                                       "the jobs never get the socket (docker_host -) and run unprivileged, "
+                                                       "capped, with no-new-privileges",
     ("container-no-docker-socket", "services-drone-runner"): "the Drone runner starts pipeline steps as containers on the host's "
                                                              "engine; run trusted repositories only",
     ("container-no-docker-socket", "services-portainer"): "Portainer manages the Docker engine by design; an opt-in switch "

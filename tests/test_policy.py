@@ -193,3 +193,15 @@ def test_rehearse_fails_on_a_mandatory_violation(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(rehearse_script, "evaluate", lambda resources: evaluate(resources, [*RULES, always]))
     assert rehearse_script.main(["--stack", "local"]) == 1
     assert "policy test-always-fails (mandatory): services-network: refused by test" in capsys.readouterr().out
+
+
+def test_the_readme_lists_exactly_the_accepted_risks() -> None:
+    from rehearsal.engine import REPO
+
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("| rule | resource | why it is accepted |"):].split("\n\n", 1)[0].splitlines()[2:]
+    listed = {}
+    for row in table:
+        rule, resource, reason = (cell.strip() for cell in row.strip("|").split(" | ", 2))
+        listed[(rule.strip("`"), resource.strip("`"))] = reason
+    assert listed == ACCEPTED_RISKS
