@@ -1,4 +1,4 @@
-"""Backups: the S3 bucket that holds database dumps and data archives."""
+"""Backups: the S3 bucket that holds database dumps and data archives, and the bucket of its access logs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from components.kms import rotating_key
 NONCURRENT_VERSION_DAYS: Final = 7  # an overwritten or deleted backup object can be recovered for a week
 ABORT_MULTIPART_DAYS: Final = 1
 ARCHIVE_STORAGE_CLASS: Final = "GLACIER_IR"  # instant retrieval: the restore script reads it directly
+ACCESS_LOG_PREFIX: Final = "backups/"
+LOG_DELIVERY_SERVICE: Final = "logging.s3.amazonaws.com"
 
 
 @dataclass(frozen=True)
@@ -23,19 +25,57 @@ class BackupsArgs:
     protect: bool = False
 
 
+def _deny_insecure_transport(bucket_arn: str) -> dict[str, object]:
+    return {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        # {"AWS": "*"} is the same as "*" (everyone); the object form is what moto's log-delivery check can read.
+        "Principal": {"AWS": "*"},
+        "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
 def tls_only_policy(bucket_arn: str) -> str:
     """Deny every request that does not use TLS (AWS FSBP S3.5)."""
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [bucket_arn, f"{bucket_arn}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }],
-    })
+    return json.dumps({"Version": "2012-10-17", "Statement": [_deny_insecure_transport(bucket_arn)]})
+
+
+def access_log_policy(log_bucket_arn: str, source_bucket_arn: str, account_id: str) -> str:
+    """TLS only, and S3's log delivery may write under the prefix, only for the backups bucket of this account."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        _deny_insecure_transport(log_bucket_arn),
+        {
+            "Sid": "S3ServerAccessLogsOfTheBackupsBucket",
+            "Effect": "Allow",
+            "Principal": {"Service": LOG_DELIVERY_SERVICE},
+            "Action": "s3:PutObject",
+            "Resource": f"{log_bucket_arn}/{ACCESS_LOG_PREFIX}*",
+            "Condition": {"ArnLike": {"aws:SourceArn": source_bucket_arn}, "StringEquals": {"aws:SourceAccount": account_id}},
+        },
+    ]})
+
+
+def access_log_lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurationRuleArgs]:
+    """Access logs are kept as long as the backups they describe."""
+    return [
+        aws.s3.BucketLifecycleConfigurationRuleArgs(
+            id="expire-access-logs", status="Enabled",
+            filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+            expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=args.retention_days),
+            noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                noncurrent_days=NONCURRENT_VERSION_DAYS
+            ),
+        ),
+        aws.s3.BucketLifecycleConfigurationRuleArgs(
+            id="abort-incomplete-uploads", status="Enabled",
+            filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+            abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                days_after_initiation=ABORT_MULTIPART_DAYS
+            ),
+        ),
+    ]
 
 
 def lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurationRuleArgs]:
@@ -65,26 +105,65 @@ def lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurati
 
 
 class Backups(pulumi.ComponentResource):
-    """A private, versioned, KMS-encrypted, TLS-only bucket with lifecycle retention."""
+    """A private, versioned, KMS-encrypted, TLS-only bucket with lifecycle retention, whose access is logged to a
+    second bucket with the same controls (SSE-S3 there: S3 delivers access logs to no SSE-KMS bucket)."""
 
     bucket: aws.s3.Bucket
+    access_logs: aws.s3.Bucket
     key: aws.kms.Key
 
     def __init__(self, name: str, args: BackupsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgestack:aws:Backups", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
 
         self.key = rotating_key(f"{name}-key", "forgestack backups bucket", self, args.protect)
         # Unprotected (dev) buckets are emptied on destroy; a protected one cannot be destroyed at all.
         self.bucket = aws.s3.Bucket(f"{name}-bucket", force_destroy=not args.protect, opts=stateful)
-        bucket_id = self.bucket.id
+        self._controls(
+            name, self.bucket,
+            aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                    sse_algorithm="aws:kms", kms_master_key_id=self.key.arn,
+                ),
+                bucket_key_enabled=True,  # one KMS call per object instead of per request: cheaper
+            ),
+            self.bucket.arn.apply(tls_only_policy), lifecycle_rules(args),
+        )
 
+        # Who read or wrote which backup (CKV_AWS_18): S3 server access logs, kept as long as the backups.
+        self.access_logs = aws.s3.Bucket(f"{name}-access-logs", force_destroy=not args.protect, opts=stateful)
+        caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        log_policy = pulumi.Output.all(self.access_logs.arn, self.bucket.arn, caller.account_id).apply(
+            lambda values: access_log_policy(*values))
+        log_controls = self._controls(
+            f"{name}-access-logs", self.access_logs,
+            aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                    sse_algorithm="AES256",
+                ),
+            ),
+            log_policy, access_log_lifecycle_rules(args),
+        )
+        aws.s3.BucketLogging(
+            f"{name}-access-logging", bucket=self.bucket.id, target_bucket=self.access_logs.id, target_prefix=ACCESS_LOG_PREFIX,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=log_controls),
+        )
+
+        self.register_outputs({"bucketName": self.bucket.bucket, "bucketArn": self.bucket.arn, "keyArn": self.key.arn,
+                               "accessLogBucketName": self.access_logs.bucket})
+
+    def _controls(
+        self, name: str, bucket: aws.s3.Bucket, encryption: aws.s3.BucketServerSideEncryptionConfigurationRuleArgs,
+        policy: pulumi.Input[str], rules: list[aws.s3.BucketLifecycleConfigurationRuleArgs],
+    ) -> list[pulumi.Resource]:
+        """Every bucket's controls: public access blocked, owner-enforced, versioned, encrypted, its policy, lifecycle."""
+        child = pulumi.ResourceOptions(parent=self)
+        bucket_id = bucket.id
         public_access = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access", bucket=bucket_id, block_public_acls=True, block_public_policy=True,
             ignore_public_acls=True, restrict_public_buckets=True, opts=child,
         )
-        aws.s3.BucketOwnershipControls(
+        ownership = aws.s3.BucketOwnershipControls(
             f"{name}-ownership", bucket=bucket_id,
             rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"), opts=child,
         )
@@ -93,24 +172,16 @@ class Backups(pulumi.ComponentResource):
             versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
             opts=child,
         )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption", bucket=bucket_id,
-            rules=[aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                    sse_algorithm="aws:kms", kms_master_key_id=self.key.arn,
-                ),
-                bucket_key_enabled=True,  # one KMS call per object instead of per request: cheaper
-            )],
-            opts=child,
+        encryption_config = aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption", bucket=bucket_id, rules=[encryption], opts=child,
         )
-        aws.s3.BucketPolicy(
-            f"{name}-tls-only", bucket=bucket_id, policy=self.bucket.arn.apply(tls_only_policy),
+        bucket_policy = aws.s3.BucketPolicy(
+            f"{name}-tls-only", bucket=bucket_id, policy=policy,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
-        aws.s3.BucketLifecycleConfiguration(
-            f"{name}-lifecycle", bucket=bucket_id, rules=lifecycle_rules(args),
+        lifecycle = aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle", bucket=bucket_id, rules=rules,
             # Noncurrent-version rules need versioning switched on first.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
-
-        self.register_outputs({"bucketName": self.bucket.bucket, "bucketArn": self.bucket.arn, "keyArn": self.key.arn})
+        return [public_access, ownership, versioning, encryption_config, bucket_policy, lifecycle]

@@ -103,6 +103,8 @@ ACCEPTED_RISKS: dict[tuple[str, str], str] = {
                                                              "engine; run trusted repositories only",
     ("container-no-docker-socket", "services-portainer"): "Portainer manages the Docker engine by design; an opt-in switch "
                                                           "(forgestack:portainer), on in dev, off in prod",
+    ("s3-kms-encryption", "backups-access-logs-encryption"): "S3 delivers server access logs only to buckets encrypted "
+                                                              "with S3-managed keys (SSE-S3), never SSE-KMS",
     ("container-capabilities-dropped", "services-postgres"): "the image's root entrypoint owns the cluster directory to postgres "
                                                              "and drops to it with gosu: CHOWN, DAC_OVERRIDE, FOWNER, SETGID, SETUID",
     ("container-capabilities-dropped", "services-valkey"): "the image's root entrypoint owns /data to valkey and drops to it: "
@@ -405,6 +407,15 @@ def buckets_have_controls(resources: list[Resource]) -> list[tuple[str, str]]:
             for control, what in BUCKET_CONTROLS.items() if not _dependants(resources, bucket, control)]
 
 
+def buckets_log_access(resources: list[Resource]) -> list[tuple[str, str]]:
+    """Every bucket takes part in server access logging: logged to another bucket, or receiving another's logs
+    (a log bucket logging itself would log forever). At preview the bucket names are unknown, so the link is the
+    BucketLogging resource's dependency on the bucket."""
+    logging = "aws:s3/bucketLogging:BucketLogging"
+    return [(bucket.name, "bucket access is not logged (server access logging)") for bucket in resources
+            if bucket.type == "aws:s3/bucket:Bucket" and not _dependants(resources, bucket, logging)]
+
+
 def vpcs_have_flow_logs(resources: list[Resource]) -> list[tuple[str, str]]:
     return [(vpc.name, "VPC has no flow log") for vpc in resources if vpc.type == "aws:ec2/vpc:Vpc"
             and not _dependants(resources, vpc, "aws:ec2/flowLog:FlowLog")]
@@ -460,6 +471,8 @@ RULES: tuple[Rule, ...] = (
          "mandatory", ("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",), lifecycle_aborts_multipart),
     Rule("s3-tls-only", "FSBP S3.5: bucket policy denies requests without TLS", "mandatory", ("aws:s3/bucketPolicy:BucketPolicy",),
          tls_only_bucket_policy),
+    Rule("s3-access-logging", "CKV_AWS_18, FSBP S3.9: server access logging on every bucket", "mandatory", (),
+         check_stack=buckets_log_access),
     Rule("s3-bucket-controls-present", "CKV2_AWS_6/61, FSBP S3.1/S3.4/S3.5: every bucket has all its controls", "mandatory", (),
          check_stack=buckets_have_controls),
     Rule("iam-no-wildcard-action", "CKV_AWS_62/63/290: no '*' or 'service:*' actions", "mandatory",

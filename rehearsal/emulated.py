@@ -92,6 +92,7 @@ class MotoMocks(ForgeMocks):
             "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": self._encryption,
             "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": self._lifecycle,
             "aws:s3/bucketPolicy:BucketPolicy": self._bucket_policy,
+            "aws:s3/bucketLogging:BucketLogging": self._bucket_logging,
             "aws:secretsmanager/secret:Secret": self._secret,
             "aws:secretsmanager/secretVersion:SecretVersion": self._secret_version,
             "aws:ebs/volume:Volume": self._volume,
@@ -336,6 +337,11 @@ class MotoMocks(ForgeMocks):
                     "DaysAfterInitiation": _number(rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"])}
             rules.append(converted)
         self.account.client("s3").put_bucket_lifecycle_configuration(Bucket=inputs["bucket"], LifecycleConfiguration={"Rules": rules})
+        return inputs["bucket"], {}
+
+    def _bucket_logging(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.account.client("s3").put_bucket_logging(Bucket=inputs["bucket"], BucketLoggingStatus={"LoggingEnabled": {
+            "TargetBucket": inputs["targetBucket"], "TargetPrefix": inputs.get("targetPrefix", "")}})
         return inputs["bucket"], {}
 
     def _bucket_policy(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -110,3 +111,32 @@ def https_request(port: int, hostname: str, method: str, path: str, body: bytes 
         connection.sendall(f"{method} {path} HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n{head}"
                            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         return read_answer(connection)
+
+
+def https_flood(port: int, hostname: str, method: str, path: str, count: int, connections: int = 8) -> list[int]:
+    """`count` requests as fast as possible: several keep-alive connections in parallel, so that a rate limit is
+    tested against the requests' real arrival rate, not against how fast one client can shake hands."""
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def client(share: int) -> None:
+        connection = tls_connection(port, hostname)
+        try:
+            for _ in range(share):
+                connection.sendall(f"{method} {path} HTTP/1.1\r\nHost: {hostname}\r\nContent-Length: 0\r\n\r\n".encode())
+                answer = read_answer(connection)
+                with lock:
+                    statuses.append(status_of(answer))
+                if b"\r\nConnection: close" in answer.split(b"\r\n\r\n", 1)[0]:
+                    connection.close()
+                    connection = tls_connection(port, hostname)
+        finally:
+            connection.close()
+
+    shares = [count // connections + (1 if i < count % connections else 0) for i in range(connections)]
+    threads = [threading.Thread(target=client, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses

@@ -73,7 +73,7 @@ def test_ami_matches_the_instance_architecture() -> None:
 
 def test_role_policy_names_exactly_this_bucket_and_its_key_and_the_ssm_agent(aws_run: ProgramRun) -> None:
     policy = json.loads(aws_run.one("aws:iam/rolePolicy:RolePolicy", "host-policy").inputs["policy"])
-    bucket_arn = aws_run.one("aws:s3/bucket:Bucket").outputs["arn"]
+    bucket_arn = aws_run.one("aws:s3/bucket:Bucket", "backups-bucket").outputs["arn"]
     expected_resources = {
         aws_run.one("aws:kms/key:Key", "backups-key").outputs["arn"],
         bucket_arn, f"{bucket_arn}/*",

@@ -62,6 +62,7 @@ VIOLATIONS: dict[str, list[Resource]] = {
     "s3-tls-only": one("aws:s3/bucketPolicy:BucketPolicy", {"policy": json.dumps({"Statement": [
         {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "*"}]})}),
     "s3-bucket-controls-present": one("aws:s3/bucket:Bucket", {}, "lonely-bucket"),
+    "s3-access-logging": one("aws:s3/bucket:Bucket", {}, "unlogged-bucket"),
     "iam-no-wildcard-action": one("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Statement": [
         {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::b/*"}]})}),
     "iam-no-wildcard-resource-on-data": one("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Statement": [
@@ -141,6 +142,7 @@ def test_accepted_risks_are_reported_not_failed(dev_run: ProgramRun) -> None:
     accepted = {(v.rule, v.resource): v.accepted for v in evaluate(policy_view(dev_run)).accepted}
     assert set(accepted) == {
         ("ec2-no-public-ip", "host-eip"),
+        ("s3-kms-encryption", "backups-access-logs-encryption"),
         *(("container-no-docker-socket", f"services-{name}") for name in ("cadvisor", "runner", "portainer")),
         # capabilities added back after dropping ALL, each with its reason
         *(("container-capabilities-dropped", f"services-{name}") for name in ("postgres", "valkey", "gitea", "proxy", "alloy",

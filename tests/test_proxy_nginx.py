@@ -19,7 +19,7 @@ from components.services.catalog import service_specs
 from components.services.proxy import RATE_LIMIT_ZONES, ProxyRoute, proxy_routes, render_nginx_conf
 from components.settings import parse
 from rehearsal.engine import stack_config
-from tests.nginx_support import https_request, running_nginx, status_of
+from tests.nginx_support import https_flood, https_request, running_nginx, status_of
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -186,7 +186,7 @@ def test_git_over_http_is_rate_limited_but_a_fetch_passes(tmp_path: Path, backen
                  status_of(https_request(port, gitea.hostname, "POST", "/team/site.git/git-upload-pack", b"0000"))]
         assert fetch == [200, 200]
         started = time.monotonic()
-        flood = [status_of(https_request(port, gitea.hostname, "GET", "/team/site/info/refs")) for _ in range(burst + 60)]
+        flood = https_flood(port, gitea.hostname, "GET", "/team/site/info/refs", burst + 60)
         elapsed = time.monotonic() - started
         per_second = int(RATE_LIMIT_ZONES["git"][0].removesuffix("r/s"))
         assert 429 in flood

@@ -90,13 +90,20 @@ def test_backup_bucket_has_every_control(rehearsed: Rehearsal) -> None:
     assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}
     assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"].values())
     lifecycle = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
-    retention = int(run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"][0]["expiration"]["days"])
+    retention = int(run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", name="backups-lifecycle")
+                    .inputs["rules"][0]["expiration"]["days"])
     assert retention in (7, 90)  # dev, prod
     assert lifecycle["expire-backups"]["Expiration"]["Days"] == retention
     assert lifecycle["abort-incomplete-uploads"]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
     policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
     assert policy["Statement"][0]["Effect"] == "Deny"
     assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # Access is logged to the log bucket, which S3 accepted as a target (its policy admits the log delivery).
+    logging = s3.get_bucket_logging(Bucket=bucket)["LoggingEnabled"]
+    log_bucket = run.one("aws:s3/bucket:Bucket", name="backups-access-logs").id
+    assert (logging["TargetBucket"], logging["TargetPrefix"]) == (log_bucket, "backups/")
+    assert s3.get_bucket_versioning(Bucket=log_bucket)["Status"] == "Enabled"
+    assert all(s3.get_public_access_block(Bucket=log_bucket)["PublicAccessBlockConfiguration"].values())
 
 
 def test_secret_holds_every_credential_as_json(rehearsed: Rehearsal) -> None:

@@ -367,10 +367,10 @@ def test_a_file_growing_during_the_backup_is_published_with_the_warning(memory_b
     s3, _ = memory_backup
     data = busy_directory(tmp_path)
     log = data / "gitea.log"
-    log.write_bytes(os.urandom(32 * 2**20))
+    log.write_bytes(os.urandom(96 * 2**20))  # far more than the upload reads ahead (5 parts of 5 MiB + buffers)
 
     def append_on_first_upload(**_: Any) -> None:
-        if log.stat().st_size == 32 * 2**20:
+        if log.stat().st_size == 96 * 2**20:
             with log.open("ab") as out:
                 out.write(b"a new log line\n")  # tar archives the size it saw; the file is whole, only newer
 

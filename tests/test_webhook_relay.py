@@ -174,7 +174,7 @@ def test_a_bad_content_length_is_answered_at_once_without_reading(target: FakeTa
         started = time.monotonic()
         answer = read_answer(connection)
     assert status_of(answer) == expected, answer
-    assert time.monotonic() - started < 1  # answered from the headers: nothing waited for a body
+    assert time.monotonic() - started < 3  # answered from the headers, not after the 10 s socket timeout
     assert b"Connection: close" in answer  # the unread body is never parsed as another request
     server.shutdown()
 
@@ -252,7 +252,7 @@ def test_a_slow_target_never_makes_gitea_wait_and_a_full_queue_is_503() -> None:
     assert send(server, "push", {**PUSH, "ref": "refs/heads/b"})[0] == 202  # waits in the queue
     status, body = send(server, "push", {**PUSH, "ref": "refs/heads/c"})
     assert (status, json.loads(body)) == (503, {"error": "delivery queue full, retry later"})
-    assert time.monotonic() - started < 2  # every answer came at once while the target was stuck
+    assert time.monotonic() - started < 10  # every answer came while the target was stuck (it holds for 30 s)
     assert metric(server, "queue_depth") == 1
     released.set()
     wait_for(lambda: len(slow.received) == 2)
@@ -340,13 +340,13 @@ def test_a_bug_in_the_handler_is_a_500_answer(target: FakeTarget, monkeypatch: p
 
 
 def test_idle_connections_are_bounded_and_closed(target: FakeTarget) -> None:
-    server = start_relay([target.url], {"push"}, workers=2, socket_timeout_seconds=0.5)
-    idle = [socket.create_connection(("127.0.0.1", server.server_port), timeout=5) for _ in range(2)]
-    time.sleep(0.1)
+    server = start_relay([target.url], {"push"}, workers=2, socket_timeout_seconds=3)
+    idle = [socket.create_connection(("127.0.0.1", server.server_port), timeout=10) for _ in range(2)]
+    time.sleep(0.2)
     started = time.monotonic()
     answer = raw_request(server.server_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status_of(answer) == 503 and b"too many clients" in answer  # at once, not after a wait
-    assert time.monotonic() - started < 0.4
+    assert time.monotonic() - started < 2  # well before the idle ones time out (3 s)
     for connection in idle:
         assert connection.recv(1) == b""  # closed by the relay after its socket timeout
         connection.close()
@@ -415,7 +415,7 @@ def test_behind_nginx_slow_senders_never_hold_the_relays_workers(nginx_in_front:
     started = time.monotonic()
     answer = https_request(port, HOOKS_HOST, "POST", "/hooks/gitea", body, signed_headers("push", body))
     assert status_of(answer) == 202, answer
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # not held behind the trickling senders (the relay waits 30 s on a body)
     assert metric(server, "busy_total") == 0  # Nginx held the slow bodies; the relay never saw them
     wait_for(lambda: target.received)
     for connection in trickling:
