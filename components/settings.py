@@ -104,8 +104,9 @@ class Settings(BaseModel):
     instance_type: Annotated[
         str,
         _key("instanceType", "EC2 instance type of the host; Graviton types (m7g, t4g, ...) select an arm64 image.",
-             f"an EC2 instance type such as t3.medium or m7g.large with at least {MIN_MEMORY_GIB} GiB of memory",
-             "t3.medium"),
+             f"an EC2 instance type such as t3.large or m7g.large with at least {MIN_MEMORY_GIB} GiB of memory",
+             # 8 GiB: the whole stack with one CI job (catalog.memory_plan); t3.medium fits with logging off.
+             "t3.large"),
     ]
     vpc_cidr: Annotated[
         str,

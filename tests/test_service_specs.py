@@ -8,7 +8,15 @@ import pytest
 
 from components.constants import DOCKER_SUBNET
 from components.services import gitea, postgres
-from components.services.catalog import memory_plan, routed_hostnames, service_specs
+from components.services.catalog import (
+    MIN_SHARE_MB,
+    OS_RESERVED_MB,
+    SHARE_OF_REST,
+    ci_job_memory_mb,
+    memory_plan,
+    routed_hostnames,
+    service_specs,
+)
 from components.services.spec import Route, ServiceSpec
 from components.settings import ConfigError, Settings, parse
 from rehearsal.engine import stack_config
@@ -48,10 +56,24 @@ def test_monitoring_logging_ci_and_portainer_switch_their_containers(dev: Settin
 
 
 def test_an_instance_too_small_for_the_services_is_a_config_error(dev: Settings) -> None:
-    with pytest.raises(ConfigError, match=r"forgestack:instanceType: got 't3\.medium' \(4096 MiB\); expected at least \d+ MiB"):
+    with pytest.raises(ConfigError, match=r"forgestack:instanceType: got 't3\.medium' \(4096 MiB\); expected at least 4304 MiB"):
         service_specs(dev.model_copy(update={"instance_type": "t3.medium"}))
-    bare = dev.model_copy(update={"instance_type": "t3.medium", "monitoring": False, "logging": False, "portainer": False})
-    assert service_specs(bare)  # the core forge fits 4 GiB
+    without_logs = dev.model_copy(update={"instance_type": "t3.medium", "logging": False, "portainer": False})
+    assert service_specs(without_logs)  # 4 GiB holds the forge, CI and monitoring without Loki and Alloy
+
+
+@pytest.mark.parametrize("instance_type", ["t3.medium", "t3.large", "m7g.large", "m7g.2xlarge"])
+@pytest.mark.parametrize("switches", [{}, {"logging": False}, {"ci": "none"}, {"monitoring": False, "logging": False}])
+def test_the_plan_never_overcommits_and_keeps_a_ci_job_free(dev: Settings, instance_type: str, switches: dict[str, object]) -> None:
+    settings = dev.model_copy(update={"instance_type": instance_type, "portainer": False, **switches})
+    try:
+        plan = memory_plan(settings)
+    except ConfigError:
+        assert instance_type == "t3.medium" and switches in ({}, {"ci": "none"})
+        return
+    job = ci_job_memory_mb(settings) if settings.ci != "none" else 0
+    assert sum(plan.values()) + OS_RESERVED_MB + job <= settings.instance_memory_mib
+    assert all(plan[name] >= MIN_SHARE_MB for name in SHARE_OF_REST if name in plan)
 
 
 def test_postgres_is_pinned_private_and_reads_its_password_from_a_file(dev: Settings) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+
+import pytest
 
 from components.host import decode_user_data
-from rehearsal.engine import ProgramRun
+from rehearsal.engine import REPO, ProgramRun
 
 COMPONENT_TYPES = {"forgestack:aws:Network", "forgestack:core:Credentials", "forgestack:aws:Backups",
                    "forgestack:aws:Host", "forgestack:aws:Dns"}
@@ -63,3 +67,13 @@ def test_prod_host_is_arm64_and_termination_protected(prod_run: ProgramRun, dev_
     assert "arch=arm64" in decode_user_data(prod_run.one("aws:ec2/instance:Instance").inputs["userDataBase64"])
     assert prod_run.one("aws:ec2/instance:Instance").inputs["disableApiTermination"] is True
     assert dev_run.one("aws:ec2/instance:Instance").inputs["disableApiTermination"] is False
+
+
+@pytest.mark.parametrize(("stack", "stack_file"), [("dev", "minimal-aws.yaml"), ("local", "minimal-local.yaml")])
+def test_a_stack_file_with_only_the_required_keys_rehearses_clean(stack: str, stack_file: str) -> None:
+    """The shipped defaults deploy: no instance type, no switch, nothing but the required keys."""
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "rehearse.py"), "--stack", stack,
+                             "--stack-file", str(REPO / "tests" / "stacks" / stack_file)],
+                            capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("; 0 problems"), result.stdout[-500:]

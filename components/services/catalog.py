@@ -20,7 +20,7 @@ FIXED_MEMORY_MB = {
     monitoring.ALERTMANAGER: 96, monitoring.GRAFANA: 256, logs.ALLOY: 160,
     valkey.NAME: 128, relay.NAME: 64, portainer.NAME: 128, ci.RUNNER: 256, ci.DRONE: 192, ci.DRONE_RUNNER: 128,
 }
-# Shares of the rest; what they leave unassigned (10% with everything on) is kept free for CI jobs.
+# Relative shares of what is left after the OS, the fixed limits and one CI job's memory.
 SHARE_OF_REST = {"postgres": 0.30, "gitea": 0.35, monitoring.PROMETHEUS: 0.15, logs.LOKI: 0.10}
 MONITORING_SERVICES = {monitoring.NODE_EXPORTER, monitoring.CADVISOR, monitoring.POSTGRES_EXPORTER, monitoring.BLACKBOX,
                        monitoring.ALERTMANAGER, monitoring.GRAFANA, monitoring.PROMETHEUS}
@@ -53,21 +53,45 @@ def _shared_memory_mb(settings: Settings) -> int:
     return settings.instance_memory_mib - OS_RESERVED_MB - sum(_fixed_memory(settings).values())
 
 
-def memory_plan(settings: Settings) -> dict[str, int]:
-    """Memory limit per enabled container in MiB, sized from the instance type. Too small an instance is a config error."""
-    fixed = _fixed_memory(settings)
-    available = _shared_memory_mb(settings)
-    shares = {name: max(MIN_SHARE_MB, int(available * share)) for name, share in SHARE_OF_REST.items() if enabled(settings, name)}
-    needed = OS_RESERVED_MB + sum(fixed.values()) + sum(shares.values())
-    if needed > settings.instance_memory_mib:
-        raise ConfigError(
-            f"{full_key('instanceType')}: got {settings.instance_type!r} ({settings.instance_memory_mib} MiB); expected at least "
-            f"{needed} MiB for the enabled services, e.g. t3.large, or turn off monitoring, logging or portainer")
-    return {**shares, **fixed}
+def ci_enabled(settings: Settings) -> bool:
+    return bool(CI_SERVICES[settings.ci])
 
 
 def ci_job_memory_mb(settings: Settings) -> int:
+    """What one CI job may use: a tenth of what the big services share, never less than MIN_JOB_MB."""
     return max(MIN_JOB_MB, int(_shared_memory_mb(settings) * JOB_SHARE))
+
+
+def _water_fill(budget: int, shares: dict[str, float]) -> dict[str, int]:
+    """Split budget in proportion to shares, but never below MIN_SHARE_MB: services whose share falls below the
+    floor get the floor, and the others split what is left (so the floors never push the total over the budget)."""
+    floored: dict[str, int] = {}
+    while True:
+        rest = budget - sum(floored.values())
+        open_shares = {name: share for name, share in shares.items() if name not in floored}
+        total = sum(open_shares.values())
+        below = {name for name, share in open_shares.items() if rest * share / total < MIN_SHARE_MB} if total else set()
+        if not below:
+            return {**floored, **{name: int(rest * share / total) for name, share in open_shares.items()}}
+        floored.update({name: MIN_SHARE_MB for name in below})
+
+
+def memory_plan(settings: Settings) -> dict[str, int]:
+    """Memory limit per enabled container in MiB, sized from the instance type: the OS keeps OS_RESERVED_MB, small
+    services get fixed limits, one CI job's memory stays free when CI is on, and the big services share the rest
+    (never less than MIN_SHARE_MB each). Too small an instance is a config error naming the size it needs."""
+    fixed = _fixed_memory(settings)
+    available = _shared_memory_mb(settings)
+    job_reserve = ci_job_memory_mb(settings) if ci_enabled(settings) else 0
+    shares = {name: share for name, share in SHARE_OF_REST.items() if enabled(settings, name)}
+    floors = MIN_SHARE_MB * len(shares)
+    budget = available - job_reserve
+    if budget < floors:
+        needed = settings.instance_memory_mib - budget + floors
+        raise ConfigError(
+            f"{full_key('instanceType')}: got {settings.instance_type!r} ({settings.instance_memory_mib} MiB); expected at least "
+            f"{needed} MiB for the enabled services and a CI job, e.g. t3.large, or turn off monitoring, logging or portainer")
+    return {**_water_fill(budget, shares), **fixed}
 
 
 def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
