@@ -1,6 +1,6 @@
 """The scheduled backup on the host: systemd units, the schedule, and the pre-upgrade command. Pure functions.
 
-The job itself is scripts/backup.py, installed verbatim on the host by cloud-init, run as root by a
+The job itself is components/host_tools/backup.py, installed verbatim on the host by cloud-init, run as root by a
 systemd timer. It dumps PostgreSQL inside its container (pg_dump matches the server) and archives
 the data directories the service specs mark for backup.
 """
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.constants import CONTAINER_PREFIX, DATA_MOUNT, HOST_TOOLS_DIR, TEXTFILE_COLLECTOR_DIR
+from components.host_tools.backup import DEFAULT_PREFIX, METRIC_LAST_SUCCESS
 from components.services.spec import ServiceSpec
-from scripts.backup import DEFAULT_PREFIX, METRIC_LAST_SUCCESS
 
-REPO_SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
-HOST_SCRIPTS = (f"{HOST_TOOLS_DIR}/scripts/backup.py", f"{HOST_TOOLS_DIR}/scripts/restore.py")
+REPO_HOST_TOOLS = Path(__file__).resolve().parent / "host_tools"
+HOST_SCRIPTS = (f"{HOST_TOOLS_DIR}/host_tools/backup.py", f"{HOST_TOOLS_DIR}/host_tools/restore.py")
 UNIT_NAME = "forgestack-backup"
 METRICS_FILE = f"{TEXTFILE_COLLECTOR_DIR}/forgestack_backup.prom"
 BACKUP_MINUTE = 17  # off the hour, away from everyone else's cron jobs
@@ -112,4 +112,4 @@ def pre_upgrade_backup_argv(postgres_name: str) -> list[str]:
 
 def host_scripts() -> dict[str, str]:
     """Path on the host -> content, taken verbatim from this repository."""
-    return {path: (REPO_SCRIPTS / Path(path).name).read_text() for path in HOST_SCRIPTS}
+    return {path: (REPO_HOST_TOOLS / Path(path).name).read_text() for path in HOST_SCRIPTS}

@@ -119,13 +119,13 @@ def run(size_mib: int) -> dict[str, Any]:
             size = generate_tree(source, size_mib)
             log(f"backing up {size / 2**20:,.0f} MiB")
             backup_s, backup_rss, stdout = timed_run(
-                [sys.executable, str(REPO / "scripts/backup.py"), "--bucket", BUCKET, "--path", str(source)], env)
+                [sys.executable, str(REPO / "components/host_tools/backup.py"), "--bucket", BUCKET, "--path", str(source)], env)
             backup_id = stdout.strip().splitlines()[-1]
             target = Path(scratch) / "restored"
             target.mkdir()
             log(f"restoring {backup_id}")
             restore_s, restore_rss, _ = timed_run(
-                [sys.executable, str(REPO / "scripts/restore.py"), "--bucket", BUCKET, "--backup-id", backup_id,
+                [sys.executable, str(REPO / "components/host_tools/restore.py"), "--bucket", BUCKET, "--backup-id", backup_id,
                  "--path-target", str(target), "--work-dir", scratch], env)
             identical = tree_digest(source) == tree_digest(target / "gitea")
     finally:

@@ -1,4 +1,4 @@
-"""Backup and restore helpers shared by the tests of scripts/backup.py and scripts/restore.py: a real PostgreSQL,
+"""Backup and restore helpers shared by the tests of components/host_tools/backup.py and restore.py: a real PostgreSQL,
 moto's S3 server, and the scripts run as the operator runs them (subprocesses with the standard AWS variables)."""
 
 from __future__ import annotations
@@ -32,8 +32,12 @@ def s3_of(env: dict[str, str]) -> Any:
                         aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
+HOST_TOOLS = REPO / "components" / "host_tools"
+
+
 def run_script(name: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], capture_output=True, text=True, env=env,
+    """A host tool run as a file, as the host runs it."""
+    result = subprocess.run([sys.executable, str(HOST_TOOLS / name), *args], capture_output=True, text=True, env=env,
                             check=False, timeout=300)
     assert "Traceback" not in result.stderr, result.stderr
     return result

@@ -22,11 +22,11 @@ from components.backup_job import (
 )
 from components.constants import DATA_MOUNT, SNAPSHOT_TAG_KEY
 from components.host import decode_user_data
+from components.host_tools.backup import METRIC_LAST_SUCCESS
 from components.services import postgres
 from components.services.catalog import service_specs
 from components.settings import parse
 from rehearsal.engine import ProgramRun, run_program, stack_config
-from scripts.backup import METRIC_LAST_SUCCESS
 
 JOB = BackupJob(bucket="forge-backups-1a2b", region="eu-west-1", interval_hours=6, postgres_container="forgestack-postgres",
                 paths=(f"{DATA_MOUNT}/gitea",))
@@ -58,7 +58,7 @@ def test_archived_directories_come_from_the_specs() -> None:
 def test_service_runs_the_installed_script_against_the_container() -> None:
     unit = service_unit(JOB)
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
-    assert exec_start == ("ExecStart=/usr/bin/python3 /usr/local/lib/forgestack/scripts/backup.py --bucket forge-backups-1a2b "
+    assert exec_start == ("ExecStart=/usr/bin/python3 /usr/local/lib/forgestack/host_tools/backup.py --bucket forge-backups-1a2b "
                           "--prefix forgestack --postgres-container forgestack-postgres "
                           f"--metrics-file {METRICS_FILE} --path /srv/forgestack/gitea")
     assert f"RequiresMountsFor={DATA_MOUNT}" in unit
@@ -86,7 +86,7 @@ def test_stack_user_data_installs_the_timer_and_both_scripts(stack: str, hours: 
     run = {"dev": dev_run, "prod": prod_run}[stack]
     document = yaml.safe_load(decode_user_data(run.one("aws:ec2/instance:Instance").inputs["userDataBase64"]))
     files = {entry["path"]: entry["content"] for entry in document["write_files"]}
-    repo = Path(__file__).resolve().parent.parent / "scripts"
+    repo = Path(__file__).resolve().parent.parent / "components" / "host_tools"
     for path in HOST_SCRIPTS:
         assert files[path] == (repo / Path(path).name).read_text()  # installed verbatim
     bucket = run.outputs["backupBucketName"]

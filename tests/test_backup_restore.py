@@ -1,4 +1,4 @@
-"""scripts/backup.py and scripts/restore.py against a real PostgreSQL server and S3 on moto."""
+"""components/host_tools/backup.py and restore.py against a real PostgreSQL server and S3 on moto."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from scripts import backup as backup_script
+from components.host_tools import backup as backup_script
 from tests.backup_support import REGION, SNAPSHOT_SQL, backup, damage_the_database, one_error_line, run_script, s3_of, tree_digest
 from tests.servers import PASSWORD, PostgresServer, postgres_tool
 

@@ -14,11 +14,11 @@ import pytest
 
 from components.credentials import CREDENTIAL_LENGTHS
 from components.host import decode_user_data
+from components.host_tools import backup as backup_script
+from components.host_tools import restore as restore_script
 from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse, stack_region
 from rehearsal.engine import ProgramRun, stack_config
-from scripts import backup as backup_script
 from scripts import credentials as credentials_script
-from scripts import restore as restore_script
 
 Rehearsal = tuple[ProgramRun, EmulatedAccount]
 

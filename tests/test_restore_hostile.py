@@ -26,9 +26,9 @@ from typing import Any
 import boto3
 import pytest
 
+from components.host_tools import backup as backup_script
+from components.host_tools import restore as restore_script
 from rehearsal.engine import REPO
-from scripts import backup as backup_script
-from scripts import restore as restore_script
 from tests.backup_support import SNAPSHOT_SQL, backup, damage_the_database, one_error_line, run_script, s3_of, tree_digest
 from tests.servers import PASSWORD, PostgresServer, postgres_tool
 
@@ -58,7 +58,7 @@ def put_manifest(env: dict[str, str], bucket: str, backup_id: str, manifest: Any
 
 def restore(env: dict[str, str], bucket: str, postgres: PostgresServer, target: Path, *extra: str,
             preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, str(REPO / "scripts" / "restore.py"), "--bucket", bucket, "--postgres-url", postgres.url,
+    argv = [sys.executable, str(REPO / "components" / "host_tools" / "restore.py"), "--bucket", bucket, "--postgres-url", postgres.url,
             "--path-target", str(target), *extra]
     result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=300, preexec_fn=preexec_fn)
     assert "Traceback" not in result.stderr, result.stderr
@@ -387,7 +387,7 @@ def test_a_file_growing_during_the_backup_is_published_with_the_warning(memory_b
 def test_a_path_without_a_plain_name_is_refused(aws_env: dict[str, str], bucket: str, tmp_path: Path, path: str) -> None:
     (tmp_path / "gitea").mkdir()
     (tmp_path / ".hidden").mkdir()
-    result = subprocess.run([sys.executable, str(REPO / "scripts/backup.py"), "--bucket", bucket, "--path", path],
+    result = subprocess.run([sys.executable, str(REPO / "components/host_tools/backup.py"), "--bucket", bucket, "--path", path],
                             capture_output=True, text=True, env=aws_env, cwd=tmp_path, check=False, timeout=60)
     assert result.returncode == backup_script.EXIT_USAGE
     assert result.stderr.count("\n") == 1 and "expected a plain name such as gitea" in result.stderr, result.stderr

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from scripts.backup import METRIC_DURATION, METRIC_LAST_SUCCESS, METRIC_SIZE
+from components.host_tools.backup import METRIC_DURATION, METRIC_LAST_SUCCESS, METRIC_SIZE
 
 # Filesystems that can fill: not the in-memory ones nor the containers' overlay layers.
 REAL_FILESYSTEMS = 'fstype!~"tmpfs|overlay"'

@@ -15,6 +15,7 @@ import yaml
 
 from components.backup_job import max_backup_age_seconds
 from components.constants import SECRETS_DIR, TEXTFILE_COLLECTOR_DIR
+from components.host_tools.backup import METRIC_LAST_SUCCESS
 from components.services import dashboards, images, postgres
 from components.services.dashboards import REAL_FILESYSTEMS
 from components.services.spec import (
@@ -30,7 +31,6 @@ from components.services.spec import (
     Volume,
 )
 from components.settings import Settings
-from scripts.backup import METRIC_LAST_SUCCESS
 
 PROMETHEUS = "prometheus"
 PROMETHEUS_PORT = 9090

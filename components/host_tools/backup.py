@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Back up forgestack to S3: a pg_dump of the database and a tar.zst of each data directory.
 
-    python scripts/backup.py --bucket B --postgres-container forgestack-postgres --path /srv/forgestack/gitea
-    python scripts/backup.py --bucket B --postgres-url postgresql://gitea@127.0.0.1/gitea --path ./data
+    python components/host_tools/backup.py --bucket B --postgres-container forgestack-postgres --path /srv/forgestack/gitea
+    python components/host_tools/backup.py --bucket B --postgres-url postgresql://gitea@127.0.0.1/gitea --path ./data
 
 Every part streams from its producer (pg_dump, tar | zstd) straight into an S3 multipart upload,
 so memory stays flat whatever the data size. Parts land under s3://B/PREFIX/<backup-id>/, then a

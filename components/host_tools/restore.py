@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Restore a forgestack backup made by backup.py: verify everything first, then restore.
 
-    python scripts/restore.py --bucket B --postgres-container forgestack-postgres --path-target /srv/forgestack
-    python scripts/restore.py --bucket B --backup-id 20261124T030000Z --postgres-url postgresql://gitea@127.0.0.1/gitea
+    python components/host_tools/restore.py --bucket B --postgres-container forgestack-postgres --path-target /srv/forgestack
+    python components/host_tools/restore.py --bucket B --backup-id 20261124T030000Z --postgres-url postgresql://gitea@127.0.0.1/gitea
 
 Order of work, so that a bad or hostile backup never touches anything:
   1. read the manifest of the backup (`latest` by default) and check its shape: the backup id's format,
@@ -43,10 +43,11 @@ from typing import Any
 
 import botocore.exceptions
 
-# Run as a file (python scripts/restore.py), in the repository or under /usr/local/lib/forgestack on the host.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts import backup as common
+if __package__:  # imported (the tests, the program's constants)
+    from . import backup as common
+else:  # run as a file, beside backup.py: in the repository or under /usr/local/lib/forgestack/host_tools on the host
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import backup as common  # type: ignore[no-redef]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = common.EXIT_OK, common.EXIT_FAILED, common.EXIT_USAGE
 EXIT_UNVERIFIED = 3
