@@ -83,20 +83,25 @@ def trust_policy(provider_arn: str, repo: str, purpose: str, stack: str) -> dict
     }]}
 
 
+# The DIY backend's project-scoped layout: .pulumi/{stacks,history,backups}/<project>/<stack>..., and locks under the
+# stack's fully qualified name, organization/<project>/<stack> (pkg/backend/diy: stackLockDir).
+LOCK_SCOPE = f"organization/{PROJECT}"
+
+
 def state_paths(bucket: str, stack: str) -> list[str]:
-    """The DIY backend's objects of one stack (project-scoped layout), and its locks."""
+    """The DIY backend's objects of one stack, and (last) its locks."""
     root = f"arn:aws:s3:::{bucket}/.pulumi"
     return [f"{root}/stacks/{PROJECT}/{stack}.json*", f"{root}/history/{PROJECT}/{stack}/*",
-            f"{root}/backups/{PROJECT}/{stack}/*", f"{root}/locks/{PROJECT}/{stack}/*"]
+            f"{root}/backups/{PROJECT}/{stack}/*", f"{root}/locks/{LOCK_SCOPE}/{stack}/*"]
 
 
 def state_statements(bucket: str, bucket_key_arn: str, stack: str, write: bool) -> list[dict[str, Any]]:
-    prefixes = [f".pulumi/{kind}/{PROJECT}/{stack}{suffix}"
-                for kind, suffix in (("stacks", ".json*"), ("history", "/*"), ("backups", "/*"), ("locks", "/*"))]
+    prefixes = [f".pulumi/{kind}/{PROJECT}/{stack}{suffix}" for kind, suffix in (("stacks", ".json*"), ("history", "/*"),
+                                                                                  ("backups", "/*"))]
     return [
         {"Sid": "ListOwnState", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}",
-         "Condition": {"StringLike": {"s3:prefix": [".pulumi/", ".pulumi/meta.yaml", *prefixes,
-                                                    f".pulumi/stacks/{PROJECT}/", f".pulumi/locks/{PROJECT}/{stack}/"]}}},
+         "Condition": {"StringLike": {"s3:prefix": [".pulumi/", ".pulumi/meta.yaml", *prefixes, f".pulumi/stacks/{PROJECT}/",
+                                                    f".pulumi/locks/{LOCK_SCOPE}/{stack}/*"]}}},
         {"Sid": "ReadBackendMeta", "Effect": "Allow", "Action": "s3:GetObject",
          "Resource": [f"arn:aws:s3:::{bucket}/.pulumi/meta.yaml", f"arn:aws:s3:::{bucket}/.pulumi/Pulumi.yaml"]},
         {"Sid": "ReadOwnState", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],

@@ -135,7 +135,7 @@ def test_missing_backend_keys_are_a_clear_prerequisite(moto_account: str, capsys
 
 
 STATE = {stack: f".pulumi/stacks/forgestack/{stack}.json" for stack in ("dev", "prod")}
-LOCK = ".pulumi/locks/forgestack/{stack}/lock.json"
+LOCK = ".pulumi/locks/organization/forgestack/{stack}/0b5e7a3c.json"  # pkg/backend/diy stackLockDir
 
 
 def in_enforced_account(checks: Callable[[dict[str, Any]], None]) -> None:
