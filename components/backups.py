@@ -57,25 +57,33 @@ def access_log_policy(log_bucket_arn: str, source_bucket_arn: str, account_id: s
     ]})
 
 
+def _expire_rule(rule_id: str, days: int, transitions: list[aws.s3.BucketLifecycleConfigurationRuleTransitionArgs] | None = None,
+                 ) -> aws.s3.BucketLifecycleConfigurationRuleArgs:
+    """Objects expire after `days`; an overwritten or deleted version stays recoverable NONCURRENT_VERSION_DAYS."""
+    return aws.s3.BucketLifecycleConfigurationRuleArgs(
+        id=rule_id, status="Enabled",
+        filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+        expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=days),
+        noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+            noncurrent_days=NONCURRENT_VERSION_DAYS
+        ),
+        transitions=transitions or [],
+    )
+
+
+def _abort_incomplete_uploads_rule() -> aws.s3.BucketLifecycleConfigurationRuleArgs:
+    return aws.s3.BucketLifecycleConfigurationRuleArgs(
+        id="abort-incomplete-uploads", status="Enabled",
+        filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+        abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+            days_after_initiation=ABORT_MULTIPART_DAYS
+        ),
+    )
+
+
 def access_log_lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurationRuleArgs]:
     """Access logs are kept as long as the backups they describe."""
-    return [
-        aws.s3.BucketLifecycleConfigurationRuleArgs(
-            id="expire-access-logs", status="Enabled",
-            filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-            expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=args.retention_days),
-            noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
-                noncurrent_days=NONCURRENT_VERSION_DAYS
-            ),
-        ),
-        aws.s3.BucketLifecycleConfigurationRuleArgs(
-            id="abort-incomplete-uploads", status="Enabled",
-            filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-            abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
-                days_after_initiation=ABORT_MULTIPART_DAYS
-            ),
-        ),
-    ]
+    return [_expire_rule("expire-access-logs", args.retention_days), _abort_incomplete_uploads_rule()]
 
 
 def lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurationRuleArgs]:
@@ -84,24 +92,7 @@ def lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurati
         [aws.s3.BucketLifecycleConfigurationRuleTransitionArgs(days=args.archive_after_days, storage_class=ARCHIVE_STORAGE_CLASS)]
         if args.archive_after_days else []
     )
-    return [
-        aws.s3.BucketLifecycleConfigurationRuleArgs(
-            id="expire-backups", status="Enabled",
-            filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-            expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=args.retention_days),
-            noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
-                noncurrent_days=NONCURRENT_VERSION_DAYS
-            ),
-            transitions=transitions,
-        ),
-        aws.s3.BucketLifecycleConfigurationRuleArgs(
-            id="abort-incomplete-uploads", status="Enabled",
-            filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-            abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
-                days_after_initiation=ABORT_MULTIPART_DAYS
-            ),
-        ),
-    ]
+    return [_expire_rule("expire-backups", args.retention_days, transitions), _abort_incomplete_uploads_rule()]
 
 
 class Backups(pulumi.ComponentResource):

@@ -54,6 +54,7 @@ _SSH_PUBLIC_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521
 _FORBIDDEN_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
 # Keys holding a JSON list: their raw text may be pretty-printed over lines; their items are checked.
 _JSON_LIST_ALIASES = ("adminCidrs", "relayTargets", "relayEvents")
+DEFAULT_PROXY_MAX_BODY_SIZE = "512m"  # Nginx's client_max_body_size unless forgestack:proxyMaxBodySize says otherwise
 # The SSH allow-list is for operators' own networks: together at most this many addresses (a /8).
 MAX_ADMIN_ADDRESSES = 2**24
 
@@ -231,7 +232,7 @@ class Settings(BaseModel):
     ]
     proxy_max_body_size: Annotated[
         str, _key("proxyMaxBodySize", "Largest request body Nginx accepts (git pushes over HTTP, LFS objects, uploads).",
-                  "an Nginx size from 1m to 100g, such as 512m or 2g", "512m"),
+                  "an Nginx size from 1m to 100g, such as 512m or 2g", DEFAULT_PROXY_MAX_BODY_SIZE),
     ]
     drone_gitea_client_id: Annotated[
         str,

@@ -31,6 +31,14 @@ DEFAULT_STACKS = ("dev", "prod")
 _STACK_NAME = re.compile(r"[a-z][a-z0-9-]{0,19}")
 
 
+def parse_stacks(text: str) -> list[str]:
+    """`dev,prod` -> ["dev", "prod"]; UsageError unless distinct, lowercase stack names."""
+    stacks = [stack.strip() for stack in text.split(",")]
+    if not all(_STACK_NAME.fullmatch(stack) for stack in stacks) or len(set(stacks)) != len(stacks):
+        raise UsageError(f"--stacks {text!r}: expected distinct stack names such as dev,prod")
+    return stacks
+
+
 def secrets_key_alias(key_alias: str, stack: str) -> str:
     """The alias of a stack's own Pulumi secrets key."""
     return f"{key_alias}-{stack}"
@@ -62,7 +70,7 @@ def lifecycle_rules(keep_versions_days: int) -> list[dict[str, Any]]:
     ]
 
 
-def _error_code(error: botocore.exceptions.ClientError) -> str:
+def error_code(error: botocore.exceptions.ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
@@ -71,7 +79,7 @@ def ensure_key(kms: Any, alias: str) -> tuple[str, bool]:
     try:
         metadata = kms.describe_key(KeyId=alias)["KeyMetadata"]
     except botocore.exceptions.ClientError as error:
-        if _error_code(error) != "NotFoundException":
+        if error_code(error) != "NotFoundException":
             raise
         metadata = kms.create_key(Description=f"forgestack Pulumi backend ({alias})", KeyUsage="ENCRYPT_DECRYPT",
                                   KeySpec="SYMMETRIC_DEFAULT")["KeyMetadata"]
@@ -93,9 +101,9 @@ def ensure_bucket(s3: Any, bucket: str, region: str) -> bool:
         say(f"bucket {bucket}", "unchanged (exists, owned by this account)")
         return False
     except botocore.exceptions.ClientError as error:
-        if _error_code(error) in ("403", "AccessDenied"):
+        if error_code(error) in ("403", "AccessDenied"):
             raise UsageError(f"bucket {bucket} exists but belongs to another account; choose another --bucket") from error
-        if _error_code(error) not in ("404", "NoSuchBucket", "NotFound"):
+        if error_code(error) not in ("404", "NoSuchBucket", "NotFound"):
             raise
     request: dict[str, Any] = {"Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced"}
     if region != "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
@@ -109,7 +117,7 @@ def _current(call: Any, missing_codes: tuple[str, ...], **kwargs: Any) -> Any:
     try:
         return call(**kwargs)
     except botocore.exceptions.ClientError as error:
-        if _error_code(error) in missing_codes:
+        if error_code(error) in missing_codes:
             return None
         raise
 
@@ -182,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep_versions_days < 1:
         print("bootstrap: --keep-versions-days must be at least 1", file=sys.stderr)
         return 2
-    stacks = [stack.strip() for stack in args.stacks.split(",")]
-    if not all(_STACK_NAME.fullmatch(stack) for stack in stacks) or len(set(stacks)) != len(stacks):
-        print(f"bootstrap: --stacks {args.stacks!r}: expected distinct stack names such as dev,prod", file=sys.stderr)
+    try:
+        stacks = parse_stacks(args.stacks)
+    except UsageError as error:
+        print(f"bootstrap: {error}", file=sys.stderr)
         return 2
     try:
         kms = boto3.client("kms", region_name=args.region)

@@ -38,7 +38,7 @@ import botocore.exceptions
 # Run as a file (python scripts/ci_roles.py) from the repository.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.bootstrap_backend import DEFAULT_KEY_ALIAS, DEFAULT_STACKS, secrets_key_alias
+from scripts.bootstrap_backend import DEFAULT_KEY_ALIAS, DEFAULT_STACKS, UsageError, error_code, parse_stacks, secrets_key_alias
 
 GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
@@ -52,10 +52,6 @@ HOST_USER = "ubuntu"  # the host's login user (components/host.py), for EC2 Inst
 SESSION_PREFIX = "forgestack-"  # role-session-name of the workflows (pulumi-setup action)
 MAX_SESSION_SECONDS = 3 * 3600  # the longest deploy job (90 min) with room
 _REPO = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")
-
-
-class UsageError(Exception):
-    """Bad arguments or a missing prerequisite (exit 2)."""
 
 
 def say(step: str, outcome: str) -> None:
@@ -173,10 +169,6 @@ def deploy_policy(bucket: str, bucket_key_arn: str, stack: str, secrets_key_arn:
 # ---------------------------------------------------------------- AWS (idempotent)
 
 
-def _code(error: botocore.exceptions.ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def ensure_oidc_provider(iam: Any, account: str) -> str:
     arn = f"arn:aws:iam::{account}:oidc-provider/{GITHUB_OIDC_HOST}"
     existing = [p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]]
@@ -202,7 +194,7 @@ def ensure_role(iam: Any, name: str, trust: dict[str, Any], policy: dict[str, An
     try:
         role = iam.get_role(RoleName=name)["Role"]
     except botocore.exceptions.ClientError as error:
-        if _code(error) != "NoSuchEntity":
+        if error_code(error) != "NoSuchEntity":
             raise
         role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust), MaxSessionDuration=MAX_SESSION_SECONDS,
                                Description=f"{PROJECT} GitHub Actions: {name}")["Role"]
@@ -214,7 +206,7 @@ def ensure_role(iam: Any, name: str, trust: dict[str, Any], policy: dict[str, An
     try:
         current = _document(iam.get_role_policy(RoleName=name, PolicyName=PROJECT)["PolicyDocument"])
     except botocore.exceptions.ClientError as error:
-        if _code(error) != "NoSuchEntity":
+        if error_code(error) != "NoSuchEntity":
             raise
         current = None
     if current != policy:
@@ -233,7 +225,7 @@ def key_arn(kms: Any, alias: str) -> str:
     try:
         return str(kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"])
     except botocore.exceptions.ClientError as error:
-        if _code(error) == "NotFoundException":
+        if error_code(error) == "NotFoundException":
             raise UsageError(f"KMS key {alias} does not exist: run scripts/bootstrap_backend.py first") from error
         raise
 
@@ -272,14 +264,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stacks = [stack.strip() for stack in args.stacks.split(",")]
     if not _REPO.fullmatch(args.github_repo):
         print(f"ci-roles: --github-repo {args.github_repo!r}: expected owner/name", file=sys.stderr)
         return 2
-    if not all(re.fullmatch(r"[a-z][a-z0-9-]{0,19}", stack) for stack in stacks) or len(set(stacks)) != len(stacks):
-        print(f"ci-roles: --stacks {args.stacks!r}: expected distinct stack names such as dev,prod", file=sys.stderr)
-        return 2
     try:
+        stacks = parse_stacks(args.stacks)
         variables = run(args.github_repo, args.bucket, args.region, args.key_alias, stacks, boto3.Session(region_name=args.region))
     except UsageError as error:
         print(f"ci-roles: {error}", file=sys.stderr)

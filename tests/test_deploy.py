@@ -72,7 +72,7 @@ def test_every_container_drops_capabilities_and_has_a_process_limit(any_run: Pro
     assert {container.urn for container in containers.values()} <= set(pids.depends_on)
 
 
-def test_the_docker_provider_does_not_ping_the_host_at_start(any_run: ProgramRun) -> None:
+def test_the_docker_provider_is_configured_without_its_startup_ping(any_run: ProgramRun) -> None:
     """So that `pulumi preview` (no refresh, no commands) never needs a path to the host."""
     (provider,) = any_run.of_type("pulumi:providers:docker")
     assert provider.inputs["disableDockerDaemonCheck"] in (True, "true")

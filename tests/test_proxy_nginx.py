@@ -139,6 +139,10 @@ def backend() -> Iterator[Backend]:
     fake.server.shutdown()
 
 
+def route_of(routes: list[ProxyRoute], subdomain: str) -> ProxyRoute:
+    return next(route for route in routes if route.hostname.startswith(f"{subdomain}."))
+
+
 def routes_to(backend: Backend, stack: str, **overrides: str) -> list[ProxyRoute]:
     """The stack's rendered routes, every upstream replaced by the fake backend."""
     settings = parse(stack_config(stack, overrides), stack=stack)
@@ -161,7 +165,7 @@ def test_internal_endpoints_are_404_on_every_public_hostname(tmp_path: Path, bac
 @pytest.mark.validator
 def test_a_login_burst_is_throttled_per_client(tmp_path: Path, backend: Backend) -> None:
     routes = routes_to(backend, "dev")
-    gitea = next(route for route in routes if route.hostname.startswith("git."))
+    gitea = route_of(routes, "git")
     _, burst = RATE_LIMIT_ZONES["login"]
     with running_nginx(tmp_path, routes) as port:
         statuses = [status_of(https_request(port, gitea.hostname, "POST", "/user/login", b"user_name=a&password=b"))
@@ -171,7 +175,7 @@ def test_a_login_burst_is_throttled_per_client(tmp_path: Path, backend: Backend)
         # Other zones are separate: browsing and the API still work for the same client.
         assert status_of(https_request(port, gitea.hostname, "GET", "/api/v1/version")) == 200
         assert status_of(https_request(port, gitea.hostname, "GET", "/team/site")) == 200
-        grafana = next(route for route in routes if route.hostname.startswith("grafana."))
+        grafana = route_of(routes, "grafana")
         grafana_statuses = [status_of(https_request(port, grafana.hostname, "POST", "/login")) for _ in range(burst + 5)]
         assert 429 in grafana_statuses  # Grafana's login has the same limit
 
@@ -179,7 +183,7 @@ def test_a_login_burst_is_throttled_per_client(tmp_path: Path, backend: Backend)
 @pytest.mark.validator
 def test_git_over_http_is_rate_limited_but_a_fetch_passes(tmp_path: Path, backend: Backend) -> None:
     routes = routes_to(backend, "dev")
-    gitea = next(route for route in routes if route.hostname.startswith("git."))
+    gitea = route_of(routes, "git")
     _, burst = RATE_LIMIT_ZONES["git"]
     with running_nginx(tmp_path, routes) as port:
         fetch = [status_of(https_request(port, gitea.hostname, "GET", "/team/site.git/info/refs?service=git-upload-pack")),
@@ -206,14 +210,14 @@ def test_admin_uis_limited_to_admin_cidrs(tmp_path: Path, backend: Backend, allo
     with running_nginx(tmp_path, routes) as port:
         for route in admin:
             assert status_of(https_request(port, route.hostname, "GET", "/")) == expected, route.hostname
-        gitea = next(route for route in routes if route.hostname.startswith("git."))
+        gitea = route_of(routes, "git")
         assert status_of(https_request(port, gitea.hostname, "GET", "/")) == 200  # Gitea stays public
 
 
 @pytest.mark.validator
 def test_the_body_size_limit_follows_the_setting(tmp_path: Path, backend: Backend) -> None:
     routes = routes_to(backend, "dev", **{"forgestack:proxyMaxBodySize": "1m"})
-    gitea = next(route for route in routes if route.hostname.startswith("git."))
+    gitea = route_of(routes, "git")
     with running_nginx(tmp_path, routes) as port:
         assert status_of(https_request(port, gitea.hostname, "POST", "/team/site/upload", b"x" * 1000)) == 200
         assert status_of(https_request(port, gitea.hostname, "POST", "/team/site/upload", b"x" * (2**20 + 1))) == 413

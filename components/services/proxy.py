@@ -17,7 +17,7 @@ from components.services.spec import (
     ServiceSpec,
     Volume,
 )
-from components.settings import Settings
+from components.settings import DEFAULT_PROXY_MAX_BODY_SIZE, Settings
 from components.templates import read, render
 
 NAME = "proxy"
@@ -47,7 +47,7 @@ class ProxyRoute:
     hostname: str
     upstream: str  # container:port inside the Docker network
     paths: tuple[str, ...] = ()  # only these exact paths, buffered; every path when empty
-    max_body_size: str = "512m"
+    max_body_size: str = DEFAULT_PROXY_MAX_BODY_SIZE
     allow: tuple[str, ...] = ()  # when set, only these client networks (admin UIs limited to adminCidrs)
     limits: tuple[RateLimit, ...] = ()
 
