@@ -10,6 +10,7 @@ from components.constants import CONTAINER_PREFIX, GIT_SSH_PORT, PROJECT
 from components.credentials import Credentials, CredentialsArgs
 from components.dns import Dns, DnsArgs
 from components.host import Host, HostArgs
+from components.host_files import HostBundle, host_bundle
 from components.network import Network, NetworkArgs
 from components.services import ci, gitea, monitoring, postgres, relay
 from components.services.catalog import routed_hostnames, service_specs
@@ -34,6 +35,7 @@ credentials = Credentials(
 )
 
 connection: pulumi.Output[HostConnection]
+bundle: pulumi.Output[HostBundle] | None = None
 if settings.is_aws:
     network = Network(
         "network",
@@ -49,6 +51,7 @@ if settings.is_aws:
     job = backups.bucket.bucket.apply(
         lambda bucket: backup_job(specs, bucket, settings.region, settings.backup_interval_hours, postgres.NAME)
     )
+    bundle = job.apply(host_bundle)  # the backup job and the host's other units, installed by the deploy
     host = Host(
         "host",
         HostArgs(
@@ -56,7 +59,7 @@ if settings.is_aws:
             root_volume_gb=settings.root_volume_gb, data_volume_gb=settings.data_volume_gb,
             subnet_id=network.subnet.id, availability_zone=network.availability_zone,
             security_group_ids=network.security_group_ids,
-            backup_job=job, snapshot_tag=snapshot_tag, backup_bucket_arn=backups.bucket.arn, backup_key_arn=backups.key.arn,
+            snapshot_tag=snapshot_tag, backup_bucket_arn=backups.bucket.arn, backup_key_arn=backups.key.arn,
             ssh_public_key=settings.ssh_public_key, protect=settings.protect,
         ),
         aws_opts,
@@ -89,6 +92,7 @@ services = Services(
     ServicesArgs(
         specs=specs, secret_values=secret_values, connection=connection, hostnames=hostnames,
         wait_for_host=settings.is_aws,
+        host_bundle=bundle,
         named_volumes=not settings.is_aws,
         # On AWS a changed Gitea or PostgreSQL version first takes a backup on the host (rollback: restore it).
         pre_upgrade_backup=tuple(pre_upgrade_backup_argv(postgres.NAME)) if settings.is_aws else None,

@@ -13,14 +13,12 @@ import pulumi
 import pulumi_aws as aws
 
 from components import templates
-from components.backup_job import UNIT_NAME, BackupJob, host_scripts, service_unit, timer_unit
 from components.constants import (
     CANONICAL_OWNER_ID,
     DATA_DEVICE_NAME,
     DATA_MOUNT,
     HOST_USER,
     SNAPSHOT_TAG_KEY,
-    TEXTFILE_COLLECTOR_DIR,
     UBUNTU_RELEASE,
 )
 from components.network import service_assume_role_policy
@@ -29,9 +27,14 @@ from components.network import service_assume_role_policy
 # archive keeps only the newest, so a pin there breaks). One version string for all three packages.
 DOCKER_ENGINE_VERSION: Final = "5:29.7.2-1~ubuntu.24.04~noble"
 CONTAINERD_VERSION: Final = "2.3.4-1~ubuntu.24.04~noble"
-# What the backup job needs beyond the image: boto3 for S3 and zstd for the archives. Pinned to the
-# versions in noble's release pocket, which (unlike noble-updates) never changes.
-BACKUP_TOOL_PACKAGES: Final = (("python3-boto3", "1.34.46+dfsg-1ubuntu1"), ("zstd", "1.5.5+dfsg2-2build1"))
+DOCKER_PACKAGES: Final = (
+    ("docker-ce", DOCKER_ENGINE_VERSION), ("docker-ce-cli", DOCKER_ENGINE_VERSION), ("containerd.io", CONTAINERD_VERSION),
+)
+# What the backup job needs beyond the image: boto3 for S3 and zstd for the archives. Ubuntu's own packages
+# are not pinned to a version: the image already carries newer builds from noble-updates than the release
+# pocket's, apt refuses the downgrade, and cloud-init then installs nothing at all (Docker included). The
+# release (noble, from the AMI filter) is their pin; security updates arrive through unattended-upgrades.
+BACKUP_TOOL_PACKAGES: Final = ("python3-boto3", "zstd")
 DOCKER_APT_KEY_FINGERPRINT: Final = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
 # Containers log through json-file with rotation, so a chatty container cannot fill the disk.
 DOCKER_DAEMON_CONFIG: Final = {
@@ -53,7 +56,6 @@ class HostArgs:
     subnet_id: pulumi.Input[str]
     availability_zone: pulumi.Input[str]
     security_group_ids: Sequence[pulumi.Input[str]]
-    backup_job: pulumi.Input[BackupJob]
     backup_bucket_arn: pulumi.Input[str]
     backup_key_arn: pulumi.Input[str]
     snapshot_tag: str  # value of SNAPSHOT_TAG_KEY: Data Lifecycle Manager snapshots the volume carrying it
@@ -66,17 +68,12 @@ def ami_name_pattern(architecture: Literal["x86_64", "arm64"]) -> str:
     return f"ubuntu/images/hvm-ssd-gp3/ubuntu-{UBUNTU_RELEASE}-24.04-{deb_architecture}-server-*"
 
 
-def render_user_data(
-    data_volume_id: str, architecture: Literal["x86_64", "arm64"], ssh_public_key: str = "", backup: BackupJob | None = None,
-) -> str:
-    """cloud-init user data: Docker Engine, the data volume mounted at DATA_MOUNT, the backup timer. No secrets."""
-    files: dict[str, str] = {}
-    packages = [("docker-ce", DOCKER_ENGINE_VERSION), ("docker-ce-cli", DOCKER_ENGINE_VERSION), ("containerd.io", CONTAINERD_VERSION)]
-    if backup:
-        packages += BACKUP_TOOL_PACKAGES
-        files.update(host_scripts())
-        files[f"/etc/systemd/system/{UNIT_NAME}.service"] = service_unit(backup)
-        files[f"/etc/systemd/system/{UNIT_NAME}.timer"] = timer_unit(backup)
+def render_user_data(data_volume_id: str, architecture: Literal["x86_64", "arm64"], ssh_public_key: str = "") -> str:
+    """cloud-init user data: Docker Engine and the data volume mounted at DATA_MOUNT; nothing else, and no secret.
+    cloud-init applies it once, at the instance's first boot: what may change later ships with
+    components/host_files.py over the deploy's command path."""
+    packages: list[tuple[str, str]] = list(DOCKER_PACKAGES)  # (name, version); version "" installs the release's
+    packages += [(package, "") for package in BACKUP_TOOL_PACKAGES]
     return templates.render(
         "cloud-init.yaml.j2",
         deb_architecture="amd64" if architecture == "x86_64" else "arm64",
@@ -85,12 +82,9 @@ def render_user_data(
         ssh_public_key=ssh_public_key,
         docker_daemon_json=json.dumps(DOCKER_DAEMON_CONFIG, indent=2),
         mount_script=templates.read("mount-data-volume.sh"),
-        files=sorted(files.items()),
         data_volume_id=data_volume_id,
         data_mount=DATA_MOUNT,
         host_user=HOST_USER,
-        backup_timer=f"{UNIT_NAME}.timer" if backup else "",
-        textfile_dir=TEXTFILE_COLLECTOR_DIR,
     )
 
 
@@ -193,12 +187,13 @@ class Host(pulumi.ComponentResource):
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
                 volume_type="gp3", volume_size=args.root_volume_gb, encrypted=True, delete_on_termination=True,
             ),
-            user_data_base64=pulumi.Output.all(self.data_volume.id, args.backup_job).apply(
-                lambda values: encode_user_data(render_user_data(values[0], args.architecture, args.ssh_public_key, values[1]))
+            user_data_base64=self.data_volume.id.apply(
+                lambda volume_id: encode_user_data(render_user_data(volume_id, args.architecture, args.ssh_public_key))
             ),
             tags={"Name": f"{name}-instance"},
-            # A newer Ubuntu image must not replace the host; upgrades happen in place.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
+            # A newer Ubuntu image must not replace the host; upgrades happen in place. A changed user data would
+            # only stop and start the host (cloud-init does not run it again): host files ship over the command path.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami", "userData", "userDataBase64"]),
         )
         aws.ec2.VolumeAttachment(
             f"{name}-data-attachment", device_name=DATA_DEVICE_NAME, volume_id=self.data_volume.id,

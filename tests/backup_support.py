@@ -72,3 +72,9 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     lines = [line for line in result.stderr.splitlines() if not line.startswith("restore: download")]
     assert lines, "no error message"
     return lines[-1]
+
+
+def unpack_bundle(stdin: str, root: Path) -> dict[str, str]:
+    """Unpack a host-files bundle with the same pipe the host runs (minus sudo, into root); path on the host -> text."""
+    subprocess.run(["sh", "-c", f"base64 -d | tar -xzf - -C {root} --no-same-owner"], input=stdin, text=True, check=True)
+    return {"/" + str(path.relative_to(root)): path.read_text() for path in sorted(root.rglob("*")) if path.is_file()}

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.backup_job import (
     HOST_SCRIPTS,
@@ -21,12 +20,12 @@ from components.backup_job import (
     timer_unit,
 )
 from components.constants import DATA_MOUNT, SNAPSHOT_TAG_KEY
-from components.host import decode_user_data
 from components.host_tools.backup import METRIC_LAST_SUCCESS
 from components.services import postgres
 from components.services.catalog import service_specs
 from components.settings import parse
 from rehearsal.engine import ProgramRun, run_program, stack_config
+from tests.backup_support import unpack_bundle
 
 JOB = BackupJob(bucket="forge-backups-1a2b", region="eu-west-1", interval_hours=6, postgres_container="forgestack-postgres",
                 paths=(f"{DATA_MOUNT}/gitea",))
@@ -82,19 +81,19 @@ def test_systemd_accepts_the_units_and_rejects_a_broken_one(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(("stack", "hours"), [("dev", 24), ("prod", 1)])
-def test_stack_user_data_installs_the_timer_and_both_scripts(stack: str, hours: int, dev_run: ProgramRun, prod_run: ProgramRun) -> None:
+def test_the_deploy_installs_the_timer_and_both_scripts(stack: str, hours: int, dev_run: ProgramRun, prod_run: ProgramRun,
+                                                        tmp_path: Path) -> None:
+    """The stack's host-files command carries the scripts verbatim and the units for this bucket and interval."""
     run = {"dev": dev_run, "prod": prod_run}[stack]
-    document = yaml.safe_load(decode_user_data(run.one("aws:ec2/instance:Instance").inputs["userDataBase64"]))
-    files = {entry["path"]: entry["content"] for entry in document["write_files"]}
+    install = run.one("command:local:Command", name="services-host-files")
+    unpacked = unpack_bundle(install.inputs["stdin"], tmp_path)
     repo = Path(__file__).resolve().parent.parent / "components" / "host_tools"
     for path in HOST_SCRIPTS:
-        assert files[path] == (repo / Path(path).name).read_text()  # installed verbatim
+        assert unpacked[path] == (repo / Path(path).name).read_text()  # installed verbatim
     bucket = run.outputs["backupBucketName"]
-    assert f"--bucket {bucket} " in files[f"/etc/systemd/system/{UNIT_NAME}.service"]
-    assert f"OnCalendar={on_calendar(hours)}" in files[f"/etc/systemd/system/{UNIT_NAME}.timer"]
-    assert ["systemctl", "enable", "--now", f"{UNIT_NAME}.timer"] in document["runcmd"]
-    packages = dict(document["packages"])
-    assert packages["python3-boto3"] and packages["zstd"]
+    assert f"--bucket {bucket} " in unpacked[f"/etc/systemd/system/{UNIT_NAME}.service"]
+    assert f"OnCalendar={on_calendar(hours)}" in unpacked[f"/etc/systemd/system/{UNIT_NAME}.timer"]
+    assert f"{UNIT_NAME}.timer" in install.inputs["create"].split("enable --now", 1)[1]
 
 
 @pytest.mark.parametrize(("stack", "days"), [("dev", 7), ("prod", 30)])

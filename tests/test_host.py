@@ -13,15 +13,12 @@ import pytest
 import yaml
 
 from components import templates
-from components.backup_job import BackupJob
-from components.constants import DATA_MOUNT
-from components.host import ami_name_pattern, decode_user_data, host_policy, render_user_data
+from components.constants import DATA_MOUNT, UBUNTU_RELEASE
+from components.host import CONTAINERD_VERSION, DOCKER_ENGINE_VERSION, ami_name_pattern, decode_user_data, host_policy, render_user_data
 from components.settings import ConfigError, parse
 from rehearsal.engine import ProgramRun, stack_config
 
 VOLUME_ID = "vol-0123456789abcdef0"
-JOB = BackupJob(bucket="forge-backups-1a2b", region="eu-west-1", interval_hours=1, postgres_container="forgestack-postgres",
-                paths=(f"{DATA_MOUNT}/gitea",))
 EC2_USER_DATA_LIMIT = 16 * 1024  # bytes, before base64
 
 
@@ -36,10 +33,11 @@ def test_root_volume_is_encrypted_gp3(dev_run: ProgramRun, prod_run: ProgramRun)
         assert (root["volumeType"], root["encrypted"], root["volumeSize"]) == ("gp3", True, size)
 
 
-def test_detailed_monitoring_and_no_ami_replacement(aws_run: ProgramRun) -> None:
+def test_detailed_monitoring_no_ami_replacement_and_no_stop_start_for_user_data(aws_run: ProgramRun) -> None:
+    """A changed user data would stop and start the host while cloud-init never applies it again: it is ignored."""
     instance = aws_run.one("aws:ec2/instance:Instance")
     assert instance.inputs["monitoring"] is True
-    assert instance.ignore_changes == ["ami"]
+    assert instance.ignore_changes == ["ami", "userData", "userDataBase64"]
 
 
 def test_instance_sits_in_the_subnet_behind_every_group(aws_run: ProgramRun) -> None:
@@ -109,11 +107,15 @@ def test_host_policy_pairs_each_action_with_its_own_resource() -> None:
     }
 
 
-def test_user_data_installs_pinned_docker_and_mounts_the_volume() -> None:
+def test_user_data_pins_docker_from_its_repository_and_never_an_ubuntu_package() -> None:
+    """Docker's repository keeps every version, so its pin holds. Ubuntu's archive does not: a pinned version older
+    than the image's is a downgrade apt refuses, and cloud-init then installs nothing at all, Docker included."""
     document = yaml.safe_load(render_user_data(VOLUME_ID, "x86_64"))
-    packages = {name: version for name, version in document["packages"]}
-    assert set(packages) == {"docker-ce", "docker-ce-cli", "containerd.io"}
-    assert all(version and version != "latest" for version in packages.values())
+    pinned = {entry[0]: entry[1] for entry in document["packages"] if isinstance(entry, list)}
+    unpinned = {entry for entry in document["packages"] if isinstance(entry, str)}
+    assert pinned == {"docker-ce": DOCKER_ENGINE_VERSION, "docker-ce-cli": DOCKER_ENGINE_VERSION, "containerd.io": CONTAINERD_VERSION}
+    assert all(version.endswith(f"~ubuntu.24.04~{UBUNTU_RELEASE}") for version in pinned.values())  # Docker's own builds
+    assert unpinned == {"python3-boto3", "zstd"}
     assert ["/usr/local/sbin/forgestack-mount-data", VOLUME_ID, DATA_MOUNT] in document["runcmd"]
     daemon = json.loads(next(f["content"] for f in document["write_files"] if f["path"] == "/etc/docker/daemon.json"))
     assert daemon["log-opts"]["max-size"] and daemon["log-driver"] == "json-file"
@@ -157,7 +159,7 @@ def test_mount_script_formats_only_a_blank_volume() -> None:
 @pytest.mark.parametrize("architecture", ["x86_64", "arm64"])
 def test_cloud_init_schema_accepts_the_user_data(tmp_path: Path, architecture: Literal["x86_64", "arm64"]) -> None:
     user_data = tmp_path / "user-data.yaml"
-    user_data.write_text(render_user_data(VOLUME_ID, architecture, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host", JOB))
+    user_data.write_text(render_user_data(VOLUME_ID, architecture, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host"))
     result = subprocess.run(["cloud-init", "schema", "-c", str(user_data)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Valid" in result.stdout
@@ -200,7 +202,7 @@ def test_a_key_with_a_line_break_is_refused_by_the_settings() -> None:
 @pytest.mark.skipif(shutil.which("cloud-init") is None, reason="Debian package cloud-init not installed (.ci/run installs it)")
 def test_an_injected_key_stays_one_string_in_the_user_data(tmp_path: Path) -> None:
     """Past the settings too (defence in depth): tojson renders it as one double-quoted scalar."""
-    text = render_user_data(VOLUME_ID, "x86_64", INJECTED_KEY, JOB)
+    text = render_user_data(VOLUME_ID, "x86_64", INJECTED_KEY)
     document = yaml.safe_load(text)
     assert "bootcmd" not in document
     assert document["ssh_authorized_keys"] == [INJECTED_KEY]

@@ -198,7 +198,10 @@ def test_scrape_targets_derive_from_the_specs() -> None:
     assert jobs["gitea"]["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metricsToken"}
     assert jobs["postgres-exporter"]["static_configs"] == [{"targets": ["postgres-exporter:9187"]}]
     probes = jobs["probe-https"]["static_configs"][0]["targets"]
-    assert probes == [f"https://{host}/" for host in routed_hostnames(settings, list(specs.values()))]
+    assert probes == [f"https://{host}{path}" for host, path in (
+        (settings.hostname("git"), "/api/healthz"), (settings.hostname("hooks"), "/healthz"),
+        (settings.hostname("portainer"), "/api/system/status"), (settings.hostname("grafana"), "/api/health"))]
+    assert [url.split("/")[2] for url in probes] == list(routed_hostnames(settings, list(specs.values())))
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
 
 

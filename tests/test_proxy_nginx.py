@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from components.services.catalog import service_specs
+from components.services.catalog import probe_urls, service_specs
 from components.services.proxy import RATE_LIMIT_ZONES, ProxyRoute, proxy_routes, render_nginx_conf
 from components.settings import parse
 from rehearsal.engine import stack_config
@@ -105,9 +105,10 @@ def test_nginx_rejects_a_broken_configuration(tmp_path: Path, certificate: Path)
 
 
 class Backend:
-    """Stands in for every service behind the proxy: answers 200 "backend" to anything, counting requests."""
+    """Stands in for every service behind the proxy: answers 200 "backend" to anything, counting requests. With
+    `open_paths`, like a service behind a login: 200 on those paths, a 302 to its login page everywhere else."""
 
-    def __init__(self) -> None:
+    def __init__(self, open_paths: frozenset[str] | None = None) -> None:
         self.requests: list[str] = []
         backend = self
 
@@ -120,6 +121,12 @@ class Backend:
             def _answer(self) -> None:
                 backend.requests.append(f"{self.command} {self.path}")
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if open_paths is not None and self.path not in open_paths:
+                    self.send_response(302)
+                    self.send_header("Location", "/login")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Length", "7")
                 self.end_headers()
@@ -147,6 +154,28 @@ def routes_to(backend: Backend, stack: str, **overrides: str) -> list[ProxyRoute
     """The stack's rendered routes, every upstream replaced by the fake backend."""
     settings = parse(stack_config(stack, overrides), stack=stack)
     return [replace(route, upstream=backend.address) for route in proxy_routes(settings, service_specs(settings))]
+
+
+@pytest.mark.validator
+def test_every_probe_url_gets_a_2xx_through_nginx_where_the_root_did_not(tmp_path: Path) -> None:
+    """ProbeFailing must not fire on a healthy forge: the probes ask each route's health path, which passes Nginx
+    (also on the relay's host, where only exact paths are routed) and answers without a login."""
+    settings = parse(stack_config("dev"), stack="dev")
+    specs = service_specs(settings)
+    health_paths = frozenset(spec.route.health_path for spec in specs if spec.route)
+    services = Backend(open_paths=health_paths)
+    try:
+        routes = [replace(route, upstream=services.address) for route in proxy_routes(settings, specs)]
+        urls = probe_urls(settings, specs)
+        assert {url.split("/")[2] for url in urls} == {route.hostname for route in routes}  # dev: every public name
+        with running_nginx(tmp_path, routes) as port:
+            for url in urls:
+                hostname, path = url.removeprefix("https://").split("/", 1)
+                assert status_of(https_request(port, hostname, "GET", "/" + path)) == 200, url
+            roots = {route.hostname: status_of(https_request(port, route.hostname, "GET", "/")) for route in routes}
+        assert roots[settings.hostname("grafana")] == 302 and roots[settings.hostname("hooks")] == 404  # what "/" gave
+    finally:
+        services.server.shutdown()
 
 
 @pytest.mark.validator

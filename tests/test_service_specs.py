@@ -136,7 +136,7 @@ def test_gitea_waits_for_postgres_and_publishes_git_ssh(dev: Settings) -> None:
     assert spec.depends_on == ("postgres", "valkey")
     assert [(p.host, p.container) for p in spec.ports] == [(2222, 22)]
     assert spec.healthcheck is not None and spec.healthcheck.test[-1].endswith("/api/healthz")
-    assert spec.route == Route("git", gitea.HTTP_PORT, limits=gitea.GITEA_RATE_LIMITS)
+    assert spec.route == Route("git", gitea.HTTP_PORT, limits=gitea.GITEA_RATE_LIMITS, health_path="/api/healthz")
 
 
 def test_admin_bootstrap_passes_no_password(dev: Settings) -> None:
@@ -162,7 +162,7 @@ def test_certbot_covers_every_routed_hostname(dev: Settings) -> None:
 
 def test_hostnames_derive_from_routes(dev: Settings) -> None:
     specs = list(service_specs(dev))
-    extra = dataclasses.replace(specs[1], name="extra", route=Route("extra", 8080), ports=())
+    extra = dataclasses.replace(specs[1], name="extra", route=Route("extra", 8080, health_path="/healthz"), ports=())
     assert routed_hostnames(dev, [*specs, extra]) == tuple(f"{name}.dev.forge.example.com" for name in (
         "git", "hooks", "portainer", "grafana", "extra"))
 
@@ -176,3 +176,12 @@ def test_floating_images_are_refused(image: str) -> None:
 def test_plain_secrets_in_env_are_refused() -> None:
     with pytest.raises(ValueError, match="secret_files"):
         ServiceSpec(name="x", image="nginx:1.28.3", memory_mb=64, env={"DB_PASSWORD": "hunter2"})
+
+
+def test_a_route_names_a_health_path_that_nginx_lets_through() -> None:
+    """The probes ask it: a route without one, or one its exact paths would 404, is refused where it is written."""
+    with pytest.raises(ValueError, match="health_path must be a path"):
+        Route("extra", 8080)
+    with pytest.raises(ValueError, match="must be one of its routed paths"):
+        Route("hooks", 8080, paths=("/hooks/gitea",), health_path="/healthz")
+    assert Route("hooks", 8080, paths=("/hooks/gitea", "/healthz"), health_path="/healthz").health_path == "/healthz"

@@ -116,7 +116,7 @@ def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
         probed: tuple[str, ...] = ()
         if enabled(settings, monitoring.BLACKBOX):
             exporters.append(monitoring.blackbox_spec(settings, memory[monitoring.BLACKBOX]))
-            probed = routed_hostnames(settings, [*specs, grafana])
+            probed = probe_urls(settings, [*specs, grafana])
         alertmanager = monitoring.alertmanager_spec(settings, memory[monitoring.ALERTMANAGER])
         prometheus = monitoring.prometheus_spec(settings, [*specs, *exporters, alertmanager, grafana], probed,
                                                 memory[monitoring.PROMETHEUS])
@@ -129,6 +129,12 @@ def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate service names: {names}")
     return tuple(specs)
+
+
+def probe_urls(settings: Settings, specs: Sequence[ServiceSpec]) -> tuple[str, ...]:
+    """What the HTTPS probes ask: each public hostname's health path. Routes limited to adminCidrs are left out (the
+    host's own address is not an admin network, so the probe would get 403); their containers' health still alerts."""
+    return tuple(f"https://{route.hostname}{route.health_path}" for route in proxy_routes(settings, specs) if not route.allow)
 
 
 def routed_hostnames(settings: Settings, specs: Sequence[ServiceSpec]) -> tuple[str, ...]:

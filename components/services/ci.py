@@ -92,7 +92,7 @@ def drone_server_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         volumes=(Volume(DRONE, "/data"),),
         entrypoint=(ENV_FROM_FILES,),
         command=("/bin/drone-server",),
-        route=Route(DRONE_SUBDOMAIN, DRONE_PORT),
+        route=Route(DRONE_SUBDOMAIN, DRONE_PORT, health_path="/healthz"),
         depends_on=(gitea.NAME,),
     )
 

@@ -12,6 +12,7 @@ import pulumi_docker as docker
 import pulumi_tls as tls
 
 from components.constants import CONTAINER_PREFIX, DATA_MOUNT, DOCKER_NETWORK, DOCKER_SUBNET, HOST_USER
+from components.host_files import HostBundle
 from components.services.proxy import BOOTSTRAP_CERT, BOOTSTRAP_KEY
 from components.services.spec import ServiceSpec
 
@@ -23,6 +24,14 @@ WAIT_TIMEOUT_SECONDS = 600  # first start of Gitea migrates the database
 BOOTSTRAP_CERT_VALIDITY_HOURS = 24 * 825
 HOST_READY_ATTEMPTS = 60
 HOST_READY_PAUSE_SECONDS = 10
+# `cloud-init status --wait` exits 0 when done, 2 when done with recoverable errors ("degraded": a deprecated key,
+# a warning of a module), 1 on failure. Degraded still means the packages and the mount ran: go on, but say so.
+CLOUD_INIT_DONE = (
+    "cloud-init status --wait >/dev/null; status=$?; "
+    "if [ \"$status\" -eq 2 ]; then echo 'cloud-init finished degraded (recoverable errors):' >&2; "
+    "cloud-init status --long >&2; elif [ \"$status\" -ne 0 ]; then exit 1; fi; "
+    "docker info >/dev/null"
+)
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,7 @@ def local_connection() -> HostConnection:
 
 def host_ready_command(connection: HostConnection) -> str:
     """Shell run on the operator's machine: retries until cloud-init finished and Docker answers."""
-    probe = shlex.join(connection.remote(["sh", "-c", "cloud-init status --wait >/dev/null && docker info >/dev/null"]))
+    probe = shlex.join(connection.remote(["sh", "-c", CLOUD_INIT_DONE]))
     return (
         f"for attempt in $(seq 1 {HOST_READY_ATTEMPTS}); do "
         f"if {probe}; then exit 0; fi; "
@@ -88,6 +97,7 @@ class ServicesArgs:
     deploy_time_secrets: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     named_volumes: bool = False  # local stack: data in Docker volumes (declared, kept on destroy) instead of the data volume
     upgrade_triggers: tuple[str, ...] = ()  # values whose change re-runs the pre-upgrade backup (image references)
+    host_bundle: pulumi.Output[HostBundle] | None = None  # host files and units, installed before any container (AWS)
 
 
 class Services(pulumi.ComponentResource):
@@ -112,6 +122,16 @@ class Services(pulumi.ComponentResource):
         if args.wait_for_host:
             ready.append(command.local.Command(
                 f"{name}-host-ready", create=args.connection.apply(host_ready_command), opts=child,
+            ))
+        if args.host_bundle is not None:
+            bundle = args.host_bundle
+            # Runs again whenever a file changes (the digest is its trigger); before the backup, which needs its unit.
+            ready.append(command.local.Command(
+                f"{name}-host-files",
+                create=pulumi.Output.all(args.connection, bundle).apply(lambda v: shlex.join(v[0].remote(v[1].install_argv()))),
+                stdin=bundle.apply(lambda b: b.stdin),
+                triggers=[bundle.apply(lambda b: b.digest)],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(ready)),
             ))
         if args.pre_upgrade_backup:
             # Replaced (so run again) whenever a trigger changes; every container depends on it, so

@@ -23,6 +23,7 @@ NAME = "gitea"
 HTTP_PORT = 3000
 CONTAINER_SSH_PORT = 22
 SUBDOMAIN = "git"
+HEALTH_PATH = "/api/healthz"  # 200 while Gitea and its database answer; no login
 GIT_UID = 1000  # the image's `git` user
 ADMIN_BOOTSTRAP_SCRIPT = "/usr/local/bin/forgestack-bootstrap-admin"
 ADMIN_PASSWORD_FILE = f"{SECRETS_DIR}/gitea_admin_password"
@@ -104,9 +105,9 @@ def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         # its privilege separation and records logins; s6 signals its git-owned children (KILL).
         capabilities=(*CHOWN_AND_SWITCH_USER, "NET_BIND_SERVICE", "SYS_CHROOT", "AUDIT_WRITE", "KILL"),
         pids_limit=GITEA_PIDS_LIMIT,
-        healthcheck=Healthcheck(("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{HTTP_PORT}/api/healthz"),
+        healthcheck=Healthcheck(("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{HTTP_PORT}{HEALTH_PATH}"),
                                 start_period="60s"),
-        route=Route(SUBDOMAIN, HTTP_PORT, limits=GITEA_RATE_LIMITS),
+        route=Route(SUBDOMAIN, HTTP_PORT, limits=GITEA_RATE_LIMITS, health_path=HEALTH_PATH),
         metrics=MetricsEndpoint(HTTP_PORT, "/metrics", bearer_credential="metricsToken"),
         depends_on=(postgres.NAME, valkey.NAME),
     )

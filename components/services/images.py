@@ -18,7 +18,8 @@ PROMETHEUS: Final = "prom/prometheus:v3.5.0"
 ALERTMANAGER: Final = "prom/alertmanager:v0.28.1"
 GRAFANA: Final = "grafana/grafana:12.1.1"
 NODE_EXPORTER: Final = "prom/node-exporter:v1.9.1"
-CADVISOR: Final = "gcr.io/cadvisor/cadvisor:v0.52.1"
+# v0.54+ reads Docker 29's containerd image store (older ones see no containers); published on ghcr.io since.
+CADVISOR: Final = "ghcr.io/google/cadvisor:v0.56.2"
 POSTGRES_EXPORTER: Final = "prometheuscommunity/postgres-exporter:v0.17.1"
 BLACKBOX_EXPORTER: Final = "prom/blackbox-exporter:v0.27.0"
 LOKI: Final = "grafana/loki:3.5.3"
@@ -29,7 +30,7 @@ VALKEY: Final = "valkey/valkey:8.1.4-alpine"
 GITEA_RUNNER: Final = "gitea/runner:1.0.6"  # "Gitea Runner", formerly act_runner
 DRONE_SERVER: Final = "drone/drone:2.26.0"
 DRONE_RUNNER: Final = "drone/drone-runner-docker:1.8.4"
-PORTAINER: Final = "portainer/portainer-ce:2.33.2"
+PORTAINER: Final = "portainer/portainer-ce:2.33.6"  # 2.33.5+ negotiates Docker 29's minimum API version (1.44)
 PYTHON: Final = "python:3.13.9-alpine3.22"  # runs the webhook relay, whose code is uploaded (no private registry)
 # What CI jobs run in: the runner's job label maps to this image.
 CI_JOB_IMAGE: Final = "node:22.21.1-bookworm"

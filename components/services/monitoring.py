@@ -38,6 +38,7 @@ ALERTMANAGER = "alertmanager"
 ALERTMANAGER_PORT = 9093
 GRAFANA = "grafana"
 GRAFANA_PORT = 3000
+GRAFANA_HEALTH = "/api/health"  # 200 without a login (its "/" redirects to /login)
 GRAFANA_SUBDOMAIN = "grafana"
 NODE_EXPORTER = "node-exporter"
 NODE_EXPORTER_PORT = 9100
@@ -133,8 +134,8 @@ def blackbox_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
 # ------------------------------------------------------------------ Prometheus
 
 
-def scrape_configs(specs: Sequence[ServiceSpec], probe_hostnames: Sequence[str]) -> list[dict[str, Any]]:
-    """One job per spec with a metrics endpoint; one blackbox job over every public hostname."""
+def scrape_configs(specs: Sequence[ServiceSpec], probe_urls: Sequence[str]) -> list[dict[str, Any]]:
+    """One job per spec with a metrics endpoint; one blackbox job over every public health URL."""
     jobs: list[dict[str, Any]] = []
     for spec in specs:
         if not spec.metrics:
@@ -144,10 +145,10 @@ def scrape_configs(specs: Sequence[ServiceSpec], probe_hostnames: Sequence[str])
         if spec.metrics.bearer_credential:
             job["authorization"] = {"type": "Bearer", "credentials_file": bearer_file(spec.metrics.bearer_credential)}
         jobs.append(job)
-    if probe_hostnames:
+    if probe_urls:
         jobs.append({
             "job_name": "probe-https", "metrics_path": "/probe", "params": {"module": [BLACKBOX_MODULE]},
-            "static_configs": [{"targets": [f"https://{hostname}/" for hostname in probe_hostnames]}],
+            "static_configs": [{"targets": list(probe_urls)}],
             "relabel_configs": [
                 {"source_labels": ["__address__"], "target_label": "__param_target"},
                 {"source_labels": ["__param_target"], "target_label": "instance"},
@@ -161,13 +162,13 @@ def bearer_file(credential: str) -> str:
     return f"{SECRETS_DIR}/{credential}"
 
 
-def prometheus_config(settings: Settings, specs: Sequence[ServiceSpec], probe_hostnames: Sequence[str]) -> str:
+def prometheus_config(settings: Settings, specs: Sequence[ServiceSpec], probe_urls: Sequence[str]) -> str:
     return _dump({
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL,
                    "external_labels": {"stack": settings.stack, "forge": settings.domain}},
         "rule_files": [PROMETHEUS_RULES],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"{ALERTMANAGER}:{ALERTMANAGER_PORT}"]}]}]},
-        "scrape_configs": scrape_configs(specs, probe_hostnames),
+        "scrape_configs": scrape_configs(specs, probe_urls),
     })
 
 
@@ -241,15 +242,15 @@ def rules_file(settings: Settings, probes: bool) -> str:
     ]}]})
 
 
-def prometheus_spec(settings: Settings, scraped: Sequence[ServiceSpec], probe_hostnames: Sequence[str], memory_mb: int) -> ServiceSpec:
+def prometheus_spec(settings: Settings, scraped: Sequence[ServiceSpec], probe_urls: Sequence[str], memory_mb: int) -> ServiceSpec:
     own = MetricsEndpoint(PROMETHEUS_PORT)
     bearer = sorted({s.metrics.bearer_credential for s in scraped if s.metrics and s.metrics.bearer_credential})
     itself = ServiceSpec(name=PROMETHEUS, image=images.PROMETHEUS, memory_mb=memory_mb, metrics=own)
     return ServiceSpec(
         name=PROMETHEUS, image=images.PROMETHEUS, memory_mb=memory_mb,
         config_files=(
-            ConfigFile(PROMETHEUS_CONFIG, prometheus_config(settings, [*scraped, itself], probe_hostnames)),
-            ConfigFile(PROMETHEUS_RULES, rules_file(settings, probes=bool(probe_hostnames))),
+            ConfigFile(PROMETHEUS_CONFIG, prometheus_config(settings, [*scraped, itself], probe_urls)),
+            ConfigFile(PROMETHEUS_RULES, rules_file(settings, probes=bool(probe_urls))),
         ),
         secret_files=tuple(SecretFile(credential, bearer_file(credential), NOBODY) for credential in bearer),
         volumes=(Volume(PROMETHEUS, "/prometheus", owner=NOBODY),),
@@ -362,9 +363,9 @@ def grafana_spec(settings: Settings, memory_mb: int, loki_url: str | None) -> Se
             *(ConfigFile(f"{GRAFANA_DASHBOARDS}/{name}.json", content) for name, content in sorted(boards.items())),
         ),
         volumes=(Volume(GRAFANA, "/var/lib/grafana", owner=GRAFANA_UID),),
-        healthcheck=_wget_health(GRAFANA_PORT, "/api/health"),
+        healthcheck=_wget_health(GRAFANA_PORT, GRAFANA_HEALTH),
         route=None if settings.admin_ui_private else Route(
-            GRAFANA_SUBDOMAIN, GRAFANA_PORT, admin_ui=True, limits=(RateLimit("= /login", "login"),)),
+            GRAFANA_SUBDOMAIN, GRAFANA_PORT, admin_ui=True, limits=(RateLimit("= /login", "login"),), health_path=GRAFANA_HEALTH),
         ports=(PublishedPort(GRAFANA_PORT, GRAFANA_PORT, loopback=True),) if settings.admin_ui_private else (),
         metrics=MetricsEndpoint(GRAFANA_PORT),
         depends_on=(PROMETHEUS,),

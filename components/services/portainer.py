@@ -24,6 +24,6 @@ def portainer_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         command=("--admin-password-file", PASSWORD_FILE, "--http-enabled", "--bind", f":{PORT}", "--tunnel-port", "8000"),
         # Private: no public name; operators forward the host's loopback port (README, Admin UIs).
         route=None if settings.admin_ui_private else Route(
-            SUBDOMAIN, PORT, admin_ui=True, limits=(RateLimit("= /api/auth", "login"),)),
+            SUBDOMAIN, PORT, admin_ui=True, limits=(RateLimit("= /api/auth", "login"),), health_path="/api/system/status"),
         ports=(PublishedPort(PORT, PORT, loopback=True),) if settings.admin_ui_private else (),
     )

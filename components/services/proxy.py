@@ -50,6 +50,7 @@ class ProxyRoute:
     max_body_size: str = DEFAULT_PROXY_MAX_BODY_SIZE
     allow: tuple[str, ...] = ()  # when set, only these client networks (admin UIs limited to adminCidrs)
     limits: tuple[RateLimit, ...] = ()
+    health_path: str = "/"  # answers 2xx without a login: what the probes ask
 
 
 def proxy_routes(settings: Settings, specs: Sequence[ServiceSpec]) -> list[ProxyRoute]:
@@ -61,7 +62,7 @@ def proxy_routes(settings: Settings, specs: Sequence[ServiceSpec]) -> list[Proxy
         routes.append(ProxyRoute(
             settings.hostname(spec.route.subdomain), f"{spec.name}:{spec.route.port}", spec.route.paths,
             spec.route.max_body_size or settings.proxy_max_body_size,
-            allow=settings.admin_cidrs if limited_to_admins else (), limits=spec.route.limits,
+            allow=settings.admin_cidrs if limited_to_admins else (), limits=spec.route.limits, health_path=spec.route.health_path,
         ))
     return routes
 

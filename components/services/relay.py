@@ -1,8 +1,8 @@
 """The webhook relay: a small Python service (components/files/webhook_relay.py) in a pinned Python image.
 
 Gitea posts webhooks to it inside the Docker network (http://relay:8080/hooks/gitea); for senders outside
-the host Nginx routes https://hooks.<domain>/hooks/gitea to it and nothing else (health and metrics stay
-inside), buffering each delivery whole first. Targets are a secret file; the HMAC key is generated."""
+the host Nginx routes https://hooks.<domain>/hooks/gitea (and /healthz, for the probes) to it and nothing else
+(metrics stay inside), buffering each delivery whole first. Targets are a secret file; the HMAC key is generated."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ PORT = 8080
 SUBDOMAIN = "hooks"
 CODE = "/app/webhook_relay.py"
 HOOK_PATH = "/hooks/gitea"
+HEALTH_PATH = "/healthz"
 SECRET_FILE = f"{SECRETS_DIR}/webhook_secret"
 TARGETS_FILE = f"{SECRETS_DIR}/relay_targets"
 TARGETS_CREDENTIAL = "relayTargets"  # the operator's secret setting, as JSON
@@ -46,8 +47,8 @@ def relay_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         secret_files=(SecretFile("webhookSecret", SECRET_FILE, UID), SecretFile(TARGETS_CREDENTIAL, TARGETS_FILE, UID)),
         command=("python", CODE),
         user=f"{UID}:{UID}",
-        healthcheck=Healthcheck(("CMD", "python", "-c", f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/healthz')"),
+        healthcheck=Healthcheck(("CMD", "python", "-c", f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}{HEALTH_PATH}')"),
                                 interval="30s", start_period="10s"),
-        route=Route(SUBDOMAIN, PORT, paths=(HOOK_PATH,), max_body_size=f"{MAX_BODY_BYTES // 1024}k"),
+        route=Route(SUBDOMAIN, PORT, paths=(HOOK_PATH, HEALTH_PATH), max_body_size=f"{MAX_BODY_BYTES // 1024}k", health_path=HEALTH_PATH),
         metrics=MetricsEndpoint(PORT),
     )

@@ -74,6 +74,15 @@ class Route:
     max_body_size: str | None = None  # Nginx size syntax (1m); the stack's proxyMaxBodySize when None
     admin_ui: bool = False  # an operators' UI: forgestack:adminUiAccess decides who reaches it
     limits: tuple[RateLimit, ...] = ()  # per-client request rates on the paths that invite guessing or floods
+    # A path that answers 2xx without a login while the service works: the HTTPS probes and the Route 53 health
+    # check ask it (a login page redirects, so "/" would fail the probe from day one).
+    health_path: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.health_path.startswith("/"):
+            raise ValueError(f"route {self.subdomain}: health_path must be a path answering 2xx without a login, e.g. /healthz")
+        if self.paths and self.health_path not in self.paths:
+            raise ValueError(f"route {self.subdomain}: health_path {self.health_path} must be one of its routed paths {self.paths}")
 
 
 @dataclass(frozen=True)

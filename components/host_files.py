@@ -1,0 +1,131 @@
+"""Files and units the host runs besides Docker, shipped over the deploy's command path. Pure functions.
+
+cloud-init runs once per instance: a file it wrote never changes again, and a changed user data only stops and
+starts the instance (the instance ignores user-data drift for that reason). Everything that may change with a
+deploy (the backup scripts and units, Docker's mount dependency, the image prune timer) is therefore packed
+into one deterministic tar.gz here and unpacked on the host by a Pulumi command after the host is ready;
+a change of any file changes the bundle's digest and so runs the install again.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import shlex
+import tarfile
+from dataclasses import dataclass
+
+from components.backup_job import UNIT_NAME, BackupJob, host_scripts, service_unit, timer_unit
+from components.constants import DATA_MOUNT, TEXTFILE_COLLECTOR_DIR
+
+SYSTEMD_DIR = "/etc/systemd/system"
+# Docker starts only once the data volume is mounted: without it, a boot where the volume comes late (it is
+# `nofail` in fstab) would start PostgreSQL on an empty directory of the root disk and initdb a new cluster.
+DOCKER_DROP_IN = f"{SYSTEMD_DIR}/docker.service.d/forgestack-data-volume.conf"
+PRUNE_UNIT = "forgestack-docker-prune"
+# Images unused by any container (running or stopped) for a week go; CI job images are the usual bulk. Stopped
+# containers are kept (an operator may have stopped Gitea for a restore), so their images are too.
+PRUNE_UNUSED_FOR = "168h"
+BUNDLE_MTIME = 1_700_000_000  # fixed, so the same files always make the same bytes (no diff without a change)
+
+
+@dataclass(frozen=True)
+class HostFile:
+    path: str  # absolute path on the host
+    content: str
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class HostBundle:
+    """What the install command needs: the files as base64 tar.gz (its stdin), their digest, the units to enable."""
+
+    stdin: str
+    digest: str
+    timers: tuple[str, ...]
+
+    def install_argv(self) -> list[str]:
+        """Run on the host as the login user (sudo): unpack over /, reload systemd, (re)start the timers."""
+        steps = [
+            "base64 -d | sudo tar -xzf - -C / --no-same-owner",
+            shlex.join(["sudo", "install", "-d", "-m", "0755", TEXTFILE_COLLECTOR_DIR]),
+            "sudo systemctl daemon-reload",
+            shlex.join(["sudo", "systemctl", "enable", "--now", *self.timers]),
+            f"echo 'host files installed ({self.digest[:12]})' >&2",
+        ]
+        return ["sh", "-c", "set -e; " + " && ".join(steps)]
+
+
+def docker_drop_in() -> str:
+    return f"""[Unit]
+# forgestack: the containers' data lives on the data volume; never start Docker without it.
+RequiresMountsFor={DATA_MOUNT}
+"""
+
+
+def prune_service() -> str:
+    return f"""[Unit]
+Description=forgestack: remove Docker images no container has used for {PRUNE_UNUSED_FOR}
+After=docker.service
+Requires=docker.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/docker image prune --all --force --filter until={PRUNE_UNUSED_FOR}
+Nice=10
+"""
+
+
+def prune_timer() -> str:
+    return """[Unit]
+Description=forgestack: prune unused Docker images daily (the root volume holds Docker's storage)
+
+[Timer]
+OnCalendar=*-*-* 04:41:00
+RandomizedDelaySec=10min
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def host_files(job: BackupJob | None) -> tuple[HostFile, ...]:
+    files = [
+        HostFile(DOCKER_DROP_IN, docker_drop_in()),
+        HostFile(f"{SYSTEMD_DIR}/{PRUNE_UNIT}.service", prune_service()),
+        HostFile(f"{SYSTEMD_DIR}/{PRUNE_UNIT}.timer", prune_timer()),
+    ]
+    if job is not None:
+        files += [HostFile(path, content, 0o755) for path, content in sorted(host_scripts().items())]
+        files += [HostFile(f"{SYSTEMD_DIR}/{UNIT_NAME}.service", service_unit(job)),
+                  HostFile(f"{SYSTEMD_DIR}/{UNIT_NAME}.timer", timer_unit(job))]
+    return tuple(files)
+
+
+def timers(job: BackupJob | None) -> tuple[str, ...]:
+    return (f"{PRUNE_UNIT}.timer", *((f"{UNIT_NAME}.timer",) if job is not None else ()))
+
+
+def pack(files: tuple[HostFile, ...]) -> bytes:
+    """A tar.gz of the files (paths relative to /, owned by root, fixed mtime), the same bytes for the same files."""
+    paths = [f.path for f in files]
+    if len(set(paths)) != len(paths) or not all(p.startswith("/") and ".." not in p.split("/") for p in paths):
+        raise ValueError(f"host files need distinct absolute paths without '..': {paths}")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for file in sorted(files, key=lambda f: f.path):
+            data = file.content.encode()
+            info = tarfile.TarInfo(file.path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), file.mode, BUNDLE_MTIME
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def host_bundle(job: BackupJob | None) -> HostBundle:
+    packed = pack(host_files(job))
+    return HostBundle(stdin=base64.b64encode(packed).decode(), digest=hashlib.sha256(packed).hexdigest(), timers=timers(job))

@@ -1,0 +1,105 @@
+"""Host files ship over the deploy's command path: a deterministic bundle, unpacked by the real tar, valid units,
+installed before the backup that needs them, and re-run exactly when a file changes (never a host stop/start)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.backup_job import UNIT_NAME, BackupJob
+from components.constants import DATA_MOUNT
+from components.host import decode_user_data
+from components.host_files import DOCKER_DROP_IN, PRUNE_UNIT, host_bundle, host_files, pack
+from components.services.deploy import host_ready_command, local_connection
+from rehearsal.engine import ProgramRun, run_program, stack_config
+from tests.backup_support import unpack_bundle
+
+JOB = BackupJob(bucket="forge-backups-1a2b", region="eu-west-1", interval_hours=1, postgres_container="forgestack-postgres",
+                paths=(f"{DATA_MOUNT}/gitea",))
+
+
+def test_the_bundle_unpacks_to_exactly_its_files_with_their_modes(tmp_path: Path) -> None:
+    unpacked = unpack_bundle(host_bundle(JOB).stdin, tmp_path)
+    assert unpacked == {f.path: f.content for f in host_files(JOB)}
+    for file in host_files(JOB):
+        assert (tmp_path / file.path.lstrip("/")).stat().st_mode & 0o777 == file.mode, file.path
+    assert os.access(tmp_path / "usr/local/lib/forgestack/host_tools/restore.py", os.X_OK)
+
+
+def test_the_same_files_make_the_same_bundle_and_a_change_a_new_digest() -> None:
+    """Stable bytes: an unchanged deploy shows no diff; a changed unit changes the trigger, so the install runs again."""
+    assert host_bundle(JOB) == host_bundle(JOB)
+    assert host_bundle(JOB).digest != host_bundle(BackupJob(**{**JOB.__dict__, "interval_hours": 2})).digest
+
+
+def test_a_bundle_refuses_paths_that_climb_out_or_repeat() -> None:
+    (first, *_) = host_files(JOB)
+    for bad in ([first, first], [type(first)("/etc/../root/x", "")], [type(first)("relative/x", "")]):
+        with pytest.raises(ValueError, match="distinct absolute paths"):
+            pack(tuple(bad))
+
+
+@pytest.mark.validator
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_accepts_the_prune_units_and_the_docker_drop_in(tmp_path: Path) -> None:
+    unpacked = unpack_bundle(host_bundle(None).stdin, tmp_path)
+    units = tmp_path / "etc/systemd/system"
+    # A stand-in docker.service next to the drop-in, so that systemd parses the drop-in as docker's; and a stand-in
+    # docker binary (verify checks that ExecStart exists; this machine has no Docker).
+    (units / "docker.service").write_text("[Service]\nExecStart=/bin/true\n")
+    shim = tmp_path / "docker"
+    shim.write_text("#!/bin/sh\n")
+    shim.chmod(0o755)
+    prune = units / f"{PRUNE_UNIT}.service"
+    prune.write_text(prune.read_text().replace("ExecStart=/usr/bin/docker ", f"ExecStart={shim} "))
+    verify = ["systemd-analyze", "verify", "--man=no", str(units / f"{PRUNE_UNIT}.timer"), str(units / f"{PRUNE_UNIT}.service"),
+              str(units / "docker.service")]
+    result = subprocess.run(verify, capture_output=True, text=True, check=False, env={**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"})
+    assert result.returncode == 0, result.stderr
+    assert f"RequiresMountsFor={DATA_MOUNT}" in unpacked[DOCKER_DROP_IN]
+    assert "--filter until=" in unpacked[f"/etc/systemd/system/{PRUNE_UNIT}.service"]
+    assert "system prune" not in unpacked[f"/etc/systemd/system/{PRUNE_UNIT}.service"]  # stopped containers stay
+
+
+def test_the_install_runs_after_the_host_is_ready_and_before_the_backup_and_every_container(aws_run: ProgramRun) -> None:
+    ready = aws_run.one("command:local:Command", "services-host-ready")
+    install = aws_run.one("command:local:Command", "services-host-files")
+    backup = aws_run.one("command:local:Command", "services-pre-upgrade-backup")
+    assert ready.urn in install.depends_on and install.urn in backup.depends_on
+    for container in aws_run.of_type("docker:index/container:Container"):
+        assert install.urn in container.depends_on, container.name
+    assert install.inputs["create"].startswith("ssh ")  # on the host, through the same path as the Docker provider
+    assert f"enable --now {PRUNE_UNIT}.timer {UNIT_NAME}.timer" in install.inputs["create"]
+
+
+def test_a_changed_interval_reruns_the_install_but_leaves_the_user_data_alone() -> None:
+    def facts(interval: int) -> tuple[list[str], str]:
+        run = run_program("dev", stack_config("dev", {"forgestack:backupIntervalHours": interval}))
+        user_data = decode_user_data(run.one("aws:ec2/instance:Instance").inputs["userDataBase64"])
+        return (list(run.one("command:local:Command", "services-host-files").inputs["triggers"]),
+                user_data.replace(run.one("aws:ebs/volume:Volume").id, "<volume id>"))  # the mocks' ids differ per run
+
+    (triggers_24, user_data_24), (triggers_12, user_data_12) = facts(24), facts(12)
+    assert triggers_24 != triggers_12
+    assert user_data_24 == user_data_12
+
+
+def test_the_local_stack_installs_nothing_on_a_host(local_run: ProgramRun) -> None:
+    assert not [c for c in local_run.of_type("command:local:Command") if c.name == "services-host-files"]
+
+
+@pytest.mark.parametrize(("cloud_init_exit", "ready"), [(0, True), (2, True), (1, False)])
+def test_host_ready_accepts_a_degraded_cloud_init_but_not_a_failed_one(tmp_path: Path, cloud_init_exit: int, ready: bool) -> None:
+    """`cloud-init status --wait` exits 2 for "done with recoverable errors": the probe goes on (and says so)."""
+    for tool, body in (("cloud-init", f'[ "$2" = --long ] && echo "status: degraded"; exit {cloud_init_exit}'), ("docker", "exit 0"),
+                       ("seq", "echo 1"), ("sleep", "exit 0")):
+        (tmp_path / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / tool).chmod(0o755)
+    result = subprocess.run(["sh", "-c", host_ready_command(local_connection())], capture_output=True, text=True, check=False,
+                            env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert (result.returncode == 0) is ready, result.stderr
+    assert ("degraded" in result.stderr) is (cloud_init_exit == 2)
