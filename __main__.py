@@ -4,13 +4,14 @@ import pulumi
 import pulumi_aws as aws
 
 from components import settings as stack_settings
+from components.alarms import HEARTBEAT_METRIC, HEARTBEAT_NAMESPACE, Alarms, AlarmsArgs
 from components.backup_job import backup_job, pre_upgrade_backup_argv
 from components.backups import Backups, BackupsArgs
 from components.constants import CONTAINER_PREFIX, GIT_SSH_PORT, PROJECT
 from components.credentials import Credentials, CredentialsArgs
 from components.dns import Dns, DnsArgs
 from components.host import Host, HostArgs
-from components.host_files import HostBundle, host_bundle
+from components.host_files import Heartbeat, HostBundle, host_bundle
 from components.network import Network, NetworkArgs
 from components.services import ci, gitea, monitoring, postgres, relay
 from components.services.catalog import routed_hostnames, service_specs
@@ -51,7 +52,11 @@ if settings.is_aws:
     job = backups.bucket.bucket.apply(
         lambda bucket: backup_job(specs, bucket, settings.region, settings.backup_interval_hours, postgres.NAME)
     )
-    bundle = job.apply(host_bundle)  # the backup job and the host's other units, installed by the deploy
+    heartbeat = Heartbeat(settings.stack, settings.region, HEARTBEAT_NAMESPACE, HEARTBEAT_METRIC,
+                          alertmanager_container=CONTAINER_PREFIX + monitoring.ALERTMANAGER if settings.monitoring else "",
+                          watchdog=monitoring.WATCHDOG)
+    # The backup job, the heartbeat and the host's other units, installed by the deploy.
+    bundle = job.apply(lambda backup: host_bundle(backup, heartbeat))
     host = Host(
         "host",
         HostArgs(
@@ -64,6 +69,10 @@ if settings.is_aws:
         ),
         aws_opts,
     )
+    alarms = Alarms("alarms", AlarmsArgs(
+        stack=settings.stack, region=settings.region, instance_id=host.instance.id, health_fqdn=settings.hostname(gitea.SUBDOMAIN),
+        health_path=gitea.HEALTH_PATH, email=settings.alert_email_to, protect=settings.protect,
+    ), aws_opts)
     Dns("dns", DnsArgs(settings.hosted_zone, settings.domain, hostnames, host.elastic_ip.public_ip, settings.acme_email), aws_opts)
     # Without admin networks there is no port 22: SSH (and so Docker) goes through SSM Session Manager.
     connection = pulumi.Output.all(host.elastic_ip.public_ip, host.instance.id).apply(
@@ -76,6 +85,7 @@ if settings.is_aws:
     pulumi.export("dataVolumeId", host.data_volume.id)
     pulumi.export("backupBucketName", backups.bucket.bucket)
     pulumi.export("credentialsSecretArn", credentials.secret_arn)
+    pulumi.export("alarmTopicArns", {region: topic.arn for region, topic in alarms.topics.items()})
     pulumi.export("ssmSessionCommand", host.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}"))
 else:
     connection = pulumi.Output.from_input(local_connection())

@@ -29,6 +29,11 @@ ACME_CA_DOMAIN: Final = "letsencrypt.org"
 # The Docker network all containers share. Gitea trusts exactly this range as its reverse proxy.
 DOCKER_NETWORK: Final = "forgestack"
 DOCKER_SUBNET: Final = "172.30.0.0/24"
+# CI jobs' own network: the runner (and its cache) and the job containers, nothing else. Jobs reach Gitea by its
+# public URL like any client, never PostgreSQL, Valkey or the exporters on the services' network.
+CI_NETWORK: Final = "forgestack-ci"
+CI_SUBNET: Final = "172.30.1.0/24"
+DOCKER_NETWORKS: Final = {DOCKER_NETWORK: DOCKER_SUBNET, CI_NETWORK: CI_SUBNET}
 CONTAINER_PREFIX: Final = "forgestack-"
 
 # node-exporter's textfile collector reads *.prom files here; the host's backup job writes its metrics into it.

@@ -1,4 +1,7 @@
-"""Dns: A records for every service hostname, and a CAA record for Let's Encrypt."""
+"""Dns: an A and a CAA record for every service hostname.
+
+The CAA records sit on the hostnames themselves, never on `domain`: when domain is the hosted zone's apex, the
+operator's own apex CAA (mail, other services) would collide with ours, and ours would decide for all of them."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ class DnsArgs:
 
 
 def caa_records(acme_email: str) -> list[str]:
-    """Only Let's Encrypt may issue for the domain; no wildcard certificates; report to the operator."""
+    """Only Let's Encrypt may issue for the name; no wildcard certificates; report to the operator."""
     return [f'0 issue "{ACME_CA_DOMAIN}"', '0 issuewild ";"', f'0 iodef "mailto:{acme_email}"']
 
 
@@ -42,15 +45,16 @@ class Dns(pulumi.ComponentResource):
         self.zone_id: pulumi.Output[str] = zone.zone_id
 
         self.records = {}
+        self.caa: dict[str, aws.route53.Record] = {}
         for hostname in args.hostnames:
             label = hostname.removesuffix("." + args.domain).replace(".", "-")
             self.records[hostname] = aws.route53.Record(
                 f"{name}-{label}-a", zone_id=self.zone_id, name=hostname, type="A", ttl=RECORD_TTL,
                 records=[args.public_ip], opts=child,
             )
-        self.caa = aws.route53.Record(
-            f"{name}-caa", zone_id=self.zone_id, name=args.domain, type="CAA", ttl=RECORD_TTL,
-            records=caa_records(args.acme_email), opts=child,
-        )
+            self.caa[hostname] = aws.route53.Record(
+                f"{name}-{label}-caa", zone_id=self.zone_id, name=hostname, type="CAA", ttl=RECORD_TTL,
+                records=caa_records(args.acme_email), opts=child,
+            )
 
         self.register_outputs({"zoneId": self.zone_id, "hostnames": list(args.hostnames)})

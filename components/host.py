@@ -13,6 +13,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import templates
+from components.alarms import HEARTBEAT_NAMESPACE
 from components.constants import (
     CANONICAL_OWNER_ID,
     DATA_DEVICE_NAME,
@@ -128,6 +129,9 @@ def host_policy(bucket_arn: str, backup_key_arn: str) -> str:
              "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], "Resource": f"{bucket_arn}/*"},
             {"Sid": "EncryptBackups", "Effect": "Allow",
              "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": backup_key_arn},
+            # The heartbeat (components/alarms.py). PutMetricData takes no resource; the condition keeps it to one namespace.
+            {"Sid": "Heartbeat", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+             "Condition": {"StringEquals": {"cloudwatch:namespace": HEARTBEAT_NAMESPACE}}},
         ],
     })
 

@@ -17,8 +17,8 @@ import shlex
 import tarfile
 from dataclasses import dataclass
 
-from components.backup_job import UNIT_NAME, BackupJob, host_scripts, service_unit, timer_unit
-from components.constants import DATA_MOUNT, TEXTFILE_COLLECTOR_DIR
+from components.backup_job import REPO_HOST_TOOLS, UNIT_NAME, BackupJob, host_scripts, service_unit, timer_unit
+from components.constants import DATA_MOUNT, HOST_TOOLS_DIR, TEXTFILE_COLLECTOR_DIR
 
 SYSTEMD_DIR = "/etc/systemd/system"
 # Docker starts only once the data volume is mounted: without it, a boot where the volume comes late (it is
@@ -28,6 +28,8 @@ PRUNE_UNIT = "forgestack-docker-prune"
 # Images unused by any container (running or stopped) for a week go; CI job images are the usual bulk. Stopped
 # containers are kept (an operator may have stopped Gitea for a restore), so their images are too.
 PRUNE_UNUSED_FOR = "168h"
+HEARTBEAT_UNIT = "forgestack-heartbeat"
+HEARTBEAT_SCRIPT = f"{HOST_TOOLS_DIR}/host_tools/heartbeat.py"
 BUNDLE_MTIME = 1_700_000_000  # fixed, so the same files always make the same bytes (no diff without a change)
 
 
@@ -36,6 +38,25 @@ class HostFile:
     path: str  # absolute path on the host
     content: str
     mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The host's minute-by-minute CloudWatch heartbeat (components/alarms.py alarms when it stops)."""
+
+    stack: str
+    region: str
+    namespace: str
+    metric: str
+    alertmanager_container: str = ""  # empty: monitoring is off, Docker answering is the whole check
+    watchdog: str = "Watchdog"
+
+    @property
+    def argv(self) -> list[str]:
+        argv = ["/usr/bin/python3", HEARTBEAT_SCRIPT, "--stack", self.stack, "--namespace", self.namespace, "--metric", self.metric]
+        if self.alertmanager_container:
+            argv += ["--alertmanager-container", self.alertmanager_container, "--watchdog", self.watchdog]
+        return argv
 
 
 @dataclass(frozen=True)
@@ -92,7 +113,38 @@ WantedBy=timers.target
 """
 
 
-def host_files(job: BackupJob | None) -> tuple[HostFile, ...]:
+def heartbeat_service(heartbeat: Heartbeat) -> str:
+    return f"""[Unit]
+Description=forgestack heartbeat to CloudWatch while Docker and the alert pipeline work
+Documentation=file://{HEARTBEAT_SCRIPT}
+After=docker.service
+
+[Service]
+Type=oneshot
+Environment=AWS_DEFAULT_REGION={heartbeat.region}
+ExecStart={shlex.join(heartbeat.argv)}
+TimeoutStartSec=50s
+ProtectSystem=full
+ProtectHome=yes
+PrivateTmp=yes
+NoNewPrivileges=yes
+"""
+
+
+def heartbeat_timer() -> str:
+    return """[Unit]
+Description=forgestack heartbeat every minute (a CloudWatch alarm fires when it stops)
+
+[Timer]
+OnCalendar=minutely
+AccuracySec=5s
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def host_files(job: BackupJob | None, heartbeat: Heartbeat | None = None) -> tuple[HostFile, ...]:
     files = [
         HostFile(DOCKER_DROP_IN, docker_drop_in()),
         HostFile(f"{SYSTEMD_DIR}/{PRUNE_UNIT}.service", prune_service()),
@@ -102,11 +154,16 @@ def host_files(job: BackupJob | None) -> tuple[HostFile, ...]:
         files += [HostFile(path, content, 0o755) for path, content in sorted(host_scripts().items())]
         files += [HostFile(f"{SYSTEMD_DIR}/{UNIT_NAME}.service", service_unit(job)),
                   HostFile(f"{SYSTEMD_DIR}/{UNIT_NAME}.timer", timer_unit(job))]
+    if heartbeat is not None:
+        files += [HostFile(HEARTBEAT_SCRIPT, (REPO_HOST_TOOLS / "heartbeat.py").read_text(), 0o755),
+                  HostFile(f"{SYSTEMD_DIR}/{HEARTBEAT_UNIT}.service", heartbeat_service(heartbeat)),
+                  HostFile(f"{SYSTEMD_DIR}/{HEARTBEAT_UNIT}.timer", heartbeat_timer())]
     return tuple(files)
 
 
-def timers(job: BackupJob | None) -> tuple[str, ...]:
-    return (f"{PRUNE_UNIT}.timer", *((f"{UNIT_NAME}.timer",) if job is not None else ()))
+def timers(job: BackupJob | None, heartbeat: Heartbeat | None = None) -> tuple[str, ...]:
+    return (f"{PRUNE_UNIT}.timer", *((f"{UNIT_NAME}.timer",) if job is not None else ()),
+            *((f"{HEARTBEAT_UNIT}.timer",) if heartbeat is not None else ()))
 
 
 def pack(files: tuple[HostFile, ...]) -> bytes:
@@ -126,6 +183,7 @@ def pack(files: tuple[HostFile, ...]) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-def host_bundle(job: BackupJob | None) -> HostBundle:
-    packed = pack(host_files(job))
-    return HostBundle(stdin=base64.b64encode(packed).decode(), digest=hashlib.sha256(packed).hexdigest(), timers=timers(job))
+def host_bundle(job: BackupJob | None, heartbeat: Heartbeat | None = None) -> HostBundle:
+    packed = pack(host_files(job, heartbeat))
+    return HostBundle(stdin=base64.b64encode(packed).decode(), digest=hashlib.sha256(packed).hexdigest(),
+                      timers=timers(job, heartbeat))

@@ -8,6 +8,8 @@ one clean line) before the program registers any resource.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import ipaddress
 import json
@@ -48,7 +50,31 @@ _POSTGRES_VERSION = re.compile(r"(\d+)\.(\d+)")
 _HTTP_URL = re.compile(r"https?://[^\s/$.?#][^\s]*")
 _NGINX_SIZE = re.compile(r"([1-9][0-9]{0,5})([mg])")
 _SIZE_MIB = {"m": 1, "g": 1024}
-_SSH_PUBLIC_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( [\x20-\x7e]*)?")
+_SSH_PUBLIC_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) ([A-Za-z0-9+/]+=*)( [\x20-\x7e]*)?")
+# Keys published as examples (this repository shipped the first): their private halves are not the operator's, so a
+# host installing one is a host nobody can log in to (the deploy would wait ten minutes and fail).
+EXAMPLE_SSH_KEY_BLOBS = frozenset({"AAAAC3NzaC1lZDI1NTE5AAAAIL6n3l4ln/yKt/HZWnO/L6yfYalg73rgX+eBOym925m0"})
+def ssh_public_key_problem(line: str) -> str:
+    """Why `line` is not a usable OpenSSH public key, or "": the base64 must decode and name the same key type
+    (a pasted private key, a truncated or hand-edited line fail here, not at the first SSH connection)."""
+    match = _SSH_PUBLIC_KEY.fullmatch(line)
+    if not match:
+        return "not an OpenSSH public key"
+    key_type, blob = match.group(1), match.group(3)
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        return "its key data is not valid base64"
+    name_length = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
+    if name_length != len(key_type) or raw[4:4 + name_length] != key_type.encode():
+        return f"its key data is not an {key_type} key (truncated or edited?)"
+    if key_type == "ssh-ed25519" and len(raw) != 4 + len(key_type) + 4 + 32:
+        return "its key data is not an ssh-ed25519 key (an ed25519 key is 32 bytes)"
+    if blob in EXAMPLE_SSH_KEY_BLOBS:
+        return "the published example key, whose private half nobody has; use your own (cat ~/.ssh/id_ed25519.pub)"
+    return ""
+
+
 # Unicode categories no config value may hold: control characters (\n, \r, \t, NUL ...), format characters
 # (zero-width and bidi overrides), line and paragraph separators. YAML, INI and Nginx read several as line breaks.
 _FORBIDDEN_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
@@ -266,7 +292,8 @@ class Settings(BaseModel):
     ]
     ssh_public_key: Annotated[
         str,
-        _key("sshPublicKey", "Operator's SSH public key, installed for the host user; Pulumi's Docker provider connects with it.",
+        _key("sshPublicKey",
+             "Optional: the operator's SSH public key, installed for the host user (else deploys push a key with EC2 Instance Connect).",
              "an OpenSSH public key line (ssh-ed25519, ecdsa-sha2-* or ssh-rsa) or empty", ""),
     ]
 
@@ -499,8 +526,10 @@ class Settings(BaseModel):
     @field_validator("ssh_public_key")
     @classmethod
     def _check_ssh_key(cls, value: str) -> str:
-        if value and not _SSH_PUBLIC_KEY.fullmatch(value):
-            raise ValueError("not an OpenSSH public key")
+        if value:
+            problem = ssh_public_key_problem(value)
+            if problem:
+                raise _DetailError(problem)
         return value
 
     @model_validator(mode="after")
@@ -510,9 +539,6 @@ class Settings(BaseModel):
                 raise _KeyProblemError("region", self.region, "an AWS region name such as eu-west-1 (required on AWS stacks)")
             if not self.hosted_zone:
                 raise _KeyProblemError("hostedZone", self.hosted_zone, "the Route 53 zone containing domain (required on AWS stacks)")
-            if not self.ssh_public_key:
-                raise _KeyProblemError("sshPublicKey", self.ssh_public_key,
-                                       "your OpenSSH public key (required on AWS stacks: Pulumi's Docker provider connects over SSH)")
             if self.domain != self.hosted_zone and not self.domain.endswith("." + self.hosted_zone):
                 raise _KeyProblemError("hostedZone", self.hosted_zone, f"{self.domain!r} or one of its parent domains")
         if self.ci == "drone" and not (self.drone_gitea_client_id and self.drone_gitea_client_secret):
@@ -562,6 +588,10 @@ class _KeyProblemError(ValueError):
 
 class _ControlCharacterError(ValueError):
     """A value holds a character that config files read as a line break or hide."""
+
+
+class _DetailError(ValueError):
+    """A check whose reason adds to the key's expectation (shown in brackets after it)."""
 
 
 def _refuse_control_characters(value: str) -> None:
@@ -680,7 +710,7 @@ def _describe(error: pydantic.ValidationError, values: dict[str, Any]) -> list[s
         else:
             shown = "[secret]" if _is_secret(alias) else repr(values.get(alias, problem.get("input")))
             cause = problem.get("ctx", {}).get("error")
-            why = f" ({cause})" if isinstance(cause, _ControlCharacterError) else ""  # an item of a JSON list
+            why = f" ({cause})" if isinstance(cause, (_ControlCharacterError, _DetailError)) else ""
             messages.append(f"{key}: got {shown}; expected {_expected(alias)}{why}")
     return messages
 

@@ -318,6 +318,14 @@ def log_group_cmk(r: Resource) -> list[str]:
     return [] if r.props.get("kmsKeyId") else ["log group not encrypted with a customer-managed key"]
 
 
+def sns_topic_cmk(r: Resource) -> list[str]:
+    return [] if r.props.get("kmsMasterKeyId") else ["SNS topic not encrypted with a KMS key"]
+
+
+def alarm_notifies(r: Resource) -> list[str]:
+    return [] if r.props.get("alarmActions") and r.props.get("okActions") else ["alarm notifies nobody on ALARM and OK"]
+
+
 def log_group_retention(r: Resource) -> list[str]:
     return [] if r.props.get("retentionInDays") else ["log group keeps logs forever (no retentionInDays)"]
 
@@ -435,10 +443,16 @@ def containers_have_pids_limits(resources: list[Resource]) -> list[tuple[str, st
 
 
 def caa_with_records(resources: list[Resource]) -> list[tuple[str, str]]:
+    """Every A record's name has a CAA record at that name or a parent (RFC 8659 climbs towards the root)."""
     records = [r for r in resources if r.type == "aws:route53/record:Record"]
-    if any(r.props.get("type") == "A" for r in records) and not any(r.props.get("type") == "CAA" for r in records):
-        return [(next(r.name for r in records if r.props.get("type") == "A"), "A records without a CAA record")]
-    return []
+    caa_names = {str(r.props.get("name")).rstrip(".") for r in records if r.props.get("type") == "CAA"}
+
+    def covered(name: str) -> bool:
+        labels = name.rstrip(".").split(".")
+        return any(".".join(labels[i:]) in caa_names for i in range(len(labels)))
+
+    return [(r.name, f"A record {r.props.get('name')} without a CAA record at or above it") for r in records
+            if r.props.get("type") == "A" and not covered(str(r.props.get("name")))]
 
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -486,6 +500,10 @@ RULES: tuple[Rule, ...] = (
          ("aws:secretsmanager/secret:Secret",), secret_uses_cmk),
     Rule("log-group-cmk", "CKV_AWS_158: log groups encrypted with a customer-managed key", "mandatory",
          ("aws:cloudwatch/logGroup:LogGroup",), log_group_cmk),
+    Rule("sns-topic-cmk", "CKV_AWS_26, FSBP SNS.1: SNS topics encrypted at rest with KMS", "mandatory",
+         ("aws:sns/topic:Topic",), sns_topic_cmk),
+    Rule("alarm-has-actions", "FSBP CloudWatch.15: CloudWatch alarms have actions for ALARM (and OK)", "mandatory",
+         ("aws:cloudwatch/metricAlarm:MetricAlarm",), alarm_notifies),
     Rule("log-group-retention", "CKV_AWS_66, FSBP CloudWatch.16: log groups have a retention period", "mandatory",
          ("aws:cloudwatch/logGroup:LogGroup",), log_group_retention),
     Rule("vpc-flow-logs", "CKV2_AWS_11, FSBP EC2.6: every VPC has flow logs", "mandatory", (), check_stack=vpcs_have_flow_logs),

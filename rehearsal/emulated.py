@@ -42,15 +42,17 @@ class EmulatedAccount:
 
     region: str
     validated_only: list[str] = field(default_factory=list)  # "type name": checked against botocore's model only
-    _clients: dict[str, Any] = field(default_factory=dict)
+    _clients: dict[tuple[str, str], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def client(self, service: str) -> Any:
-        """One client per service: creating a boto3 client costs far more than a call to moto (clients are thread-safe)."""
+    def client(self, service: str, region: str | None = None) -> Any:
+        """One client per service and region (the stack's unless a resource names its own): creating a boto3 client
+        costs far more than a call to moto (clients are thread-safe)."""
+        where = region or self.region
         with self._lock:
-            if service not in self._clients:
-                self._clients[service] = boto3.client(service, region_name=self.region)
-            return self._clients[service]
+            if (service, where) not in self._clients:
+                self._clients[service, where] = boto3.client(service, region_name=where)
+            return self._clients[service, where]
 
 
 def _number(value: Any) -> int:
@@ -101,6 +103,11 @@ class MotoMocks(ForgeMocks):
             "aws:ec2/eip:Eip": self._eip,
             "aws:route53/record:Record": self._record,
             "aws:dlm/lifecyclePolicy:LifecyclePolicy": self._dlm_policy,
+            "aws:sns/topic:Topic": self._topic,
+            "aws:sns/topicPolicy:TopicPolicy": self._topic_policy,
+            "aws:sns/topicSubscription:TopicSubscription": self._topic_subscription,
+            "aws:cloudwatch/metricAlarm:MetricAlarm": self._metric_alarm,
+            "aws:route53/healthCheck:HealthCheck": self._health_check,
         }
 
     # ------------------------------------------------------------ Pulumi mock entry points
@@ -273,7 +280,7 @@ class MotoMocks(ForgeMocks):
         return profile_name, {"name": profile_name, "arn": profile["Arn"]}
 
     def _kms_key(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        kms = self.account.client("kms")
+        kms = self.account.client("kms", inputs.get("region"))
         request: dict[str, Any] = {"Description": inputs.get("description", ""), "KeyUsage": inputs.get("keyUsage", "ENCRYPT_DECRYPT"),
                                    "KeySpec": inputs.get("customerMasterKeySpec", "SYMMETRIC_DEFAULT")}
         if inputs.get("policy"):
@@ -425,6 +432,46 @@ class MotoMocks(ForgeMocks):
                 "ResourceRecords": [{"Value": value} for value in inputs["records"]]}}]},
         )
         return f"{inputs['zoneId']}_{record_name}_{inputs['type']}", {"fqdn": record_name}
+
+    def _health_check(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        config = {"Type": inputs["type"], "FullyQualifiedDomainName": inputs["fqdn"], "Port": _number(inputs["port"]),
+                  "ResourcePath": inputs["resourcePath"], "RequestInterval": _number(inputs["requestInterval"]),
+                  "FailureThreshold": _number(inputs["failureThreshold"]), "EnableSNI": bool(inputs.get("enableSni"))}
+        check = self.account.client("route53").create_health_check(CallerReference=f"{name}-{self._next()}",
+                                                                   HealthCheckConfig=config)["HealthCheck"]
+        return check["Id"], {"arn": f"arn:aws:route53:::healthcheck/{check['Id']}"}
+
+    # ------------------------------------------------------------ SNS and CloudWatch alarms
+
+    def _topic(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        attributes = {"KmsMasterKeyId": inputs["kmsMasterKeyId"]} if inputs.get("kmsMasterKeyId") else {}
+        topic_name = inputs.get("name") or f"{name}-{self._next()[-7:]}"
+        arn = self.account.client("sns", inputs.get("region")).create_topic(Name=topic_name, Attributes=attributes)["TopicArn"]
+        return arn, {"arn": arn, "name": topic_name}
+
+    def _topic_policy(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.account.client("sns", inputs.get("region")).set_topic_attributes(
+            TopicArn=inputs["arn"], AttributeName="Policy", AttributeValue=inputs["policy"])
+        return inputs["arn"], {}
+
+    def _topic_subscription(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        arn = self.account.client("sns", inputs.get("region")).subscribe(
+            TopicArn=inputs["topic"], Protocol=inputs["protocol"], Endpoint=inputs["endpoint"])["SubscriptionArn"]
+        return arn, {"arn": arn}
+
+    def _metric_alarm(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        cloudwatch = self.account.client("cloudwatch", inputs.get("region"))
+        alarm_name = inputs.get("name") or f"{name}-{self._next()[-7:]}"
+        cloudwatch.put_metric_alarm(
+            AlarmName=alarm_name, AlarmDescription=inputs.get("alarmDescription", ""), Namespace=inputs["namespace"],
+            MetricName=inputs["metricName"], Dimensions=[{"Name": k, "Value": v} for k, v in inputs.get("dimensions", {}).items()],
+            Statistic=inputs["statistic"], Period=_number(inputs["period"]), EvaluationPeriods=_number(inputs["evaluationPeriods"]),
+            Threshold=float(inputs["threshold"]), ComparisonOperator=inputs["comparisonOperator"],
+            TreatMissingData=inputs.get("treatMissingData", "missing"), AlarmActions=inputs.get("alarmActions", []),
+            OKActions=inputs.get("okActions", []), ActionsEnabled=True,
+        )
+        arn = cloudwatch.describe_alarms(AlarmNames=[alarm_name])["MetricAlarms"][0]["AlarmArn"]
+        return alarm_name, {"arn": arn, "name": alarm_name}
 
     # ------------------------------------------------------------ validated only (moto has no DLM)
 

@@ -107,8 +107,10 @@ class ForgeMocks(pulumi.runtime.Mocks):
         suffix = self._next()
         resource_id = f"{args.name}-{suffix[-8:]}"
         type_ = args.typ
+        region = args.inputs.get("region") or "eu-west-1"  # a resource may name its own region (pulumi-aws 7)
         arn_prefix = {
-            "aws:kms/key:Key": f"arn:aws:kms:eu-west-1:{ACCOUNT_ID}:key/",
+            "aws:kms/key:Key": f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/",
+            "aws:sns/topic:Topic": f"arn:aws:sns:{region}:{ACCOUNT_ID}:",
             "aws:secretsmanager/secret:Secret": f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT_ID}:secret:",
             "aws:iam/role:Role": f"arn:aws:iam::{ACCOUNT_ID}:role/",
             "aws:cloudwatch/logGroup:LogGroup": f"arn:aws:logs:eu-west-1:{ACCOUNT_ID}:log-group:",

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.constants import DOCKER_SUBNET
+from components.constants import CI_NETWORK, CI_SUBNET, DOCKER_SUBNET
 from components.services import ci, valkey
+from components.services.spec import ServiceSpec
+from components.settings import parse
 from components.templates import FILES_DIR
 from rehearsal.engine import ProgramRun, Registered, has_secret, run_program, stack_config
 
@@ -34,6 +36,10 @@ def containers(run: ProgramRun) -> dict[str, Registered]:
 
 def env(container: Registered) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in container.inputs.get("envs") or [])
+
+
+def uploads_of(spec: ServiceSpec) -> dict[str, str]:
+    return {f.path: f.content for f in spec.config_files}
 
 
 def uploads(container: Registered) -> dict[str, str]:
@@ -82,6 +88,29 @@ def test_runner_jobs_are_unprivileged_and_memory_capped(runs: dict[str, ProgramR
     assert {"--security-opt=no-new-privileges", f"--pids-limit={ci.JOB_PIDS_LIMIT}", "--cap-drop=NET_RAW"} <= set(options)
     assert any(option.startswith("--memory=") for option in options)
     assert config["runner"]["labels"] == [f"{ci.JOB_LABEL}:docker://node:22.21.1-bookworm"]
+
+
+def test_jobs_share_a_network_with_the_runner_and_its_cache_and_nothing_else(runs: dict[str, ProgramRun]) -> None:
+    """Jobs reach the runner's cache (by its name on their network) but not PostgreSQL, Valkey or the exporters."""
+    run = runs["actions"]
+    config = yaml.safe_load(uploads(containers(run)["runner"])[ci.RUNNER_CONFIG])
+    networks = {n.inputs["name"]: n for n in run.of_type("docker:index/network:Network")}
+    assert config["container"]["network"] == CI_NETWORK in networks
+    assert networks[CI_NETWORK].inputs["ipamConfigs"] == [{"subnet": CI_SUBNET}]
+    members = {name: [n["name"] for n in c.inputs["networksAdvanced"]] for name, c in containers(run).items()}
+    assert [name for name, joined in members.items() if CI_NETWORK in joined] == ["runner"]
+    (runner_network,) = containers(run)["runner"].inputs["networksAdvanced"]
+    assert config["cache"]["host"] in runner_network["aliases"] and config["cache"]["port"] == ci.CACHE_PORT
+
+
+@pytest.mark.parametrize(("stack", "staging"), [("dev", True), ("prod", False)])
+def test_only_a_staging_certificate_makes_the_runner_and_jobs_skip_verification(stack: str, staging: bool) -> None:
+    """Dev serves Let's Encrypt's staging CA, which nothing trusts: without this the runner never registers and
+    checkout never clones. Prod verifies (and retries registration while the bootstrap certificate is up)."""
+    settings = parse(stack_config(stack), stack=stack)
+    config = yaml.safe_load(uploads_of(ci.runner_spec(settings, 256, 512))[ci.RUNNER_CONFIG])
+    assert config["runner"].get("insecure", False) is staging
+    assert ("GIT_SSL_NO_VERIFY" in config["runner"].get("envs", {})) is staging
 
 
 def test_drone_is_wired_to_gitea_and_served_through_the_proxy(runs: dict[str, ProgramRun]) -> None:

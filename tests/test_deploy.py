@@ -145,11 +145,12 @@ def test_containers_wait_for_the_host_on_aws(dev_run: ProgramRun) -> None:
     ready = dev_run.one("command:local:Command", "services-host-ready")
     for name, container in _containers(dev_run).items():
         assert ready.urn in container.depends_on, name
-    assert ready.urn in dev_run.one("docker:index/network:Network").depends_on
+    for network in dev_run.of_type("docker:index/network:Network"):
+        assert ready.urn in network.depends_on, network.name
 
 
 def test_network_subnet_is_the_trusted_proxy_range(any_run: ProgramRun) -> None:
-    network = any_run.one("docker:index/network:Network")
+    network = any_run.one("docker:index/network:Network", "services-network")
     assert network.inputs["ipamConfigs"] == [{"subnet": DOCKER_SUBNET}]
 
 

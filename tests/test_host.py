@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from components import templates
+from components.alarms import HEARTBEAT_NAMESPACE
 from components.constants import DATA_MOUNT, UBUNTU_RELEASE
 from components.host import CONTAINERD_VERSION, DOCKER_ENGINE_VERSION, ami_name_pattern, decode_user_data, host_policy, render_user_data
 from components.settings import ConfigError, parse
@@ -78,8 +79,11 @@ def test_role_policy_names_exactly_this_bucket_and_its_key_and_the_ssm_agent(aws
         "arn:aws:ec2:*:*:instance/*", "*",  # the SSM agent: its own instance record, and its message channels
     }
     assert {statement["Resource"] for statement in policy["Statement"]} == expected_resources
-    on_anything = [a for s in policy["Statement"] if s["Resource"] == "*" for a in s["Action"]]
+    on_anything = [a for s in policy["Statement"] if s["Resource"] == "*" and "Condition" not in s for a in s["Action"]]
     assert {action.split(":")[0] for action in on_anything} == {"ssmmessages", "ec2messages"}  # no ssm:GetParameter(s)
+    (heartbeat,) = [s for s in policy["Statement"] if "Condition" in s]  # PutMetricData takes no resource: a namespace fence
+    assert (heartbeat["Action"], heartbeat["Condition"]) == (
+        "cloudwatch:PutMetricData", {"StringEquals": {"cloudwatch:namespace": HEARTBEAT_NAMESPACE}})
     assert not [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
                 if a.startswith(("secretsmanager:", "ssm:Get"))]  # the host reads no credential and no parameter
     actions = [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
@@ -98,7 +102,7 @@ def test_the_only_managed_policy_is_data_lifecycle_managers_service_role(aws_run
 def test_host_policy_pairs_each_action_with_its_own_resource() -> None:
     document = json.loads(host_policy("arn:bucket", "arn:backup-key"))
     by_resource = {statement["Resource"]: statement["Action"] for statement in document["Statement"]
-                   if statement["Sid"] not in ("SessionManagerChannels", "RunCommandMessages")}
+                   if statement["Sid"] not in ("SessionManagerChannels", "RunCommandMessages", "Heartbeat")}
     assert by_resource == {
         "arn:aws:ec2:*:*:instance/*": "ssm:UpdateInstanceInformation",
         "arn:bucket": "s3:ListBucket",

@@ -73,6 +73,8 @@ VIOLATIONS: dict[str, list[Resource]] = {
     "secret-customer-key": one("aws:secretsmanager/secret:Secret", {"description": "x"}),
     "log-group-retention": one("aws:cloudwatch/logGroup:LogGroup", {"name": "x", "kmsKeyId": "arn:key"}),
     "log-group-cmk": one("aws:cloudwatch/logGroup:LogGroup", {"name": "x", "retentionInDays": 14.0}),
+    "sns-topic-cmk": one("aws:sns/topic:Topic", {"name": "alarms"}),
+    "alarm-has-actions": one("aws:cloudwatch/metricAlarm:MetricAlarm", {"metricName": "x", "alarmActions": ["arn:topic"]}),
     "vpc-flow-logs": one("aws:ec2/vpc:Vpc", {"cidrBlock": "10.0.0.0/16"}, "vpc-without-flow-logs"),
     "vpc-default-sg-adopted": one("aws:ec2/vpc:Vpc", {"cidrBlock": "10.0.0.0/16"}, "vpc-with-open-default"),
     "dns-caa-record": one("aws:route53/record:Record", {"type": "A", "name": "git.example.com", "records": ["203.0.113.1"]}),

@@ -18,7 +18,7 @@ VALID = {
     "forgestack:domain": "forge.example.com",
     "forgestack:hostedZone": "example.com",
     "forgestack:acmeEmail": "ops@example.com",
-    "forgestack:sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExample op@laptop",
+    "forgestack:sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfxFDxQ+I7FlTZatsccAF0j1Mvobp9pEetqzIu0tQgE op@laptop",
 }
 
 
@@ -97,6 +97,13 @@ BAD_VALUES = [
     ("forgestack:platform", "gcp", "aws, local"),
     ("forgestack:monitoring", "on", "true or false"),
     ("forgestack:sshPublicKey", "not a key", "OpenSSH public key"),
+    # The example key the stack files once shipped; a key cut short; an RSA blob under an ed25519 name; not base64.
+    ("forgestack:sshPublicKey",
+     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL6n3l4ln/yKt/HZWnO/L6yfYalg73rgX+eBOym925m0 replace-with-your-own-key",
+     "the published example key"),
+    ("forgestack:sshPublicKey", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfxFDxQ+I7FlTZatsccAF0j op@laptop", "an ed25519 key is 32 bytes"),
+    ("forgestack:sshPublicKey", "ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQAB op@laptop", "not an ssh-ed25519 key"),
+    ("forgestack:sshPublicKey", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5A op@laptop", "not valid base64"),
     ("aws:region", "Europe", "AWS region"),
 ]
 
@@ -131,7 +138,7 @@ def test_missing_required_key(missing: str) -> None:
         parse(config)
 
 
-@pytest.mark.parametrize("missing", ["aws:region", "forgestack:hostedZone", "forgestack:sshPublicKey"])
+@pytest.mark.parametrize("missing", ["aws:region", "forgestack:hostedZone"])
 def test_aws_stacks_need_region_and_zone(missing: str) -> None:
     config = {key: value for key, value in VALID.items() if key != missing}
     with pytest.raises(ConfigError, match=f"{missing}: got ''; expected"):
@@ -213,7 +220,7 @@ def test_load_reads_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
     pulumi.runtime.set_all_config({})
     monkeypatch.setenv("PULUMI_CONFIG", '{"forgestack:domain": "x.example.com", "forgestack:hostedZone": "example.com", '
                                         '"forgestack:acmeEmail": "a@example.com", "aws:region": "us-east-1", '
-                                        '"forgestack:sshPublicKey": "ssh-ed25519 AAAAC3Nza op@x", "forgestack:ci": "none"}')
+                                        '"forgestack:ci": "none"}')
     pulumi.runtime.set_mocks(ForgeMocks(), project="forgestack", stack="qa", preview=False)
     settings = stack_settings.load()
     assert (settings.ci, settings.region, settings.stack) == ("none", "us-east-1", "qa")

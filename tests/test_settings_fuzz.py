@@ -3,6 +3,7 @@ that names the key, and every valid combination loads. Config values arrive as s
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import re
@@ -54,6 +55,13 @@ def not_matching(pattern: str) -> st.SearchStrategy[str]:
     return st.text(max_size=30).filter(lambda s: not re.fullmatch(pattern, s))
 
 
+def ed25519_public_key(key: bytes) -> str:
+    """An OpenSSH ed25519 public key line around `key` (valid when key is 32 bytes)."""
+    name = b"ssh-ed25519"
+    blob = len(name).to_bytes(4, "big") + name + len(key).to_bytes(4, "big") + key
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()} op@laptop"
+
+
 INVALID: dict[str, st.SearchStrategy[str]] = {
     "platform": st.text(max_size=10).filter(lambda s: s not in ("aws", "local")),
     "region": not_matching(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d").filter(bool),
@@ -91,7 +99,8 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
     "giteaAdminUser": st.one_of(st.sampled_from(["admin", "a", "Forge", "-forge", "forge admin", "x" * 40, "api", "user"]),
                                 not_matching(r"[a-z0-9][a-z0-9._-]{1,38}")),
     "giteaRegistration": st.text(max_size=10).filter(lambda s: s not in ("closed", "approval", "open")),
-    "sshPublicKey": not_matching(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?"),
+    "sshPublicKey": st.one_of(not_matching(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?").filter(bool),
+                              st.binary(max_size=40).filter(lambda b: len(b) != 32).map(ed25519_public_key)),
     "alertEmailTo": not_matching(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}").filter(bool),
     "alertSmtpSmarthost": st.sampled_from(["smtp.example.com", ":587", "smtp example.com:587", "SMTP.EXAMPLE.COM:587"]),
     "alertSmtpFrom": not_matching(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}").filter(bool),
@@ -189,7 +198,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "giteaAdminUser": draw(st.from_regex(r"[a-z0-9][a-z0-9._-]{1,38}", fullmatch=True).filter(
             lambda u: u not in ("admin", "api", "assets", "user", "explore"))),
         "giteaRegistration": draw(st.sampled_from(["closed", "approval", "open"])),
-        "sshPublicKey": "ssh-ed25519 " + draw(st.from_regex(r"[A-Za-z0-9+/]{20,68}", fullmatch=True)) + " op@laptop",
+        "sshPublicKey": draw(st.one_of(st.just(""), st.binary(min_size=32, max_size=32).map(ed25519_public_key))),
         "alertEmailTo": draw(EMAIL) if email_alerts else "",
         "alertSmtpSmarthost": f"smtp.{zone}:587" if email_alerts else "",
         "alertSmtpFrom": f"alerts@{zone}" if email_alerts else "",

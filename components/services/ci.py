@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import yaml
 
-from components.constants import CONTAINER_PREFIX, SECRETS_DIR
+from components.constants import CI_NETWORK, CONTAINER_PREFIX, SECRETS_DIR
 from components.services import gitea, images
 from components.services.spec import ConfigFile, HostMount, Route, SecretFile, ServiceSpec, Volume
 from components.settings import Settings
@@ -22,6 +22,7 @@ RUNNER_TOKEN = "runnerRegistrationToken"  # noqa: S105 (a key name; the token is
 RUNNER_TOKEN_FILE = f"{SECRETS_DIR}/runner_registration_token"
 RUNNER_CAPACITY = 2
 JOB_LABEL = "ubuntu-24.04"
+CACHE_PORT = 8088  # the runner's action cache, reached by the jobs on the CI network
 JOB_PIDS_LIMIT = 4096  # builds fork a lot (compilers, test runners); a fork bomb still stops there
 DRONE = "drone"
 DRONE_RUNNER = "drone-runner"
@@ -33,16 +34,23 @@ ENV_FROM_FILES = "/usr/local/bin/env-from-files"
 DOCKER_SOCKET = "/var/run/docker.sock"
 
 
-def runner_config(job_memory_mb: int) -> str:
-    """Jobs in containers on the Docker network default bridge, memory-capped, never privileged."""
+def runner_config(job_memory_mb: int, untrusted_certificate: bool) -> str:
+    """Jobs in containers on the CI network (with the runner and its cache, nothing else), memory-capped, never
+    privileged. With untrusted_certificate (Let's Encrypt's staging CA in dev) the runner and the jobs' git and
+    Node skip certificate checks for the forge's own URL, or nothing could register or clone at all."""
+    runner: dict[str, object] = {"file": "/data/.runner", "capacity": RUNNER_CAPACITY, "timeout": "3h",
+                                 "labels": [f"{JOB_LABEL}:docker://{images.CI_JOB_IMAGE}"]}
+    if untrusted_certificate:
+        runner["insecure"] = True
+        runner["envs"] = {"GIT_SSL_NO_VERIFY": "true", "NODE_TLS_REJECT_UNAUTHORIZED": "0"}
     return yaml.safe_dump({
         "log": {"level": "info"},
-        "runner": {"file": "/data/.runner", "capacity": RUNNER_CAPACITY, "timeout": "3h",
-                   "labels": [f"{JOB_LABEL}:docker://{images.CI_JOB_IMAGE}"]},
-        "cache": {"enabled": True, "dir": "/data/cache"},
+        "runner": runner,
+        # Jobs reach the cache at the runner's name on the CI network, on a fixed port (not a random one).
+        "cache": {"enabled": True, "dir": "/data/cache", "host": RUNNER, "port": CACHE_PORT},
         # "-": the runner finds the engine for itself but never mounts it into job or service containers, so a
         # workflow cannot start containers on the host (no `docker build` in jobs; README, CI).
-        "container": {"privileged": False, "docker_host": "-",
+        "container": {"network": CI_NETWORK, "privileged": False, "docker_host": "-",
                       "options": f"--memory={job_memory_mb}m --memory-swap={job_memory_mb}m --cpus=1 "
                                  f"--pids-limit={JOB_PIDS_LIMIT} --security-opt=no-new-privileges "
                                  "--cap-drop=NET_RAW --cap-drop=MKNOD --cap-drop=AUDIT_WRITE",
@@ -54,17 +62,20 @@ def runner_spec(settings: Settings, memory_mb: int, job_memory_mb: int) -> Servi
     return ServiceSpec(
         name=RUNNER, image=images.GITEA_RUNNER, memory_mb=memory_mb,
         env={
-            # Registered against the public ROOT_URL, as Gitea's docs require (jobs clone from it too).
+            # Registered against the public ROOT_URL, as Gitea's docs require (jobs clone from it too). While Nginx still
+            # serves the bootstrap certificate (the first minutes of a prod stack) registration fails and the image
+            # retries; Docker restarts it after that (unless-stopped) until the real certificate is in place.
             "GITEA_INSTANCE_URL": f"https://{settings.hostname(gitea.SUBDOMAIN)}/",
             "GITEA_RUNNER_REGISTRATION_TOKEN_FILE": RUNNER_TOKEN_FILE,
             "GITEA_RUNNER_NAME": f"{CONTAINER_PREFIX}{settings.stack}",
             "CONFIG_FILE": RUNNER_CONFIG,
         },
-        config_files=(ConfigFile(RUNNER_CONFIG, runner_config(job_memory_mb)),),
+        config_files=(ConfigFile(RUNNER_CONFIG, runner_config(job_memory_mb, untrusted_certificate=settings.acme_staging)),),
         secret_files=(SecretFile(RUNNER_TOKEN, RUNNER_TOKEN_FILE),),
         volumes=(Volume(RUNNER, "/data"),),  # the .runner registration survives container replacement
         host_mounts=(HostMount(DOCKER_SOCKET, DOCKER_SOCKET),),
         depends_on=(gitea.NAME,),
+        networks=(CI_NETWORK,),  # with its jobs; it reaches Gitea by the public URL, so needs nothing of the services'
     )
 
 

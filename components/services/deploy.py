@@ -11,7 +11,7 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_tls as tls
 
-from components.constants import CONTAINER_PREFIX, DATA_MOUNT, DOCKER_NETWORK, DOCKER_SUBNET, HOST_USER
+from components.constants import CONTAINER_PREFIX, DATA_MOUNT, DOCKER_NETWORK, DOCKER_NETWORKS, HOST_USER
 from components.host_files import HostBundle
 from components.services.proxy import BOOTSTRAP_CERT, BOOTSTRAP_KEY
 from components.services.spec import ServiceSpec
@@ -168,10 +168,16 @@ class Services(pulumi.ComponentResource):
             BOOTSTRAP_KEY: pulumi.Output.secret(bootstrap_key.private_key_pem),
         }
 
-        self.network = docker.Network(
-            f"{name}-network", name=DOCKER_NETWORK, driver="bridge",
-            ipam_configs=[docker.NetworkIpamConfigArgs(subnet=DOCKER_SUBNET)], opts=on_docker,
-        )
+        # The services' network, and any other a spec joins (CI jobs get their own); each with its fixed subnet.
+        used = {network for spec in args.specs for network in spec.networks} | {DOCKER_NETWORK}
+        self.networks: dict[str, docker.Network] = {
+            network: docker.Network(
+                f"{name}-network" if network == DOCKER_NETWORK else f"{name}-network-{network.removeprefix(CONTAINER_PREFIX)}",
+                name=network, driver="bridge", ipam_configs=[docker.NetworkIpamConfigArgs(subnet=subnet)], opts=on_docker,
+            )
+            for network, subnet in DOCKER_NETWORKS.items() if network in used
+        }
+        self.network = self.networks[DOCKER_NETWORK]
         # Declared so that every volume a container names exists first; retained so `pulumi destroy` keeps the data.
         self.volumes: dict[str, docker.Volume] = {}
         if args.named_volumes:
@@ -191,10 +197,10 @@ class Services(pulumi.ComponentResource):
             image = docker.RemoteImage(f"{name}-{spec.name}-image", name=spec.image, keep_locally=True, opts=on_docker)
             self.containers[spec.name] = docker.Container(
                 f"{name}-{spec.name}",
-                self._container_args(spec, image, self.network, secret_values, args.connection),
+                self._container_args(spec, image, [self.networks[n] for n in spec.networks], secret_values, args.connection),
                 opts=pulumi.ResourceOptions(
                     parent=self, provider=self.provider,
-                    depends_on=[*ready, self.network, *(self.containers[d] for d in spec.depends_on),
+                    depends_on=[*ready, *(self.networks[n] for n in spec.networks), *(self.containers[d] for d in spec.depends_on),
                                 *(self.volumes[v.name] for v in spec.volumes if v.name in self.volumes)],
                 ),
             )
@@ -237,7 +243,7 @@ class Services(pulumi.ComponentResource):
 
     @staticmethod
     def _container_args(
-        spec: ServiceSpec, image: docker.RemoteImage, network: docker.Network, secret_values: Mapping[str, pulumi.Output[str]],
+        spec: ServiceSpec, image: docker.RemoteImage, networks: Sequence[docker.Network], secret_values: Mapping[str, pulumi.Output[str]],
         connection: pulumi.Output[HostConnection],
     ) -> docker.ContainerArgs:
         uploads = [
@@ -282,7 +288,7 @@ class Services(pulumi.ComponentResource):
             # Wait for healthy so that dependants (Gitea after PostgreSQL) start on a working service.
             wait=spec.healthcheck is not None,
             wait_timeout=WAIT_TIMEOUT_SECONDS,
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[spec.name])],
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[spec.name]) for network in networks],
             command=list(spec.command) or None,
             user=spec.user or None,
             entrypoints=list(spec.entrypoint) or None,

@@ -36,6 +36,7 @@ PROMETHEUS = "prometheus"
 PROMETHEUS_PORT = 9090
 ALERTMANAGER = "alertmanager"
 ALERTMANAGER_PORT = 9093
+WATCHDOG = "Watchdog"  # the always-firing alert the host heartbeat looks for
 GRAFANA = "grafana"
 GRAFANA_PORT = 3000
 GRAFANA_HEALTH = "/api/health"  # 200 without a login (its "/" redirects to /login)
@@ -184,6 +185,9 @@ class Alert:
 
 def alerts(settings: Settings, probes: bool) -> list[Alert]:
     rules = [
+        Alert(WATCHDOG, "vector(1)", "0m", "none",
+              "always firing: proves that Prometheus evaluates rules and reaches Alertmanager",
+              "never routed to anyone; the host's heartbeat (CloudWatch) stops when it is missing: check Prometheus and Alertmanager"),
         Alert("TargetDown", "up == 0", "5m", "critical", "{{ $labels.job }} on {{ $labels.instance }} is not answering scrapes",
               "docker ps -a; docker logs forgestack-{{ $labels.job }} --tail 100; check its memory limit and healthcheck"),
         Alert("DiskAlmostFull",
@@ -284,13 +288,15 @@ def alertmanager_config(settings: Settings) -> str:
             "receiver": "operators", "group_by": ["alertname", "instance"],
             "group_wait": "30s", "group_interval": "5m", "repeat_interval": "12h",
             "routes": [
+                # The heartbeat (components/host_tools/heartbeat.py) reads the Watchdog from Alertmanager; nobody is told.
+                {"matchers": [f'alertname="{WATCHDOG}"'], "receiver": "nobody"},
                 {"matchers": ['severity="critical"'], "receiver": "operators", "repeat_interval": "1h"},
                 {"matchers": ['severity="warning"'], "receiver": "operators", "repeat_interval": "12h"},
             ],
         },
         "inhibit_rules": [{"source_matchers": ['severity="critical"'], "target_matchers": ['severity="warning"'],
                            "equal": ["instance"]}],
-        "receivers": [receiver],
+        "receivers": [receiver, {"name": "nobody"}],
     })
 
 

@@ -6,6 +6,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from components.constants import DOCKER_NETWORK, DOCKER_NETWORKS
+
 # name:tag with an exact tag (digits, not a floating word like latest/stable/alpine alone).
 # Every container starts with all capabilities dropped and no-new-privileges; a service adds back only what
 # its image's entrypoint does (the reasons are listed per container in policy ACCEPTED_RISKS).
@@ -132,6 +134,7 @@ class ServiceSpec:
     shm_size_mb: int | None = None
     capabilities: tuple[str, ...] = ()  # added back after dropping ALL; empty for images that run as a non-root user
     pids_limit: int = DEFAULT_PIDS_LIMIT
+    networks: tuple[str, ...] = (DOCKER_NETWORK,)  # Docker networks it joins (keys of DOCKER_NETWORKS), as `name`
 
     def __post_init__(self) -> None:
         if not _PINNED_IMAGE.match(self.image):
@@ -139,6 +142,9 @@ class ServiceSpec:
         secret_env = [key for key in self.env if re.search(r"PASSW|SECRET|TOKEN", key) and not key.endswith("_FILE")]
         if secret_env:
             raise ValueError(f"service {self.name}: {secret_env} look like secrets in plain env; use secret_files")
+        unknown = [network for network in self.networks if network not in DOCKER_NETWORKS]
+        if unknown or not self.networks:
+            raise ValueError(f"service {self.name}: networks {list(self.networks)}; expected some of {list(DOCKER_NETWORKS)}")
 
 
 def image_repository(image: str) -> str:
