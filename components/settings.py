@@ -243,7 +243,7 @@ class Settings(BaseModel):
     ]
     alert_webhook_url: Annotated[
         str,
-        _key("alertWebhookUrl", "URL Alertmanager posts alerts to (chat webhook or relay); set it with `pulumi config set --secret`.",
+        _key("alertWebhookUrl", "URL that takes Alertmanager's webhook JSON (an alert bridge; not the forgestack relay, which takes signed Gitea events only); secret.",
              "an http(s) URL set as a Pulumi secret, or empty", "", secret=True),
     ]
     portainer: Annotated[
