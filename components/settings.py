@@ -243,7 +243,9 @@ class Settings(BaseModel):
     ]
     alert_webhook_url: Annotated[
         str,
-        _key("alertWebhookUrl", "URL that takes Alertmanager's webhook JSON (an alert bridge; not the forgestack relay, which takes signed Gitea events only); secret.",
+        _key("alertWebhookUrl",
+             "URL that takes Alertmanager's webhook JSON (an alert bridge; not the forgestack relay, "
+             "which takes signed Gitea events only); secret.",
              "an http(s) URL set as a Pulumi secret, or empty", "", secret=True),
     ]
     portainer: Annotated[
