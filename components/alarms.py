@@ -20,6 +20,7 @@ from typing import Final
 import pulumi
 import pulumi_aws as aws
 
+from components.host_tools.heartbeat import DIMENSION as HEARTBEAT_DIMENSION
 from components.kms import rotating_key
 
 ROUTE53_METRICS_REGION: Final = "us-east-1"  # Route 53 publishes health-check metrics only here
@@ -43,7 +44,7 @@ class AlarmsArgs:
 
 
 def heartbeat_dimensions(stack: str) -> dict[str, str]:
-    return {"Stack": stack}
+    return {HEARTBEAT_DIMENSION: stack}
 
 
 class Alarms(pulumi.ComponentResource):

@@ -49,7 +49,7 @@ class Heartbeat:
     namespace: str
     metric: str
     alertmanager_container: str = ""  # empty: monitoring is off, Docker answering is the whole check
-    watchdog: str = "Watchdog"
+    watchdog: str = ""  # the always-firing alert's name (monitoring.WATCHDOG), with alertmanager_container
 
     @property
     def argv(self) -> list[str]:

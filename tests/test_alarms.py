@@ -7,15 +7,18 @@ import json
 import os
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+import yaml
 
 from components.alarms import HEARTBEAT_METRIC, HEARTBEAT_NAMESPACE, ROUTE53_METRICS_REGION, topic_policy
 from components.host_files import HEARTBEAT_SCRIPT, HEARTBEAT_UNIT, Heartbeat, host_bundle
 from components.services import gitea, monitoring
+from components.settings import parse
 from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse, stack_region
 from rehearsal.engine import ProgramRun, stack_config
 from tests.backup_support import REGION, run_script, unpack_bundle
@@ -105,23 +108,30 @@ def fake_docker(directory: Path, info_exit: int, alerts: str) -> dict[str, str]:
     return {"PATH": f"{directory}:{os.environ['PATH']}"}
 
 
-def heartbeat_args(container: str = "forgestack-alertmanager") -> list[str]:
-    return ["--stack", "prod", "--namespace", HEARTBEAT_NAMESPACE, "--metric", HEARTBEAT_METRIC, "--alertmanager-container", container]
+def heartbeat_args(stack: str) -> list[str]:
+    return ["--stack", stack, "--namespace", HEARTBEAT_NAMESPACE, "--metric", HEARTBEAT_METRIC,
+            "--alertmanager-container", "forgestack-alertmanager", "--watchdog", monitoring.WATCHDOG]
 
 
-def datapoints(env: dict[str, str]) -> list[dict[str, Any]]:
+def datapoint_count(env: dict[str, str], stack: str) -> int:
+    """Datapoints moto's CloudWatch holds for this stack's heartbeat (the server is shared by the module's tests,
+    so every test uses a stack name of its own)."""
     cloudwatch = boto3.client("cloudwatch", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=REGION,
                               aws_access_key_id="testing", aws_secret_access_key="testing")
-    metrics = cloudwatch.list_metrics(Namespace=HEARTBEAT_NAMESPACE, MetricName=HEARTBEAT_METRIC)["Metrics"]
-    return metrics
+    now = datetime.now(UTC)
+    answer = cloudwatch.get_metric_statistics(
+        Namespace=HEARTBEAT_NAMESPACE, MetricName=HEARTBEAT_METRIC, Dimensions=[{"Name": "Stack", "Value": stack}],
+        StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5), Period=3600, Statistics=["SampleCount"])
+    return int(sum(point["SampleCount"] for point in answer["Datapoints"]))
 
 
 def test_a_healthy_host_sends_its_heartbeat(tmp_path: Path, aws_env: dict[str, str]) -> None:
     env = {**aws_env, **fake_docker(tmp_path / "bin", 0, WATCHDOG_FIRING)}
-    result = run_script("heartbeat.py", heartbeat_args(), env)
-    assert result.returncode == 0, result.stderr
-    assert datapoints(env) == [{"Namespace": HEARTBEAT_NAMESPACE, "MetricName": HEARTBEAT_METRIC,
-                                "Dimensions": [{"Name": "Stack", "Value": "prod"}]}]
+    stack = f"healthy-{tmp_path.name}"
+    for _ in range(2):
+        result = run_script("heartbeat.py", heartbeat_args(stack), env)
+        assert result.returncode == 0, result.stderr
+    assert datapoint_count(env, stack) == 2  # one datapoint per run, under the dimension the alarm watches
 
 
 @pytest.mark.parametrize(("info_exit", "alerts", "reason"), [
@@ -132,11 +142,16 @@ def test_a_healthy_host_sends_its_heartbeat(tmp_path: Path, aws_env: dict[str, s
 def test_a_broken_host_sends_nothing_and_says_why(tmp_path: Path, aws_env: dict[str, str], info_exit: int, alerts: str,
                                                   reason: str) -> None:
     env = {**aws_env, **fake_docker(tmp_path / "bin", info_exit, alerts)}
-    before = datapoints(env)
-    result = run_script("heartbeat.py", heartbeat_args(), env)
+    stack = f"broken-{tmp_path.name}"
+    result = run_script("heartbeat.py", heartbeat_args(stack), env)
     assert result.returncode == 1
     assert reason in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert datapoints(env) == before
+    assert datapoint_count(env, stack) == 0
+
+
+def test_a_watchdog_check_without_its_alert_name_is_a_usage_error(aws_env: dict[str, str]) -> None:
+    result = run_script("heartbeat.py", heartbeat_args("x")[:-2], aws_env)
+    assert result.returncode == 2 and "needs --watchdog" in result.stderr
 
 
 def test_the_heartbeat_ships_with_a_minutely_timer(tmp_path: Path) -> None:
@@ -150,10 +165,6 @@ def test_the_heartbeat_ships_with_a_minutely_timer(tmp_path: Path) -> None:
 
 
 def test_the_watchdog_always_fires_and_reaches_nobody() -> None:
-    import yaml
-
-    from components.settings import parse
-
     settings = parse(stack_config("prod"), stack="prod")
     watchdog = next(a for a in monitoring.alerts(settings, probes=True) if a.name == monitoring.WATCHDOG)
     assert watchdog.expr == "vector(1)" and watchdog.duration == "0m"

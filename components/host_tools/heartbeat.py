@@ -17,6 +17,7 @@ import subprocess
 import sys
 from typing import Any
 
+DIMENSION = "Stack"  # the metric's one dimension; components/alarms.py alarms on the same
 ALERTS_URL = "http://127.0.0.1:9093/api/v2/alerts?active=true&silenced=false&inhibited=false"
 COMMAND_TIMEOUT_SECONDS = 20
 
@@ -49,7 +50,8 @@ def check_watchdog(container: str, alertname: str) -> None:
         raise UnhealthyError(f"Alertmanager answered something that is not JSON: {text[:80]!r}") from None
     if not isinstance(alerts, list):
         raise UnhealthyError("Alertmanager answered something that is not a list of alerts")
-    if not any(isinstance(a, dict) and a.get("labels", {}).get("alertname") == alertname for a in alerts):
+    if not any(isinstance(a, dict) and isinstance(a.get("labels"), dict) and a["labels"].get("alertname") == alertname
+               for a in alerts):
         raise UnhealthyError(f"Alertmanager holds no active {alertname} alert: Prometheus is not evaluating rules or not reaching it")
 
 
@@ -58,19 +60,21 @@ def send(namespace: str, metric: str, stack: str) -> None:
 
     boto3.client("cloudwatch").put_metric_data(
         Namespace=namespace,
-        MetricData=[{"MetricName": metric, "Dimensions": [{"Name": "Stack", "Value": stack}], "Value": 1.0, "Unit": "Count"}],
+        MetricData=[{"MetricName": metric, "Dimensions": [{"Name": DIMENSION, "Value": stack}], "Value": 1.0, "Unit": "Count"}],
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="AWS region and credentials come from the environment (the instance role on the host).")
-    parser.add_argument("--stack", required=True, help="the stack name, the metric's Stack dimension")
+    parser.add_argument("--stack", required=True, help=f"the stack name, the metric's {DIMENSION} dimension")
     parser.add_argument("--namespace", required=True, help="CloudWatch namespace of the metric")
     parser.add_argument("--metric", required=True, help="metric name")
     parser.add_argument("--alertmanager-container", default="", help="check its Watchdog alert too (omit when monitoring is off)")
-    parser.add_argument("--watchdog", default="Watchdog", help="name of the always-firing alert (default: Watchdog)")
+    parser.add_argument("--watchdog", default="", help="name of the always-firing alert (with --alertmanager-container)")
     args = parser.parse_args(argv)
+    if args.alertmanager_container and not args.watchdog:
+        parser.error("--alertmanager-container needs --watchdog (the name of the always-firing alert)")
     try:
         check_docker()
         if args.alertmanager_container:
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         print(f"heartbeat: CloudWatch refused the datapoint: {type(error).__name__}: {error}", file=sys.stderr)
         return 3
-    print(f"heartbeat: sent {args.namespace}/{args.metric} Stack={args.stack}")
+    print(f"heartbeat: sent {args.namespace}/{args.metric} {DIMENSION}={args.stack}")
     return 0
 
 
