@@ -92,7 +92,8 @@ else:
 
 # Generated credentials plus the operator's own secrets from the stack config (kept secret end to end).
 operator_secrets = {
-    "alertSmtpPassword": settings.alert_smtp_password, "alertWebhookUrl": settings.alert_webhook_url,
+    monitoring.SMTP_PASSWORD: settings.alert_smtp_password,
+    **{credential: getattr(settings, field) for field, credential, *_ in monitoring.SECRET_RECEIVERS},
     "droneGiteaClientSecret": settings.drone_gitea_client_secret, relay.TARGETS_CREDENTIAL: relay.targets_value(settings),
 }
 secret_values = {**credentials.values, **{key: pulumi.Output.secret(value) for key, value in operator_secrets.items() if value}}

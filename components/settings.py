@@ -48,6 +48,11 @@ _REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d")
 _GITEA_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 _POSTGRES_VERSION = re.compile(r"(\d+)\.(\d+)")
 _HTTP_URL = re.compile(r"https?://[^\s/$.?#][^\s]*")
+# Receivers that carry a token in the URL or key: scheme and host are checked, so a typo is a config error, not a
+# silent alert path. Teams Workflows URLs live on several Microsoft hosts (logic.azure.com, powerplatform.com).
+_HTTPS_URL = re.compile(r"https://(?!-)[a-z0-9.-]+[a-z0-9](:\d{1,5})?/[^\s]*")
+_SLACK_WEBHOOK = re.compile(r"https://hooks\.slack\.com/(services|triggers|workflows)/[A-Za-z0-9/_-]+")
+_PAGERDUTY_KEY = re.compile(r"[A-Za-z0-9]{32}")
 _NGINX_SIZE = re.compile(r"([1-9][0-9]{0,5})([mg])")
 _SIZE_MIB = {"m": 1, "g": 1024}
 _SSH_PUBLIC_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) ([A-Za-z0-9+/]+=*)( [\x20-\x7e]*)?")
@@ -247,6 +252,21 @@ class Settings(BaseModel):
              "URL that takes Alertmanager's webhook JSON (an alert bridge; not the forgestack relay, "
              "which takes signed Gitea events only); secret.",
              "an http(s) URL set as a Pulumi secret, or empty", "", secret=True),
+    ]
+    alert_slack_webhook_url: Annotated[
+        str,
+        _key("alertSlackWebhookUrl", "Slack incoming-webhook URL Alertmanager posts every alert to; a Pulumi secret.",
+             "an https://hooks.slack.com/... URL set as a Pulumi secret, or empty", "", secret=True),
+    ]
+    alert_teams_webhook_url: Annotated[
+        str,
+        _key("alertTeamsWebhookUrl", "Microsoft Teams Workflows (Power Automate) webhook URL for every alert; a Pulumi secret.",
+             "an https URL set as a Pulumi secret, or empty", "", secret=True),
+    ]
+    alert_pagerduty_routing_key: Annotated[
+        str,
+        _key("alertPagerdutyRoutingKey", "PagerDuty Events API v2 integration (routing) key: critical alerts page; a Pulumi secret.",
+             "the 32-character integration key of a PagerDuty service (Events API v2) set as a Pulumi secret, or empty", "", secret=True),
     ]
     portainer: Annotated[
         bool, _key("portainer", "Run Portainer CE at portainer.<domain> (it holds the Docker socket: keep it off in prod).",
@@ -467,6 +487,27 @@ class Settings(BaseModel):
     def _check_webhook_url(cls, value: str) -> str:
         if value and not _HTTP_URL.fullmatch(value):
             raise ValueError("not an http(s) URL")
+        return value
+
+    @field_validator("alert_slack_webhook_url")
+    @classmethod
+    def _check_slack_url(cls, value: str) -> str:
+        if value and not _SLACK_WEBHOOK.fullmatch(value):
+            raise ValueError("not a Slack incoming-webhook URL")
+        return value
+
+    @field_validator("alert_teams_webhook_url")
+    @classmethod
+    def _check_teams_url(cls, value: str) -> str:
+        if value and not _HTTPS_URL.fullmatch(value):
+            raise ValueError("not an https URL")
+        return value
+
+    @field_validator("alert_pagerduty_routing_key")
+    @classmethod
+    def _check_pagerduty_key(cls, value: str) -> str:
+        if value and not _PAGERDUTY_KEY.fullmatch(value):
+            raise ValueError("not a PagerDuty integration key")
         return value
 
     @field_validator("flow_log_retention_days")

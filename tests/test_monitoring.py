@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import subprocess
@@ -153,35 +154,83 @@ def test_alert_rules_fire_when_they_should_and_only_then(tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# One value per receiver kind (the secrets a test must never find in the rendered config).
+RECEIVER_VALUES = {
+    "forgestack:alertSlackWebhookUrl": "https://hooks.slack.com/services/T0/B0/slack-s3cret",
+    "forgestack:alertTeamsWebhookUrl": "https://prod-1.westeurope.logic.azure.com/workflows/teams-s3cret",
+    "forgestack:alertWebhookUrl": "https://bridge.example.com/hooks/webhook-s3cret",
+    "forgestack:alertPagerdutyRoutingKey": "pagerdutyS3cret0123456789abcdefg",
+}
+NO_EMAIL = {"forgestack:alertEmailTo": "", "forgestack:alertSmtpSmarthost": "", "forgestack:alertSmtpFrom": ""}
+RECEIVER_COMBINATIONS = [
+    {**dict(chosen), **({} if email else NO_EMAIL),
+     **({"forgestack:alertSmtpUsername": "AKIAEXAMPLE", "forgestack:alertSmtpPassword": "smtp-s3cret"} if email else {})}
+    for email in (True, False)
+    for size in range(len(RECEIVER_VALUES) + 1)
+    for chosen in itertools.combinations(RECEIVER_VALUES.items(), size)
+]
+# Fields of the pinned Alertmanager (0.28) that Debian's amtool (0.25) predates, and what they may hold (from
+# Alertmanager's configuration reference): webhook url_file (0.26) and the Teams Workflows receiver (0.28).
+MSTEAMSV2_KEYS = {"webhook_url_file", "send_resolved"}
+
+
+def amtool_checkable(rendered: str, secrets_dir: Path) -> str:
+    """The rendered config as Debian's amtool 0.25 can check it: secret files moved below secrets_dir, webhook
+    url_file as an inline url, the msteamsv2 entries taken out after their keys are checked against the reference."""
+    document = yaml.safe_load(rendered.replace(monitoring.SECRETS_DIR, str(secrets_dir)))
+    for receiver in document["receivers"]:
+        for teams in receiver.pop("msteamsv2_configs", []):
+            assert set(teams) == MSTEAMSV2_KEYS and Path(teams["webhook_url_file"]).parent == secrets_dir
+        for webhook in receiver.get("webhook_configs", []):
+            assert Path(webhook.pop("url_file")).parent == secrets_dir
+            webhook["url"] = "http://validator.invalid/"
+    return yaml.safe_dump(document)
+
+
 @pytest.mark.validator
 @amtool_required
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"forgestack:alertSmtpUsername": "AKIAEXAMPLE", "forgestack:alertSmtpPassword": "smtp-secret",
-     "forgestack:alertWebhookUrl": "https://chat.example.com/hooks/abc"},
-    {"forgestack:alertEmailTo": "", "forgestack:alertSmtpSmarthost": "", "forgestack:alertSmtpFrom": ""},
-])
-def test_amtool_accepts_the_alertmanager_config(overrides: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("overrides", RECEIVER_COMBINATIONS, ids=lambda o: "+".join(
+    k.removeprefix("forgestack:alert") for k in o if k in RECEIVER_VALUES or k == "forgestack:alertSmtpPassword") or "none")
+def test_amtool_accepts_every_receiver_combination(overrides: dict[str, str], tmp_path: Path) -> None:
     settings = settings_of("prod", **overrides)
     rendered = monitoring.alertmanager_config(settings)
-    for secret_value in ("smtp-secret", "chat.example.com"):
-        assert secret_value not in rendered  # secrets reach the container as files, never inside the config
-    (tmp_path / "secrets").mkdir()
+    assert "s3cret" not in rendered  # secrets reach the container as files, never inside the config
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
     for secret_file in monitoring.alertmanager_secret_files(settings):
-        (tmp_path / "secrets" / Path(secret_file.path).name).write_text("x")
-    # Debian's amtool is 0.25, which predates webhook url_file (the pinned Alertmanager 0.28 has it):
-    # check that line as a plain url, everything else as rendered.
-    checked = rendered.replace("url_file:", "url: http://validator.invalid/ #").replace(monitoring.SECRETS_DIR,
-                                                                                        str(tmp_path / "secrets"))
-    (tmp_path / "alertmanager.yml").write_text(checked)
+        (secrets / Path(secret_file.path).name).write_text("https://x.example.com/\n")
+    (tmp_path / "alertmanager.yml").write_text(amtool_checkable(rendered, secrets))
     result = run_tool(["amtool", "check-config", str(tmp_path / "alertmanager.yml")])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.validator
 @amtool_required
+@pytest.mark.parametrize(("labels", "receiver"), [
+    (["severity=critical", "alertname=PostgresDown"], "page"),
+    (["severity=warning", "alertname=DiskFillingWithin24h"], "notify"),
+    (["severity=none", "alertname=Watchdog"], "nobody"),
+    (["alertname=Unlabelled"], "notify"),
+])
+def test_severity_decides_who_is_paged(tmp_path: Path, labels: list[str], receiver: str) -> None:
+    """amtool's own route tester on the rendered tree; PagerDuty sits in the paging receiver only."""
+    settings = settings_of("prod", **RECEIVER_VALUES)
+    rendered = monitoring.alertmanager_config(settings)
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "alertmanager.yml").write_text(amtool_checkable(rendered, tmp_path / "secrets"))
+    result = run_tool(["amtool", "config", "routes", "test", f"--config.file={tmp_path / 'alertmanager.yml'}", *labels])
+    assert result.stdout.split() == [receiver], result.stdout + result.stderr
+    receivers = {r["name"]: r for r in yaml.safe_load(rendered)["receivers"]}
+    kinds = {"email_configs", "slack_configs", "msteamsv2_configs", "webhook_configs"}
+    assert set(receivers["page"]) - {"name"} == kinds | {"pagerduty_configs"}
+    assert set(receivers["notify"]) - {"name"} == kinds  # warnings never page
+    assert set(receivers["nobody"]) == {"name"}
+
+
+@pytest.mark.validator
+@amtool_required
 def test_amtool_rejects_a_broken_config(tmp_path: Path) -> None:
-    (tmp_path / "alertmanager.yml").write_text(monitoring.alertmanager_config(settings_of("dev")).replace("receiver: operators",
+    (tmp_path / "alertmanager.yml").write_text(monitoring.alertmanager_config(settings_of("dev")).replace("receiver: page",
                                                                                                         "receiver: undefined"))
     assert run_tool(["amtool", "check-config", str(tmp_path / "alertmanager.yml")]).returncode != 0
 
@@ -283,16 +332,20 @@ def test_alert_email_needs_a_relay() -> None:
         settings_of("dev", **{"forgestack:alertSmtpSmarthost": ""})
 
 
-def test_alert_secrets_stay_secret_in_the_stack(prod_run: ProgramRun) -> None:
+def test_alert_secrets_stay_secret_in_the_stack() -> None:
+    """Every receiver's URL or key reaches Alertmanager as a 0400 secret upload, and nowhere else."""
     from rehearsal.engine import has_secret, run_program
 
-    run = run_program("prod", stack_config("prod", {"forgestack:alertWebhookUrl": "https://chat.example.com/hooks/abc"}))
+    run = run_program("prod", stack_config("prod", RECEIVER_VALUES))
     alertmanager = next(c for c in run.of_type("docker:index/container:Container") if c.inputs["name"] == "forgestack-alertmanager")
     assert alertmanager.raw_inputs is not None and has_secret(alertmanager.raw_inputs["uploads"])
     uploads = {u["file"]: u for u in alertmanager.inputs["uploads"]}
-    assert uploads["/run/secrets/alertWebhookUrl"]["content"] == "https://chat.example.com/hooks/abc"
-    assert uploads["/run/secrets/alertWebhookUrl"]["permissions"] == "0400"
-    assert "chat.example.com" not in str(run.outputs)
+    for key, value in RECEIVER_VALUES.items():
+        upload = uploads[f"/run/secrets/{key.removeprefix('forgestack:')}"]
+        assert (upload["content"], upload["permissions"]) == (value, "0400")
+    everything_else = str(run.outputs) + " ".join(" ".join(c.inputs.get("envs") or []) for c in run.of_type(
+        "docker:index/container:Container")) + str([u["content"] for u in uploads.values() if "/secrets/" not in u["file"]])
+    assert "s3cret" not in everything_else
 
 
 def test_owned_data_directories_are_prepared_before_containers(dev_run: ProgramRun) -> None:

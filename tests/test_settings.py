@@ -117,6 +117,21 @@ def test_bad_value_names_key_value_and_expectation(key: str, value: str, expecte
     assert expected in message
 
 
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("forgestack:alertSlackWebhookUrl", "https://hooks.slack.com.evil.example/services/T0/B0/x", "https://hooks.slack.com/"),
+    ("forgestack:alertSlackWebhookUrl", "http://hooks.slack.com/services/T0/B0/x", "https://hooks.slack.com/"),
+    ("forgestack:alertTeamsWebhookUrl", "http://example.logic.azure.com/workflows/x", "an https URL"),
+    ("forgestack:alertTeamsWebhookUrl", "https:///workflows/x", "an https URL"),
+    ("forgestack:alertPagerdutyRoutingKey", "0123456789abcdef", "32-character integration key"),
+])
+def test_a_bad_receiver_secret_is_named_but_never_shown(key: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse({**VALID, key: value})
+    message = str(error.value)
+    assert f"{key}: got [secret]; expected" in message and expected in message
+    assert value not in message
+
+
 def test_config_error_is_a_run_error() -> None:
     # RunError makes the Pulumi CLI print the message alone, without a Python traceback.
     assert issubclass(ConfigError, pulumi.RunError)
@@ -232,6 +247,8 @@ PATTERN_EXAMPLES = {
     "_DNS_NAME": "forge.example.com", "_EMAIL": "ops@example.com", "_INSTANCE_TYPE": "t3.medium", "_REGION": "eu-west-1",
     "_GITEA_VERSION": "1.27.3", "_POSTGRES_VERSION": "18.1", "_HTTP_URL": "https://chat.example.com/hooks/x",
     "_SSH_PUBLIC_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host", "_NGINX_SIZE": "512m",
+    "_HTTPS_URL": "https://prod-12.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=x",
+    "_SLACK_WEBHOOK": "https://hooks.slack.com/services/T000/B000/XXXX", "_PAGERDUTY_KEY": "0123456789abcdef0123456789abcdef",
 }
 
 

@@ -105,6 +105,12 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
     "alertSmtpSmarthost": st.sampled_from(["smtp.example.com", ":587", "smtp example.com:587", "SMTP.EXAMPLE.COM:587"]),
     "alertSmtpFrom": not_matching(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}").filter(bool),
     "alertWebhookUrl": st.sampled_from(["ftp://example.com/x", "example.com/hook", "https://", "http:// spaced", "javascript:x"]),
+    "alertSlackWebhookUrl": st.sampled_from(["http://hooks.slack.com/services/T/B/x", "https://hooks.slack.com.evil.example/services/x",
+                                             "https://hooks.slack.com/", "https://chat.example.com/hooks/x"]),
+    "alertTeamsWebhookUrl": st.sampled_from(["http://x.logic.azure.com/workflows/a", "https://", "https://-x.example.com/a",
+                                             "https://x.example.com", "javascript:x"]),
+    "alertPagerdutyRoutingKey": st.one_of(st.from_regex(r"[A-Za-z0-9]{1,31}|[A-Za-z0-9]{33,40}", fullmatch=True),
+                                          st.sampled_from(["0123456789abcdef0123456789abcde!", "x" * 31 + " "])),
     "portainer": NOT_BOOLEAN,
     "adminUiAccess": st.one_of(st.sampled_from(["Public", "none", "admin_cidrs", "admin-cidrs"]),
                                st.text(max_size=12).filter(lambda s: s not in ("public", "admin-cidrs", "private"))),
@@ -204,6 +210,9 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "alertSmtpFrom": f"alerts@{zone}" if email_alerts else "",
         "alertSmtpUsername": draw(PLAIN_TEXT), "alertSmtpPassword": draw(PLAIN_TEXT),
         "alertWebhookUrl": draw(st.sampled_from(["", f"https://chat.{zone}/hooks/abc", "http://relay:8080/alerts"])),
+        "alertSlackWebhookUrl": draw(st.sampled_from(["", "https://hooks.slack.com/services/T000/B000/XXXX"])),
+        "alertTeamsWebhookUrl": draw(st.sampled_from(["", f"https://x.{zone}/workflows/a?sig=b"])),
+        "alertPagerdutyRoutingKey": draw(st.one_of(st.just(""), st.from_regex(r"[A-Za-z0-9]{32}", fullmatch=True))),
     }
     return {key if ":" in key else full_key(key): str(value) for key, value in config.items()}
 

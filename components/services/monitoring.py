@@ -269,44 +269,66 @@ def prometheus_spec(settings: Settings, scraped: Sequence[ServiceSpec], probe_ur
 # ------------------------------------------------------------------ Alertmanager
 
 
+# Receiver kinds: the secret setting holding the URL or key, and the Alertmanager config that reads it from a file.
+# Email is the fifth, configured from alertEmailTo and the SMTP settings. Every kind hears every alert that is
+# sent at all; PagerDuty only the critical ones (they page someone): severity decides who is woken up.
+SECRET_RECEIVERS = (  # (settings field, credentials key, Alertmanager config list, its file field, pages only)
+    ("alert_slack_webhook_url", "alertSlackWebhookUrl", "slack_configs", "api_url_file", False),
+    ("alert_teams_webhook_url", "alertTeamsWebhookUrl", "msteamsv2_configs", "webhook_url_file", False),
+    ("alert_webhook_url", "alertWebhookUrl", "webhook_configs", "url_file", False),
+    ("alert_pagerduty_routing_key", "alertPagerdutyRoutingKey", "pagerduty_configs", "routing_key_file", True),
+)
+SMTP_PASSWORD = "alertSmtpPassword"  # noqa: S105 (the credentials key, not a password)
+PAGE, NOTIFY, NOBODY_RECEIVER = "page", "notify", "nobody"
+
+
+def alert_secret_file(credential: str) -> str:
+    return f"{SECRETS_DIR}/{credential}"
+
+
+def _receiver(settings: Settings, name: str, pages: bool) -> dict[str, Any]:
+    receiver: dict[str, Any] = {"name": name}
+    if settings.alert_email_to:
+        receiver["email_configs"] = [{"to": settings.alert_email_to, "send_resolved": True}]
+    for field, credential, kind, file_field, pages_only in SECRET_RECEIVERS:
+        if getattr(settings, field) and (pages or not pages_only):
+            receiver[kind] = [{file_field: alert_secret_file(credential), "send_resolved": True}]
+    return receiver
+
+
 def alertmanager_config(settings: Settings) -> str:
-    """Critical alerts repeat hourly, warnings twice a day; a critical alert silences the warnings of the same instance."""
-    receiver: dict[str, Any] = {"name": "operators"}
+    """Critical alerts go to every receiver (PagerDuty too) and repeat hourly; warnings to all but PagerDuty, twice a
+    day; a critical alert silences the warnings of the same instance; the Watchdog goes nowhere."""
     global_config: dict[str, Any] = {"resolve_timeout": "5m"}
     if settings.alert_email_to:
         global_config.update({"smtp_smarthost": settings.alert_smtp_smarthost, "smtp_from": settings.alert_smtp_from,
                               "smtp_require_tls": True})
         if settings.alert_smtp_username:
             global_config["smtp_auth_username"] = settings.alert_smtp_username
-            global_config["smtp_auth_password_file"] = f"{SECRETS_DIR}/alertSmtpPassword"
-        receiver["email_configs"] = [{"to": settings.alert_email_to, "send_resolved": True}]
-    if settings.alert_webhook_url:
-        receiver["webhook_configs"] = [{"url_file": f"{SECRETS_DIR}/alertWebhookUrl", "send_resolved": True}]
+            global_config["smtp_auth_password_file"] = alert_secret_file(SMTP_PASSWORD)
     return _dump({
         "global": global_config,
         "route": {
-            "receiver": "operators", "group_by": ["alertname", "instance"],
+            "receiver": NOTIFY, "group_by": ["alertname", "instance"],
             "group_wait": "30s", "group_interval": "5m", "repeat_interval": "12h",
             "routes": [
                 # The heartbeat (components/host_tools/heartbeat.py) reads the Watchdog from Alertmanager; nobody is told.
-                {"matchers": [f'alertname="{WATCHDOG}"'], "receiver": "nobody"},
-                {"matchers": ['severity="critical"'], "receiver": "operators", "repeat_interval": "1h"},
-                {"matchers": ['severity="warning"'], "receiver": "operators", "repeat_interval": "12h"},
+                {"matchers": [f'alertname="{WATCHDOG}"'], "receiver": NOBODY_RECEIVER},
+                {"matchers": ['severity="critical"'], "receiver": PAGE, "repeat_interval": "1h"},
+                {"matchers": ['severity="warning"'], "receiver": NOTIFY, "repeat_interval": "12h"},
             ],
         },
         "inhibit_rules": [{"source_matchers": ['severity="critical"'], "target_matchers": ['severity="warning"'],
                            "equal": ["instance"]}],
-        "receivers": [receiver, {"name": "nobody"}],
+        "receivers": [_receiver(settings, PAGE, pages=True), _receiver(settings, NOTIFY, pages=False), {"name": NOBODY_RECEIVER}],
     })
 
 
 def alertmanager_secret_files(settings: Settings) -> tuple[SecretFile, ...]:
-    files = []
-    if settings.alert_email_to and settings.alert_smtp_username:
-        files.append(SecretFile("alertSmtpPassword", f"{SECRETS_DIR}/alertSmtpPassword", NOBODY))
-    if settings.alert_webhook_url:
-        files.append(SecretFile("alertWebhookUrl", f"{SECRETS_DIR}/alertWebhookUrl", NOBODY))
-    return tuple(files)
+    """The receivers' URLs, keys and the SMTP password, each a file Alertmanager reads (never inside its config)."""
+    credentials = [SMTP_PASSWORD] if settings.alert_email_to and settings.alert_smtp_username else []
+    credentials += [credential for field, credential, *_ in SECRET_RECEIVERS if getattr(settings, field)]
+    return tuple(SecretFile(credential, alert_secret_file(credential), NOBODY) for credential in credentials)
 
 
 def alertmanager_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
