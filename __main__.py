@@ -9,11 +9,12 @@ from components.backup_job import backup_job, pre_upgrade_backup_argv
 from components.backups import Backups, BackupsArgs
 from components.constants import CONTAINER_PREFIX, GIT_SSH_PORT, PROJECT
 from components.credentials import Credentials, CredentialsArgs
-from components.dns import Dns, DnsArgs
+from components.dns import Dns, DnsArgs, public_zone_id
 from components.host import Host, HostArgs
 from components.host_files import Heartbeat, HostBundle, host_bundle
+from components.mail import Mail, MailArgs
 from components.network import Network, NetworkArgs
-from components.services import ci, gitea, monitoring, postgres, relay
+from components.services import ci, gitea, mail, monitoring, postgres, relay
 from components.services.catalog import routed_hostnames, service_specs
 from components.services.deploy import HostConnection, Services, ServicesArgs, aws_connection, local_connection
 from components.snapshots import Snapshots, SnapshotsArgs
@@ -23,6 +24,8 @@ specs = service_specs(settings)
 hostnames = routed_hostnames(settings, specs)
 
 aws_opts = None
+zone_id: pulumi.Output[str] | None = None
+smtp_credentials: dict[str, pulumi.Output[str]] = {}
 if settings.is_aws:
     # One explicit provider: every AWS resource gets the default tags and the stack's region.
     provider = aws.Provider(
@@ -30,9 +33,16 @@ if settings.is_aws:
         default_tags=aws.ProviderDefaultTagsArgs(tags={"project": PROJECT, "stack": settings.stack, "managed-by": "pulumi"}),
     )
     aws_opts = pulumi.ResourceOptions(providers={"aws": provider})
+    zone_id = public_zone_id(settings.hosted_zone, pulumi.InvokeOutputOptions(provider=provider))
+    # Outgoing mail as mail.<domain> through SES; its SMTP user joins the generated credentials.
+    outgoing = Mail("mail", MailArgs(settings.stack, settings.region, mail.mail_domain(settings), zone_id, settings.acme_email),
+                    aws_opts)
+    smtp_credentials = {mail.SMTP_USERNAME: outgoing.smtp_username, mail.SMTP_PASSWORD: outgoing.smtp_password}
 
 credentials = Credentials(
-    "credentials", CredentialsArgs(store_in_secrets_manager=settings.is_aws, protect=settings.protect), aws_opts
+    "credentials",
+    CredentialsArgs(store_in_secrets_manager=settings.is_aws, protect=settings.protect, extra=smtp_credentials),
+    aws_opts,
 )
 
 connection: pulumi.Output[HostConnection]
@@ -73,7 +83,8 @@ if settings.is_aws:
         stack=settings.stack, region=settings.region, instance_id=host.instance.id, health_fqdn=settings.hostname(gitea.SUBDOMAIN),
         health_path=gitea.HEALTH_PATH, email=settings.alert_email_to, protect=settings.protect,
     ), aws_opts)
-    Dns("dns", DnsArgs(settings.hosted_zone, settings.domain, hostnames, host.elastic_ip.public_ip, settings.acme_email), aws_opts)
+    assert zone_id is not None
+    Dns("dns", DnsArgs(zone_id, settings.domain, hostnames, host.elastic_ip.public_ip, settings.acme_email), aws_opts)
     # Without admin networks there is no port 22: SSH (and so Docker) goes through SSM Session Manager.
     connection = pulumi.Output.all(host.elastic_ip.public_ip, host.instance.id).apply(
         lambda ids: aws_connection(settings.region, not settings.admin_cidrs, ids[0], ids[1])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 import pulumi
@@ -33,6 +34,8 @@ class CredentialsArgs:
     # False on the local stack: the values stay in the Pulumi state (encrypted) only.
     store_in_secrets_manager: bool = True
     protect: bool = False
+    # Credentials made elsewhere (the SES SMTP user), kept in the same secret: key -> value.
+    extra: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 class Credentials(pulumi.ComponentResource):
@@ -52,6 +55,10 @@ class Credentials(pulumi.ComponentResource):
             # Letters and digits only: the values go into URLs, env files and ini files unescaped.
             generated = random.RandomPassword(f"{name}-{key}", length=length, special=False, opts=child)
             self.values[key] = pulumi.Output.secret(generated.result)
+        for key, value in args.extra.items():
+            if key in self.values:
+                raise ValueError(f"credential {key} is both generated and given")
+            self.values[key] = pulumi.Output.secret(value)
 
         self.key = None
         self.secret = None

@@ -15,9 +15,14 @@ from components.constants import ACME_CA_DOMAIN
 RECORD_TTL = 300
 
 
+def public_zone_id(hosted_zone: str, opts: pulumi.InvokeOutputOptions | None = None) -> pulumi.Output[str]:
+    """The operator's public hosted zone, looked up once; every record of the stack goes there."""
+    return aws.route53.get_zone_output(name=hosted_zone, private_zone=False, opts=opts).zone_id
+
+
 @dataclass(frozen=True)
 class DnsArgs:
-    hosted_zone: str
+    zone_id: pulumi.Input[str]
     domain: str
     hostnames: tuple[str, ...]  # fully qualified, all under `domain`
     public_ip: pulumi.Input[str]
@@ -39,10 +44,7 @@ class Dns(pulumi.ComponentResource):
         outside = [hostname for hostname in args.hostnames if not hostname.endswith("." + args.domain)]
         if outside:
             raise ValueError(f"hostnames outside {args.domain}: {outside}")
-        zone = aws.route53.get_zone_output(
-            name=args.hosted_zone, private_zone=False, opts=pulumi.InvokeOutputOptions(parent=self)
-        )
-        self.zone_id: pulumi.Output[str] = zone.zone_id
+        self.zone_id = pulumi.Output.from_input(args.zone_id)
 
         self.records = {}
         self.caa: dict[str, aws.route53.Record] = {}

@@ -53,6 +53,7 @@ _HTTP_URL = re.compile(r"https?://[^\s/$.?#][^\s]*")
 _HTTPS_URL = re.compile(r"https://(?!-)[a-z0-9.-]+[a-z0-9](:\d{1,5})?/[^\s]*")
 _SLACK_WEBHOOK = re.compile(r"https://hooks\.slack\.com/(services|triggers|workflows)/[A-Za-z0-9/_-]+")
 _PAGERDUTY_KEY = re.compile(r"[A-Za-z0-9]{32}")
+_SES_SMTP_HOST = re.compile(r"email-smtp(-fips)?\.[a-z0-9-]+\.amazonaws\.com:\d{1,5}")
 _NGINX_SIZE = re.compile(r"([1-9][0-9]{0,5})([mg])")
 _SIZE_MIB = {"m": 1, "g": 1024}
 _SSH_PUBLIC_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) ([A-Za-z0-9+/]+=*)( [\x20-\x7e]*)?")
@@ -231,12 +232,13 @@ class Settings(BaseModel):
     ]
     alert_smtp_smarthost: Annotated[
         str,
-        _key("alertSmtpSmarthost", "SMTP relay Alertmanager sends through (needed with alertEmailTo).",
+        _key("alertSmtpSmarthost", "Optional override: an SMTP relay of your own for alert mail (default: the stack's SES or Mailpit).",
              "host:port such as email-smtp.eu-west-1.amazonaws.com:587, or empty", ""),
     ]
     alert_smtp_from: Annotated[
         str,
-        _key("alertSmtpFrom", "Sender address of alert emails (needed with alertEmailTo).", "an email address, or empty", ""),
+        _key("alertSmtpFrom", "Sender of alert mail (default alerts@mail.<domain>; needed with alertSmtpSmarthost).",
+             "an email address, or empty", ""),
     ]
     alert_smtp_username: Annotated[
         str, _key("alertSmtpUsername", "SMTP user name; empty sends without authentication.", "a user name, or empty", "")
@@ -588,9 +590,13 @@ class Settings(BaseModel):
             raise _KeyProblemError("droneGiteaClientId", self.drone_gitea_client_id,
                                    "the OAuth2 client id and (as a secret) droneGiteaClientSecret of a Gitea OAuth2 application "
                                    "when ci is drone (README: CI)")
-        if self.alert_email_to and not (self.alert_smtp_smarthost and self.alert_smtp_from):
+        if self.alert_smtp_smarthost and not self.alert_smtp_from:
+            raise _KeyProblemError("alertSmtpFrom", self.alert_smtp_from,
+                                   "the sender address for alertSmtpSmarthost (a relay of your own needs its own sender)")
+        if _SES_SMTP_HOST.fullmatch(self.alert_smtp_smarthost) and not (self.alert_smtp_username and self.alert_smtp_password):
             raise _KeyProblemError("alertSmtpSmarthost", self.alert_smtp_smarthost,
-                                   "host:port of an SMTP relay, with alertSmtpFrom, when alertEmailTo is set")
+                                   "empty (alerts then go through the stack's own SES identity and SMTP user), or SES with "
+                                   "alertSmtpUsername and alertSmtpPassword: SES refuses mail without SMTP credentials")
         if self.is_aws and self.admin_ui_access == "admin-cidrs" and not self.admin_cidrs:
             raise _KeyProblemError("adminUiAccess", self.admin_ui_access,
                                    "public or private while adminCidrs is empty (admin-cidrs would let nobody in)")

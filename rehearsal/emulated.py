@@ -12,6 +12,8 @@ Docker checks of scripts/rehearse.py.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -53,6 +55,14 @@ class EmulatedAccount:
             if (service, where) not in self._clients:
                 self._clients[service, where] = boto3.client(service, region_name=where)
             return self._clients[service, where]
+
+
+def ses_smtp_password_v4(secret_access_key: str, region: str) -> str:
+    """SES's SMTP password for an access key (AWS's documented SigV4 derivation, as the provider computes it)."""
+    signature = ("AWS4" + secret_access_key).encode()
+    for part in ("11111111", region, "ses", "aws4_request", "SendRawEmail"):
+        signature = hmac.new(signature, part.encode(), hashlib.sha256).digest()
+    return base64.b64encode(bytes([0x04]) + signature).decode()
 
 
 def _number(value: Any) -> int:
@@ -108,6 +118,12 @@ class MotoMocks(ForgeMocks):
             "aws:sns/topicSubscription:TopicSubscription": self._topic_subscription,
             "aws:cloudwatch/metricAlarm:MetricAlarm": self._metric_alarm,
             "aws:route53/healthCheck:HealthCheck": self._health_check,
+            "aws:ses/domainIdentity:DomainIdentity": self._ses_identity,
+            "aws:ses/domainDkim:DomainDkim": self._ses_dkim,
+            "aws:ses/mailFrom:MailFrom": self._ses_mail_from,
+            "aws:iam/user:User": self._user,
+            "aws:iam/userPolicy:UserPolicy": self._user_policy,
+            "aws:iam/accessKey:AccessKey": self._access_key,
         }
 
     # ------------------------------------------------------------ Pulumi mock entry points
@@ -440,6 +456,38 @@ class MotoMocks(ForgeMocks):
         check = self.account.client("route53").create_health_check(CallerReference=f"{name}-{self._next()}",
                                                                    HealthCheckConfig=config)["HealthCheck"]
         return check["Id"], {"arn": f"arn:aws:route53:::healthcheck/{check['Id']}"}
+
+    # ------------------------------------------------------------ SES and its SMTP user
+
+    def _ses_identity(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        token = self.account.client("ses").verify_domain_identity(Domain=inputs["domain"])["VerificationToken"]
+        arn = f"arn:aws:ses:{self.account.region}:{ACCOUNT_ID}:identity/{inputs['domain']}"
+        return inputs["domain"], {"arn": arn, "verificationToken": token}
+
+    def _ses_dkim(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        tokens = self.account.client("ses").verify_domain_dkim(Domain=inputs["domain"])["DkimTokens"]
+        return inputs["domain"], {"dkimTokens": tokens}
+
+    def _ses_mail_from(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.account.client("ses").set_identity_mail_from_domain(
+            Identity=inputs["domain"], MailFromDomain=inputs["mailFromDomain"],
+            BehaviorOnMXFailure=inputs.get("behaviorOnMxFailure", "UseDefaultValue"))
+        return inputs["domain"], {}
+
+    def _user(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        user = self.account.client("iam").create_user(UserName=inputs["name"])["User"]
+        return user["UserName"], {"arn": user["Arn"], "uniqueId": user["UserId"]}
+
+    def _user_policy(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        policy_name = inputs.get("name") or f"{name}-{self._next()[-7:]}"
+        self.account.client("iam").put_user_policy(UserName=inputs["user"], PolicyName=policy_name, PolicyDocument=inputs["policy"])
+        return f"{inputs['user']}:{policy_name}", {"name": policy_name}
+
+    def _access_key(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        key = self.account.client("iam").create_access_key(UserName=inputs["user"])["AccessKey"]
+        # What the provider computes from the secret key (and never the secret itself into the state's outputs here).
+        return key["AccessKeyId"], {"secret": key["SecretAccessKey"],
+                                    "sesSmtpPasswordV4": ses_smtp_password_v4(key["SecretAccessKey"], self.account.region)}
 
     # ------------------------------------------------------------ SNS and CloudWatch alarms
 

@@ -148,6 +148,15 @@ class ForgeMocks(pulumi.runtime.Mocks):
         if type_ == "command:local:Command":
             # What the command prints; deploy-time secrets (the runner token) are read from stdout.
             outputs.update(stdout=f"{args.name}-stdout-{suffix[-8:]}", stderr="")
+        if type_ == "aws:ses/domainIdentity:DomainIdentity":
+            outputs.update(arn=f"arn:aws:ses:{region}:{ACCOUNT_ID}:identity/{args.inputs['domain']}", verificationToken="mock-token")
+        if type_ == "aws:ses/domainDkim:DomainDkim":
+            outputs["dkimTokens"] = [f"dkim{n}{suffix[-6:]}" for n in range(3)]
+        if type_ == "aws:iam/accessKey:AccessKey":
+            resource_id = "AKIA" + suffix[-12:].upper()
+            outputs["sesSmtpPasswordV4"] = f"smtp-password-{suffix[-8:]}"
+        if type_ == "aws:iam/user:User":
+            outputs["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:user/{args.inputs.get('name', resource_id)}"
         if type_ == "random:index/randomPassword:RandomPassword":
             # Distinct, recognisable values so a test can search for leaks.
             outputs["result"] = (hashlib.sha256(args.name.encode()).hexdigest() * 4)[: int(args.inputs["length"])]

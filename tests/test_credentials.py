@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from components.credentials import CREDENTIAL_KEYS
+from components.services import mail
 from rehearsal.engine import ProgramRun
 
 
@@ -27,7 +28,7 @@ def test_secret_version_holds_every_credential_as_json(dev_run: ProgramRun) -> N
     version = dev_run.one("aws:secretsmanager/secretVersion:SecretVersion")
     assert version.inputs["secretId"] == dev_run.one("aws:secretsmanager/secret:Secret").id
     document = json.loads(version.inputs["secretString"])
-    assert sorted(document) == sorted(CREDENTIAL_KEYS)
+    assert sorted(document) == sorted((*CREDENTIAL_KEYS, mail.SMTP_USERNAME, mail.SMTP_PASSWORD))  # the SES SMTP user too
 
 
 def test_secret_string_reaches_the_engine_as_a_secret(dev_run: ProgramRun) -> None:

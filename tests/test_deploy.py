@@ -29,7 +29,8 @@ def test_each_stack_builds_its_containers(dev_run: ProgramRun, prod_run: Program
                                                    "blackbox", "prometheus", "grafana")}
     assert set(_containers(dev_run)) == aws_names | {"forgestack-portainer"}  # portainer: on in dev, off in prod
     assert set(_containers(prod_run)) == aws_names
-    assert set(_containers(local_run)) == aws_names - {"forgestack-certbot", "forgestack-blackbox"} | {"forgestack-portainer"}
+    assert set(_containers(local_run)) == aws_names - {"forgestack-certbot", "forgestack-blackbox"} | {
+        "forgestack-portainer", "forgestack-mailpit"}  # locally mail goes to Mailpit (on AWS: SES)
 
 
 def test_local_stack_has_no_aws_resources(local_run: ProgramRun) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.services import logs, monitoring
+from components.services import logs, mail, monitoring
 from components.services.catalog import routed_hostnames, service_specs
 from components.services.dashboards import all_panels
 from components.services.spec import PublishedPort, ServiceSpec
@@ -327,9 +327,29 @@ def test_only_grafana_is_reachable_and_only_as_admin_ui_access_says(access: str)
     assert grafana.env["GF_SERVER_ROOT_URL"] == expected_url == monitoring.grafana_url(settings)
 
 
-def test_alert_email_needs_a_relay() -> None:
-    with pytest.raises(ConfigError, match="forgestack:alertSmtpSmarthost"):
-        settings_of("dev", **{"forgestack:alertSmtpSmarthost": ""})
+def test_alert_mail_goes_through_the_stacks_relay_unless_overridden() -> None:
+    """The stack files name only alertEmailTo: SES (with its SMTP user) on AWS, Mailpit locally."""
+    aws = yaml.safe_load(monitoring.alertmanager_config(settings_of("prod")))["global"]
+    assert (aws["smtp_smarthost"], aws["smtp_from"], aws["smtp_require_tls"]) == (
+        "email-smtp.eu-west-1.amazonaws.com:587", "alerts@mail.forge.example.com", True)
+    assert aws["smtp_auth_username"] == monitoring.SES_USERNAME_PLACEHOLDER  # the access key id, filled at deploy
+    assert aws["smtp_auth_password_file"] == mail.SMTP_PASSWORD_FILE
+    local = yaml.safe_load(monitoring.alertmanager_config(settings_of("local", **{"forgestack:alertEmailTo": "ops@example.com"})))
+    assert (local["global"]["smtp_smarthost"], local["global"]["smtp_require_tls"]) == ("mailpit:1025", False)
+    assert "smtp_auth_username" not in local["global"]
+    own = yaml.safe_load(monitoring.alertmanager_config(settings_of(
+        "prod", **{"forgestack:alertSmtpSmarthost": "smtp.example.net:587", "forgestack:alertSmtpFrom": "a@example.net"})))
+    assert (own["global"]["smtp_smarthost"], own["global"]["smtp_from"]) == ("smtp.example.net:587", "a@example.net")
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"forgestack:alertSmtpSmarthost": "smtp.example.net:587"}, "forgestack:alertSmtpFrom"),  # an own relay names its sender
+    ({"forgestack:alertSmtpSmarthost": "email-smtp.eu-west-1.amazonaws.com:587", "forgestack:alertSmtpFrom": "a@example.com"},
+     "forgestack:alertSmtpSmarthost"),  # SES without SMTP credentials refuses every message
+])
+def test_an_alert_relay_that_cannot_send_is_refused(overrides: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        settings_of("dev", **overrides)
 
 
 def test_alert_secrets_stay_secret_in_the_stack() -> None:

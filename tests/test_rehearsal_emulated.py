@@ -16,6 +16,7 @@ from components.credentials import CREDENTIAL_LENGTHS
 from components.host import decode_user_data
 from components.host_tools import backup as backup_script
 from components.host_tools import restore as restore_script
+from components.services import mail
 from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse, stack_region
 from rehearsal.engine import ProgramRun, stack_config
 from scripts import credentials as credentials_script
@@ -109,7 +110,7 @@ def test_backup_bucket_has_every_control(rehearsed: Rehearsal) -> None:
 def test_secret_holds_every_credential_as_json(rehearsed: Rehearsal) -> None:
     run, account = rehearsed
     document = json.loads(account.client("secretsmanager").get_secret_value(SecretId=run.outputs["credentialsSecretArn"])["SecretString"])
-    assert set(document) == set(CREDENTIAL_LENGTHS)
+    assert set(document) == {*CREDENTIAL_LENGTHS, mail.SMTP_USERNAME, mail.SMTP_PASSWORD}  # with the SES SMTP user
     assert all(len(document[key]) == length for key, length in CREDENTIAL_LENGTHS.items())
 
 
@@ -157,7 +158,7 @@ def test_credentials_script_reads_the_emulated_secret(rehearsed: Rehearsal, caps
     run, account = rehearsed
     arn = run.outputs["credentialsSecretArn"]
     assert credentials_script.main(["--secret-arn", arn, "--list"]) == 0
-    assert capsys.readouterr().out.split() == sorted(CREDENTIAL_LENGTHS)
+    assert capsys.readouterr().out.split() == sorted((*CREDENTIAL_LENGTHS, mail.SMTP_USERNAME, mail.SMTP_PASSWORD))
     assert credentials_script.main(["--secret-arn", arn, "--key", "giteaAdminPassword"]) == 0
     stored = json.loads(account.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
     assert capsys.readouterr().out.strip() == stored["giteaAdminPassword"]

@@ -44,7 +44,8 @@ CORE = ["postgres", "valkey", "gitea"]
 
 def test_aws_stacks_run_everything_local_has_no_certbot_or_probes(dev: Settings, local: Settings) -> None:
     assert list(_by_name(dev)) == [*CORE, "runner", "relay", "portainer", *OBSERVABILITY, "proxy", "certbot"]
-    assert list(_by_name(local)) == [*CORE, "runner", "relay", "portainer", *[n for n in OBSERVABILITY if n != "blackbox"], "proxy"]
+    local_core = [*CORE[:2], "mailpit", *CORE[2:]]  # Mailpit catches the local stack's mail
+    assert list(_by_name(local)) == [*local_core, "runner", "relay", "portainer", *[n for n in OBSERVABILITY if n != "blackbox"], "proxy"]
 
 
 def test_monitoring_logging_ci_and_portainer_switch_their_containers(dev: Settings) -> None:
@@ -119,10 +120,29 @@ def test_gitea_secrets_arrive_as_files_only(dev: Settings) -> None:
     file_env = {key: value for key, value in spec.env.items() if key.endswith("__FILE")}
     assert set(file_env) == {"GITEA__database__PASSWD__FILE", "GITEA__security__SECRET_KEY__FILE",
                              "GITEA__security__INTERNAL_TOKEN__FILE", "GITEA__metrics__TOKEN__FILE",
-                             "GITEA__cache__HOST__FILE", "GITEA__session__PROVIDER_CONFIG__FILE", "GITEA__queue__CONN_STR__FILE"}
+                             "GITEA__cache__HOST__FILE", "GITEA__session__PROVIDER_CONFIG__FILE", "GITEA__queue__CONN_STR__FILE",
+                             "GITEA__mailer__USER__FILE", "GITEA__mailer__PASSWD__FILE"}
     uploaded = {f.path for f in spec.secret_files}
     assert set(file_env.values()) <= uploaded
     assert all(f.owner == gitea.GIT_UID for f in spec.secret_files)
+
+
+@pytest.mark.parametrize(("policy", "email_confirm"), [("closed", "false"), ("approval", "true"), ("open", "true")])
+def test_new_accounts_confirm_their_address_when_others_may_register(dev: Settings, policy: str, email_confirm: str) -> None:
+    env = _by_name(dev.model_copy(update={"gitea_registration": policy}))["gitea"].env
+    assert env["GITEA__service__REGISTER_EMAIL_CONFIRM"] == email_confirm
+    assert env["GITEA__service__ENABLE_NOTIFY_MAIL"] == "true"
+
+
+def test_gitea_mails_through_ses_on_aws_and_mailpit_locally(dev: Settings, local: Settings) -> None:
+    aws = _by_name(dev)["gitea"].env
+    assert (aws["GITEA__mailer__PROTOCOL"], aws["GITEA__mailer__SMTP_ADDR"], aws["GITEA__mailer__SMTP_PORT"]) == (
+        "smtp+starttls", "email-smtp.eu-west-1.amazonaws.com", "587")
+    assert aws["GITEA__mailer__FROM"] == "Forgestack <gitea@mail.dev.forge.example.com>"
+    local_env = _by_name(local)["gitea"].env
+    assert (local_env["GITEA__mailer__PROTOCOL"], local_env["GITEA__mailer__SMTP_ADDR"], local_env["GITEA__mailer__SMTP_PORT"]) == (
+        "smtp", "mailpit", "1025")
+    assert "GITEA__mailer__PASSWD__FILE" not in local_env  # Mailpit on the Docker network needs no login
 
 
 @pytest.mark.parametrize(("policy", "disabled", "confirm"), [("approval", "false", "true"), ("open", "false", "false")])

@@ -249,6 +249,7 @@ PATTERN_EXAMPLES = {
     "_SSH_PUBLIC_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host", "_NGINX_SIZE": "512m",
     "_HTTPS_URL": "https://prod-12.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=x",
     "_SLACK_WEBHOOK": "https://hooks.slack.com/services/T000/B000/XXXX", "_PAGERDUTY_KEY": "0123456789abcdef0123456789abcdef",
+    "_SES_SMTP_HOST": "email-smtp.eu-west-1.amazonaws.com:587",
 }
 
 

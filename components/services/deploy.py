@@ -247,7 +247,8 @@ class Services(pulumi.ComponentResource):
         connection: pulumi.Output[HostConnection],
     ) -> docker.ContainerArgs:
         uploads = [
-            docker.ContainerUploadArgs(file=f.path, content=f.content, executable=f.executable) for f in spec.config_files
+            docker.ContainerUploadArgs(file=f.path, content=_filled(f.content, f.values, secret_values), executable=f.executable)
+            for f in spec.config_files
         ] + [
             docker.ContainerUploadArgs(
                 file=s.path, content=_secret_content(secret_values[s.credential], s.template), owner=str(s.owner), permissions="0400",
@@ -294,6 +295,23 @@ class Services(pulumi.ComponentResource):
             entrypoints=list(spec.entrypoint) or None,
             labels=[docker.ContainerLabelArgs(label="forgestack.service", value=spec.name)],
         )
+
+
+def _filled(content: str, values: Sequence[tuple[str, str]], secret_values: Mapping[str, pulumi.Output[str]]) -> pulumi.Input[str]:
+    """A config file's content with its placeholders replaced by credentials (secret if any of them is)."""
+    if not values:
+        return content
+    missing = [key for _, key in values if key not in secret_values]
+    if missing:
+        raise ValueError(f"config file placeholders name unknown credentials {missing}")
+
+    def fill(plain: list[str]) -> str:
+        text = content
+        for (placeholder, _), value in zip(values, plain, strict=True):
+            text = text.replace(placeholder, value)
+        return text
+
+    return pulumi.Output.all(*(secret_values[key] for _, key in values)).apply(fill)
 
 
 def _secret_content(value: pulumi.Output[str], template: str) -> pulumi.Output[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from components.constants import DOCKER_SUBNET, GIT_SSH_PORT, SECRETS_DIR
-from components.services import images, postgres, valkey
+from components.services import images, mail, postgres, valkey
 from components.services.spec import (
     CHOWN_AND_SWITCH_USER,
     ConfigFile,
@@ -43,6 +43,16 @@ REGISTRATION = {
 }
 
 
+def mailer(settings: Settings) -> dict[str, str]:
+    """Gitea's [mailer] on the stack's relay (SES or Mailpit); the SMTP user and password are files."""
+    relay = mail.relay(settings)
+    values = {"ENABLED": "true", "PROTOCOL": "smtp+starttls" if relay.starttls else "smtp", "SMTP_ADDR": relay.host,
+              "SMTP_PORT": str(relay.port), "FROM": f"Forgestack <{mail.sender(settings, 'gitea')}>"}
+    if relay.authenticated:
+        values.update({"USER__FILE": mail.SMTP_USERNAME_FILE, "PASSWD__FILE": mail.SMTP_PASSWORD_FILE})
+    return values
+
+
 def gitea_env(settings: Settings) -> dict[str, str]:
     hostname = settings.hostname(SUBDOMAIN)
     settings_by_section: dict[str, dict[str, str]] = {
@@ -62,7 +72,10 @@ def gitea_env(settings: Settings) -> dict[str, str]:
             # Gitea 1.27 no longer trusts every proxy: trust exactly the Docker network Nginx sits on.
             "REVERSE_PROXY_TRUSTED_PROXIES": DOCKER_SUBNET,
         },
-        "service": REGISTRATION[settings.gitea_registration],
+        # New accounts confirm their address whenever others may register; everyone gets notification mail.
+        "service": {**REGISTRATION[settings.gitea_registration], "ENABLE_NOTIFY_MAIL": "true",
+                    "REGISTER_EMAIL_CONFIRM": "false" if settings.gitea_registration == "closed" else "true"},
+        "mailer": mailer(settings),
         # Valkey for cache, sessions and queues; each connection string (with the password) is a secret file.
         "cache": {"ADAPTER": "redis", "HOST__FILE": valkey_file("cache")},
         "session": {"PROVIDER": "redis", "PROVIDER_CONFIG__FILE": valkey_file("session"), "COOKIE_SECURE": "true"},
@@ -97,6 +110,8 @@ def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
             SecretFile("giteaAdminPassword", ADMIN_PASSWORD_FILE, GIT_UID),
             *(SecretFile("valkeyPassword", valkey_file(use), GIT_UID, template=valkey.connection_template(use))
               for use in valkey.DATABASES),
+            *((SecretFile(mail.SMTP_USERNAME, mail.SMTP_USERNAME_FILE, GIT_UID),
+               SecretFile(mail.SMTP_PASSWORD, mail.SMTP_PASSWORD_FILE, GIT_UID)) if mail.relay(settings).authenticated else ()),
         ),
         config_files=(ConfigFile(ADMIN_BOOTSTRAP_SCRIPT, read("gitea-bootstrap-admin.sh"), executable=True),),
         volumes=(Volume("gitea", "/data", backup=True),),

@@ -16,7 +16,7 @@ import yaml
 from components.backup_job import max_backup_age_seconds
 from components.constants import SECRETS_DIR, TEXTFILE_COLLECTOR_DIR
 from components.host_tools.backup import METRIC_LAST_SUCCESS
-from components.services import dashboards, images, postgres
+from components.services import dashboards, images, mail, postgres
 from components.services.dashboards import REAL_FILESYSTEMS
 from components.services.spec import (
     ConfigFile,
@@ -280,6 +280,7 @@ SECRET_RECEIVERS = (  # (settings field, credentials key, Alertmanager config li
 )
 SMTP_PASSWORD = "alertSmtpPassword"  # noqa: S105 (the credentials key, not a password)
 PAGE, NOTIFY, NOBODY_RECEIVER = "page", "notify", "nobody"
+SES_USERNAME_PLACEHOLDER = "__SES_SMTP_USERNAME__"  # filled by the deploy with the SES SMTP user's access key id
 
 
 def alert_secret_file(credential: str) -> str:
@@ -301,11 +302,7 @@ def alertmanager_config(settings: Settings) -> str:
     day; a critical alert silences the warnings of the same instance; the Watchdog goes nowhere."""
     global_config: dict[str, Any] = {"resolve_timeout": "5m"}
     if settings.alert_email_to:
-        global_config.update({"smtp_smarthost": settings.alert_smtp_smarthost, "smtp_from": settings.alert_smtp_from,
-                              "smtp_require_tls": True})
-        if settings.alert_smtp_username:
-            global_config["smtp_auth_username"] = settings.alert_smtp_username
-            global_config["smtp_auth_password_file"] = alert_secret_file(SMTP_PASSWORD)
+        global_config.update(smtp_global(settings))
     return _dump({
         "global": global_config,
         "route": {
@@ -324,17 +321,45 @@ def alertmanager_config(settings: Settings) -> str:
     })
 
 
+def smtp_global(settings: Settings) -> dict[str, Any]:
+    """Alert mail through alertSmtpSmarthost when the operator names one, else through the stack's relay (SES with
+    its SMTP user on AWS, Mailpit locally). The SES user name exists only once its access key does: a placeholder
+    the deploy fills (Alertmanager reads no user name from a file)."""
+    if settings.alert_smtp_smarthost:
+        smtp: dict[str, Any] = {"smtp_smarthost": settings.alert_smtp_smarthost, "smtp_from": settings.alert_smtp_from,
+                                "smtp_require_tls": True}
+        if settings.alert_smtp_username:
+            smtp.update(smtp_auth_username=settings.alert_smtp_username, smtp_auth_password_file=alert_secret_file(SMTP_PASSWORD))
+        return smtp
+    relay = mail.relay(settings)
+    smtp = {"smtp_smarthost": relay.smarthost, "smtp_from": settings.alert_smtp_from or mail.sender(settings, "alerts"),
+            "smtp_require_tls": relay.starttls}
+    if relay.authenticated:
+        smtp.update(smtp_auth_username=SES_USERNAME_PLACEHOLDER, smtp_auth_password_file=mail.SMTP_PASSWORD_FILE)
+    return smtp
+
+
 def alertmanager_secret_files(settings: Settings) -> tuple[SecretFile, ...]:
     """The receivers' URLs, keys and the SMTP password, each a file Alertmanager reads (never inside its config)."""
-    credentials = [SMTP_PASSWORD] if settings.alert_email_to and settings.alert_smtp_username else []
-    credentials += [credential for field, credential, *_ in SECRET_RECEIVERS if getattr(settings, field)]
-    return tuple(SecretFile(credential, alert_secret_file(credential), NOBODY) for credential in credentials)
+    files = [SecretFile(credential, alert_secret_file(credential), NOBODY)
+             for field, credential, *_ in SECRET_RECEIVERS if getattr(settings, field)]
+    if settings.alert_email_to and settings.alert_smtp_smarthost and settings.alert_smtp_username:
+        files.append(SecretFile(SMTP_PASSWORD, alert_secret_file(SMTP_PASSWORD), NOBODY))
+    elif settings.alert_email_to and not settings.alert_smtp_smarthost and mail.relay(settings).authenticated:
+        files.append(SecretFile(mail.SMTP_PASSWORD, mail.SMTP_PASSWORD_FILE, NOBODY))
+    return tuple(files)
+
+
+def alertmanager_config_file(settings: Settings) -> ConfigFile:
+    rendered = alertmanager_config(settings)
+    values = ((SES_USERNAME_PLACEHOLDER, mail.SMTP_USERNAME),) if SES_USERNAME_PLACEHOLDER in rendered else ()
+    return ConfigFile(ALERTMANAGER_CONFIG, rendered, values=values)
 
 
 def alertmanager_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
     return ServiceSpec(
         name=ALERTMANAGER, image=images.ALERTMANAGER, memory_mb=memory_mb,
-        config_files=(ConfigFile(ALERTMANAGER_CONFIG, alertmanager_config(settings)),),
+        config_files=(alertmanager_config_file(settings),),
         secret_files=alertmanager_secret_files(settings),
         volumes=(Volume(ALERTMANAGER, "/alertmanager", owner=NOBODY),),
         command=(f"--config.file={ALERTMANAGER_CONFIG}", "--storage.path=/alertmanager",

@@ -35,6 +35,9 @@ class ConfigFile:
     path: str
     content: str
     executable: bool = False
+    # Placeholders in content filled at deploy time from credentials (placeholder, credentials key): for a value that
+    # exists only once a resource does (the SES SMTP user's access key id) in a file that cannot read it from a file.
+    values: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
