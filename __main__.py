@@ -81,7 +81,8 @@ if settings.is_aws:
     )
     alarms = Alarms("alarms", AlarmsArgs(
         stack=settings.stack, region=settings.region, instance_id=host.instance.id, health_fqdn=settings.hostname(gitea.SUBDOMAIN),
-        health_path=gitea.HEALTH_PATH, email=settings.alert_email_to, protect=settings.protect,
+        health_path=gitea.HEALTH_PATH, email=settings.alert_email_to, https_endpoints=settings.alarm_https_endpoints,
+        protect=settings.protect,
     ), aws_opts)
     assert zone_id is not None
     Dns("dns", DnsArgs(zone_id, settings.domain, hostnames, host.elastic_ip.public_ip, settings.acme_email), aws_opts)

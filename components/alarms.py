@@ -40,6 +40,7 @@ class AlarmsArgs:
     health_fqdn: str  # Gitea's public hostname
     health_path: str  # answers 2xx without a login
     email: str = ""  # subscribed to every topic; the recipient confirms once (SNS sends the link)
+    https_endpoints: tuple[str, ...] = ()  # subscribed too; each confirms by visiting the SubscribeURL SNS posts to it
     protect: bool = False
 
 
@@ -65,6 +66,9 @@ class Alarms(pulumi.ComponentResource):
             if args.email:
                 aws.sns.TopicSubscription(f"{name}-email{suffix}", topic=topic.arn, protocol="email", endpoint=args.email,
                                           region=where, opts=child)
+            for index, endpoint in enumerate(args.https_endpoints):
+                aws.sns.TopicSubscription(f"{name}-https-{index}{suffix}", topic=topic.arn, protocol="https",
+                                          endpoint=pulumi.Output.secret(endpoint), region=where, opts=child)
             self.topics[region] = topic
         here = self.topics[args.region].arn
         automate = f"arn:aws:automate:{args.region}:ec2"

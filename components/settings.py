@@ -299,6 +299,13 @@ class Settings(BaseModel):
         _key("relayTargets", "Chat webhooks (Slack-compatible) the webhook relay forwards to; a Pulumi secret, as they carry tokens.",
              'a JSON list of http(s) URLs such as ["https://chat.example.com/hooks/abc"], set with --secret', (), secret=True),
     ]
+    alarm_https_endpoints: Annotated[
+        tuple[str, ...],
+        _key("alarmHttpsEndpoints",
+             "HTTPS endpoints (a pager, an incident tool) subscribed to the CloudWatch alarm topics besides alertEmailTo; "
+             "a Pulumi secret.",
+             'a JSON list of https URLs such as ["https://events.example.com/sns"], set with --secret', (), secret=True),
+    ]
     relay_events: Annotated[
         tuple[str, ...],
         _key("relayEvents", "Which Gitea events the webhook relay forwards.",
@@ -379,7 +386,7 @@ class Settings(BaseModel):
             raise ValueError("not a private /16../24 network")
         return value
 
-    @field_validator("admin_cidrs", "relay_targets", "relay_events", mode="before")
+    @field_validator("admin_cidrs", "relay_targets", "relay_events", "alarm_https_endpoints", mode="before")
     @classmethod
     def _parse_json_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -395,6 +402,13 @@ class Settings(BaseModel):
     def _check_relay_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not all(_HTTP_URL.fullmatch(url) for url in value):
             raise ValueError("not http(s) URLs")
+        return value
+
+    @field_validator("alarm_https_endpoints")
+    @classmethod
+    def _check_alarm_endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(_HTTPS_URL.fullmatch(url) for url in value) or len(set(value)) != len(value):
+            raise ValueError("not distinct https URLs")
         return value
 
     @field_validator("relay_events")

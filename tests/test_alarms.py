@@ -26,9 +26,12 @@ from tests.backup_support import REGION, run_script, unpack_bundle
 Rehearsal = tuple[ProgramRun, EmulatedAccount]
 
 
+PAGER = "https://events.pager.example.com/sns/t0k3n"
+
+
 @pytest.fixture(scope="module")
 def rehearsed() -> Iterator[Rehearsal]:
-    config = stack_config("prod")
+    config = stack_config("prod", {"forgestack:alarmHttpsEndpoints": json.dumps([PAGER])})
     with emulated_account(stack_region(config), config["forgestack:hostedZone"]) as account:
         yield rehearse("prod", config, account), account
 
@@ -73,6 +76,7 @@ def test_a_silent_host_breaches_the_heartbeat_alarm(rehearsed: Rehearsal) -> Non
 def test_every_topic_is_encrypted_and_mails_the_operator(rehearsed: Rehearsal) -> None:
     run, account = rehearsed
     email = stack_config("prod")["forgestack:alertEmailTo"]
+    assert "t0k3n" not in json.dumps(run.outputs)
     for region, arn in run.outputs["alarmTopicArns"].items():
         sns = account.client("sns", region)
         attributes = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
@@ -81,7 +85,7 @@ def test_every_topic_is_encrypted_and_mails_the_operator(rehearsed: Rehearsal) -
         policy = json.loads(account.client("kms", region).get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"])
         assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in policy["Statement"])
         subscriptions = sns.list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"]
-        assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", email)]
+        assert sorted((s["Protocol"], s["Endpoint"]) for s in subscriptions) == [("email", email), ("https", PAGER)]
         assert json.loads(attributes["Policy"]) == json.loads(topic_policy(arn))
 
 

@@ -123,6 +123,8 @@ def test_bad_value_names_key_value_and_expectation(key: str, value: str, expecte
     ("forgestack:alertTeamsWebhookUrl", "http://example.logic.azure.com/workflows/x", "an https URL"),
     ("forgestack:alertTeamsWebhookUrl", "https:///workflows/x", "an https URL"),
     ("forgestack:alertPagerdutyRoutingKey", "0123456789abcdef", "32-character integration key"),
+    ("forgestack:alarmHttpsEndpoints", '["http://events.example.com/sns"]', "https URLs"),
+    ("forgestack:alarmHttpsEndpoints", '["https://a.example.com/x", "https://a.example.com/x"]', "https URLs"),
 ])
 def test_a_bad_receiver_secret_is_named_but_never_shown(key: str, value: str, expected: str) -> None:
     with pytest.raises(ConfigError) as error:

@@ -109,6 +109,8 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
                                              "https://hooks.slack.com/", "https://chat.example.com/hooks/x"]),
     "alertTeamsWebhookUrl": st.sampled_from(["http://x.logic.azure.com/workflows/a", "https://", "https://-x.example.com/a",
                                              "https://x.example.com", "javascript:x"]),
+    "alarmHttpsEndpoints": st.sampled_from(['["http://events.example.com/sns"]', '["https://"]', '"https://x.example.com/a"',
+                                            '["https://x.example.com/a", "https://x.example.com/a"]']),
     "alertPagerdutyRoutingKey": st.one_of(st.from_regex(r"[A-Za-z0-9]{1,31}|[A-Za-z0-9]{33,40}", fullmatch=True),
                                           st.sampled_from(["0123456789abcdef0123456789abcde!", "x" * 31 + " "])),
     "portainer": NOT_BOOLEAN,
@@ -212,6 +214,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "alertWebhookUrl": draw(st.sampled_from(["", f"https://chat.{zone}/hooks/abc", "http://relay:8080/alerts"])),
         "alertSlackWebhookUrl": draw(st.sampled_from(["", "https://hooks.slack.com/services/T000/B000/XXXX"])),
         "alertTeamsWebhookUrl": draw(st.sampled_from(["", f"https://x.{zone}/workflows/a?sig=b"])),
+        "alarmHttpsEndpoints": json.dumps(draw(st.sampled_from([[], [f"https://events.{zone}/sns"]]))),
         "alertPagerdutyRoutingKey": draw(st.one_of(st.just(""), st.from_regex(r"[A-Za-z0-9]{32}", fullmatch=True))),
     }
     return {key if ":" in key else full_key(key): str(value) for key, value in config.items()}
