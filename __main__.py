@@ -51,14 +51,14 @@ if settings.is_aws:
     network = Network(
         "network",
         NetworkArgs(settings.vpc_cidr, settings.region, admin_cidrs=settings.admin_cidrs,
-                    flow_log_retention_days=settings.flow_log_retention_days, protect=settings.protect),
+                    flow_log_retention_days=settings.flow_log_retention_days, protect=settings.protect,
+                    availability_zone=settings.availability_zone),
         aws_opts,
     )
     backups = Backups(
         "backups", BackupsArgs(settings.backup_retention_days, settings.backup_archive_after_days, settings.protect), aws_opts
     )
     snapshot_tag = f"{PROJECT}-{settings.stack}"
-    Snapshots("snapshots", SnapshotsArgs(snapshot_tag, settings.snapshot_retention_days), aws_opts)
     job = backups.bucket.bucket.apply(
         lambda bucket: backup_job(specs, bucket, settings.region, settings.backup_interval_hours, postgres.NAME)
     )
@@ -76,9 +76,13 @@ if settings.is_aws:
             security_group_ids=network.security_group_ids,
             snapshot_tag=snapshot_tag, backup_bucket_arn=backups.bucket.arn, backup_key_arn=backups.key.arn,
             ssh_public_key=settings.ssh_public_key, protect=settings.protect,
+            customer_managed_key=settings.volume_key == "customer-managed", data_volume_snapshot_id=settings.data_volume_snapshot_id,
         ),
         aws_opts,
     )
+    # Daily snapshots of the data volume; they inherit its key, which Data Lifecycle Manager's role may then use.
+    Snapshots("snapshots", SnapshotsArgs(snapshot_tag, settings.snapshot_retention_days,
+                                         host.volume_key.arn if host.volume_key else None), aws_opts)
     alarms = Alarms("alarms", AlarmsArgs(
         stack=settings.stack, region=settings.region, instance_id=host.instance.id, health_fqdn=settings.hostname(gitea.SUBDOMAIN),
         health_path=gitea.HEALTH_PATH, email=settings.alert_email_to, https_endpoints=settings.alarm_https_endpoints,

@@ -116,9 +116,10 @@ def topic_policy(topic_arn: str) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": [
         {"Sid": "CloudWatchAlarmsOfThisAccount", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
          "Action": "sns:Publish", "Resource": topic_arn, "Condition": {"StringEquals": {"aws:SourceAccount": account}}},
+        # The condition restates the principal: no other account, whatever the principal line says (CKV_AWS_385).
         {"Sid": "AccountOwnsTheTopic", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
          "Action": ["sns:Publish", "sns:Subscribe", "sns:GetTopicAttributes", "sns:SetTopicAttributes", "sns:ListSubscriptionsByTopic"],
-         "Resource": topic_arn},
+         "Resource": topic_arn, "Condition": {"StringEquals": {"aws:PrincipalAccount": account}}},
         {"Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "sns:Publish", "Resource": topic_arn,
          "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
     ]})

@@ -22,6 +22,7 @@ from components.constants import (
     SNAPSHOT_TAG_KEY,
     UBUNTU_RELEASE,
 )
+from components.kms import rotating_key
 from components.network import service_assume_role_policy
 
 # Docker Engine from Docker's apt repository, where old versions stay available (Ubuntu's own
@@ -62,6 +63,9 @@ class HostArgs:
     snapshot_tag: str  # value of SNAPSHOT_TAG_KEY: Data Lifecycle Manager snapshots the volume carrying it
     ssh_public_key: str = ""
     protect: bool = False
+    # The stack's own KMS key for both volumes (CKV_AWS_189); False keeps EBS's default aws/ebs key.
+    customer_managed_key: bool = True
+    data_volume_snapshot_id: str = ""  # create the data volume from this snapshot (restore, zone move, key move)
 
 
 def ami_name_pattern(architecture: Literal["x86_64", "arm64"]) -> str:
@@ -143,6 +147,7 @@ class Host(pulumi.ComponentResource):
     data_volume: aws.ebs.Volume
     elastic_ip: aws.ec2.Eip
     role: aws.iam.Role
+    volume_key: aws.kms.Key | None
 
     def __init__(self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgestack:aws:Host", name, None, opts)
@@ -168,10 +173,17 @@ class Host(pulumi.ComponentResource):
         )
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=self.role.name, opts=child)
 
-        # The data volume outlives instance replacement; in prod it is protected from deletion.
+        # EC2 uses the key through grants it creates for the volumes; whoever launches them needs IAM rights on it.
+        self.volume_key = (rotating_key(f"{name}-volume-key", "forgestack host volumes and their snapshots", self, args.protect)
+                           if args.customer_managed_key else None)
+        volume_key_arn = self.volume_key.arn if self.volume_key else None
+
+        # The data volume outlives instance replacement; in prod it is protected from deletion. From a snapshot, EBS
+        # re-encrypts the copy with the key given here, so a snapshot on aws/ebs becomes a volume on the stack's key.
         self.data_volume = aws.ebs.Volume(
             f"{name}-data", availability_zone=args.availability_zone, size=args.data_volume_gb, type="gp3",
-            encrypted=True, tags={"Name": f"{name}-data", "forgestack:role": "data", SNAPSHOT_TAG_KEY: args.snapshot_tag},
+            encrypted=True, kms_key_id=volume_key_arn, snapshot_id=args.data_volume_snapshot_id or None,
+            tags={"Name": f"{name}-data", "forgestack:role": "data", SNAPSHOT_TAG_KEY: args.snapshot_tag},
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
 
@@ -190,6 +202,7 @@ class Host(pulumi.ComponentResource):
             ),
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
                 volume_type="gp3", volume_size=args.root_volume_gb, encrypted=True, delete_on_termination=True,
+                kms_key_id=volume_key_arn,
             ),
             user_data_base64=self.data_volume.id.apply(
                 lambda volume_id: encode_user_data(render_user_data(volume_id, args.architecture, args.ssh_public_key))
@@ -199,9 +212,12 @@ class Host(pulumi.ComponentResource):
             # only stop and start the host (cloud-init does not run it again): host files ship over the command path.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami", "userData", "userDataBase64"]),
         )
+        # Delete before replace: a volume attaches to one instance at a time, so a new host or a new data volume
+        # needs the old attachment gone first (the default create-first order fails with VolumeInUse).
         aws.ec2.VolumeAttachment(
             f"{name}-data-attachment", device_name=DATA_DEVICE_NAME, volume_id=self.data_volume.id,
-            instance_id=self.instance.id, stop_instance_before_detaching=True, opts=child,
+            instance_id=self.instance.id, stop_instance_before_detaching=True,
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
         self.elastic_ip = aws.ec2.Eip(f"{name}-eip", domain="vpc", instance=self.instance.id, opts=child)
 

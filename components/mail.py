@@ -3,7 +3,8 @@
 - Easy DKIM: SES signs every message; three CNAMEs publish its keys (they also verify the identity).
 - A custom MAIL FROM domain (bounce.mail.<domain>, MX to SES's feedback endpoint, SPF for SES), so SPF aligns.
 - DMARC on mail.<domain>: receivers quarantine mail that fails both, and report to the operator.
-- An IAM user whose only permission is ses:SendRawEmail as this identity; its SMTP password is SES's SigV4
+- An IAM user whose only permission, through its group, is ses:SendRawEmail as this identity (SES's SMTP
+  interface authenticates IAM users' keys only, so it cannot be a role); its SMTP password is SES's SigV4
   derivation of the access key (`ses_smtp_password_v4`), a secret Gitea and Alertmanager read from files.
 A new SES account is in the sandbox: it sends only to verified addresses until production access is granted
 (README, Mail).
@@ -78,8 +79,11 @@ class Mail(pulumi.ComponentResource):
         record("mail-from-spf", mail_from, "TXT", SPF)
         record("dmarc", f"_dmarc.{args.domain}", "TXT", dmarc_record(args.report_to))
 
+        # The permission belongs to a group, never to the user itself (CKV_AWS_40): the user only holds the key.
+        senders = aws.iam.Group(f"{name}-smtp-senders", name=f"forgestack-{args.stack}-smtp-senders", opts=child)
+        aws.iam.GroupPolicy(f"{name}-smtp-policy", group=senders.name, policy=self.identity.arn.apply(smtp_user_policy), opts=child)
         user = aws.iam.User(f"{name}-smtp-user", name=f"forgestack-{args.stack}-smtp", opts=child)
-        aws.iam.UserPolicy(f"{name}-smtp-policy", user=user.name, policy=self.identity.arn.apply(smtp_user_policy), opts=child)
+        aws.iam.UserGroupMembership(f"{name}-smtp-membership", user=user.name, groups=[senders.name], opts=child)
         key = aws.iam.AccessKey(f"{name}-smtp-key", user=user.name, opts=child)
         self.smtp_username = key.id
         self.smtp_password = pulumi.Output.secret(key.ses_smtp_password_v4)

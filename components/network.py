@@ -11,6 +11,7 @@ import pulumi_aws as aws
 
 from components.constants import ADMIN_SSH_PORT, GIT_SSH_PORT, HTTP_PORT, HTTPS_PORT
 from components.kms import rotating_key
+from components.settings import ConfigError
 
 ANYWHERE = "0.0.0.0/0"
 
@@ -31,6 +32,7 @@ class NetworkArgs:
     admin_cidrs: tuple[str, ...] = ()
     flow_log_retention_days: int = 14
     protect: bool = False  # the flow-log key: deleting it makes the logs unreadable
+    availability_zone: str = ""  # empty: the region's first available zone
 
 
 def public_subnet_cidr(vpc_cidr: str) -> str:
@@ -71,6 +73,16 @@ def flow_log_policy(log_group_arn: str) -> str:
     })
 
 
+def chosen_zone(available: list[str], wanted: str) -> str:
+    """The wanted zone if the region offers it now, or the region's first when none is wanted."""
+    if not wanted:
+        return available[0]
+    if wanted not in available:
+        raise ConfigError(f"forgestack:availabilityZone: {wanted!r} is not an available zone of this region; "
+                          f"expected one of: {', '.join(available)}")
+    return wanted
+
+
 def service_assume_role_policy(service: str) -> str:
     return json.dumps({
         "Version": "2012-10-17",
@@ -90,7 +102,7 @@ class Network(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         zones = aws.get_availability_zones_output(state="available", opts=pulumi.InvokeOutputOptions(parent=self))
-        self.availability_zone: pulumi.Output[str] = zones.names.apply(lambda names: names[0])
+        self.availability_zone: pulumi.Output[str] = zones.names.apply(lambda names: chosen_zone(names, args.availability_zone))
 
         self.vpc = aws.ec2.Vpc(
             f"{name}-vpc", cidr_block=args.vpc_cidr, enable_dns_hostnames=True, enable_dns_support=True,

@@ -45,6 +45,8 @@ _INSTANCE_TYPE = re.compile(
     r"\.(?P<size>nano|micro|small|medium|large|\d*xlarge|metal(-\d+xl)?)"
 )
 _REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d")
+_SNAPSHOT_ID = re.compile(r"snap-([0-9a-f]{8}|[0-9a-f]{17})")
+_AVAILABILITY_ZONE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d[a-z]")
 _GITEA_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 _POSTGRES_VERSION = re.compile(r"(\d+)\.(\d+)")
 _HTTP_URL = re.compile(r"https?://[^\s/$.?#][^\s]*")
@@ -160,6 +162,24 @@ class Settings(BaseModel):
         int,
         _key("dataVolumeGb", "Size of the separate data volume (repositories, database) in GiB.",
              "an integer from 10 to 16384 (GiB)", 50),
+    ]
+    volume_key: Annotated[
+        Literal["customer-managed", "aws-managed"],
+        _key("volumeKey", "Key that encrypts the host's volumes: the stack's own KMS key (customer-managed) or EBS's "
+             "default aws/ebs key. Changing it replaces both volumes: README, Moving volumes to the stack's key.",
+             "one of: customer-managed, aws-managed", "customer-managed"),
+    ]
+    data_volume_snapshot_id: Annotated[
+        str,
+        _key("dataVolumeSnapshotId", "Create the data volume from this EBS snapshot (restore, another zone, or moving to "
+             "the stack's key); empty creates a blank one. Any change, clearing it too, replaces the data volume: keep it.",
+             "empty, or an EBS snapshot id such as snap-0123456789abcdef0 (in the stack's region)", ""),
+    ]
+    availability_zone: Annotated[
+        str,
+        _key("availabilityZone", "Availability zone of the subnet, host and data volume; empty takes the region's first. "
+             "Changing it replaces them: move the data with dataVolumeSnapshotId.",
+             "empty, or a zone of the stack's region such as eu-west-1b", ""),
     ]
     backup_retention_days: Annotated[
         int,
@@ -355,6 +375,20 @@ class Settings(BaseModel):
     def _check_region(cls, value: str) -> str:
         if value and not _REGION.fullmatch(value):
             raise ValueError("malformed region")
+        return value
+
+    @field_validator("data_volume_snapshot_id")
+    @classmethod
+    def _check_snapshot_id(cls, value: str) -> str:
+        if value and not _SNAPSHOT_ID.fullmatch(value):
+            raise ValueError("malformed snapshot id")
+        return value
+
+    @field_validator("availability_zone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        if value and not _AVAILABILITY_ZONE.fullmatch(value):
+            raise ValueError("malformed availability zone")
         return value
 
     @field_validator("domain", "hosted_zone")
@@ -600,6 +634,9 @@ class Settings(BaseModel):
                 raise _KeyProblemError("hostedZone", self.hosted_zone, "the Route 53 zone containing domain (required on AWS stacks)")
             if self.domain != self.hosted_zone and not self.domain.endswith("." + self.hosted_zone):
                 raise _KeyProblemError("hostedZone", self.hosted_zone, f"{self.domain!r} or one of its parent domains")
+            if self.availability_zone and self.availability_zone[:-1] != self.region:
+                raise _KeyProblemError("availabilityZone", self.availability_zone,
+                                       f"a zone of the stack's region {self.region}, such as {self.region}b")
         if self.ci == "drone" and not (self.drone_gitea_client_id and self.drone_gitea_client_secret):
             raise _KeyProblemError("droneGiteaClientId", self.drone_gitea_client_id,
                                    "the OAuth2 client id and (as a secret) droneGiteaClientSecret of a Gitea OAuth2 application "

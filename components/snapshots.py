@@ -6,6 +6,7 @@ the snapshot), the S3 backups survive the loss of the account's EBS and restore 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Final
 
@@ -23,6 +24,18 @@ SNAPSHOT_TIME_UTC: Final = "02:30"  # before the daily S3 backup at 03:17, outsi
 class SnapshotsArgs:
     snapshot_tag: str  # the data volume carries SNAPSHOT_TAG_KEY=<this>
     retention_days: int
+    volume_key_arn: pulumi.Input[str] | None = None  # the volume's customer-managed key, if it has one
+
+
+def volume_key_policy(key_arn: str) -> str:
+    """Data Lifecycle Manager snapshots a volume on a customer-managed key only if its role may use the key;
+    grants only for AWS resources (EBS), never for a person."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "UseTheVolumeKey", "Effect": "Allow", "Resource": key_arn,
+         "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]},
+        {"Sid": "GrantItToEbsOnly", "Effect": "Allow", "Action": "kms:CreateGrant", "Resource": key_arn,
+         "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}},
+    ]})
 
 
 class Snapshots(pulumi.ComponentResource):
@@ -34,6 +47,10 @@ class Snapshots(pulumi.ComponentResource):
 
         role = aws.iam.Role(f"{name}-role", assume_role_policy=service_assume_role_policy("dlm.amazonaws.com"), opts=child)
         attachment = aws.iam.RolePolicyAttachment(f"{name}-service", role=role.name, policy_arn=DLM_SERVICE_POLICY_ARN, opts=child)
+        ready: list[pulumi.Resource] = [attachment]
+        if args.volume_key_arn is not None:
+            ready.append(aws.iam.RolePolicy(f"{name}-volume-key", role=role.id,
+                                            policy=pulumi.Output.from_input(args.volume_key_arn).apply(volume_key_policy), opts=child))
         self.policy = aws.dlm.LifecyclePolicy(
             f"{name}-policy",
             description=f"Daily snapshots of the volume tagged {SNAPSHOT_TAG_KEY}={args.snapshot_tag}",
@@ -55,6 +72,6 @@ class Snapshots(pulumi.ComponentResource):
                     tags_to_add={"forgestack:snapshot": "dlm"},
                 )],
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=ready),
         )
         self.register_outputs({"policyArn": self.policy.arn})

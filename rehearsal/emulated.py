@@ -123,6 +123,9 @@ class MotoMocks(ForgeMocks):
             "aws:ses/mailFrom:MailFrom": self._ses_mail_from,
             "aws:iam/user:User": self._user,
             "aws:iam/userPolicy:UserPolicy": self._user_policy,
+            "aws:iam/group:Group": self._group,
+            "aws:iam/groupPolicy:GroupPolicy": self._group_policy,
+            "aws:iam/userGroupMembership:UserGroupMembership": self._user_group_membership,
             "aws:iam/accessKey:AccessKey": self._access_key,
         }
 
@@ -392,6 +395,8 @@ class MotoMocks(ForgeMocks):
                                    "TagSpecifications": _tags(inputs, "volume")}
         if inputs.get("kmsKeyId"):
             request["KmsKeyId"] = inputs["kmsKeyId"]
+        if inputs.get("snapshotId"):
+            request["SnapshotId"] = inputs["snapshotId"]
         volume = self.account.client("ec2").create_volume(**request)
         return volume["VolumeId"], {"arn": f"arn:aws:ec2:{self.account.region}:{ACCOUNT_ID}:volume/{volume['VolumeId']}"}
 
@@ -408,7 +413,8 @@ class MotoMocks(ForgeMocks):
                                 "HttpPutResponseHopLimit": _number(metadata.get("httpPutResponseHopLimit", 1))},
             "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {
                 "VolumeSize": _number(root.get("volumeSize", 8)), "VolumeType": root.get("volumeType", "gp2"),
-                "Encrypted": bool(root.get("encrypted")), "DeleteOnTermination": bool(root.get("deleteOnTermination", True))}}],
+                "Encrypted": bool(root.get("encrypted")), "DeleteOnTermination": bool(root.get("deleteOnTermination", True)),
+                **({"KmsKeyId": root["kmsKeyId"]} if root.get("kmsKeyId") else {})}}],
             "TagSpecifications": _tags(inputs, "instance"),
         }
         if inputs.get("iamInstanceProfile"):
@@ -482,6 +488,20 @@ class MotoMocks(ForgeMocks):
         policy_name = inputs.get("name") or f"{name}-{self._next()[-7:]}"
         self.account.client("iam").put_user_policy(UserName=inputs["user"], PolicyName=policy_name, PolicyDocument=inputs["policy"])
         return f"{inputs['user']}:{policy_name}", {"name": policy_name}
+
+    def _group(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        group = self.account.client("iam").create_group(GroupName=inputs["name"])["Group"]
+        return group["GroupName"], {"arn": group["Arn"], "uniqueId": group["GroupId"]}
+
+    def _group_policy(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        policy_name = inputs.get("name") or f"{name}-{self._next()[-7:]}"
+        self.account.client("iam").put_group_policy(GroupName=inputs["group"], PolicyName=policy_name, PolicyDocument=inputs["policy"])
+        return f"{inputs['group']}:{policy_name}", {"name": policy_name}
+
+    def _user_group_membership(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        for group in inputs["groups"]:
+            self.account.client("iam").add_user_to_group(GroupName=group, UserName=inputs["user"])
+        return f"{inputs['user']}/{'/'.join(inputs['groups'])}", {}
 
     def _access_key(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         key = self.account.client("iam").create_access_key(UserName=inputs["user"])["AccessKey"]

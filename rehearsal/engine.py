@@ -1,7 +1,7 @@
 """Runs the real __main__.py under Pulumi mocks and records what it registers.
 
 The mock monitor is wrapped so each registration keeps what `MockResourceArgs` leaves out:
-the parent, protect, ignore_changes, retain_on_delete, additional secret outputs and the provider reference.
+the parent, protect, ignore_changes, retain_on_delete, delete_before_replace, additional secret outputs and the provider reference.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Registered:
     protect: bool = False
     ignore_changes: list[str] = field(default_factory=list)
     retain_on_delete: bool = False
+    delete_before_replace: bool = False
     depends_on: list[str] = field(default_factory=list)
     additional_secret_outputs: list[str] = field(default_factory=list)
     provider: str = ""
@@ -241,6 +242,7 @@ def run_program(stack: str, config: dict[str, str], mocks: ForgeMocks | None = N
         record.protect = bool(request.protect)
         record.ignore_changes = list(request.ignoreChanges)
         record.retain_on_delete = bool(request.retainOnDelete)
+        record.delete_before_replace = bool(request.deleteBeforeReplace)
         record.depends_on = list(request.dependencies)
         record.additional_secret_outputs = list(request.additionalSecretOutputs)
         record.provider = request.provider

@@ -3,6 +3,7 @@ role can and cannot read: a pull request's role never reaches prod's state or se
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Callable
 from typing import Any
@@ -221,6 +222,34 @@ def test_a_deploy_role_reaches_its_own_stack_only(managed_policies: None, aws_en
         assert not allowed(lambda: s3.get_object(Bucket=BUCKET, Key=STATE[other]))
         assert not allowed(lambda: s3.put_object(Bucket=BUCKET, Key=STATE[other], Body=b"{}"))
     in_enforced_account(checks)
+
+
+def _document_allows(policy: dict[str, Any], action: str, resource: str) -> bool:
+    """IAM's evaluation for unconditional statements: an explicit deny wins, else some allow must match."""
+    def matches(statement: dict[str, Any]) -> bool:
+        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+        return any(fnmatch.fnmatchcase(action, a) for a in actions) and any(fnmatch.fnmatchcase(resource, r) for r in resources)
+    plain = [s for s in policy["Statement"] if "Condition" not in s]
+    return not any(matches(s) for s in plain if s["Effect"] == "Deny") and any(matches(s) for s in plain if s["Effect"] == "Allow")
+
+
+def test_deploy_roles_manage_only_their_own_stacks_mail_user(account: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # The stack's SMTP sender (components/mail.py) is IAM, which PowerUserAccess leaves out. moto authorizes IAM calls
+    # against "*" only (no resource), so the user and group names are checked on the document.
+    assert ci_roles.main(["--github-repo", REPO, "--bucket", BUCKET, "--region", REGION]) == 0
+    account_id = boto3.client("sts", region_name=REGION).get_caller_identity()["Account"]
+    for stack, other in (("dev", "prod"), ("prod", "dev")):
+        policy = roles()[f"forgestack-deploy-{stack}"]["policy"]
+        for action in ("iam:CreateUser", "iam:CreateAccessKey", "iam:DeleteUser"):
+            assert _document_allows(policy, action, f"arn:aws:iam::{account_id}:user/forgestack-{stack}-smtp")
+            assert not _document_allows(policy, action, f"arn:aws:iam::{account_id}:user/forgestack-{other}-smtp")
+            assert not _document_allows(policy, action, f"arn:aws:iam::{account_id}:user/admin")
+        for action in ("iam:CreateGroup", "iam:PutGroupPolicy", "iam:AddUserToGroup"):
+            assert _document_allows(policy, action, f"arn:aws:iam::{account_id}:group/forgestack-{stack}-smtp-senders")
+            assert not _document_allows(policy, action, f"arn:aws:iam::{account_id}:group/forgestack-{other}-smtp-senders")
+        assert not _document_allows(policy, "iam:PutUserPolicy", f"arn:aws:iam::{account_id}:user/forgestack-{stack}-smtp")
+        assert not _document_allows(policy, "iam:AttachGroupPolicy", f"arn:aws:iam::{account_id}:group/forgestack-{stack}-smtp-senders")
 
 
 # moto checks KMS permissions only against "*", not per key, so which key a role may use is checked on the documents.

@@ -17,7 +17,8 @@ from components.alarms import HEARTBEAT_NAMESPACE
 from components.constants import DATA_MOUNT, UBUNTU_RELEASE
 from components.host import CONTAINERD_VERSION, DOCKER_ENGINE_VERSION, ami_name_pattern, decode_user_data, host_policy, render_user_data
 from components.settings import ConfigError, parse
-from rehearsal.engine import ProgramRun, stack_config
+from rehearsal.emulated import emulated_account, rehearse
+from rehearsal.engine import ProgramRun, run_program, stack_config
 
 VOLUME_ID = "vol-0123456789abcdef0"
 EC2_USER_DATA_LIMIT = 16 * 1024  # bytes, before base64
@@ -57,6 +58,64 @@ def test_data_volume_is_separate_encrypted_and_attached(dev_run: ProgramRun, pro
         attachment = run.one("aws:ec2/volumeAttachment:VolumeAttachment")
         assert attachment.inputs["volumeId"] == volume.id
         assert attachment.inputs["instanceId"] == run.one("aws:ec2/instance:Instance").id
+
+
+def test_both_volumes_use_the_stacks_own_rotating_key_and_snapshots_may_use_it() -> None:
+    """CKV_AWS_189: in the emulated account the data volume and the root volume carry the stack's key, which rotates;
+    Data Lifecycle Manager's role may use it (snapshots of a volume on a customer-managed key need that)."""
+    config = stack_config("dev")
+    with emulated_account("eu-west-1", config["forgestack:hostedZone"]) as account:
+        run = rehearse("dev", config, account)
+        ec2, kms, iam = account.client("ec2"), account.client("kms"), account.client("iam")
+        key = run.one("aws:kms/key:Key", "host-volume-key")
+        (volume,) = ec2.describe_volumes(VolumeIds=[run.one("aws:ebs/volume:Volume").id])["Volumes"]
+        assert (volume["Encrypted"], volume["KmsKeyId"]) == (True, key.outputs["arn"])
+        instance = run.one("aws:ec2/instance:Instance")
+        assert instance.inputs["rootBlockDevice"]["kmsKeyId"] == key.outputs["arn"]
+        assert kms.get_key_rotation_status(KeyId=key.id)["KeyRotationEnabled"]
+        role = run.one("aws:iam/role:Role", "snapshots-role").outputs["name"]
+        policy_name = run.one("aws:iam/rolePolicy:RolePolicy", "snapshots-volume-key").outputs["name"]
+        document = iam.get_role_policy(RoleName=role, PolicyName=policy_name)
+        statements = document["PolicyDocument"]["Statement"]
+        assert {s["Resource"] for s in statements} == {key.outputs["arn"]}
+        grant = next(s for s in statements if s["Action"] == "kms:CreateGrant")
+        assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+
+
+def test_aws_managed_volume_key_is_a_choice_not_a_default() -> None:
+    run = run_program("dev", {**stack_config("dev"), "forgestack:volumeKey": "aws-managed"})
+    assert "kmsKeyId" not in run.one("aws:ebs/volume:Volume").inputs
+    assert "kmsKeyId" not in run.one("aws:ec2/instance:Instance").inputs["rootBlockDevice"]
+    assert not [k for k in run.of_type("aws:kms/key:Key") if k.name == "host-volume-key"]
+    assert not [p for p in run.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == "snapshots-volume-key"]
+
+
+def test_the_data_volume_can_come_from_a_snapshot_in_a_chosen_zone() -> None:
+    """Recovery and key moves: a snapshot becomes the data volume in the chosen zone, on the stack's key, and the
+    subnet and host follow the zone. The snapshot must exist: AWS (and moto) refuse an unknown one."""
+    base = stack_config("dev")
+    with emulated_account("eu-west-1", base["forgestack:hostedZone"]) as account:
+        ec2 = account.client("ec2")
+        source = ec2.create_volume(AvailabilityZone="eu-west-1a", Size=20, VolumeType="gp3", Encrypted=True)
+        snapshot = ec2.create_snapshot(VolumeId=source["VolumeId"])["SnapshotId"]
+        config = {**base, "forgestack:dataVolumeSnapshotId": snapshot, "forgestack:availabilityZone": "eu-west-1b"}
+        run = rehearse("dev", config, account)
+        (volume,) = ec2.describe_volumes(VolumeIds=[run.one("aws:ebs/volume:Volume").id])["Volumes"]
+        assert (volume["SnapshotId"], volume["AvailabilityZone"]) == (snapshot, "eu-west-1b")
+        assert volume["KmsKeyId"] == run.one("aws:kms/key:Key", "host-volume-key").outputs["arn"]
+        assert run.one("aws:ec2/subnet:Subnet").inputs["availabilityZone"] == "eu-west-1b"
+        (reservation,) = ec2.describe_instances(InstanceIds=[run.one("aws:ec2/instance:Instance").id])["Reservations"]
+        assert reservation["Instances"][0]["Placement"]["AvailabilityZone"] == "eu-west-1b"
+
+
+def test_a_zone_the_region_does_not_offer_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="availabilityZone: 'eu-west-1z' is not an available zone of this region; expected one of"):
+        run_program("dev", {**stack_config("dev"), "forgestack:availabilityZone": "eu-west-1z"})
+
+
+def test_the_attachment_is_deleted_before_it_is_replaced(aws_run: ProgramRun) -> None:
+    """A new host or a new data volume: the volume must leave the old attachment before joining the new one."""
+    assert aws_run.one("aws:ec2/volumeAttachment:VolumeAttachment").delete_before_replace
 
 
 def test_elastic_ip_belongs_to_the_instance(aws_run: ProgramRun) -> None:

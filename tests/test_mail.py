@@ -74,11 +74,16 @@ def test_the_smtp_user_may_only_send_as_the_identity(rehearsed: Rehearsal) -> No
     run, account = rehearsed
     iam = account.client("iam")
     (user,) = [u for u in iam.list_users()["Users"] if u["UserName"] == "forgestack-prod-smtp"]
-    (policy_name,) = iam.list_user_policies(UserName=user["UserName"])["PolicyNames"]
-    document = iam.get_user_policy(UserName=user["UserName"], PolicyName=policy_name)["PolicyDocument"]
+    # The user holds the key and nothing else; its one permission comes through its one group (CKV_AWS_40).
+    assert iam.list_user_policies(UserName=user["UserName"])["PolicyNames"] == []
+    assert not iam.list_attached_user_policies(UserName=user["UserName"])["AttachedPolicies"]
+    (group,) = iam.list_groups_for_user(UserName=user["UserName"])["Groups"]
+    assert group["GroupName"] == "forgestack-prod-smtp-senders"
+    (policy_name,) = iam.list_group_policies(GroupName=group["GroupName"])["PolicyNames"]
+    document = iam.get_group_policy(GroupName=group["GroupName"], PolicyName=policy_name)["PolicyDocument"]
     identity_arn = run.one("aws:ses/domainIdentity:DomainIdentity").outputs["arn"]
     assert [(s["Effect"], s["Action"], s["Resource"]) for s in document["Statement"]] == [("Allow", "ses:SendRawEmail", identity_arn)]
-    assert not iam.list_attached_user_policies(UserName=user["UserName"])["AttachedPolicies"]
+    assert not iam.list_attached_group_policies(GroupName=group["GroupName"])["AttachedPolicies"]
 
 
 def test_the_smtp_password_is_ses_derivation_of_the_key_and_lives_in_the_secret(rehearsed: Rehearsal) -> None:

@@ -251,7 +251,8 @@ PATTERN_EXAMPLES = {
     "_SSH_PUBLIC_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host", "_NGINX_SIZE": "512m",
     "_HTTPS_URL": "https://prod-12.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=x",
     "_SLACK_WEBHOOK": "https://hooks.slack.com/services/T000/B000/XXXX", "_PAGERDUTY_KEY": "0123456789abcdef0123456789abcdef",
-    "_SES_SMTP_HOST": "email-smtp.eu-west-1.amazonaws.com:587",
+    "_SES_SMTP_HOST": "email-smtp.eu-west-1.amazonaws.com:587", "_SNAPSHOT_ID": "snap-0123456789abcdef0",
+    "_AVAILABILITY_ZONE": "eu-west-1b",
 }
 
 
@@ -296,6 +297,25 @@ def test_control_characters_are_refused_with_the_key_and_the_character(key: str,
 def test_a_json_list_may_span_lines() -> None:
     assert parse({**VALID, "forgestack:adminCidrs": '[\n  "203.0.113.0/24",\n  "198.51.100.7/32"\n]'}).admin_cidrs == (
         "203.0.113.0/24", "198.51.100.7/32")
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("forgestack:volumeKey", "aws", "one of: customer-managed, aws-managed"),
+    ("forgestack:dataVolumeSnapshotId", "snap-123", "an EBS snapshot id such as snap-0123456789abcdef0"),
+    ("forgestack:dataVolumeSnapshotId", "vol-0123456789abcdef0", "an EBS snapshot id"),
+    ("forgestack:availabilityZone", "eu-west-1", "a zone of the stack's region such as eu-west-1b"),
+    ("forgestack:availabilityZone", "us-east-1a", "a zone of the stack's region eu-west-1, such as eu-west-1b"),
+])
+def test_volume_and_zone_settings_are_checked(key: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(key) + ".*" + re.escape(expected)):
+        parse({**VALID, key: value})
+
+
+def test_volume_and_zone_settings_default_to_the_stacks_key_a_blank_volume_and_the_first_zone() -> None:
+    settings = parse(VALID)
+    assert (settings.volume_key, settings.data_volume_snapshot_id, settings.availability_zone) == ("customer-managed", "", "")
+    chosen = parse({**VALID, "forgestack:dataVolumeSnapshotId": "snap-0123456789abcdef0", "forgestack:availabilityZone": "eu-west-1c"})
+    assert (chosen.data_volume_snapshot_id, chosen.availability_zone) == ("snap-0123456789abcdef0", "eu-west-1c")
 
 
 def test_admin_uis_limited_to_admin_cidrs_need_admin_cidrs() -> None:

@@ -78,6 +78,12 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
                             INTERNET_SPLITS),
     "rootVolumeGb": out_of(10, 500),
     "dataVolumeGb": out_of(10, 16384),
+    "volumeKey": st.text(max_size=20).filter(lambda s: s not in ("customer-managed", "aws-managed")),
+    "dataVolumeSnapshotId": st.one_of(st.sampled_from(["snap-123", "vol-0123456789abcdef0", "snap-0123456789ABCDEF0", "snap-"]),
+                                      not_matching(r"snap-([0-9a-f]{8}|[0-9a-f]{17})").filter(bool)),
+    # dev's region is eu-west-1: a zone of another region, a region, or no zone letter.
+    "availabilityZone": st.one_of(st.sampled_from(["eu-west-1", "us-east-1a", "eu-west-2b", "eu-west-1-a", "EU-WEST-1A"]),
+                                  not_matching(r"eu-west-1[a-z]").filter(bool)),
     "backupRetentionDays": out_of(1, 3650),
     "backupArchiveAfterDays": st.one_of(st.integers(min_value=1, max_value=29).map(str), st.integers(min_value=7).map(str),
                                         st.sampled_from(["-1", "x", "1.5"])),  # dev keeps backups 7 days
@@ -187,6 +193,9 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
                                               "t4g.large", "m7i-flex.large"])),
         "vpcCidr": vpc, "adminCidrs": json.dumps(admin_networks),
         "rootVolumeGb": draw(st.integers(10, 500)), "dataVolumeGb": draw(st.integers(10, 16384)),
+        "volumeKey": draw(st.sampled_from(["customer-managed", "aws-managed"])),
+        "dataVolumeSnapshotId": draw(st.one_of(st.just(""), st.from_regex(r"snap-[0-9a-f]{17}", fullmatch=True))),
+        "availabilityZone": draw(st.sampled_from(["", "a", "b", "c"])),
         "backupRetentionDays": retention, "backupArchiveAfterDays": archive,
         "backupIntervalHours": draw(st.sampled_from(BACKUP_INTERVALS_HOURS)), "snapshotRetentionDays": draw(st.integers(1, 365)),
         "flowLogRetentionDays": draw(st.sampled_from(LOG_RETENTION_DAYS)),
@@ -217,6 +226,8 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "alarmHttpsEndpoints": json.dumps(draw(st.sampled_from([[], [f"https://events.{zone}/sns"]]))),
         "alertPagerdutyRoutingKey": draw(st.one_of(st.just(""), st.from_regex(r"[A-Za-z0-9]{32}", fullmatch=True))),
     }
+    if config["availabilityZone"]:
+        config["availabilityZone"] = config["aws:region"] + config["availabilityZone"]
     return {key if ":" in key else full_key(key): str(value) for key, value in config.items()}
 
 

@@ -1,0 +1,96 @@
+"""Checkov 3.3.30 (its own venv, tools/checkov) over each AWS stack's rehearsed resources as a Terraform plan.
+
+The plan document is the bridge: pulumi-aws is the Terraform provider underneath, so each resource is written with
+its Terraform type and arguments, and references are recovered so Checkov's graph checks (CKV2_*) see which bucket
+logs where. A planted weakness shows the bridge carries what the checks read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from policy.forgestack_rules import CHECKOV_ACCEPTED
+from rehearsal.engine import ProgramRun, run_program, stack_config
+from rehearsal.terraform_plan import UnmappedTypeError, plan_document, snake_case, terraform_values
+from scripts.checkov_scan import CHECKOV, ScanResult, scan
+
+
+def _scan(run: ProgramRun, tmp_path: Path) -> ScanResult:
+    if not CHECKOV.exists():
+        message = "Checkov not installed in tools/checkov/.venv (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return scan(run, tmp_path / "plan.json")
+
+
+def test_each_aws_stack_fails_only_the_accepted_checks(aws_run: ProgramRun, tmp_path: Path) -> None:
+    result = _scan(aws_run, tmp_path)
+    assert result.passed > 150  # the scan saw the stack, not an empty document
+    assert [(f.check_id, f.resource, f.title) for f in result.unaccepted()] == []
+    assert result.stale_acceptances({r.name for r in aws_run.resources}) == []
+
+
+def test_every_acceptance_is_used_by_some_stack() -> None:
+    # dev and prod share every accepted resource; a name no stack has would be an acceptance nothing checks.
+    names = {r.name for r in run_program("prod", stack_config("prod")).resources}
+    assert {resource for _, resource in CHECKOV_ACCEPTED} <= names
+
+
+def test_the_checks_the_review_found_now_pass_and_a_planted_weakness_fails(tmp_path: Path) -> None:
+    """CKV_AWS_18 (access logging), CKV_AWS_158 (flow logs on a CMK) and CKV_AWS_189 (volume on a CMK) failed before;
+    with volumeKey aws-managed the volume check must fail again, so the plan carries the argument it reads."""
+    weak = run_program("dev", {**stack_config("dev"), "forgestack:volumeKey": "aws-managed"})
+    result = _scan(weak, tmp_path)
+    failed = {(f.check_id, f.resource) for f in result.failed}
+    assert ("CKV_AWS_189", "host-data") in failed
+    assert not {("CKV_AWS_18", "backups-bucket"), ("CKV_AWS_158", "network-flow-logs")} & failed
+
+
+def test_secret_inputs_never_reach_the_plan_document(prod_run: ProgramRun) -> None:
+    document = json.dumps(plan_document(prod_run), default=str)
+    version = prod_run.one("aws:secretsmanager/secretVersion:SecretVersion")
+    assert isinstance(version.inputs["secretString"], str) and len(version.inputs["secretString"]) > 20
+    assert version.inputs["secretString"] not in document
+    (secret_version,) = [r for r in plan_document(prod_run)["planned_values"]["root_module"]["resources"]
+                         if r["type"] == "aws_secretsmanager_secret_version"]
+    assert secret_version["values"]["secret_string"] == "[secret]"
+
+
+def test_references_are_recovered_from_ids() -> None:
+    run = run_program("dev", stack_config("dev"))
+    document = plan_document(run)
+    (logging,) = [r for r in document["configuration"]["root_module"]["resources"] if r["type"] == "aws_s3_bucket_logging"]
+    assert "aws_s3_bucket.backups_bucket" in logging["expressions"]["bucket"]["references"]
+    assert "aws_s3_bucket.backups_access_logs" in logging["expressions"]["target_bucket"]["references"]
+
+
+def test_arguments_are_terraform_names_and_maps_keep_their_keys() -> None:
+    assert snake_case("kmsKeyId") == "kms_key_id"
+    assert snake_case("userDataBase64") == "user_data_base64"
+    converted = terraform_values({"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}],
+                                  "tags": {"forgestack:role": "data", "Name": "x"}, "rootBlockDevice": {"kmsKeyId": "k"}})
+    assert converted == {"rule": [{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"}}],
+                         "tags": {"forgestack:role": "data", "Name": "x"}, "root_block_device": {"kms_key_id": "k"}}
+
+
+def test_a_type_without_a_terraform_name_is_an_error_not_a_gap(dev_run: ProgramRun) -> None:
+    odd = dev_run.resources[0].__class__(type="aws:new/thing:Thing", name="x", inputs={}, id="x", outputs={}, custom=True)
+    with pytest.raises(UnmappedTypeError, match="aws:new/thing:Thing"):
+        plan_document(ProgramRun([*dev_run.resources, odd], {}, set()))
+
+
+def test_the_readme_lists_exactly_the_accepted_checkov_findings() -> None:
+    from rehearsal.engine import REPO
+
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("| check | resource | why it is accepted |"):].split("\n\n", 1)[0].splitlines()[2:]
+    listed = {}
+    for row in table:
+        check, resource, reason = (cell.strip() for cell in row.strip("|").split(" | ", 2))
+        listed[(check.strip("`"), resource.strip("`"))] = reason
+    assert listed == CHECKOV_ACCEPTED
