@@ -7,7 +7,7 @@ from components import settings as stack_settings
 from components.alarms import HEARTBEAT_METRIC, HEARTBEAT_NAMESPACE, Alarms, AlarmsArgs
 from components.backup_job import backup_job, pre_upgrade_backup_argv
 from components.backups import Backups, BackupsArgs
-from components.constants import CONTAINER_PREFIX, GIT_SSH_PORT, PROJECT
+from components.constants import CONTAINER_PREFIX, PROJECT
 from components.credentials import Credentials, CredentialsArgs
 from components.dns import Dns, DnsArgs, public_zone_id
 from components.host import Host, HostArgs
@@ -52,7 +52,7 @@ if settings.is_aws:
         "network",
         NetworkArgs(settings.vpc_cidr, settings.region, admin_cidrs=settings.admin_cidrs,
                     flow_log_retention_days=settings.flow_log_retention_days, protect=settings.protect,
-                    availability_zone=settings.availability_zone),
+                    availability_zone=settings.availability_zone, git_ssh_port=settings.git_ssh_port),
         aws_opts,
     )
     backups = Backups(
@@ -66,7 +66,7 @@ if settings.is_aws:
                           alertmanager_container=CONTAINER_PREFIX + monitoring.ALERTMANAGER if settings.monitoring else "",
                           watchdog=monitoring.WATCHDOG)
     # The backup job, the heartbeat and the host's other units, installed by the deploy.
-    bundle = job.apply(lambda backup: host_bundle(backup, heartbeat))
+    bundle = job.apply(lambda backup: host_bundle(backup, heartbeat, settings.host_sshd_loopback_only))
     host = Host(
         "host",
         HostArgs(
@@ -91,8 +91,8 @@ if settings.is_aws:
     assert zone_id is not None
     Dns("dns", DnsArgs(zone_id, settings.domain, hostnames, host.elastic_ip.public_ip, settings.acme_email), aws_opts)
     # Without admin networks there is no port 22: SSH (and so Docker) goes through SSM Session Manager.
-    connection = pulumi.Output.all(host.elastic_ip.public_ip, host.instance.id).apply(
-        lambda ids: aws_connection(settings.region, not settings.admin_cidrs, ids[0], ids[1])
+    connection = pulumi.Output.all(host.elastic_ip.public_ip, host.instance.id, host.instance.private_ip).apply(
+        lambda ids: aws_connection(settings.region, not settings.admin_cidrs, ids[0], ids[1], ids[2])
     )
 
     pulumi.export("hostPublicIp", host.elastic_ip.public_ip)
@@ -131,7 +131,7 @@ services = Services(
 )
 
 pulumi.export("giteaUrl", f"https://{settings.hostname(gitea.SUBDOMAIN)}/")
-pulumi.export("gitSshUrl", f"ssh://git@{settings.hostname(gitea.SUBDOMAIN)}:{GIT_SSH_PORT}/")
+pulumi.export("gitSshUrl", gitea.ssh_clone_base(settings))
 pulumi.export("hostnames", list(hostnames))
 pulumi.export("giteaAdminUser", settings.gitea_admin_user)
 if settings.monitoring:

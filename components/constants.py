@@ -4,11 +4,13 @@ from typing import Final
 
 PROJECT: Final = "forgestack"
 
-# Ports the host exposes. Git over SSH uses 2222 so that 22 stays for administration.
+# Ports the host exposes. Git over SSH takes 22 when no one administers the host over SSH from outside (admin access
+# goes through SSM, which reaches the host's sshd on loopback); with admin networks, 22 stays theirs and git uses 2222.
 HTTP_PORT: Final = 80
 HTTPS_PORT: Final = 443
-GIT_SSH_PORT: Final = 2222
 ADMIN_SSH_PORT: Final = 22
+GIT_SSH_ALT_PORT: Final = 2222
+GIT_SSH_PORTS: Final = (ADMIN_SSH_PORT, GIT_SSH_ALT_PORT)
 
 # Where the host mounts the separate data volume; every stateful container keeps its data below it.
 DATA_MOUNT: Final = "/srv/forgestack"

@@ -30,6 +30,13 @@ PRUNE_UNIT = "forgestack-docker-prune"
 PRUNE_UNUSED_FOR = "168h"
 HEARTBEAT_UNIT = "forgestack-heartbeat"
 HEARTBEAT_SCRIPT = f"{HOST_TOOLS_DIR}/host_tools/heartbeat.py"
+# Git over SSH on the host's port 22 (settings.host_sshd_loopback_only): the host's own sshd keeps port 22 on loopback
+# only, where SSM's AWS-StartSSHSession (the deploy's and the operator's path) reaches it, and the Gitea container
+# publishes 22 on the private address. Ubuntu 24.04 socket-activates sshd: its generator turns ListenAddress into the
+# ssh.socket addresses, and the socket drop-in says the same where the generator is absent.
+SSHD_LOOPBACK_CONFIG = "/etc/ssh/sshd_config.d/60-forgestack-loopback.conf"
+SSH_SOCKET_DROP_IN = f"{SYSTEMD_DIR}/ssh.socket.d/60-forgestack-loopback.conf"
+SSHD_LOOPBACK_FILES = (SSHD_LOOPBACK_CONFIG, SSH_SOCKET_DROP_IN)
 BUNDLE_MTIME = 1_700_000_000  # fixed, so the same files always make the same bytes (no diff without a change)
 
 
@@ -66,13 +73,20 @@ class HostBundle:
     stdin: str
     digest: str
     timers: tuple[str, ...]
+    sshd_loopback: bool = False
 
     def install_argv(self) -> list[str]:
-        """Run on the host as the login user (sudo): unpack over /, reload systemd, (re)start the timers."""
+        """Run on the host as the login user (sudo): unpack over /, reload systemd, (re)start the timers, and move the
+        host's sshd to loopback (or back to every address). The running session survives: sshd's sessions are its
+        children (KillMode=process), and SSM reaches loopback before and after."""
         steps = [
+            # Without loopback-only, the two files must not linger from an earlier deploy.
+            *([] if self.sshd_loopback else [shlex.join(["sudo", "rm", "-f", *SSHD_LOOPBACK_FILES])]),
             "base64 -d | sudo tar -xzf - -C / --no-same-owner",
             shlex.join(["sudo", "install", "-d", "-m", "0755", TEXTFILE_COLLECTOR_DIR]),
+            "sudo sshd -t",  # a broken sshd configuration stops here, before anything restarts it
             "sudo systemctl daemon-reload",
+            "if systemctl is-enabled --quiet ssh.socket; then sudo systemctl restart ssh.socket; else sudo systemctl restart ssh; fi",
             shlex.join(["sudo", "systemctl", "enable", "--now", *self.timers]),
             f"echo 'host files installed ({self.digest[:12]})' >&2",
         ]
@@ -144,12 +158,30 @@ WantedBy=timers.target
 """
 
 
-def host_files(job: BackupJob | None, heartbeat: Heartbeat | None = None) -> tuple[HostFile, ...]:
+def sshd_loopback_config() -> str:
+    return """# forgestack: git over SSH holds port 22 on the host's address; this sshd answers on loopback only (SSM).
+ListenAddress 127.0.0.1
+ListenAddress ::1
+"""
+
+
+def ssh_socket_drop_in() -> str:
+    return f"""[Socket]
+# forgestack: loopback only, as {SSHD_LOOPBACK_CONFIG} says (the empty line resets Ubuntu's ListenStream=22).
+ListenStream=
+ListenStream=127.0.0.1:22
+ListenStream=[::1]:22
+"""
+
+
+def host_files(job: BackupJob | None, heartbeat: Heartbeat | None = None, sshd_loopback: bool = False) -> tuple[HostFile, ...]:
     files = [
         HostFile(DOCKER_DROP_IN, docker_drop_in()),
         HostFile(f"{SYSTEMD_DIR}/{PRUNE_UNIT}.service", prune_service()),
         HostFile(f"{SYSTEMD_DIR}/{PRUNE_UNIT}.timer", prune_timer()),
     ]
+    if sshd_loopback:
+        files += [HostFile(SSHD_LOOPBACK_CONFIG, sshd_loopback_config()), HostFile(SSH_SOCKET_DROP_IN, ssh_socket_drop_in())]
     if job is not None:
         files += [HostFile(path, content, 0o755) for path, content in sorted(host_scripts().items())]
         files += [HostFile(f"{SYSTEMD_DIR}/{UNIT_NAME}.service", service_unit(job)),
@@ -183,7 +215,7 @@ def pack(files: tuple[HostFile, ...]) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-def host_bundle(job: BackupJob | None, heartbeat: Heartbeat | None = None) -> HostBundle:
-    packed = pack(host_files(job, heartbeat))
+def host_bundle(job: BackupJob | None, heartbeat: Heartbeat | None = None, sshd_loopback: bool = False) -> HostBundle:
+    packed = pack(host_files(job, heartbeat, sshd_loopback))
     return HostBundle(stdin=base64.b64encode(packed).decode(), digest=hashlib.sha256(packed).hexdigest(),
-                      timers=timers(job, heartbeat))
+                      timers=timers(job, heartbeat), sshd_loopback=sshd_loopback)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.constants import ADMIN_SSH_PORT, GIT_SSH_PORT, HTTP_PORT, HTTPS_PORT
+from components.constants import ADMIN_SSH_PORT, GIT_SSH_ALT_PORT, HTTP_PORT, HTTPS_PORT
 from components.kms import rotating_key
 from components.settings import ConfigError
 
@@ -33,6 +33,7 @@ class NetworkArgs:
     flow_log_retention_days: int = 14
     protect: bool = False  # the flow-log key: deleting it makes the logs unreadable
     availability_zone: str = ""  # empty: the region's first available zone
+    git_ssh_port: int = GIT_SSH_ALT_PORT
 
 
 def public_subnet_cidr(vpc_cidr: str) -> str:
@@ -41,8 +42,9 @@ def public_subnet_cidr(vpc_cidr: str) -> str:
     return str(next(network.subnets(new_prefix=max(network.prefixlen, 24))))
 
 
-def host_ingress_rules(admin_cidrs: tuple[str, ...]) -> dict[str, tuple[IngressRule, ...]]:
-    """Security group name -> inbound rules. Admin SSH exists only when admin networks are given.
+def host_ingress_rules(admin_cidrs: tuple[str, ...], git_ssh_port: int = GIT_SSH_ALT_PORT) -> dict[str, tuple[IngressRule, ...]]:
+    """Security group name -> inbound rules. Admin SSH exists only when admin networks are given (and git SSH is
+    then never on 22: the settings refuse it).
 
     The VPC is IPv4-only, so there are no IPv6 rules.
     """
@@ -51,7 +53,7 @@ def host_ingress_rules(admin_cidrs: tuple[str, ...]) -> dict[str, tuple[IngressR
             IngressRule(HTTP_PORT, ANYWHERE, "HTTP from anywhere (redirect to HTTPS, ACME challenge)"),
             IngressRule(HTTPS_PORT, ANYWHERE, "HTTPS from anywhere"),
         ),
-        "git-ssh": (IngressRule(GIT_SSH_PORT, ANYWHERE, "git over SSH from anywhere"),),
+        "git-ssh": (IngressRule(git_ssh_port, ANYWHERE, "git over SSH from anywhere"),),
     }
     if admin_cidrs:
         rules["admin-ssh"] = tuple(
@@ -147,7 +149,7 @@ class Network(pulumi.ComponentResource):
         )
 
         self.security_groups = {}
-        for group_name, rules in host_ingress_rules(args.admin_cidrs).items():
+        for group_name, rules in host_ingress_rules(args.admin_cidrs, args.git_ssh_port).items():
             group = aws.ec2.SecurityGroup(
                 f"{name}-{group_name}", vpc_id=self.vpc.id,
                 description=f"forgestack host: {group_name}", opts=child,

@@ -21,7 +21,7 @@ import pulumi
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from components.constants import PROJECT
+from components.constants import ADMIN_SSH_PORT, GIT_SSH_ALT_PORT, GIT_SSH_PORTS, PROJECT
 
 NAMESPACE = PROJECT
 PLATFORMS = ("aws", "local")
@@ -300,6 +300,12 @@ class Settings(BaseModel):
              "(no public name; SSM port forwarding to the host's loopback).",
              "public, admin-cidrs (needs adminCidrs) or private", "private"),
     ]
+    git_ssh_port_choice: Annotated[
+        int,
+        _key("gitSshPort", "Host port of git over SSH. 0 chooses: 22 on AWS stacks without adminCidrs (the host's own sshd "
+             "then listens on loopback only, for SSM), else 2222. Changing it changes every clone URL.",
+             "0 (automatic), 22 (AWS without adminCidrs) or 2222", 0),
+    ]
     proxy_max_body_size: Annotated[
         str, _key("proxyMaxBodySize", "Largest request body Nginx accepts (git pushes over HTTP, LFS objects, uploads).",
                   "an Nginx size from 1m to 100g, such as 512m or 2g", DEFAULT_PROXY_MAX_BODY_SIZE),
@@ -466,7 +472,7 @@ class Settings(BaseModel):
 
     @field_validator("root_volume_gb", "data_volume_gb", "backup_retention_days", "backup_archive_after_days",
                      "backup_interval_hours", "snapshot_retention_days", "flow_log_retention_days", "metrics_retention_days",
-                     "log_retention_days", mode="before")
+                     "log_retention_days", "git_ssh_port_choice", mode="before")
     @classmethod
     def _whole_number(cls, value: Any) -> Any:
         # Pulumi passes numbers as strings ("20") or, under mocks, floats (20.0); bools are not numbers.
@@ -479,6 +485,13 @@ class Settings(BaseModel):
         if isinstance(value, int):
             return value
         raise ValueError("not an integer")
+
+    @field_validator("git_ssh_port_choice")
+    @classmethod
+    def _check_git_ssh_port(cls, value: int) -> int:
+        if value not in (0, *GIT_SSH_PORTS):
+            raise ValueError("not a git SSH port")
+        return value
 
     @field_validator("root_volume_gb")
     @classmethod
@@ -651,6 +664,10 @@ class Settings(BaseModel):
         if self.is_aws and self.admin_ui_access == "admin-cidrs" and not self.admin_cidrs:
             raise _KeyProblemError("adminUiAccess", self.admin_ui_access,
                                    "public or private while adminCidrs is empty (admin-cidrs would let nobody in)")
+        if self.git_ssh_port_choice == ADMIN_SSH_PORT and not (self.is_aws and not self.admin_cidrs):
+            raise _KeyProblemError("gitSshPort", self.git_ssh_port_choice,
+                                   "0 or 2222 here: port 22 belongs to the host's own sshd when adminCidrs is set, and to "
+                                   "your machine's on the local stack")
         if self.backup_archive_after_days and self.backup_archive_after_days >= self.backup_retention_days:
             raise _KeyProblemError("backupArchiveAfterDays", self.backup_archive_after_days,
                               f"0 or fewer days than backupRetentionDays ({self.backup_retention_days})")
@@ -674,6 +691,17 @@ class Settings(BaseModel):
     def admin_ui_private(self) -> bool:
         """Admin UIs have no public name: reached through SSM port forwarding (the local stack is all loopback anyway)."""
         return self.is_aws and self.admin_ui_access == "private"
+
+    @property
+    def git_ssh_port(self) -> int:
+        if self.git_ssh_port_choice:
+            return self.git_ssh_port_choice
+        return ADMIN_SSH_PORT if self.is_aws and not self.admin_cidrs else GIT_SSH_ALT_PORT
+
+    @property
+    def host_sshd_loopback_only(self) -> bool:
+        """Git SSH holds the host's port 22, so the host's sshd listens on loopback only (SSM still reaches it)."""
+        return self.git_ssh_port == ADMIN_SSH_PORT
 
     def hostname(self, subdomain: str) -> str:
         return f"{subdomain}.{self.domain}"

@@ -93,7 +93,10 @@ class Report:
 
 # (rule, resource name) -> why the risk is accepted
 ACCEPTED_RISKS: dict[tuple[str, str], str] = {
-    ("ec2-no-public-ip", "host-eip"): "the host serves the forge itself; only 80, 443 and 2222 are open to the world",
+    ("ec2-no-public-ip", "host-eip"): "the host serves the forge itself; only 80, 443 and git SSH (22 or 2222) are open to the world",
+    ("sg-no-admin-port-from-world", "network-git-ssh-in-0"): "git over SSH on 22 (gitSshPort) is Gitea's own sshd in its "
+                                                             "container, keys only, git commands only; the host's sshd "
+                                                             "listens on loopback only (SSM), and 22 is refused with adminCidrs",
     ("container-no-docker-socket", "services-cadvisor"): "cAdvisor names containers through the Docker API; read-only mount, "
                                                          "no published port, reachable only by Prometheus",
     ("container-no-docker-socket", "services-runner"): "the Gitea Runner starts CI jobs as containers on the host's engine; "
@@ -127,6 +130,8 @@ ACCEPTED_RISKS: dict[tuple[str, str], str] = {
 CHECKOV_ACCEPTED: dict[tuple[str, str], str] = {
     ("CKV_AWS_273", "mail-smtp-user"): "SES's SMTP interface signs in with an IAM user's access key only (no role, no SSO); "
                                        "the user's one permission is sending as the stack's identity",
+    ("CKV_AWS_24", "network-git-ssh-in-0"): "git over SSH on 22 is Gitea's own sshd in its container (keys only, git "
+                                            "commands only); the host's sshd listens on loopback only, for SSM",
     ("CKV_AWS_260", "network-web-in-0"): "port 80 is open to the world for Let's Encrypt's HTTP-01 challenge and the "
                                          "redirect to HTTPS; Nginx serves nothing else on it",
     ("CKV2_AWS_62", "backups-bucket"): "nothing consumes bucket events: backup age is watched by the BackupTooOld alert and "
@@ -536,7 +541,8 @@ RULES: tuple[Rule, ...] = (
          ("docker:index/remoteImage:RemoteImage",), image_pinned),
     Rule("container-not-privileged", "CIS Docker 5.4/5.9/5.15: not privileged, no host network or PID namespace", "mandatory",
          (CONTAINER,), container_not_privileged),
-    Rule("container-ports-web-only", "CIS Docker 5.13: only 80/443/2222 published on all interfaces", "mandatory", (CONTAINER,),
+    Rule("container-ports-web-only", "CIS Docker 5.13: only 80/443/2222 published on all interfaces (git on 22: the private "
+         "address only)", "mandatory", (CONTAINER,),
          container_ports),
     Rule("container-no-docker-socket", "CIS Docker 5.31: the Docker socket is not mounted", "mandatory", (CONTAINER,),
          container_no_docker_socket),

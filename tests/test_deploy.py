@@ -14,7 +14,7 @@ from components.constants import DATA_MOUNT, DOCKER_SUBNET
 from components.services.deploy import HostConnection, aws_connection, host_ready_command, local_connection, pids_limits_command
 from components.services.spec import _PINNED_IMAGE
 from policy.forgestack_rules import ACCEPTED_RISKS, ADDABLE_CAPABILITIES
-from rehearsal.engine import ProgramRun, Registered, has_secret
+from rehearsal.engine import ProgramRun, Registered, has_secret, run_program, stack_config
 
 PUBLIC_PORTS = {80, 443, 2222}
 
@@ -110,9 +110,21 @@ def _published(run: ProgramRun, ips: set[str]) -> dict[str, list[int]]:
 
 
 def test_only_the_proxy_publishes_80_and_443(any_run: ProgramRun) -> None:
-    """On the stack's public face (all interfaces on AWS, loopback locally): the proxy and git over SSH, nothing else."""
-    public_ip = "127.0.0.1" if "forge.localhost" in any_run.outputs["giteaUrl"] else "0.0.0.0"
-    assert _published(any_run, {public_ip}) == {"forgestack-gitea": [2222], "forgestack-proxy": [80, 443]}
+    """On the stack's public face (all interfaces on AWS, loopback locally): the proxy and git over SSH, nothing else.
+    Git on 22 (AWS without adminCidrs) binds the host's private address only: the host's sshd keeps loopback:22."""
+    if "forge.localhost" in any_run.outputs["giteaUrl"]:
+        assert _published(any_run, {"127.0.0.1"}) == {"forgestack-gitea": [2222], "forgestack-proxy": [80, 443]}
+        return
+    private_ip = any_run.one("aws:ec2/instance:Instance").outputs["privateIp"]
+    assert _published(any_run, {"0.0.0.0"}) == {"forgestack-proxy": [80, 443]}
+    assert _published(any_run, {private_ip}) == {"forgestack-gitea": [22]}
+    assert any_run.outputs["gitSshUrl"] == f"ssh://git@{any_run.outputs['giteaUrl'].split('/')[2]}/"
+
+
+def test_with_admin_networks_git_stays_on_2222_on_every_interface() -> None:
+    run = run_program("dev", stack_config("dev", {"forgestack:adminCidrs": ["203.0.113.7/32"]}))
+    assert _published(run, {"0.0.0.0"}) == {"forgestack-gitea": [2222], "forgestack-proxy": [80, 443]}
+    assert run.outputs["gitSshUrl"] == "ssh://git@git.dev.forge.example.com:2222/"
 
 
 def test_private_admin_uis_are_only_on_the_hosts_loopback(dev_run: ProgramRun, prod_run: ProgramRun) -> None:
@@ -124,7 +136,8 @@ def test_private_admin_uis_are_only_on_the_hosts_loopback(dev_run: ProgramRun, p
 
 def test_local_ports_bind_to_loopback_aws_to_all(local_run: ProgramRun, dev_run: ProgramRun) -> None:
     assert {p["ip"] for c in _containers(local_run).values() for p in c.inputs.get("ports") or []} == {"127.0.0.1"}
-    assert {p["ip"] for c in _containers(dev_run).values() for p in c.inputs.get("ports") or []} == {"0.0.0.0"}
+    private_ip = dev_run.one("aws:ec2/instance:Instance").outputs["privateIp"]  # git on 22 beside the host's loopback sshd
+    assert {p["ip"] for c in _containers(dev_run).values() for p in c.inputs.get("ports") or []} == {"0.0.0.0", private_ip}
 
 
 def test_data_lives_on_the_data_volume_on_aws(dev_run: ProgramRun, local_run: ProgramRun) -> None:

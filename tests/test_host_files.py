@@ -3,9 +3,13 @@ installed before the backup that needs them, and re-run exactly when a file chan
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,11 +17,22 @@ import pytest
 from components.backup_job import UNIT_NAME, BackupJob
 from components.constants import DATA_MOUNT
 from components.host import decode_user_data
-from components.host_files import DOCKER_DROP_IN, PRUNE_UNIT, host_bundle, host_files, pack
+from components.host_files import (
+    DOCKER_DROP_IN,
+    PRUNE_UNIT,
+    SSH_SOCKET_DROP_IN,
+    SSHD_LOOPBACK_CONFIG,
+    SSHD_LOOPBACK_FILES,
+    host_bundle,
+    host_files,
+    pack,
+    sshd_loopback_config,
+)
 from components.services.deploy import host_ready_command, local_connection
 from rehearsal.engine import ProgramRun, run_program, stack_config
 from tests.backup_support import unpack_bundle
 
+SSHD = "/usr/sbin/sshd"
 JOB = BackupJob(bucket="forge-backups-1a2b", region="eu-west-1", interval_hours=1, postgres_container="forgestack-postgres",
                 paths=(f"{DATA_MOUNT}/gitea",))
 
@@ -103,3 +118,100 @@ def test_host_ready_accepts_a_degraded_cloud_init_but_not_a_failed_one(tmp_path:
                             env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
     assert (result.returncode == 0) is ready, result.stderr
     assert ("degraded" in result.stderr) is (cloud_init_exit == 2)
+
+
+# ------------------------------------------------------------ git over SSH on 22: the host's sshd on loopback
+
+
+def test_loopback_sshd_files_ship_only_when_git_holds_22_and_are_removed_otherwise(tmp_path: Path) -> None:
+    loopback = host_bundle(JOB, sshd_loopback=True)
+    unpacked = unpack_bundle(loopback.stdin, tmp_path)
+    assert unpacked[SSHD_LOOPBACK_CONFIG] == sshd_loopback_config()
+    assert "ListenStream=\nListenStream=127.0.0.1:22\nListenStream=[::1]:22\n" in unpacked[SSH_SOCKET_DROP_IN]
+    script = loopback.install_argv()[2]
+    assert "rm -f" not in script and script.index("sudo sshd -t") < script.index("restart ssh.socket")
+    plain = host_bundle(JOB)
+    assert not set(SSHD_LOOPBACK_FILES) & {f.path for f in host_files(JOB)}
+    assert plain.install_argv()[2].startswith(f"set -e; sudo rm -f {SSHD_LOOPBACK_CONFIG} {SSH_SOCKET_DROP_IN} && ")
+    assert plain.digest != loopback.digest  # switching either way reruns the install
+
+
+def test_shellcheck_accepts_the_install_script() -> None:
+    for bundle in (host_bundle(JOB), host_bundle(JOB, sshd_loopback=True)):
+        checked = subprocess.run(["shellcheck", "-s", "sh", "-"], input=bundle.install_argv()[2], capture_output=True, text=True,
+                                 check=False)
+        assert checked.returncode == 0, checked.stdout
+
+
+def _non_loopback_ipv4() -> str:
+    for address in subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=False).stdout.split():
+        if "." in address and not address.startswith("127."):
+            return address
+    return ""
+
+
+def _listening(address: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex((address, port)) == 0
+
+
+def _bind(address: str, port: int) -> socket.socket:
+    """What docker-proxy does for a published port: SO_REUSEADDR, bind, listen."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((address, port))
+    server.listen()
+    return server
+
+
+@contextlib.contextmanager
+def _real_sshd(tmp_path: Path, port: int, loopback: bool) -> Iterator[None]:
+    """Debian's sshd with the rendered sshd_config.d snippet (or none), on a free high port instead of 22."""
+    tmp_path.mkdir(parents=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "host_key")], check=True)
+    (tmp_path / "sshd_config.d").mkdir()
+    if loopback:
+        (tmp_path / "sshd_config.d" / "60-forgestack-loopback.conf").write_text(sshd_loopback_config())
+    config = tmp_path / "sshd_config"
+    config.write_text(f"Include {tmp_path}/sshd_config.d/*.conf\nPort {port}\nHostKey {tmp_path}/host_key\n"
+                      f"PidFile {tmp_path}/sshd.pid\nUsePAM no\n")
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    checked = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stderr
+    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not _listening("127.0.0.1", port):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.stderr else ""
+            time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.validator
+def test_a_loopback_sshd_leaves_the_hosts_address_to_the_git_container(tmp_path: Path) -> None:
+    """The real sshd with the shipped snippet answers on loopback only, so a published port on the host's own address
+    (Gitea's 22) can bind beside it; a port on every interface could not (why git binds the private address)."""
+    if not (Path(SSHD).exists() and os.geteuid() == 0 and _non_loopback_ipv4()):
+        message = "needs root, Debian's openssh-server and a non-loopback IPv4 address (.ci/run installs sshd)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    private = _non_loopback_ipv4()
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with _real_sshd(tmp_path / "loopback", port, loopback=True):
+        assert _listening("127.0.0.1", port)  # SSM's AWS-StartSSHSession still reaches sshd
+        assert not _listening(private, port)  # the world does not
+        with _bind(private, port):  # the git container's published port beside it
+            pass
+        with pytest.raises(OSError, match="Address already in use"):
+            _bind("0.0.0.0", port)
+    with _real_sshd(tmp_path / "default", port, loopback=False):  # without the snippet: the collision git on 22 would hit
+        assert _listening(private, port)
+        with pytest.raises(OSError, match="Address already in use"):
+            _bind(private, port)

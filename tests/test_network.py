@@ -14,9 +14,9 @@ def test_public_subnet_is_the_first_slash_24() -> None:
 
 
 def test_no_admin_ssh_rule_without_admin_networks() -> None:
-    rules = host_ingress_rules(())
+    rules = host_ingress_rules((), git_ssh_port=22)
     assert set(rules) == {"web", "git-ssh"}
-    assert sorted(rule.port for group in rules.values() for rule in group) == [80, 443, 2222]
+    assert sorted(rule.port for group in rules.values() for rule in group) == [22, 80, 443]
 
 
 def test_admin_ssh_only_from_admin_networks() -> None:
@@ -32,12 +32,13 @@ def _ingress(run: ProgramRun) -> list[tuple[int, str]]:
 
 
 def test_stack_inbound_rules_are_exactly_web_and_git(aws_run: ProgramRun) -> None:
-    assert _ingress(aws_run) == [(80, "0.0.0.0/0"), (443, "0.0.0.0/0"), (2222, "0.0.0.0/0")]
+    # No admin networks in either stack file: git over SSH takes 22 (the host's sshd is on loopback, for SSM).
+    assert _ingress(aws_run) == [(22, "0.0.0.0/0"), (80, "0.0.0.0/0"), (443, "0.0.0.0/0")]
 
 
-def test_admin_networks_add_port_22_only_for_them() -> None:
+def test_admin_networks_add_port_22_only_for_them_and_git_moves_to_2222() -> None:
     run = run_program("dev", stack_config("dev", {"forgestack:adminCidrs": ["203.0.113.7/32"]}))
-    assert (22, "203.0.113.7/32") in _ingress(run)
+    assert _ingress(run) == [(22, "203.0.113.7/32"), (80, "0.0.0.0/0"), (443, "0.0.0.0/0"), (2222, "0.0.0.0/0")]
     assert all(cidr != "0.0.0.0/0" for port, cidr in _ingress(run) if port == 22)
     assert len(run.of_type("aws:ec2/securityGroup:SecurityGroup")) == 4  # web, git-ssh, admin-ssh, outbound
 

@@ -62,9 +62,9 @@ def test_security_groups_hold_exactly_the_intended_rules(rehearsed: Rehearsal) -
     assert rules == {
         "default": ([], []),  # stripped: members of the default group cannot talk to each other
         "forgestack host: web": ([(80, "0.0.0.0/0"), (443, "0.0.0.0/0")], []),
-        "forgestack host: git-ssh": ([(2222, "0.0.0.0/0")], []),
+        "forgestack host: git-ssh": ([(22, "0.0.0.0/0")], []),  # git over SSH: the host's own sshd is on loopback
         "forgestack host: outbound": ([], [("-1", "0.0.0.0/0")]),
-    }  # no port 22 at all: adminCidrs is empty in both stack files, administration goes through SSM
+    }  # no admin SSH: adminCidrs is empty in both stack files, administration goes through SSM
 
 
 def test_instance_requires_imdsv2_and_all_its_volumes_are_encrypted(rehearsed: Rehearsal) -> None:

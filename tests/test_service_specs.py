@@ -108,7 +108,7 @@ def test_gitea_environment(dev: Settings) -> None:
     assert env["GITEA__database__DB_TYPE"] == "postgres"
     assert env["GITEA__database__HOST"] == "postgres:5432"
     assert env["GITEA__server__ROOT_URL"] == "https://git.dev.forge.example.com/"
-    assert (env["GITEA__server__SSH_PORT"], env["GITEA__server__SSH_LISTEN_PORT"]) == ("2222", "22")
+    assert (env["GITEA__server__SSH_PORT"], env["GITEA__server__SSH_LISTEN_PORT"]) == ("22", "22")  # dev: no adminCidrs
     assert env["GITEA__security__INSTALL_LOCK"] == "true"
     assert env["GITEA__security__REVERSE_PROXY_TRUSTED_PROXIES"] == DOCKER_SUBNET
     assert env["GITEA__metrics__ENABLED"] == "true"
@@ -154,7 +154,7 @@ def test_registration_policy_from_config(dev: Settings, policy: str, disabled: s
 def test_gitea_waits_for_postgres_and_publishes_git_ssh(dev: Settings) -> None:
     spec = _by_name(dev)["gitea"]
     assert spec.depends_on == ("postgres", "valkey")
-    assert [(p.host, p.container) for p in spec.ports] == [(2222, 22)]
+    assert [(p.host, p.container, p.private_address) for p in spec.ports] == [(22, 22, True)]
     assert spec.healthcheck is not None and spec.healthcheck.test[-1].endswith("/api/healthz")
     assert spec.route == Route("git", gitea.HTTP_PORT, limits=gitea.GITEA_RATE_LIMITS, health_path="/api/healthz")
 
@@ -168,7 +168,7 @@ def test_admin_bootstrap_passes_no_password(dev: Settings) -> None:
 
 def test_only_the_proxy_publishes_web_ports(dev: Settings) -> None:
     published = {spec.name: sorted(p.host for p in spec.ports) for spec in service_specs(dev) if spec.ports}
-    assert published == {"gitea": [2222], "proxy": [80, 443]}
+    assert published == {"gitea": [22], "proxy": [80, 443]}
 
 
 def test_certbot_covers_every_routed_hostname(dev: Settings) -> None:

@@ -318,6 +318,20 @@ def test_volume_and_zone_settings_default_to_the_stacks_key_a_blank_volume_and_t
     assert (chosen.data_volume_snapshot_id, chosen.availability_zone) == ("snap-0123456789abcdef0", "eu-west-1c")
 
 
+def test_git_ssh_takes_22_only_where_no_admin_ssh_and_no_laptop_sshd_needs_it() -> None:
+    assert (parse(VALID).git_ssh_port, parse(VALID).host_sshd_loopback_only) == (22, True)
+    with_admins = parse({**VALID, "forgestack:adminCidrs": '["203.0.113.0/24"]'})
+    assert (with_admins.git_ssh_port, with_admins.host_sshd_loopback_only) == (2222, False)
+    kept = parse({**VALID, "forgestack:gitSshPort": "2222"})  # an existing stack keeps its clone URLs
+    assert (kept.git_ssh_port, kept.host_sshd_loopback_only) == (2222, False)
+    local = parse({"forgestack:platform": "local", "forgestack:domain": "forge.localhost", "forgestack:acmeEmail": "ops@example.com"})
+    assert local.git_ssh_port == 2222
+    with pytest.raises(ConfigError, match="forgestack:gitSshPort: got 22; expected 0 or 2222 here: port 22 belongs to the host's"):
+        parse({**VALID, "forgestack:gitSshPort": "22", "forgestack:adminCidrs": '["203.0.113.0/24"]'})
+    with pytest.raises(ConfigError, match=r"forgestack:gitSshPort.*0 \(automatic\), 22 \(AWS without adminCidrs\) or 2222"):
+        parse({**VALID, "forgestack:gitSshPort": "2200"})
+
+
 def test_admin_uis_limited_to_admin_cidrs_need_admin_cidrs() -> None:
     with pytest.raises(ConfigError, match="forgestack:adminUiAccess: got 'admin-cidrs'; expected public or private while adminCidrs"):
         parse({**VALID, "forgestack:adminUiAccess": "admin-cidrs"})

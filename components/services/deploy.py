@@ -14,7 +14,7 @@ import pulumi_tls as tls
 from components.constants import CONTAINER_PREFIX, DATA_MOUNT, DOCKER_NETWORK, DOCKER_NETWORKS, HOST_USER
 from components.host_files import HostBundle
 from components.services.proxy import BOOTSTRAP_CERT, BOOTSTRAP_KEY
-from components.services.spec import ServiceSpec
+from components.services.spec import PublishedPort, ServiceSpec
 
 RESTART_POLICY = "unless-stopped"
 # Rotated json-file logs; `labels` writes each container's forgestack.service label into every line,
@@ -43,6 +43,14 @@ class HostConnection:
     ssh_target: str = ""  # empty: commands run locally
     volume_root: str | None = None  # bind mounts below this path; None: named Docker volumes
     bind_ip: str = "0.0.0.0"  # noqa: S104 (the host's published ports are the forge's public face)
+    private_ip: str = ""  # the host's primary private address (AWS); empty: bind_ip
+
+    def published_ip(self, port: PublishedPort) -> str:
+        if port.loopback:
+            return "127.0.0.1"
+        if port.private_address and self.private_ip:
+            return self.private_ip
+        return self.bind_ip
 
     def remote(self, argv: Sequence[str]) -> list[str]:
         """argv run on the Docker host: through ssh on AWS, as is on the local stack."""
@@ -61,10 +69,11 @@ def ssh_options(region: str, via_ssm: bool) -> tuple[str, ...]:
     return options
 
 
-def aws_connection(region: str, via_ssm: bool, public_ip: str, instance_id: str) -> HostConnection:
+def aws_connection(region: str, via_ssm: bool, public_ip: str, instance_id: str, private_ip: str = "") -> HostConnection:
     target = f"{HOST_USER}@{instance_id if via_ssm else public_ip}"
     return HostConnection(
         docker_host=f"ssh://{target}", ssh_opts=ssh_options(region, via_ssm), ssh_target=target, volume_root=DATA_MOUNT,
+        private_ip=private_ip,
     )
 
 
@@ -282,8 +291,7 @@ class Services(pulumi.ComponentResource):
                 + [docker.ContainerVolumeArgs(host_path=m.source, container_path=m.target, read_only=True) for m in spec.host_mounts]
             ),
             ports=connection.apply(
-                lambda c: [docker.ContainerPortArgs(internal=p.container, external=p.host, ip="127.0.0.1" if p.loopback else c.bind_ip)
-                           for p in spec.ports]
+                lambda c: [docker.ContainerPortArgs(internal=p.container, external=p.host, ip=c.published_ip(p)) for p in spec.ports]
             ),
             healthcheck=healthcheck,
             # Wait for healthy so that dependants (Gitea after PostgreSQL) start on a working service.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.constants import DOCKER_SUBNET, GIT_SSH_PORT, SECRETS_DIR
+from components.constants import ADMIN_SSH_PORT, DOCKER_SUBNET, SECRETS_DIR
 from components.services import images, mail, postgres, valkey
 from components.services.spec import (
     CHOWN_AND_SWITCH_USER,
@@ -53,6 +53,12 @@ def mailer(settings: Settings) -> dict[str, str]:
     return values
 
 
+def ssh_clone_base(settings: Settings) -> str:
+    """Where git over SSH is reached: ssh://git@git.<domain>/ on port 22, with the port otherwise."""
+    port = "" if settings.git_ssh_port == ADMIN_SSH_PORT else f":{settings.git_ssh_port}"
+    return f"ssh://git@{settings.hostname(SUBDOMAIN)}{port}/"
+
+
 def gitea_env(settings: Settings) -> dict[str, str]:
     hostname = settings.hostname(SUBDOMAIN)
     settings_by_section: dict[str, dict[str, str]] = {
@@ -62,7 +68,7 @@ def gitea_env(settings: Settings) -> dict[str, str]:
         },
         "server": {
             "DOMAIN": hostname, "ROOT_URL": f"https://{hostname}/", "PROTOCOL": "http", "HTTP_PORT": str(HTTP_PORT),
-            "SSH_DOMAIN": hostname, "SSH_PORT": str(GIT_SSH_PORT), "SSH_LISTEN_PORT": str(CONTAINER_SSH_PORT),
+            "SSH_DOMAIN": hostname, "SSH_PORT": str(settings.git_ssh_port), "SSH_LISTEN_PORT": str(CONTAINER_SSH_PORT),
             "LFS_START_SERVER": "true", "OFFLINE_MODE": "true",
         },
         "security": {
@@ -115,7 +121,7 @@ def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         ),
         config_files=(ConfigFile(ADMIN_BOOTSTRAP_SCRIPT, read("gitea-bootstrap-admin.sh"), executable=True),),
         volumes=(Volume("gitea", "/data", backup=True),),
-        ports=(PublishedPort(GIT_SSH_PORT, CONTAINER_SSH_PORT),),
+        ports=(PublishedPort(settings.git_ssh_port, CONTAINER_SSH_PORT, private_address=settings.host_sshd_loopback_only),),
         # s6 (root) sets up /data for git, runs Gitea as git and sshd on 22: sshd binds below 1024, chroots
         # its privilege separation and records logins; s6 signals its git-owned children (KILL).
         capabilities=(*CHOWN_AND_SWITCH_USER, "NET_BIND_SERVICE", "SYS_CHROOT", "AUDIT_WRITE", "KILL"),

@@ -64,6 +64,9 @@ class PublishedPort:
     host: int
     container: int
     loopback: bool = False  # bound to the host's 127.0.0.1 only (reached through SSM port forwarding)
+    # Bound to the host's private address only, not all interfaces: the host's own sshd keeps loopback on the same port
+    # (git SSH on 22). The Elastic IP delivers to the private address, so the world still reaches it.
+    private_address: bool = False
 
 
 @dataclass(frozen=True)
