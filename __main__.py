@@ -56,7 +56,8 @@ if settings.is_aws:
         aws_opts,
     )
     backups = Backups(
-        "backups", BackupsArgs(settings.backup_retention_days, settings.backup_archive_after_days, settings.protect), aws_opts
+        "backups", BackupsArgs(settings.backup_retention_days, settings.backup_archive_after_days, settings.protect,
+                               lock_mode="COMPLIANCE" if settings.backup_lock_mode == "compliance" else "GOVERNANCE"), aws_opts
     )
     snapshot_tag = f"{PROJECT}-{settings.stack}"
     job = backups.bucket.bucket.apply(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 import pulumi
 import pulumi_aws as aws
@@ -18,11 +18,25 @@ ACCESS_LOG_PREFIX: Final = "backups/"
 LOG_DELIVERY_SERVICE: Final = "logging.s3.amazonaws.com"
 
 
+PURPOSE_TAG: Final = "forgestack:purpose"  # the policy pack finds the backups bucket by it
+BACKUPS_PURPOSE: Final = "backups"
+LockMode = Literal["GOVERNANCE", "COMPLIANCE"]
+
+
 @dataclass(frozen=True)
 class BackupsArgs:
     retention_days: int
     archive_after_days: int = 0  # 0: no transition
     protect: bool = False
+    # Object Lock: every backup object version is kept at least retention_days. GOVERNANCE: only a principal with
+    # s3:BypassGovernanceRetention (never the host) can remove one early; COMPLIANCE: nobody, not even the root user.
+    lock_mode: LockMode = "GOVERNANCE"
+
+
+def object_lock_rule(args: BackupsArgs) -> aws.s3.BucketObjectLockConfigurationRuleArgs:
+    return aws.s3.BucketObjectLockConfigurationRuleArgs(
+        default_retention=aws.s3.BucketObjectLockConfigurationRuleDefaultRetentionArgs(mode=args.lock_mode, days=args.retention_days),
+    )
 
 
 def _deny_insecure_transport(bucket_arn: str) -> dict[str, object]:
@@ -58,14 +72,15 @@ def access_log_policy(log_bucket_arn: str, source_bucket_arn: str, account_id: s
 
 
 def _expire_rule(rule_id: str, days: int, transitions: list[aws.s3.BucketLifecycleConfigurationRuleTransitionArgs] | None = None,
-                 ) -> aws.s3.BucketLifecycleConfigurationRuleArgs:
-    """Objects expire after `days`; an overwritten or deleted version stays recoverable NONCURRENT_VERSION_DAYS."""
+                 noncurrent_days: int = NONCURRENT_VERSION_DAYS) -> aws.s3.BucketLifecycleConfigurationRuleArgs:
+    """Objects expire after `days` (a delete marker; the version itself stays); an overwritten or deleted version is
+    removed `noncurrent_days` after it stopped being current."""
     return aws.s3.BucketLifecycleConfigurationRuleArgs(
         id=rule_id, status="Enabled",
         filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
         expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=days),
         noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
-            noncurrent_days=NONCURRENT_VERSION_DAYS
+            noncurrent_days=noncurrent_days
         ),
         transitions=transitions or [],
     )
@@ -92,7 +107,10 @@ def lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurati
         [aws.s3.BucketLifecycleConfigurationRuleTransitionArgs(days=args.archive_after_days, storage_class=ARCHIVE_STORAGE_CLASS)]
         if args.archive_after_days else []
     )
-    return [_expire_rule("expire-backups", args.retention_days, transitions), _abort_incomplete_uploads_rule()]
+    # A version that stops being current (the `latest` pointer, an overwritten object) is kept as long as the lock keeps
+    # it: lifecycle never tries to remove what Object Lock still protects.
+    noncurrent_days = max(NONCURRENT_VERSION_DAYS, args.retention_days)
+    return [_expire_rule("expire-backups", args.retention_days, transitions, noncurrent_days), _abort_incomplete_uploads_rule()]
 
 
 class Backups(pulumi.ComponentResource):
@@ -102,6 +120,7 @@ class Backups(pulumi.ComponentResource):
     bucket: aws.s3.Bucket
     access_logs: aws.s3.Bucket
     key: aws.kms.Key
+    lock: aws.s3.BucketObjectLockConfiguration
 
     def __init__(self, name: str, args: BackupsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgestack:aws:Backups", name, None, opts)
@@ -109,8 +128,11 @@ class Backups(pulumi.ComponentResource):
 
         self.key = rotating_key(f"{name}-key", "forgestack backups bucket", self, args.protect)
         # Unprotected (dev) buckets are emptied on destroy; a protected one cannot be destroyed at all.
-        self.bucket = aws.s3.Bucket(f"{name}-bucket", force_destroy=not args.protect, opts=stateful)
-        self._controls(
+        # (A destroy of an unprotected stack empties it with the deploy role's governance bypass; COMPLIANCE locks need
+        # a protected stack, see settings.)
+        self.bucket = aws.s3.Bucket(f"{name}-bucket", force_destroy=not args.protect, tags={PURPOSE_TAG: BACKUPS_PURPOSE},
+                                    opts=stateful)
+        bucket_controls = self._controls(
             name, self.bucket,
             aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
                 apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
@@ -119,6 +141,12 @@ class Backups(pulumi.ComponentResource):
                 bucket_key_enabled=True,  # one KMS call per object instead of per request: cheaper
             ),
             self.bucket.arn.apply(tls_only_policy), lifecycle_rules(args),
+        )
+        # Object Lock on the versioned bucket (S3 enables it on existing buckets too): a host that can write backups
+        # cannot bury them, whatever it overwrites. Once enabled it cannot be switched off.
+        self.lock = aws.s3.BucketObjectLockConfiguration(
+            f"{name}-lock", bucket=self.bucket.id, object_lock_enabled="Enabled", rule=object_lock_rule(args),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=bucket_controls),
         )
 
         # Who read or wrote which backup (CKV_AWS_18): S3 server access logs, kept as long as the backups.

@@ -22,8 +22,10 @@ from components.constants import (
     SNAPSHOT_TAG_KEY,
     UBUNTU_RELEASE,
 )
+from components.host_tools.backup import DEFAULT_PREFIX as BACKUP_PREFIX
 from components.kms import rotating_key
 from components.network import service_assume_role_policy
+from policy.forgestack_rules import BACKUP_ERASURE_ACTIONS
 
 # Docker Engine from Docker's apt repository, where old versions stay available (Ubuntu's own
 # archive keeps only the newest, so a pin there breaks). One version string for all three packages.
@@ -127,10 +129,13 @@ def host_policy(bucket_arn: str, backup_key_arn: str) -> str:
         "Statement": [
             *SSM_AGENT_STATEMENTS,
             {"Sid": "ListBackups", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
-            # No s3:DeleteObject: retention is the bucket's lifecycle rules, so a compromised host
-            # cannot erase the backups.
-            {"Sid": "ReadWriteBackups", "Effect": "Allow",
-             "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], "Resource": f"{bucket_arn}/*"},
+            # Restore reads any backup; the backup job writes new objects (new versions) under its prefix only.
+            {"Sid": "ReadBackups", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/*"},
+            {"Sid": "WriteNewBackups", "Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+             "Resource": f"{bucket_arn}/{BACKUP_PREFIX}/*"},
+            # Denied outright, so no later or widened statement can grant it (the policy pack checks the allows too).
+            {"Sid": "NeverEraseBackups", "Effect": "Deny", "Action": list(BACKUP_ERASURE_ACTIONS),
+             "Resource": [bucket_arn, f"{bucket_arn}/*"]},
             {"Sid": "EncryptBackups", "Effect": "Allow",
              "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": backup_key_arn},
             # The heartbeat (components/alarms.py). PutMetricData takes no resource; the condition keeps it to one namespace.

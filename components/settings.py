@@ -186,6 +186,13 @@ class Settings(BaseModel):
         _key("backupRetentionDays", "Days a backup is kept in the S3 bucket before the lifecycle rule expires it.",
              "an integer from 1 to 3650 (days)", 14),
     ]
+    backup_lock_mode: Annotated[
+        Literal["governance", "compliance"],
+        _key("backupLockMode", "S3 Object Lock mode of the backups: each backup is kept backupRetentionDays whatever the host "
+             "does. governance: a principal allowed s3:BypassGovernanceRetention (never the host) can still remove one; "
+             "compliance: nobody can, not even the account's root user (protected stacks only).",
+             "governance, or compliance on a stack with protect: true", "governance"),
+    ]
     backup_archive_after_days: Annotated[
         int,
         _key("backupArchiveAfterDays", "Days after which backups move to the Glacier Instant Retrieval class; 0 keeps them in Standard.",
@@ -668,6 +675,10 @@ class Settings(BaseModel):
             raise _KeyProblemError("gitSshPort", self.git_ssh_port_choice,
                                    "0 or 2222 here: port 22 belongs to the host's own sshd when adminCidrs is set, and to "
                                    "your machine's on the local stack")
+        if self.backup_lock_mode == "compliance" and not self.protect:
+            raise _KeyProblemError("backupLockMode", self.backup_lock_mode,
+                                   "governance on a stack without protect: compliance-locked backups cannot be removed by "
+                                   f"anyone for backupRetentionDays ({self.backup_retention_days}), so destroy would fail")
         if self.backup_archive_after_days and self.backup_archive_after_days >= self.backup_retention_days:
             raise _KeyProblemError("backupArchiveAfterDays", self.backup_archive_after_days,
                               f"0 or fewer days than backupRetentionDays ({self.backup_retention_days})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import gzip
 import json
 import re
@@ -41,6 +42,13 @@ SECRET_IN_TEXT = re.compile(
     r"|\b[A-Z0-9_]*(PASSWORD|PASSWD|SECRET|TOKEN)[A-Z0-9_]*=[\"']?[^\s\"'$]{12,}"
     r"|(?i:\b\w*(password|passwd|secret|token)\w*:\s*[\"'][^\s\"']{12,}[\"']))",
 )
+# What would let a principal erase a backup or shorten how long it is kept (components/host.py denies all of it to the host).
+BACKUP_ERASURE_ACTIONS = (
+    "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention", "s3:PutObjectLegalHold",
+    "s3:BypassGovernanceRetention", "s3:PutBucketObjectLockConfiguration", "s3:PutLifecycleConfiguration",
+    "s3:PutBucketVersioning", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy", "s3:DeleteBucket",
+)
+BACKUPS_TAG = ("forgestack:purpose", "backups")  # components/backups.py tags the backups bucket with it
 SECRET_ENV_NAME = re.compile(r"PASSW|SECRET|TOKEN|API_?KEY", re.IGNORECASE)
 
 
@@ -449,6 +457,40 @@ def buckets_log_access(resources: list[Resource]) -> list[tuple[str, str]]:
             if bucket.type == "aws:s3/bucket:Bucket" and not _dependants(resources, bucket, logging)]
 
 
+def erasure_allowed(document: Any) -> list[str]:
+    """Erasure actions an Allow statement grants (wildcards such as s3:* or s3:Delete* included)."""
+    granted = []
+    for statement in _statements(document):
+        if statement.get("Effect") == "Allow":
+            for pattern in _listed(statement.get("Action")):
+                granted += [a for a in BACKUP_ERASURE_ACTIONS if fnmatch.fnmatchcase(a.lower(), pattern.lower()) and a not in granted]
+    return granted
+
+
+IAM_POLICY_TYPES = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy", "aws:iam/groupPolicy:GroupPolicy",
+                    "aws:iam/userPolicy:UserPolicy")
+
+
+def backups_locked_and_unerasable(resources: list[Resource]) -> list[tuple[str, str]]:
+    """The backups bucket (tagged BACKUPS_TAG) has Object Lock with a default retention, and no IAM policy that names
+    it (depends on it) allows erasing or shortening its backups."""
+    key, value = BACKUPS_TAG
+    problems: list[tuple[str, str]] = []
+    for bucket in resources:
+        if bucket.type != "aws:s3/bucket:Bucket" or (bucket.props.get("tags") or {}).get(key) != value:
+            continue
+        locks = _dependants(resources, bucket, "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration")
+        retention = [((lock.props.get("rule") or {}).get("defaultRetention") or {}) for lock in locks]
+        if not any(r.get("mode") and (r.get("days") or r.get("years")) for r in retention):
+            problems.append((bucket.name, "the backups bucket has no Object Lock default retention"))
+        for policy in resources:
+            if policy.type in IAM_POLICY_TYPES and bucket.urn in policy.dependencies:
+                granted = erasure_allowed(_as_json(policy.props.get("policy")))
+                if granted:
+                    problems.append((policy.name, f"allows {', '.join(granted)} on the backups bucket"))
+    return problems
+
+
 def vpcs_have_flow_logs(resources: list[Resource]) -> list[tuple[str, str]]:
     return [(vpc.name, "VPC has no flow log") for vpc in resources if vpc.type == "aws:ec2/vpc:Vpc"
             and not _dependants(resources, vpc, "aws:ec2/flowLog:FlowLog")]
@@ -483,8 +525,7 @@ def caa_with_records(resources: list[Resource]) -> list[tuple[str, str]]:
 INSTANCE = "aws:ec2/instance:Instance"
 INGRESS = ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "aws:ec2/securityGroup:SecurityGroup")
 CONTAINER = "docker:index/container:Container"
-IAM_POLICIES = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy", "aws:iam/groupPolicy:GroupPolicy",
-                "aws:iam/userPolicy:UserPolicy")
+IAM_POLICIES = IAM_POLICY_TYPES
 
 RULES: tuple[Rule, ...] = (
     Rule("ec2-imdsv2-required", "CKV_AWS_79, FSBP EC2.8: instances require IMDSv2", "mandatory", (INSTANCE,), imdsv2),
@@ -514,6 +555,8 @@ RULES: tuple[Rule, ...] = (
          tls_only_bucket_policy),
     Rule("s3-access-logging", "CKV_AWS_18, FSBP S3.9: server access logging on every bucket", "mandatory", (),
          check_stack=buckets_log_access),
+    Rule("s3-backups-immutable", "FSBP S3.15, CKV_AWS_143: the backups bucket has Object Lock, and no policy may erase or "
+         "shorten its backups", "mandatory", (), check_stack=backups_locked_and_unerasable),
     Rule("s3-bucket-controls-present", "CKV2_AWS_6/61, FSBP S3.1/S3.4/S3.5: every bucket has all its controls", "mandatory", (),
          check_stack=buckets_have_controls),
     Rule("iam-no-wildcard-action", "CKV_AWS_62/63/290: no '*' or 'service:*' actions", "mandatory",

@@ -105,6 +105,7 @@ class MotoMocks(ForgeMocks):
             "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": self._lifecycle,
             "aws:s3/bucketPolicy:BucketPolicy": self._bucket_policy,
             "aws:s3/bucketLogging:BucketLogging": self._bucket_logging,
+            "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration": self._object_lock,
             "aws:secretsmanager/secret:Secret": self._secret,
             "aws:secretsmanager/secretVersion:SecretVersion": self._secret_version,
             "aws:ebs/volume:Volume": self._volume,
@@ -333,6 +334,17 @@ class MotoMocks(ForgeMocks):
     def _versioning(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         self.account.client("s3").put_bucket_versioning(
             Bucket=inputs["bucket"], VersioningConfiguration={"Status": inputs["versioningConfiguration"]["status"]})
+        return inputs["bucket"], {}
+
+    def _object_lock(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        configuration: dict[str, Any] = {"ObjectLockEnabled": inputs.get("objectLockEnabled", "Enabled")}
+        retention = (inputs.get("rule") or {}).get("defaultRetention")
+        if retention:
+            configuration["Rule"] = {"DefaultRetention": {
+                "Mode": retention["mode"],
+                **({"Days": _number(retention["days"])} if retention.get("days") else {"Years": _number(retention["years"])}),
+            }}
+        self.account.client("s3").put_object_lock_configuration(Bucket=inputs["bucket"], ObjectLockConfiguration=configuration)
         return inputs["bucket"], {}
 
     def _encryption(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

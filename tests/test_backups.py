@@ -88,7 +88,8 @@ def test_lifecycle_expires_after_retention_and_aborts_uploads(dev_run: ProgramRu
     for run, days in ((dev_run, 7), (prod_run, 90)):
         rules = _rules(run)
         assert rules["expire-backups"]["expiration"]["days"] == days
-        assert rules["expire-backups"]["noncurrentVersionExpiration"]["noncurrentDays"] == 7
+        # never before the Object Lock retention ends (the retention equals backupRetentionDays)
+        assert rules["expire-backups"]["noncurrentVersionExpiration"]["noncurrentDays"] == days
         assert rules["abort-incomplete-uploads"]["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 1
         assert all(rule["status"] == "Enabled" for rule in rules.values())
 

@@ -134,10 +134,11 @@ def test_role_policy_names_exactly_this_bucket_and_its_key_and_the_ssm_agent(aws
     bucket_arn = aws_run.one("aws:s3/bucket:Bucket", "backups-bucket").outputs["arn"]
     expected_resources = {
         aws_run.one("aws:kms/key:Key", "backups-key").outputs["arn"],
-        bucket_arn, f"{bucket_arn}/*",
+        bucket_arn, f"{bucket_arn}/*", f"{bucket_arn}/forgestack/*",
         "arn:aws:ec2:*:*:instance/*", "*",  # the SSM agent: its own instance record, and its message channels
     }
-    assert {statement["Resource"] for statement in policy["Statement"]} == expected_resources
+    allowed = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert {statement["Resource"] for statement in allowed} == expected_resources
     on_anything = [a for s in policy["Statement"] if s["Resource"] == "*" and "Condition" not in s for a in s["Action"]]
     assert {action.split(":")[0] for action in on_anything} == {"ssmmessages", "ec2messages"}  # no ssm:GetParameter(s)
     (heartbeat,) = [s for s in policy["Statement"] if "Condition" in s]  # PutMetricData takes no resource: a namespace fence
@@ -145,9 +146,9 @@ def test_role_policy_names_exactly_this_bucket_and_its_key_and_the_ssm_agent(aws
         "cloudwatch:PutMetricData", {"StringEquals": {"cloudwatch:namespace": HEARTBEAT_NAMESPACE}})
     assert not [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
                 if a.startswith(("secretsmanager:", "ssm:Get"))]  # the host reads no credential and no parameter
-    actions = [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    actions = [a for s in allowed for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
     assert not [action for action in actions if "*" in action]
-    assert "s3:DeleteObject" not in actions  # retention belongs to the lifecycle rules
+    assert "s3:DeleteObject" not in actions  # retention belongs to the lifecycle rules and Object Lock
 
 
 def test_the_only_managed_policy_is_data_lifecycle_managers_service_role(aws_run: ProgramRun) -> None:
@@ -161,11 +162,12 @@ def test_the_only_managed_policy_is_data_lifecycle_managers_service_role(aws_run
 def test_host_policy_pairs_each_action_with_its_own_resource() -> None:
     document = json.loads(host_policy("arn:bucket", "arn:backup-key"))
     by_resource = {statement["Resource"]: statement["Action"] for statement in document["Statement"]
-                   if statement["Sid"] not in ("SessionManagerChannels", "RunCommandMessages", "Heartbeat")}
+                   if statement["Sid"] not in ("SessionManagerChannels", "RunCommandMessages", "Heartbeat", "NeverEraseBackups")}
     assert by_resource == {
         "arn:aws:ec2:*:*:instance/*": "ssm:UpdateInstanceInformation",
         "arn:bucket": "s3:ListBucket",
-        "arn:bucket/*": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+        "arn:bucket/*": "s3:GetObject",
+        "arn:bucket/forgestack/*": ["s3:PutObject", "s3:AbortMultipartUpload"],  # new backups under the job's prefix only
         "arn:backup-key": ["kms:Decrypt", "kms:GenerateDataKey"],
     }
 

@@ -63,6 +63,7 @@ VIOLATIONS: dict[str, list[Resource]] = {
         {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "*"}]})}),
     "s3-bucket-controls-present": one("aws:s3/bucket:Bucket", {}, "lonely-bucket"),
     "s3-access-logging": one("aws:s3/bucket:Bucket", {}, "unlogged-bucket"),
+    "s3-backups-immutable": [*one("aws:s3/bucket:Bucket", {"tags": {"forgestack:purpose": "backups"}}, "unlocked-backups")],
     "iam-no-wildcard-action": one("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Statement": [
         {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::b/*"}]})}),
     "iam-no-wildcard-resource-on-data": one("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Statement": [
@@ -210,3 +211,34 @@ def test_the_readme_lists_exactly_the_accepted_risks() -> None:
         rule, resource, reason = (cell.strip() for cell in row.strip("|").split(" | ", 2))
         listed[(rule.strip("`"), resource.strip("`"))] = reason
     assert listed == ACCEPTED_RISKS
+
+
+# ------------------------------------------------------------------ backups nobody can erase
+
+
+LOCKED = Resource("aws:s3/bucket:Bucket", "backups", {"tags": {"forgestack:purpose": "backups"}}, urn="urn:backups")
+LOCK = Resource("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration", "backups-lock",
+                {"objectLockEnabled": "Enabled", "rule": {"defaultRetention": {"mode": "GOVERNANCE", "days": 7.0}}},
+                urn="urn:lock", dependencies=("urn:backups",))
+
+
+def _role_policy(name: str, actions: list[str], effect: str = "Allow", depends: tuple[str, ...] = ("urn:backups",)) -> Resource:
+    document = {"Statement": [{"Effect": effect, "Action": actions, "Resource": "arn:aws:s3:::backups/*"}]}
+    return Resource("aws:iam/rolePolicy:RolePolicy", name, {"policy": json.dumps(document)}, urn=f"urn:{name}", dependencies=depends)
+
+
+@pytest.mark.parametrize("actions", [["s3:DeleteObject"], ["s3:Delete*"], ["s3:*"], ["*"], ["s3:PutObjectRetention"],
+                                     ["s3:BypassGovernanceRetention"], ["S3:PutLifecycleConfiguration"]])
+def test_a_policy_that_could_erase_locked_backups_is_refused(actions: list[str]) -> None:
+    report = evaluate([LOCKED, LOCK, _role_policy("eraser", actions)], [r for r in RULES if r.name == "s3-backups-immutable"])
+    assert [(v.rule, v.resource) for v in report.mandatory] == [("s3-backups-immutable", "eraser")]
+
+
+def test_writing_reading_and_denying_erasure_is_fine_and_a_lock_without_retention_is_not() -> None:
+    fine = [LOCKED, LOCK, _role_policy("writer", ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]),
+            _role_policy("fence", ["s3:DeleteObject", "s3:PutObjectRetention"], effect="Deny"),
+            _role_policy("other-bucket", ["s3:DeleteObject"], depends=())]  # names no backups bucket
+    assert [v for v in evaluate(fine).violations if v.rule == "s3-backups-immutable"] == []
+    no_retention = Resource(LOCK.type, LOCK.name, {"objectLockEnabled": "Enabled"}, urn=LOCK.urn, dependencies=LOCK.dependencies)
+    report = evaluate([LOCKED, no_retention], [r for r in RULES if r.name == "s3-backups-immutable"])
+    assert [(v.resource, v.message) for v in report.violations] == [("backups", "the backups bucket has no Object Lock default retention")]

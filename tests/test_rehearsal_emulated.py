@@ -133,11 +133,11 @@ def test_host_role_names_exactly_this_bucket_and_its_key(rehearsed: Rehearsal) -
     (policy_name,) = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
     document = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"]
     document = json.loads(document) if isinstance(document, str) else document
-    resources = {statement["Resource"] for statement in document["Statement"]}
+    resources = {statement["Resource"] for statement in document["Statement"] if statement["Effect"] == "Allow"}
     bucket_arn = f"arn:aws:s3:::{run.outputs['backupBucketName']}"
     kms = account.client("kms")
     backups_key = kms.describe_key(KeyId=run.one("aws:kms/key:Key", name="backups-key").id)["KeyMetadata"]["Arn"]
-    assert resources == {bucket_arn, f"{bucket_arn}/*", backups_key, "arn:aws:ec2:*:*:instance/*", "*"}
+    assert resources == {bucket_arn, f"{bucket_arn}/*", f"{bucket_arn}/forgestack/*", backups_key, "arn:aws:ec2:*:*:instance/*", "*"}
     assert run.outputs["credentialsSecretArn"] not in resources  # nothing on the host reads the credentials
     assert iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []
     profile = _instance(run, account)["IamInstanceProfile"]["Arn"].split("/")[-1]

@@ -162,6 +162,14 @@ def test_aws_stacks_need_region_and_zone(missing: str) -> None:
         parse(config)
 
 
+def test_compliance_locked_backups_need_a_protected_stack() -> None:
+    assert parse(VALID).backup_lock_mode == "governance"
+    with pytest.raises(ConfigError, match="forgestack:backupLockMode: got 'compliance'; expected governance on a stack without "
+                                          "protect: compliance-locked backups cannot be removed by anyone for backupRetentionDays"):
+        parse({**VALID, "forgestack:backupLockMode": "compliance"})
+    assert parse({**VALID, "forgestack:backupLockMode": "compliance", "forgestack:protect": "true"}).backup_lock_mode == "compliance"
+
+
 def test_archive_must_come_before_expiry() -> None:
     with pytest.raises(ConfigError, match="forgestack:backupArchiveAfterDays: got 60; expected 0 or fewer days than backupRetentionDays"):
         parse({**VALID, "forgestack:backupRetentionDays": "30", "forgestack:backupArchiveAfterDays": "60"})

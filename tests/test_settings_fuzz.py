@@ -79,6 +79,8 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
     "rootVolumeGb": out_of(10, 500),
     "dataVolumeGb": out_of(10, 16384),
     "gitSshPort": st.one_of(st.integers().filter(lambda n: n not in (0, 22, 2222)).map(str), st.sampled_from(["ssh", "22.5", "-22"])),
+    # dev is unprotected: compliance is refused there too
+    "backupLockMode": st.one_of(st.just("compliance"), st.text(max_size=12).filter(lambda s: s not in ("governance", "compliance"))),
     "volumeKey": st.text(max_size=20).filter(lambda s: s not in ("customer-managed", "aws-managed")),
     "dataVolumeSnapshotId": st.one_of(st.sampled_from(["snap-123", "vol-0123456789abcdef0", "snap-0123456789ABCDEF0", "snap-"]),
                                       not_matching(r"snap-([0-9a-f]{8}|[0-9a-f]{17})").filter(bool)),
@@ -228,6 +230,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "alarmHttpsEndpoints": json.dumps(draw(st.sampled_from([[], [f"https://events.{zone}/sns"]]))),
         "alertPagerdutyRoutingKey": draw(st.one_of(st.just(""), st.from_regex(r"[A-Za-z0-9]{32}", fullmatch=True))),
     }
+    config["backupLockMode"] = draw(st.sampled_from(["governance", *(["compliance"] if config["protect"] == "true" else [])]))
     if config["availabilityZone"]:
         config["availabilityZone"] = config["aws:region"] + config["availabilityZone"]
     return {key if ":" in key else full_key(key): str(value) for key, value in config.items()}

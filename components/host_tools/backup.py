@@ -48,6 +48,9 @@ EXIT_USAGE = 2
 
 FORMAT_VERSION = 1
 DEFAULT_PREFIX = "forgestack"
+# Every upload names its checksum: S3 refuses uploads to an Object Lock bucket without one (Content-MD5 or a flexible
+# checksum), and Ubuntu 24.04's boto3 (1.34) does not send one on its own; S3 also verifies each part with it.
+CHECKSUM_ALGORITHM = "SHA256"
 MANIFEST_NAME = "manifest.json"
 LATEST_NAME = "latest"
 DATABASE_PART = "postgres.dump"
@@ -254,15 +257,16 @@ def upload_stream(s3: Any, bucket: str, key: str, stream: IO[bytes], label: str,
 
     before_complete runs after the last byte and before the object becomes visible: it raises when the
     producer turns out to have failed, so a damaged part never lands in the bucket at all."""
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm=CHECKSUM_ALGORITHM)["UploadId"]
     digest = hashlib.sha256()
     progress = Progress(label)
     finished: list[dict[str, Any]] = []
     pending: set[Future[dict[str, Any]]] = set()
 
     def send(number: int, body: bytes) -> dict[str, Any]:
-        response = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)
-        return {"PartNumber": number, "ETag": response["ETag"]}
+        response = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body,
+                                  ChecksumAlgorithm=CHECKSUM_ALGORITHM)
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": response["ChecksumSHA256"]}
 
     try:
         with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
@@ -453,10 +457,12 @@ def run_backup(
         "tools": versions, "parts": recorded,
     }
     manifest_key = backup_key(prefix, backup_id, MANIFEST_NAME)
-    s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest, indent=2).encode(), ContentType="application/json")
+    s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest, indent=2).encode(), ContentType="application/json",
+                  ChecksumAlgorithm=CHECKSUM_ALGORITHM)
     # Last of all: only a complete backup ever becomes `latest`.
     pointer = {"backup_id": backup_id, "manifest": manifest_key, "finished_at": finished.isoformat()}
-    s3.put_object(Bucket=bucket, Key=latest_key(prefix), Body=json.dumps(pointer).encode(), ContentType="application/json")
+    s3.put_object(Bucket=bucket, Key=latest_key(prefix), Body=json.dumps(pointer).encode(), ContentType="application/json",
+                  ChecksumAlgorithm=CHECKSUM_ALGORITHM)
     return manifest
 
 
