@@ -61,7 +61,7 @@ if settings.is_aws:
     )
     snapshot_tag = f"{PROJECT}-{settings.stack}"
     job = backups.bucket.bucket.apply(
-        lambda bucket: backup_job(specs, bucket, settings.region, settings.backup_interval_hours, postgres.NAME)
+        lambda bucket: backup_job(specs, bucket, settings.region, settings.backup_interval_hours, postgres.NAME, gitea.NAME)
     )
     heartbeat = Heartbeat(settings.stack, settings.region, HEARTBEAT_NAMESPACE, HEARTBEAT_METRIC,
                           alertmanager_container=CONTAINER_PREFIX + monitoring.ALERTMANAGER if settings.monitoring else "",

@@ -30,6 +30,7 @@ class BackupJob:
     interval_hours: int
     postgres_container: str
     paths: tuple[str, ...]  # host directories to archive
+    gitea_container: str = ""  # paused while database and directories are staged (one moment); "" when Gitea is absent
 
     @property
     def argv(self) -> list[str]:
@@ -37,14 +38,18 @@ class BackupJob:
                 "--postgres-container", self.postgres_container, "--metrics-file", METRICS_FILE]
         for path in self.paths:
             argv += ["--path", path]
+        if self.gitea_container:
+            argv += ["--gitea-container", self.gitea_container]
         return argv
 
 
-def backup_job(specs: tuple[ServiceSpec, ...], bucket: str, region: str, interval_hours: int, postgres_name: str) -> BackupJob:
+def backup_job(specs: tuple[ServiceSpec, ...], bucket: str, region: str, interval_hours: int, postgres_name: str,
+               gitea_name: str = "") -> BackupJob:
     """Which directories to archive comes from the specs (volumes marked backup=True), never from a second list."""
     paths = tuple(f"{DATA_MOUNT}/{volume.name}" for spec in specs for volume in spec.volumes if volume.backup)
+    gitea = f"{CONTAINER_PREFIX}{gitea_name}" if gitea_name and any(spec.name == gitea_name for spec in specs) else ""
     return BackupJob(bucket=bucket, region=region, interval_hours=interval_hours,
-                     postgres_container=f"{CONTAINER_PREFIX}{postgres_name}", paths=paths)
+                     postgres_container=f"{CONTAINER_PREFIX}{postgres_name}", paths=paths, gitea_container=gitea)
 
 
 def on_calendar(interval_hours: int) -> str:

@@ -52,6 +52,18 @@ def test_archived_directories_come_from_the_specs() -> None:
     # Gitea's data is archived; PostgreSQL's data directory is dumped, never copied live.
     assert job.paths == (f"{DATA_MOUNT}/gitea",)
     assert job.postgres_container == "forgestack-postgres"
+    assert job.gitea_container == ""  # not asked for: no pause
+
+
+def test_the_scheduled_backup_pauses_gitea_for_one_moment(aws_run: ProgramRun, tmp_path: Path) -> None:
+    """The installed unit names the Gitea container, so database and repositories are staged while it is paused."""
+    settings = parse(stack_config("dev"), "dev")
+    job = backup_job(service_specs(settings), "bucket", "eu-west-1", 24, postgres.NAME, "gitea")
+    assert job.argv[-2:] == ["--gitea-container", "forgestack-gitea"]
+    assert backup_job(service_specs(settings), "bucket", "eu-west-1", 24, postgres.NAME, "no-such-service").gitea_container == ""
+    bundle = aws_run.one("command:local:Command", "services-host-files")
+    files = unpack_bundle(bundle.inputs["stdin"], tmp_path)
+    assert "--gitea-container forgestack-gitea" in files[f"/etc/systemd/system/{UNIT_NAME}.service"]
 
 
 def test_service_runs_the_installed_script_against_the_container() -> None:

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -78,6 +79,69 @@ TAR_TOLERATED_WARNING = re.compile(r"tar: .*: file changed as we read it")
 
 class BackupError(Exception):
     """A failure with a message fit for one line on stderr."""
+
+
+# ---------------------------------------------------------------- one moment for database and files
+
+# With --gitea-container, Gitea is paused (docker pause: the cgroup freezer, requests wait rather than fail) while the
+# data directories are hard-linked into a staging directory beside them and the database is dumped to a file there;
+# then Gitea runs again and the staged copy is uploaded at leisure. Git writes new files and renames refs into place,
+# so a hard-linked tree keeps the paused moment; files changed in place later (logs) show as tar's tolerated warning.
+DEFAULT_MAX_PAUSE_SECONDS = 120
+STAGING_PREFIX = ".forgestack-backup-"
+RELEASE = re.compile(r"\d+\.\d+\.\d+")
+
+
+def image_release(container: str) -> str:
+    """The release in a container's image tag (gitea/gitea:1.27.3 -> 1.27.3), or "" when the tag names none.
+    Read from the container's configuration, so it works on a stopped container too."""
+    image = run_text(["docker", "inspect", "--format", "{{.Config.Image}}", container])
+    tag = image.rsplit("/", 1)[-1].partition(":")[2].partition("@")[0]
+    return tag if RELEASE.fullmatch(tag) else ""
+
+
+class BoundedPause:
+    """docker pause for at most max_seconds: a timer unpauses on its own, and the backup then fails (the moment
+    was not held). Leaving the block always unpauses."""
+
+    def __init__(self, container: str, max_seconds: float) -> None:
+        self.container, self.max_seconds = container, max_seconds
+        self.lock = threading.Lock()
+        self.paused = False
+        self.overran = False
+        self.seconds = 0.0
+        self.started = 0.0
+        self.timer: threading.Timer | None = None
+
+    def __enter__(self) -> BoundedPause:
+        if run_text(["docker", "inspect", "--format", "{{.State.Running}}", self.container]) != "true":
+            log(f"{self.container} is not running: nothing writes, nothing to pause")  # e.g. stopped for a restore
+            return self
+        run_text(["docker", "pause", self.container])
+        self.started, self.paused = time.monotonic(), True
+        log(f"{self.container} paused (at most {self.max_seconds:.0f} s)")
+        self.timer = threading.Timer(self.max_seconds, self._overrun)
+        self.timer.daemon = True
+        self.timer.start()
+        return self
+
+    def _overrun(self) -> None:
+        self.overran = True
+        self._unpause()
+
+    def _unpause(self) -> None:
+        with self.lock:
+            if not self.paused:
+                return
+            self.paused = False
+            self.seconds = time.monotonic() - self.started
+            run_text(["docker", "unpause", self.container])
+            log(f"{self.container} running again after {self.seconds:.2f} s")
+
+    def __exit__(self, *_: object) -> None:
+        if self.timer:
+            self.timer.cancel()
+        self._unpause()
 
 
 def log(message: str) -> None:
@@ -428,11 +492,44 @@ def tool_versions(database: Database | None, parts: Sequence[Part]) -> dict[str,
     return versions
 
 
+def staging_root(paths: Sequence[Path], backup_id: str) -> Path:
+    """Beside the data directories, on their filesystem (hard links cannot cross one)."""
+    parents = {path.resolve().parent for path in paths}
+    if len(parents) != 1:
+        raise BackupError(f"--gitea-container needs every --path in one parent directory (hard links stay on one filesystem), "
+                          f"got {sorted(map(str, parents))}")
+    return parents.pop() / f"{STAGING_PREFIX}{backup_id}"
+
+
+def stage(database: Database | None, paths: Sequence[Path], staging: Path, gitea_container: str,
+          max_pause_seconds: float) -> tuple[Path | None, list[Path], float]:
+    """Pause Gitea, hard-link each directory into staging and dump the database to a file there, unpause.
+    Returns (the dump file or None, the staged directories, seconds Gitea was paused)."""
+    staging.mkdir(mode=0o700)
+    dump = staging / DATABASE_PART if database else None
+    staged = [staging / path.name for path in paths]
+    with BoundedPause(gitea_container, max_pause_seconds) as pause:
+        for path, copy in zip(paths, staged, strict=True):
+            run_text(["cp", "--archive", "--link", str(path), str(copy)])
+        if database and dump:
+            with dump.open("wb") as out, producer(database.command("pg_dump", "--format=custom", "--no-owner"),
+                                                   database.environment()) as child:
+                shutil.copyfileobj(child.stdout, out, PART_SIZE)
+    if pause.overran:
+        raise BackupError(f"{gitea_container} would have stayed paused longer than {max_pause_seconds:.0f} s; it was unpaused "
+                          "and this backup abandoned (raise --max-pause-seconds, or look at what made staging slow)")
+    log(f"staged {len(staged)} director{'y' if len(staged) == 1 else 'ies'}{' and the database' if dump else ''} "
+        f"while {gitea_container} was paused for {pause.seconds:.2f} s")
+    return dump, staged, pause.seconds
+
+
 def run_backup(
     s3: Any, bucket: str, prefix: str, database: Database | None, paths: Sequence[Path],
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    gitea_container: str = "", max_pause_seconds: float = DEFAULT_MAX_PAUSE_SECONDS,
 ) -> dict[str, Any]:
-    """Upload every part, then the manifest, then the latest pointer. Returns the manifest."""
+    """Upload every part, then the manifest, then the latest pointer. Returns the manifest.
+    With gitea_container, database and directories are taken at one moment (stage) and uploaded from there."""
     parts = plan_parts(database, paths)
     started = clock()
     backup_id = new_backup_id(started)
@@ -440,21 +537,38 @@ def run_backup(
     if s3.list_objects_v2(Bucket=bucket, Prefix=backup_key(prefix, backup_id, ""), MaxKeys=1).get("KeyCount", 0):
         raise BackupError(f"backup {backup_id} already exists in s3://{bucket}; it is never overwritten, try again in a second")
     versions = tool_versions(database, parts)
+    consistency: dict[str, Any] = {"method": "none"}
+    staging: Path | None = None
+    if gitea_container:
+        versions["gitea"] = image_release(gitea_container)
+        staging = staging_root(paths, backup_id)
     log(f"backup {backup_id} to s3://{bucket}/{backup_key(prefix, backup_id, '')}: {len(parts)} part(s)")
     recorded = []
-    for part in parts:
-        key = backup_key(prefix, backup_id, part.name)
-        log(f"{part.name}: from {part.source}")
-        with producer(part.argv, part.env, part.accept, part.tolerated) as child:
-            size, sha256 = upload_stream(s3, bucket, key, child.stdout, part.name, before_complete=child.finish)
-        recorded.append({"name": part.name, "kind": part.kind, "key": key, "size": size, "sha256": sha256,
-                         "source": part.source, "restore_as": part.restore_as, "warnings": child.warnings})
+    try:
+        if staging is not None:
+            dump, staged, paused = stage(database, paths, staging, gitea_container, max_pause_seconds)
+            consistency = {"method": "paused", "container": gitea_container, "paused_seconds": round(paused, 3)}
+            # The same parts, now read from the staged moment (names and restore targets unchanged).
+            parts = [replace(part, argv=("cat", str(dump)), env=None) if part.kind == "postgres" and dump else part for part in parts]
+            by_name = {copy.name: copy for copy in staged}
+            parts = [replace(directory_part(by_name[part.restore_as]), source=part.source) if part.kind == "directory" else part
+                     for part in parts]
+        for part in parts:
+            key = backup_key(prefix, backup_id, part.name)
+            log(f"{part.name}: from {part.source}")
+            with producer(part.argv, part.env, part.accept, part.tolerated) as child:
+                size, sha256 = upload_stream(s3, bucket, key, child.stdout, part.name, before_complete=child.finish)
+            recorded.append({"name": part.name, "kind": part.kind, "key": key, "size": size, "sha256": sha256,
+                             "source": part.source, "restore_as": part.restore_as, "warnings": child.warnings})
+    finally:
+        if staging is not None and staging.name.startswith(STAGING_PREFIX) and staging.exists():
+            shutil.rmtree(staging)  # only the directory this run created (hard links: the live data is untouched)
     finished = clock()
     manifest = {
         "format_version": FORMAT_VERSION, "backup_id": backup_id, "host": socket.gethostname(),
         "started_at": started.isoformat(), "finished_at": finished.isoformat(),
         "duration_seconds": round((finished - started).total_seconds(), 3),
-        "tools": versions, "parts": recorded,
+        "tools": versions, "consistency": consistency, "parts": recorded,
     }
     manifest_key = backup_key(prefix, backup_id, MANIFEST_NAME)
     s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest, indent=2).encode(), ContentType="application/json",
@@ -499,6 +613,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--credentials-secret", help="credentialsSecretArn: read the database password from it when the URL has none")
     parser.add_argument("--path", action="append", default=[], type=Path, help="a data directory to archive (repeatable)")
     parser.add_argument("--metrics-file", type=Path, help="write the last success time here (node-exporter textfile collector)")
+    parser.add_argument("--gitea-container", default="",
+                        help="pause this Gitea container while database and directories are staged, so both show one moment; "
+                             "its release is recorded (restore refuses a backup from a newer Gitea)")
+    parser.add_argument("--max-pause-seconds", type=float, default=DEFAULT_MAX_PAUSE_SECONDS,
+                        help=f"unpause and abandon the backup if staging takes longer (default {DEFAULT_MAX_PAUSE_SECONDS})")
     return parser.parse_args(argv)
 
 
@@ -514,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backup: cannot read the database password: {error}", file=sys.stderr)
         return EXIT_FAILED
     try:
-        manifest = run_backup(s3_client(), args.bucket, args.prefix, database, args.path)
+        manifest = run_backup(s3_client(), args.bucket, args.prefix, database, args.path,
+                              gitea_container=args.gitea_container, max_pause_seconds=args.max_pause_seconds)
     except KeyboardInterrupt:
         print("backup: interrupted; nothing was published", file=sys.stderr)
         return EXIT_FAILED

@@ -131,14 +131,39 @@ def check_manifest(manifest: dict[str, Any], prefix: str, backup_id: str) -> lis
     return parts
 
 
-def read_manifest(s3: Any, bucket: str, prefix: str, backup_id: str) -> tuple[str, list[dict[str, Any]]]:
-    """(backup id, checked parts) of the requested backup or of the one `latest` points to."""
+def read_manifest(s3: Any, bucket: str, prefix: str, backup_id: str) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """(backup id, checked parts, the whole manifest) of the requested backup or of the one `latest` points to."""
     if backup_id == "latest":
         pointer = get_json(s3, bucket, common.latest_key(prefix), "the latest pointer")
         backup_id = check_backup_id(pointer.get("backup_id"), "the latest pointer names")
         log(f"latest is {backup_id}")
     manifest = get_json(s3, bucket, common.backup_key(prefix, backup_id, common.MANIFEST_NAME), f"manifest of {backup_id}")
-    return backup_id, check_manifest(manifest, prefix, backup_id)
+    return backup_id, check_manifest(manifest, prefix, backup_id), manifest
+
+
+def release_tuple(release: str) -> tuple[int, int, int]:
+    major, minor, patch = (int(number) for number in release.split("."))
+    return major, minor, patch
+
+
+def check_gitea_release(manifest: dict[str, Any], running: str, backup_id: str) -> None:
+    """Gitea migrates its database forward only: a database from a newer Gitea is not one the running Gitea can use.
+    running is the running container's release ("" when its image tag names none)."""
+    tools = manifest.get("tools")
+    recorded = tools.get("gitea", "") if isinstance(tools, dict) else ""
+    if not recorded:
+        log(f"backup {backup_id} does not record its Gitea release (made before releases were recorded); not compared")
+        return
+    if not isinstance(recorded, str) or not common.RELEASE.fullmatch(recorded):
+        raise VerificationError(f"manifest of {backup_id} records Gitea release {recorded!r}; expected the form 1.27.3")
+    if not running:
+        raise VerificationError(f"cannot tell the running Gitea's release (its image tag names none) to compare with the "
+                                f"backup's {recorded}; restore without --gitea-container only if you know it is not older")
+    if release_tuple(recorded) > release_tuple(running):
+        raise VerificationError(f"backup {backup_id} comes from Gitea {recorded}, newer than the running {running}: its database "
+                                f"may hold migrations {running} cannot read; set giteaVersion to {recorded} first, or pick an "
+                                "older backup with --backup-id")
+    log(f"backup {backup_id} comes from Gitea {recorded}; running {running}")
 
 
 def require_room(directory: Path, needed: int, what: str) -> None:
@@ -294,8 +319,11 @@ def swap_in(part: dict[str, Any], staging: Path, target_root: Path, backup_id: s
 
 def run_restore(
     s3: Any, bucket: str, prefix: str, backup_id: str, database: common.Database | None, target_root: Path | None, work_dir: Path,
+    gitea_container: str = "",
 ) -> str:
-    backup_id, parts = read_manifest(s3, bucket, prefix, backup_id)
+    backup_id, parts, manifest = read_manifest(s3, bucket, prefix, backup_id)
+    if gitea_container:
+        check_gitea_release(manifest, common.image_release(gitea_container), backup_id)
     wanted = [p for p in parts if (p["kind"] == "postgres" and database) or (p["kind"] == "directory" and target_root)]
     if database and not any(p["kind"] == "postgres" for p in parts):
         raise VerificationError(f"backup {backup_id} holds no database dump")
@@ -354,6 +382,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--path-target", type=Path, help="directory that receives each archived directory (e.g. /srv/forgestack)")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where parts are downloaded and verified (needs room for the whole backup)")
+    parser.add_argument("--gitea-container", default="",
+                        help="refuse a backup made by a newer Gitea than this container's image (it may be stopped)")
     return parser.parse_args(argv)
 
 
@@ -373,7 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         database = common.database_from_args(args.postgres_url, args.postgres_container, args.credentials_secret)
-        backup_id = run_restore(common.s3_client(), args.bucket, args.prefix, args.backup_id, database, args.path_target, args.work_dir)
+        backup_id = run_restore(common.s3_client(), args.bucket, args.prefix, args.backup_id, database, args.path_target, args.work_dir,
+                                args.gitea_container)
     except VerificationError as error:
         print(f"restore: refused, nothing was touched: {error}", file=sys.stderr)
         return EXIT_UNVERIFIED
