@@ -13,10 +13,12 @@ from pathlib import Path
 
 from components.constants import CONTAINER_PREFIX, DATA_MOUNT, HOST_TOOLS_DIR, TEXTFILE_COLLECTOR_DIR
 from components.host_tools.backup import DEFAULT_PREFIX, METRIC_LAST_SUCCESS
+from components.host_tools.drill import METRIC_LAST_SUCCESS as DRILL_METRIC_LAST_SUCCESS
 from components.services.spec import ServiceSpec
 
 REPO_HOST_TOOLS = Path(__file__).resolve().parent / "host_tools"
-HOST_SCRIPTS = (f"{HOST_TOOLS_DIR}/host_tools/backup.py", f"{HOST_TOOLS_DIR}/host_tools/restore.py")
+HOST_SCRIPTS = (f"{HOST_TOOLS_DIR}/host_tools/backup.py", f"{HOST_TOOLS_DIR}/host_tools/restore.py",
+                f"{HOST_TOOLS_DIR}/host_tools/drill.py")
 UNIT_NAME = "forgestack-backup"
 METRICS_FILE = f"{TEXTFILE_COLLECTOR_DIR}/forgestack_backup.prom"
 BACKUP_MINUTE = 17  # off the hour, away from everyone else's cron jobs
@@ -98,6 +100,55 @@ Description=forgestack backup every {job.interval_hours} h (metric {METRIC_LAST_
 [Timer]
 OnCalendar={on_calendar(job.interval_hours)}
 RandomizedDelaySec=5min
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+DRILL_UNIT = "forgestack-restore-drill"
+DRILL_METRICS_FILE = f"{TEXTFILE_COLLECTOR_DIR}/forgestack_restore_drill.prom"
+DRILL_CALENDAR = "Sun *-*-* 05:43:00"  # weekly, after the night's backups, before the working week
+DRILL_TIMEOUT_HOURS = 6
+DRILL_MAX_AGE_DAYS = 8  # one missed week and a day before the alert
+
+
+def drill_argv(job: BackupJob) -> list[str]:
+    return ["/usr/bin/python3", HOST_SCRIPTS[2], "--bucket", job.bucket, "--prefix", DEFAULT_PREFIX,
+            "--postgres-container", job.postgres_container, "--work-root", DATA_MOUNT, "--metrics-file", DRILL_METRICS_FILE]
+
+
+def drill_service_unit(job: BackupJob) -> str:
+    return f"""[Unit]
+Description=forgestack restore drill: the latest backup restored into scratch containers and checked
+Documentation=file://{HOST_SCRIPTS[2]}
+Wants=network-online.target
+After=network-online.target docker.service {UNIT_NAME}.service
+RequiresMountsFor={DATA_MOUNT}
+
+[Service]
+Type=oneshot
+Environment=AWS_DEFAULT_REGION={job.region}
+ExecStart={shlex.join(drill_argv(job))}
+TimeoutStartSec={DRILL_TIMEOUT_HOURS}h
+Nice=15
+IOSchedulingClass=idle
+ProtectSystem=full
+ProtectHome=yes
+PrivateTmp=yes
+NoNewPrivileges=yes
+ReadWritePaths={TEXTFILE_COLLECTOR_DIR}
+"""
+
+
+def drill_timer_unit() -> str:
+    return f"""[Unit]
+Description=forgestack restore drill every week (metric {DRILL_METRIC_LAST_SUCCESS})
+
+[Timer]
+OnCalendar={DRILL_CALENDAR}
+RandomizedDelaySec=30min
 Persistent=true
 
 [Install]

@@ -17,7 +17,17 @@ import shlex
 import tarfile
 from dataclasses import dataclass
 
-from components.backup_job import REPO_HOST_TOOLS, UNIT_NAME, BackupJob, host_scripts, service_unit, timer_unit
+from components.backup_job import (
+    DRILL_UNIT,
+    REPO_HOST_TOOLS,
+    UNIT_NAME,
+    BackupJob,
+    drill_service_unit,
+    drill_timer_unit,
+    host_scripts,
+    service_unit,
+    timer_unit,
+)
 from components.constants import DATA_MOUNT, HOST_TOOLS_DIR, TEXTFILE_COLLECTOR_DIR
 
 SYSTEMD_DIR = "/etc/systemd/system"
@@ -185,7 +195,9 @@ def host_files(job: BackupJob | None, heartbeat: Heartbeat | None = None, sshd_l
     if job is not None:
         files += [HostFile(path, content, 0o755) for path, content in sorted(host_scripts().items())]
         files += [HostFile(f"{SYSTEMD_DIR}/{UNIT_NAME}.service", service_unit(job)),
-                  HostFile(f"{SYSTEMD_DIR}/{UNIT_NAME}.timer", timer_unit(job))]
+                  HostFile(f"{SYSTEMD_DIR}/{UNIT_NAME}.timer", timer_unit(job)),
+                  HostFile(f"{SYSTEMD_DIR}/{DRILL_UNIT}.service", drill_service_unit(job)),
+                  HostFile(f"{SYSTEMD_DIR}/{DRILL_UNIT}.timer", drill_timer_unit())]
     if heartbeat is not None:
         files += [HostFile(HEARTBEAT_SCRIPT, (REPO_HOST_TOOLS / "heartbeat.py").read_text(), 0o755),
                   HostFile(f"{SYSTEMD_DIR}/{HEARTBEAT_UNIT}.service", heartbeat_service(heartbeat)),
@@ -194,7 +206,7 @@ def host_files(job: BackupJob | None, heartbeat: Heartbeat | None = None, sshd_l
 
 
 def timers(job: BackupJob | None, heartbeat: Heartbeat | None = None) -> tuple[str, ...]:
-    return (f"{PRUNE_UNIT}.timer", *((f"{UNIT_NAME}.timer",) if job is not None else ()),
+    return (f"{PRUNE_UNIT}.timer", *((f"{UNIT_NAME}.timer", f"{DRILL_UNIT}.timer") if job is not None else ()),
             *((f"{HEARTBEAT_UNIT}.timer",) if heartbeat is not None else ()))
 
 

@@ -125,6 +125,16 @@ ALERT_CASES: list[tuple[str, dict[str, str], str, dict[str, str] | None]] = [
     ("BackupTooOld", {"forgestack_backup_last_success_timestamp_seconds": "30000x700"}, "10h", None),
     ("BackupNeverSucceeded", {"up": "1x1600"}, "25h", {}),
     ("BackupNeverSucceeded", {"forgestack_backup_last_success_timestamp_seconds": "1x1600"}, "25h", None),
+    ("RestoreDrillFailed", {"forgestack_restore_drill_last_result": "0x10"}, "5m", {}),
+    ("RestoreDrillFailed", {"forgestack_restore_drill_last_result": "1x10"}, "5m", None),
+]
+# Alerts that take days: evaluated hourly (a minute's steps over eight days cost promtool about a minute).
+DAYS_ALERT_CASES: list[tuple[str, dict[str, str], str, dict[str, str] | None]] = [
+    # the last good drill at time 0: 8 days and 2 hours later it is too old; one 6.5 days old is not
+    ("RestoreDrillTooOld", {"forgestack_restore_drill_last_success_timestamp_seconds": "0x220"}, "8d2h", {}),
+    ("RestoreDrillTooOld", {"forgestack_restore_drill_last_success_timestamp_seconds": "130000x220"}, "8d2h", None),
+    ("RestoreDrillNeverPassed", {"up": "1x220"}, "8d2h", {}),
+    ("RestoreDrillNeverPassed", {"forgestack_restore_drill_last_success_timestamp_seconds": "1x220"}, "8d2h", None),
 ]
 
 
@@ -134,24 +144,25 @@ def test_alert_rules_fire_when_they_should_and_only_then(tmp_path: Path) -> None
     """promtool test rules over prod's rules (1 h backups: at most 8 h old), one case per row of ALERT_CASES."""
     settings = settings_of("prod")
     rules = {a.name: a for a in monitoring.alerts(settings, probes=True)}
-    assert {case[0] for case in ALERT_CASES} == set(rules), "every alert has a test case"
+    assert {case[0] for case in ALERT_CASES + DAYS_ALERT_CASES} == set(rules), "every alert has a test case"
     (tmp_path / "rules.yml").write_text(monitoring.rules_file(settings, probes=True))
-    tests = []
-    for name, series, eval_time, labels in ALERT_CASES:
-        expected = []
-        if labels is not None:
-            all_labels = {**labels, "severity": rules[name].severity}
-            expected = [{"exp_labels": all_labels, "exp_annotations": {
-                "summary": _expand(rules[name].summary, all_labels), "runbook": _expand(rules[name].runbook, all_labels)}}]
-        tests.append({
-            "interval": "1m",
-            "input_series": [{"series": key, "values": values} for key, values in series.items()],
-            "alert_rule_test": [{"eval_time": eval_time, "alertname": name, "exp_alerts": expected}],
-        })
-    (tmp_path / "rules_test.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": "1m",
-                                                             "tests": tests}))
-    result = run_tool(["promtool", "test", "rules", str(tmp_path / "rules_test.yml")])
-    assert result.returncode == 0, result.stdout + result.stderr
+    for interval, cases in (("1m", ALERT_CASES), ("1h", DAYS_ALERT_CASES)):
+        tests = []
+        for name, series, eval_time, labels in cases:
+            expected = []
+            if labels is not None:
+                all_labels = {**labels, "severity": rules[name].severity}
+                expected = [{"exp_labels": all_labels, "exp_annotations": {
+                    "summary": _expand(rules[name].summary, all_labels), "runbook": _expand(rules[name].runbook, all_labels)}}]
+            tests.append({
+                "interval": interval,
+                "input_series": [{"series": key, "values": values} for key, values in series.items()],
+                "alert_rule_test": [{"eval_time": eval_time, "alertname": name, "exp_alerts": expected}],
+            })
+        (tmp_path / f"rules_test_{interval}.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": interval,
+                                                                            "tests": tests}))
+        result = run_tool(["promtool", "test", "rules", str(tmp_path / f"rules_test_{interval}.yml")])
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 # One value per receiver kind (the secrets a test must never find in the rendered config).

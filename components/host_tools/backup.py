@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -165,7 +166,7 @@ class Database:
     def command(self, tool: str, *options: str) -> list[str]:
         if self.container:
             # The image's own variables name the user and database; the local socket needs no password.
-            inner = " ".join([tool, *options, '-U "$POSTGRES_USER"', '-d "$POSTGRES_DB"'])
+            inner = " ".join([tool, *map(shlex.quote, options), '-U "$POSTGRES_USER"', '-d "$POSTGRES_DB"'])
             return ["docker", "exec", "-i", self.container, "sh", "-c", inner]
         assert self.conninfo is not None
         return [tool, *options, f"--dbname={self.conninfo}"]

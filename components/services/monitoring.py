@@ -13,9 +13,11 @@ from typing import Any
 
 import yaml
 
-from components.backup_job import max_backup_age_seconds
+from components.backup_job import DRILL_MAX_AGE_DAYS, max_backup_age_seconds
 from components.constants import SECRETS_DIR, TEXTFILE_COLLECTOR_DIR
 from components.host_tools.backup import METRIC_LAST_SUCCESS
+from components.host_tools.drill import METRIC_LAST_SUCCESS as DRILL_METRIC_LAST_SUCCESS
+from components.host_tools.drill import METRIC_RESULT as DRILL_METRIC_RESULT
 from components.services import dashboards, images, mail, postgres
 from components.services.dashboards import REAL_FILESYSTEMS
 from components.services.spec import (
@@ -234,6 +236,17 @@ def alerts(settings: Settings, probes: bool) -> list[Alert]:
             Alert("BackupNeverSucceeded", f"absent({METRIC_LAST_SUCCESS})", "1d", "warning",
                   "no successful backup has been recorded on this host for a day",
                   "systemctl list-timers forgestack-backup.timer; journalctl -u forgestack-backup"),
+            # The weekly drill restores the latest backup into scratch containers: a backup that does not restore is
+            # found within a week, not on the day it is needed.
+            Alert("RestoreDrillTooOld", f"time() - {DRILL_METRIC_LAST_SUCCESS} > {DRILL_MAX_AGE_DAYS} * 86400", "0m", "critical",
+                  f"no restore drill has passed for more than {DRILL_MAX_AGE_DAYS} days: the backups are not known to restore",
+                  "journalctl -u forgestack-restore-drill; sudo systemctl start forgestack-restore-drill.service"),
+            Alert("RestoreDrillFailed", f"{DRILL_METRIC_RESULT} == 0", "0m", "warning",
+                  "the last restore drill failed (download, verification, restore, row counts or git fsck)",
+                  "journalctl -u forgestack-restore-drill -n 50 names the step; README, Restore drills"),
+            Alert("RestoreDrillNeverPassed", f"absent({DRILL_METRIC_LAST_SUCCESS})", f"{DRILL_MAX_AGE_DAYS}d", "warning",
+                  f"no restore drill has passed on this host in {DRILL_MAX_AGE_DAYS} days",
+                  "systemctl list-timers forgestack-restore-drill.timer; sudo systemctl start forgestack-restore-drill.service"),
         ]
     return rules
 
