@@ -57,7 +57,8 @@ if settings.is_aws:
     )
     backups = Backups(
         "backups", BackupsArgs(settings.backup_retention_days, settings.backup_archive_after_days, settings.protect,
-                               lock_mode="COMPLIANCE" if settings.backup_lock_mode == "compliance" else "GOVERNANCE"), aws_opts
+                               lock_mode="COMPLIANCE" if settings.backup_lock_mode == "compliance" else "GOVERNANCE",
+                               replica_region=settings.backup_replica_region), aws_opts
     )
     snapshot_tag = f"{PROJECT}-{settings.stack}"
     job = backups.bucket.bucket.apply(
@@ -83,7 +84,9 @@ if settings.is_aws:
     )
     # Daily snapshots of the data volume; they inherit its key, which Data Lifecycle Manager's role may then use.
     Snapshots("snapshots", SnapshotsArgs(snapshot_tag, settings.snapshot_retention_days,
-                                         host.volume_key.arn if host.volume_key else None), aws_opts)
+                                         host.volume_key.arn if host.volume_key else None,
+                                         copy_region=settings.backup_replica_region,
+                                         copy_key_arn=backups.replica_key.arn if backups.replica_key else None), aws_opts)
     alarms = Alarms("alarms", AlarmsArgs(
         stack=settings.stack, region=settings.region, instance_id=host.instance.id, health_fqdn=settings.hostname(gitea.SUBDOMAIN),
         health_path=gitea.HEALTH_PATH, email=settings.alert_email_to, https_endpoints=settings.alarm_https_endpoints,
@@ -101,6 +104,8 @@ if settings.is_aws:
     pulumi.export("vpcId", network.vpc.id)
     pulumi.export("dataVolumeId", host.data_volume.id)
     pulumi.export("backupBucketName", backups.bucket.bucket)
+    if backups.replica is not None:
+        pulumi.export("backupReplicaBucketName", backups.replica.bucket)
     pulumi.export("credentialsSecretArn", credentials.secret_arn)
     pulumi.export("alarmTopicArns", {region: topic.arn for region, topic in alarms.topics.items()})
     pulumi.export("ssmSessionCommand", host.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}"))

@@ -10,6 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.kms import rotating_key
+from components.network import service_assume_role_policy
 
 NONCURRENT_VERSION_DAYS: Final = 7  # an overwritten or deleted backup object can be recovered for a week
 ABORT_MULTIPART_DAYS: Final = 1
@@ -31,6 +32,7 @@ class BackupsArgs:
     # Object Lock: every backup object version is kept at least retention_days. GOVERNANCE: only a principal with
     # s3:BypassGovernanceRetention (never the host) can remove one early; COMPLIANCE: nobody, not even the root user.
     lock_mode: LockMode = "GOVERNANCE"
+    replica_region: str = ""  # a second region: every backup replicated to a locked bucket there; "" for none
 
 
 def object_lock_rule(args: BackupsArgs) -> aws.s3.BucketObjectLockConfigurationRuleArgs:
@@ -113,6 +115,33 @@ def lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurati
     return [_expire_rule("expire-backups", args.retention_days, transitions, noncurrent_days), _abort_incomplete_uploads_rule()]
 
 
+def replication_policy(source_arn: str, replica_arn: str, source_key_arn: str, replica_key_arn: str) -> str:
+    """What S3 replication needs and nothing more: read versions (with their lock) from the source, write replicas (never
+    deletes), decrypt with the source key through S3, encrypt with the replica key."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadTheSourceConfiguration", "Effect": "Allow", "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"],
+         "Resource": source_arn},
+        {"Sid": "ReadSourceVersions", "Effect": "Allow", "Resource": f"{source_arn}/*",
+         "Action": ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging",
+                    "s3:GetObjectRetention", "s3:GetObjectLegalHold"]},
+        {"Sid": "WriteReplicas", "Effect": "Allow", "Action": ["s3:ReplicateObject", "s3:ReplicateTags"],
+         "Resource": f"{replica_arn}/*"},
+        {"Sid": "DecryptTheSource", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": source_key_arn,
+         "Condition": {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}}},
+        {"Sid": "EncryptTheReplica", "Effect": "Allow", "Action": ["kms:Encrypt", "kms:GenerateDataKey"], "Resource": replica_key_arn,
+         "Condition": {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}}},
+    ]})
+
+
+def kms_encryption(key: aws.kms.Key) -> aws.s3.BucketServerSideEncryptionConfigurationRuleArgs:
+    return aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+        apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+            sse_algorithm="aws:kms", kms_master_key_id=key.arn,
+        ),
+        bucket_key_enabled=True,  # one KMS call per object instead of per request: cheaper
+    )
+
+
 class Backups(pulumi.ComponentResource):
     """A private, versioned, KMS-encrypted, TLS-only bucket with lifecycle retention, whose access is logged to a
     second bucket with the same controls (SSE-S3 there: S3 delivers access logs to no SSE-KMS bucket)."""
@@ -132,16 +161,8 @@ class Backups(pulumi.ComponentResource):
         # a protected stack, see settings.)
         self.bucket = aws.s3.Bucket(f"{name}-bucket", force_destroy=not args.protect, tags={PURPOSE_TAG: BACKUPS_PURPOSE},
                                     opts=stateful)
-        bucket_controls = self._controls(
-            name, self.bucket,
-            aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                    sse_algorithm="aws:kms", kms_master_key_id=self.key.arn,
-                ),
-                bucket_key_enabled=True,  # one KMS call per object instead of per request: cheaper
-            ),
-            self.bucket.arn.apply(tls_only_policy), lifecycle_rules(args),
-        )
+        bucket_controls = self._controls(name, self.bucket, kms_encryption(self.key), self.bucket.arn.apply(tls_only_policy),
+                                         lifecycle_rules(args))
         # Object Lock on the versioned bucket (S3 enables it on existing buckets too): a host that can write backups
         # cannot bury them, whatever it overwrites. Once enabled it cannot be switched off.
         self.lock = aws.s3.BucketObjectLockConfiguration(
@@ -168,38 +189,89 @@ class Backups(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=log_controls),
         )
 
+        self.replica: aws.s3.Bucket | None = None
+        self.replica_key: aws.kms.Key | None = None
+        if args.replica_region:
+            self._replicate(name, args, [*bucket_controls, self.lock])
+
         self.register_outputs({"bucketName": self.bucket.bucket, "bucketArn": self.bucket.arn, "keyArn": self.key.arn,
-                               "accessLogBucketName": self.access_logs.bucket})
+                               "accessLogBucketName": self.access_logs.bucket,
+                               "replicaBucketName": self.replica.bucket if self.replica else None})
+
+    def _replicate(self, name: str, args: BackupsArgs, source_ready: list[pulumi.Resource]) -> None:
+        """A bucket in the replica region with the same controls and lock, its own key, and S3 replication of every new
+        object version to it (delete markers are not replicated: a delete here never reaches the replica)."""
+        region = args.replica_region
+        stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
+        self.replica_key = rotating_key(f"{name}-replica-key", f"forgestack backups replica ({region})", self, args.protect,
+                                        region=region)
+        self.replica = aws.s3.Bucket(f"{name}-replica", force_destroy=not args.protect, region=region,
+                                     tags={PURPOSE_TAG: BACKUPS_PURPOSE}, opts=stateful)
+        replica_controls = self._controls(f"{name}-replica", self.replica, kms_encryption(self.replica_key),
+                                          self.replica.arn.apply(tls_only_policy), lifecycle_rules(args), region=region)
+        replica_lock = aws.s3.BucketObjectLockConfiguration(
+            f"{name}-replica-lock", bucket=self.replica.id, object_lock_enabled="Enabled", rule=object_lock_rule(args), region=region,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=replica_controls),
+        )
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(f"{name}-replication-role", assume_role_policy=service_assume_role_policy("s3.amazonaws.com"), opts=child)
+        policy = aws.iam.RolePolicy(
+            f"{name}-replication-policy", role=role.id,
+            policy=pulumi.Output.all(self.bucket.arn, self.replica.arn, self.key.arn, self.replica_key.arn).apply(
+                lambda arns: replication_policy(*arns)),
+            opts=child,
+        )
+        aws.s3.BucketReplicationConfig(
+            f"{name}-replication", bucket=self.bucket.id, role=role.arn,
+            rules=[aws.s3.BucketReplicationConfigRuleArgs(
+                id="every-backup", status="Enabled", priority=1,
+                filter=aws.s3.BucketReplicationConfigRuleFilterArgs(prefix=""),
+                delete_marker_replication=aws.s3.BucketReplicationConfigRuleDeleteMarkerReplicationArgs(status="Disabled"),
+                source_selection_criteria=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaArgs(
+                    sse_kms_encrypted_objects=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaSseKmsEncryptedObjectsArgs(
+                        status="Enabled"),
+                ),
+                destination=aws.s3.BucketReplicationConfigRuleDestinationArgs(
+                    bucket=self.replica.arn,
+                    encryption_configuration=aws.s3.BucketReplicationConfigRuleDestinationEncryptionConfigurationArgs(
+                        replica_kms_key_id=self.replica_key.arn),
+                    # CloudWatch replication metrics (bytes and operations pending, latency) per rule.
+                    metrics=aws.s3.BucketReplicationConfigRuleDestinationMetricsArgs(status="Enabled"),
+                ),
+            )],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*source_ready, replica_lock, policy]),
+        )
 
     def _controls(
         self, name: str, bucket: aws.s3.Bucket, encryption: aws.s3.BucketServerSideEncryptionConfigurationRuleArgs,
-        policy: pulumi.Input[str], rules: list[aws.s3.BucketLifecycleConfigurationRuleArgs],
+        policy: pulumi.Input[str], rules: list[aws.s3.BucketLifecycleConfigurationRuleArgs], region: str | None = None,
     ) -> list[pulumi.Resource]:
-        """Every bucket's controls: public access blocked, owner-enforced, versioned, encrypted, its policy, lifecycle."""
+        """Every bucket's controls: public access blocked, owner-enforced, versioned, encrypted, its policy, lifecycle.
+        region: the bucket's own region when it is not the provider's (None: the provider's)."""
         child = pulumi.ResourceOptions(parent=self)
         bucket_id = bucket.id
         public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access", bucket=bucket_id, block_public_acls=True, block_public_policy=True,
+            f"{name}-public-access", bucket=bucket_id, region=region, block_public_acls=True, block_public_policy=True,
             ignore_public_acls=True, restrict_public_buckets=True, opts=child,
         )
         ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-ownership", bucket=bucket_id,
+            f"{name}-ownership", bucket=bucket_id, region=region,
             rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"), opts=child,
         )
         versioning = aws.s3.BucketVersioning(
-            f"{name}-versioning", bucket=bucket_id,
+            f"{name}-versioning", bucket=bucket_id, region=region,
             versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
             opts=child,
         )
         encryption_config = aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption", bucket=bucket_id, rules=[encryption], opts=child,
+            f"{name}-encryption", bucket=bucket_id, region=region, rules=[encryption], opts=child,
         )
         bucket_policy = aws.s3.BucketPolicy(
-            f"{name}-tls-only", bucket=bucket_id, policy=policy,
+            f"{name}-tls-only", bucket=bucket_id, region=region, policy=policy,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
         lifecycle = aws.s3.BucketLifecycleConfiguration(
-            f"{name}-lifecycle", bucket=bucket_id, rules=rules,
+            f"{name}-lifecycle", bucket=bucket_id, region=region, rules=rules,
             # Noncurrent-version rules need versioning switched on first.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )

@@ -193,6 +193,12 @@ class Settings(BaseModel):
              "compliance: nobody can, not even the account's root user (protected stacks only).",
              "governance, or compliance on a stack with protect: true", "governance"),
     ]
+    backup_replica_region: Annotated[
+        str,
+        _key("backupReplicaRegion", "Second region for the backups: S3 replicates every backup to a locked bucket there (its own "
+             "KMS key) and Data Lifecycle Manager copies the daily snapshots there; empty keeps one region.",
+             "empty, or an AWS region other than the stack's, such as eu-central-1", ""),
+    ]
     backup_archive_after_days: Annotated[
         int,
         _key("backupArchiveAfterDays", "Days after which backups move to the Glacier Instant Retrieval class; 0 keeps them in Standard.",
@@ -386,6 +392,13 @@ class Settings(BaseModel):
     @field_validator("region")
     @classmethod
     def _check_region(cls, value: str) -> str:
+        if value and not _REGION.fullmatch(value):
+            raise ValueError("malformed region")
+        return value
+
+    @field_validator("backup_replica_region")
+    @classmethod
+    def _check_replica_region(cls, value: str) -> str:
         if value and not _REGION.fullmatch(value):
             raise ValueError("malformed region")
         return value
@@ -654,6 +667,10 @@ class Settings(BaseModel):
                 raise _KeyProblemError("hostedZone", self.hosted_zone, "the Route 53 zone containing domain (required on AWS stacks)")
             if self.domain != self.hosted_zone and not self.domain.endswith("." + self.hosted_zone):
                 raise _KeyProblemError("hostedZone", self.hosted_zone, f"{self.domain!r} or one of its parent domains")
+            if self.backup_replica_region == self.region:
+                raise _KeyProblemError("backupReplicaRegion", self.backup_replica_region,
+                                       f"empty or a region other than the stack's own ({self.region}): a replica in the same "
+                                       "region survives nothing the original does not")
             if self.availability_zone and self.availability_zone[:-1] != self.region:
                 raise _KeyProblemError("availabilityZone", self.availability_zone,
                                        f"a zone of the stack's region {self.region}, such as {self.region}b")

@@ -25,15 +25,18 @@ class SnapshotsArgs:
     snapshot_tag: str  # the data volume carries SNAPSHOT_TAG_KEY=<this>
     retention_days: int
     volume_key_arn: pulumi.Input[str] | None = None  # the volume's customer-managed key, if it has one
+    copy_region: str = ""  # a second region that receives a copy of every snapshot ("" for none)
+    copy_key_arn: pulumi.Input[str] | None = None  # the key the copies are encrypted with there
 
 
-def volume_key_policy(key_arn: str) -> str:
-    """Data Lifecycle Manager snapshots a volume on a customer-managed key only if its role may use the key;
-    grants only for AWS resources (EBS), never for a person."""
+def volume_key_policy(*key_arns: str) -> str:
+    """Data Lifecycle Manager snapshots a volume on a customer-managed key, and copies snapshots encrypted with one, only
+    if its role may use the keys; grants only for AWS resources (EBS), never for a person."""
+    keys = list(key_arns)
     return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "UseTheVolumeKey", "Effect": "Allow", "Resource": key_arn,
+        {"Sid": "UseTheVolumeKeys", "Effect": "Allow", "Resource": keys,
          "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]},
-        {"Sid": "GrantItToEbsOnly", "Effect": "Allow", "Action": "kms:CreateGrant", "Resource": key_arn,
+        {"Sid": "GrantThemToEbsOnly", "Effect": "Allow", "Action": "kms:CreateGrant", "Resource": keys,
          "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}},
     ]})
 
@@ -48,9 +51,16 @@ class Snapshots(pulumi.ComponentResource):
         role = aws.iam.Role(f"{name}-role", assume_role_policy=service_assume_role_policy("dlm.amazonaws.com"), opts=child)
         attachment = aws.iam.RolePolicyAttachment(f"{name}-service", role=role.name, policy_arn=DLM_SERVICE_POLICY_ARN, opts=child)
         ready: list[pulumi.Resource] = [attachment]
-        if args.volume_key_arn is not None:
+        keys = [key for key in (args.volume_key_arn, args.copy_key_arn) if key is not None]
+        if keys:
             ready.append(aws.iam.RolePolicy(f"{name}-volume-key", role=role.id,
-                                            policy=pulumi.Output.from_input(args.volume_key_arn).apply(volume_key_policy), opts=child))
+                                            policy=pulumi.Output.all(*keys).apply(lambda arns: volume_key_policy(*arns)), opts=child))
+        # Each snapshot copied to the second region too, kept as long, on that region's key: a region-wide loss keeps them.
+        copies = [aws.dlm.LifecyclePolicyPolicyDetailsScheduleCrossRegionCopyRuleArgs(
+            target=args.copy_region, encrypted=True, cmk_arn=args.copy_key_arn, copy_tags=True,
+            retain_rule=aws.dlm.LifecyclePolicyPolicyDetailsScheduleCrossRegionCopyRuleRetainRuleArgs(
+                interval=args.retention_days, interval_unit="DAYS"),
+        )] if args.copy_region else []
         self.policy = aws.dlm.LifecyclePolicy(
             f"{name}-policy",
             description=f"Daily snapshots of the volume tagged {SNAPSHOT_TAG_KEY}={args.snapshot_tag}",
@@ -70,6 +80,7 @@ class Snapshots(pulumi.ComponentResource):
                     ),
                     copy_tags=True,
                     tags_to_add={"forgestack:snapshot": "dlm"},
+                    cross_region_copy_rules=copies,
                 )],
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=ready),

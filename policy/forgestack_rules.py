@@ -114,6 +114,8 @@ ACCEPTED_RISKS: dict[tuple[str, str], str] = {
                                                              "engine; run trusted repositories only",
     ("container-no-docker-socket", "services-portainer"): "Portainer manages the Docker engine by design; an opt-in switch "
                                                           "(forgestack:portainer), on in dev, off in prod",
+    ("s3-access-logging", "backups-replica"): "the replica in the second region is written only by S3 replication (its own "
+                                              "role) and read only in a disaster; a second access-log bucket there buys little",
     ("s3-kms-encryption", "backups-access-logs-encryption"): "S3 delivers server access logs only to buckets encrypted "
                                                               "with S3-managed keys (SSE-S3), never SSE-KMS",
     ("container-capabilities-dropped", "services-postgres"): "the image's root entrypoint owns the cluster directory to postgres "
@@ -134,7 +136,7 @@ ACCEPTED_RISKS: dict[tuple[str, str], str] = {
 
 # Checkov's findings (tests/test_checkov.py runs Checkov over each AWS stack's rehearsed plan) that stand, with the
 # reason: (check id, Pulumi resource name). Every other failed check fails the tests, and so does an entry here
-# that Checkov no longer reports.
+# that Checkov reports on no stack.
 CHECKOV_ACCEPTED: dict[tuple[str, str], str] = {
     ("CKV_AWS_273", "mail-smtp-user"): "SES's SMTP interface signs in with an IAM user's access key only (no role, no SSO); "
                                        "the user's one permission is sending as the stack's identity",
@@ -147,8 +149,12 @@ CHECKOV_ACCEPTED: dict[tuple[str, str], str] = {
     ("CKV2_AWS_62", "backups-access-logs"): "an access-log bucket: S3 writes to it, nothing reacts to it",
     ("CKV2_AWS_57", "credentials-secret"): "the generated credentials are live in running services (database, Gitea, "
                                            "Grafana); rotation is a deploy with a changed secret, not a Lambda",
-    ("CKV_AWS_144", "backups-bucket"): "one region until backupReplicaRegion exists (issue 16); the daily EBS snapshots are "
-                                       "the second copy today",
+    ("CKV_AWS_144", "backups-bucket"): "stacks without backupReplicaRegion (dev) keep one region; prod replicates to a "
+                                       "second one",
+    ("CKV_AWS_144", "backups-replica"): "the replica is the second region's copy; replicating it again buys nothing",
+    ("CKV_AWS_18", "backups-replica"): "written only by S3 replication (its own role), read only in a disaster; a second "
+                                       "access-log bucket in the replica region buys little",
+    ("CKV2_AWS_62", "backups-replica"): "nothing consumes the replica's events; replication metrics show its lag",
     ("CKV_AWS_144", "backups-access-logs"): "access logs are evidence for the stack's region; not replicated",
     ("CKV_AWS_145", "backups-access-logs"): "S3 delivers server access logs only to buckets encrypted with S3-managed keys "
                                             "(SSE-S3), never SSE-KMS",

@@ -106,6 +106,7 @@ class MotoMocks(ForgeMocks):
             "aws:s3/bucketPolicy:BucketPolicy": self._bucket_policy,
             "aws:s3/bucketLogging:BucketLogging": self._bucket_logging,
             "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration": self._object_lock,
+            "aws:s3/bucketReplicationConfig:BucketReplicationConfig": self._replication,
             "aws:secretsmanager/secret:Secret": self._secret,
             "aws:secretsmanager/secretVersion:SecretVersion": self._secret_version,
             "aws:ebs/volume:Volume": self._volume,
@@ -314,9 +315,33 @@ class MotoMocks(ForgeMocks):
 
     def _bucket(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         bucket = inputs.get("bucket") or f"{name}-{self._next()[-7:]}"
-        self.account.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": self.account.region})
-        return bucket, {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}", "region": self.account.region,
+        region = inputs.get("region") or self.account.region  # a bucket may name its own region (pulumi-aws 7)
+        self.account.client("s3", region).create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+        return bucket, {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}", "region": region,
                         "bucketDomainName": f"{bucket}.s3.amazonaws.com"}
+
+    def _replication(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        rules = []
+        for rule in inputs["rules"]:
+            destination = rule["destination"]
+            converted: dict[str, Any] = {
+                "ID": rule["id"], "Status": rule["status"], "Priority": _number(rule.get("priority", 0)),
+                "Filter": {"Prefix": (rule.get("filter") or {}).get("prefix", "")},
+                "DeleteMarkerReplication": {"Status": (rule.get("deleteMarkerReplication") or {}).get("status", "Disabled")},
+                "Destination": {"Bucket": destination["bucket"]},
+            }
+            if destination.get("encryptionConfiguration"):
+                converted["Destination"]["EncryptionConfiguration"] = {
+                    "ReplicaKmsKeyID": destination["encryptionConfiguration"]["replicaKmsKeyId"]}
+            if destination.get("metrics"):
+                converted["Destination"]["Metrics"] = {"Status": destination["metrics"]["status"]}
+            criteria = (rule.get("sourceSelectionCriteria") or {}).get("sseKmsEncryptedObjects")
+            if criteria:
+                converted["SourceSelectionCriteria"] = {"SseKmsEncryptedObjects": {"Status": criteria["status"]}}
+            rules.append(converted)
+        self.account.client("s3").put_bucket_replication(
+            Bucket=inputs["bucket"], ReplicationConfiguration={"Role": inputs["role"], "Rules": rules})
+        return inputs["bucket"], {}
 
     def _public_access_block(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         keys = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
@@ -569,9 +594,15 @@ class MotoMocks(ForgeMocks):
                 retain_rule["Count"] = _number(retain["count"])
             if retain.get("interval"):
                 retain_rule.update(Interval=_number(retain["interval"]), IntervalUnit=retain["intervalUnit"])
+            copies = [{"Target": copy["target"], "Encrypted": bool(copy["encrypted"]), "CopyTags": bool(copy.get("copyTags")),
+                       **({"CmkArn": copy["cmkArn"]} if copy.get("cmkArn") else {}),
+                       "RetainRule": {"Interval": _number(copy["retainRule"]["interval"]),
+                                      "IntervalUnit": copy["retainRule"]["intervalUnit"]}}
+                      for copy in schedule.get("crossRegionCopyRules") or []]
             schedules.append({"Name": schedule["name"], "CopyTags": bool(schedule.get("copyTags")), "CreateRule": create_rule,
                               "RetainRule": retain_rule,
-                              "TagsToAdd": [{"Key": k, "Value": v} for k, v in (schedule.get("tagsToAdd") or {}).items()]})
+                              "TagsToAdd": [{"Key": k, "Value": v} for k, v in (schedule.get("tagsToAdd") or {}).items()],
+                              **({"CrossRegionCopyRules": copies} if copies else {})})
         request = {
             "ExecutionRoleArn": inputs["executionRoleArn"], "Description": inputs["description"], "State": inputs.get("state", "ENABLED"),
             "PolicyDetails": {"PolicyType": details.get("policyType", "EBS_SNAPSHOT_MANAGEMENT"), "ResourceTypes": details["resourceTypes"],

@@ -77,7 +77,7 @@ def test_both_volumes_use_the_stacks_own_rotating_key_and_snapshots_may_use_it()
         policy_name = run.one("aws:iam/rolePolicy:RolePolicy", "snapshots-volume-key").outputs["name"]
         document = iam.get_role_policy(RoleName=role, PolicyName=policy_name)
         statements = document["PolicyDocument"]["Statement"]
-        assert {s["Resource"] for s in statements} == {key.outputs["arn"]}
+        assert [s["Resource"] for s in statements] == [[key.outputs["arn"]]] * 2
         grant = next(s for s in statements if s["Action"] == "kms:CreateGrant")
         assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
 

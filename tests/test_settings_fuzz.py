@@ -81,6 +81,7 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
     "gitSshPort": st.one_of(st.integers().filter(lambda n: n not in (0, 22, 2222)).map(str), st.sampled_from(["ssh", "22.5", "-22"])),
     # dev is unprotected: compliance is refused there too
     "backupLockMode": st.one_of(st.just("compliance"), st.text(max_size=12).filter(lambda s: s not in ("governance", "compliance"))),
+    "backupReplicaRegion": st.one_of(st.just("eu-west-1"), not_matching(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d").filter(bool)),
     "volumeKey": st.text(max_size=20).filter(lambda s: s not in ("customer-managed", "aws-managed")),
     "dataVolumeSnapshotId": st.one_of(st.sampled_from(["snap-123", "vol-0123456789abcdef0", "snap-0123456789ABCDEF0", "snap-"]),
                                       not_matching(r"snap-([0-9a-f]{8}|[0-9a-f]{17})").filter(bool)),
@@ -197,6 +198,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "vpcCidr": vpc, "adminCidrs": json.dumps(admin_networks),
         "rootVolumeGb": draw(st.integers(10, 500)), "dataVolumeGb": draw(st.integers(10, 16384)),
         "volumeKey": draw(st.sampled_from(["customer-managed", "aws-managed"])),
+        "backupReplicaRegion": draw(st.sampled_from(["", "ca-central-1"])),
         "gitSshPort": draw(st.sampled_from(["0", "2222", *(["22"] if not admin_networks else [])])),
         "dataVolumeSnapshotId": draw(st.one_of(st.just(""), st.from_regex(r"snap-[0-9a-f]{17}", fullmatch=True))),
         "availabilityZone": draw(st.sampled_from(["", "a", "b", "c"])),

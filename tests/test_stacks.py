@@ -54,8 +54,9 @@ def test_aws_resources_use_the_tagging_provider(aws_run: ProgramRun) -> None:
 
 def test_prod_protects_every_stateful_resource(prod_run: ProgramRun) -> None:
     stateful = [r for r in prod_run.resources if r.type in STATEFUL]
-    assert len(stateful) == 10  # two buckets (backups, access logs), six keys (two for the alarm topics, one for the volumes),
-    # secret, data volume
+    # three buckets (backups, access logs, the replica), seven keys (two for the alarm topics, one for the volumes, one for
+    # the replica region), the secret, the data volume
+    assert len(stateful) == 12
     assert [r.name for r in stateful if not r.protect] == []
 
 
