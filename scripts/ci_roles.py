@@ -132,7 +132,7 @@ def deploy_policy(bucket: str, bucket_key_arn: str, stack: str, secrets_key_arn:
         *state_statements(bucket, bucket_key_arn, stack, write=True),
         {"Sid": "UseOwnSecretsKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
          "Resource": secrets_key_arn},
-        # The program's roles (host, snapshots, flow logs): created, given inline policies, passed to their services.
+        # The program's roles (host, snapshots, flow logs, replication): created, given inline policies, passed to their services.
         {"Sid": "ProgramRoles", "Effect": "Allow", "Resource": [f"arn:aws:iam::{account}:role/*",
                                                                  f"arn:aws:iam::{account}:instance-profile/*"],
          "Action": ["iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:TagRole", "iam:UntagRole",
@@ -151,7 +151,8 @@ def deploy_policy(bucket: str, bucket_key_arn: str, stack: str, secrets_key_arn:
                     "iam:DeleteGroupPolicy", "iam:ListGroupPolicies", "iam:ListAttachedGroupPolicies"]},
         {"Sid": "PassProgramRoles", "Effect": "Allow", "Action": "iam:PassRole", "Resource": f"arn:aws:iam::{account}:role/*",
          "Condition": {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com", "dlm.amazonaws.com",
-                                                                "vpc-flow-logs.amazonaws.com"]}}},
+                                                                "vpc-flow-logs.amazonaws.com",
+                                                                "s3.amazonaws.com"]}}},  # the backups' replication role
         # Only the one managed policy the program attaches (Data Lifecycle Manager's service role).
         {"Sid": "NoOtherManagedPolicy", "Effect": "Deny", "Action": ["iam:AttachRolePolicy"], "Resource": "*",
          "Condition": {"ArnNotEquals": {"iam:PolicyARN": "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"}}},

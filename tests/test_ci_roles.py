@@ -249,6 +249,9 @@ def test_deploy_roles_manage_only_their_own_stacks_mail_user(account: str, capsy
             assert _document_allows(policy, action, f"arn:aws:iam::{account_id}:group/forgestack-{stack}-smtp-senders")
             assert not _document_allows(policy, action, f"arn:aws:iam::{account_id}:group/forgestack-{other}-smtp-senders")
         assert not _document_allows(policy, "iam:PutUserPolicy", f"arn:aws:iam::{account_id}:user/forgestack-{stack}-smtp")
+        (passing,) = [s for s in policy["Statement"] if s["Sid"] == "PassProgramRoles"]
+        assert set(passing["Condition"]["StringEquals"]["iam:PassedToService"]) == {
+            "ec2.amazonaws.com", "dlm.amazonaws.com", "vpc-flow-logs.amazonaws.com", "s3.amazonaws.com"}  # the program's services
         assert not _document_allows(policy, "iam:AttachGroupPolicy", f"arn:aws:iam::{account_id}:group/forgestack-{stack}-smtp-senders")
 
 
