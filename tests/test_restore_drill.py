@@ -148,6 +148,7 @@ def test_the_scratch_postgres_runs_the_live_image_without_network_and_is_always_
     calls = (tmp_path / "docker.log").read_text().splitlines()
     run = next(call for call in calls if call.startswith("run "))
     assert "--network none" in run and run.endswith(" postgres:18.4-trixie")
+    assert "--security-opt no-new-privileges --cap-drop ALL" in run and "--pids-limit 256" in run and "--memory 512m" in run
     assert "POSTGRES_HOST_AUTH_METHOD=trust" in run and f"{tmp_path / 'pg'}:/var/lib/postgresql" in run
     assert calls[-1] == f"rm --force --volumes {drill.SCRATCH_CONTAINER}"  # removed even though the checks failed
 

@@ -90,6 +90,7 @@ class BackupError(Exception):
 # so a hard-linked tree keeps the paused moment; files changed in place later (logs) show as tar's tolerated warning.
 DEFAULT_MAX_PAUSE_SECONDS = 120
 STAGING_PREFIX = ".forgestack-backup-"
+UNPAUSE_ATTEMPTS = 3
 RELEASE = re.compile(r"\d+\.\d+\.\d+")
 
 
@@ -128,15 +129,26 @@ class BoundedPause:
 
     def _overrun(self) -> None:
         self.overran = True
-        self._unpause()
+        try:
+            self._unpause()
+        except BackupError as error:  # on the timer's thread: say it in one line; __exit__ tries again
+            log(f"could not unpause {self.container} after {self.max_seconds:.0f} s: {error}")
 
     def _unpause(self) -> None:
         with self.lock:
             if not self.paused:
                 return
-            self.paused = False
             self.seconds = time.monotonic() - self.started
-            run_text(["docker", "unpause", self.container])
+            for attempt in range(1, UNPAUSE_ATTEMPTS + 1):  # a frozen forge is worse than a failed backup: insist
+                try:
+                    run_text(["docker", "unpause", self.container])
+                    break
+                except BackupError:
+                    if attempt == UNPAUSE_ATTEMPTS:
+                        raise BackupError(f"{self.container} is still PAUSED: docker unpause {self.container} failed "
+                                          f"{attempt} times; run it by hand") from None
+                    time.sleep(1)
+            self.paused = False
             log(f"{self.container} running again after {self.seconds:.2f} s")
 
     def __exit__(self, *_: object) -> None:

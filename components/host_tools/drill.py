@@ -47,6 +47,7 @@ SCRATCH_USER = "drill"
 KEY_TABLES = ("user", "repository")  # Gitea's; "user" must have rows (its admin)
 FSCK_SAMPLE = 5
 READY_SECONDS = 120
+SCRATCH_MEMORY = "512m"  # the memory plan keeps about this much free for one CI job; the drill runs when CI is quiet
 # Metric names the alert rules read (components/services/monitoring.py).
 METRIC_LAST_SUCCESS = "forgestack_restore_drill_last_success_timestamp_seconds"
 METRIC_LAST_RUN = "forgestack_restore_drill_last_run_timestamp_seconds"
@@ -77,7 +78,11 @@ def scratch_container(postgres_container: str, data_dir: Path) -> Iterator[commo
     image = common.run_text(["docker", "inspect", "--format", "{{.Config.Image}}", postgres_container])
     subprocess.run(["docker", "rm", "--force", SCRATCH_CONTAINER], capture_output=True, check=False)  # a leftover
     data_dir.mkdir()
-    common.run_text(["docker", "run", "--detach", "--name", SCRATCH_CONTAINER, "--network", "none", "--memory", "1g",
+    # Hardened like the live one: no network, a memory and process cap, no new privileges, only the capabilities its
+    # entrypoint needs to own the data directory and drop to postgres.
+    common.run_text(["docker", "run", "--detach", "--name", SCRATCH_CONTAINER, "--network", "none", "--memory", SCRATCH_MEMORY,
+                     "--pids-limit", "256", "--security-opt", "no-new-privileges", "--cap-drop", "ALL",
+                     *(f"--cap-add={cap}" for cap in ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")),
                      "--env", f"POSTGRES_USER={SCRATCH_USER}", "--env", f"POSTGRES_DB={SCRATCH_USER}",
                      "--env", "POSTGRES_HOST_AUTH_METHOD=trust", "--volume", f"{data_dir}:/var/lib/postgresql", image])
     try:
