@@ -25,6 +25,7 @@ CREDENTIAL_LENGTHS: Final = {
     "webhookSecret": 48,  # HMAC key shared by Gitea's webhooks and the webhook relay
     "droneRpcSecret": 48,
     "portainerAdminPassword": 24,
+    "minioRootPassword": 32,  # the local stack's backup store
 }
 CREDENTIAL_KEYS: Final = tuple(CREDENTIAL_LENGTHS)
 

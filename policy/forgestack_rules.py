@@ -34,7 +34,9 @@ ADDABLE_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "
 BROAD_MANAGED_POLICIES = ("AdministratorAccess", "PowerUserAccess", "IAMFullAccess", "AmazonS3FullAccess",
                           "SecretsManagerReadWrite", "AmazonEC2FullAccess", "AWSKeyManagementServicePowerUser")
 DATA_SERVICES = ("s3", "secretsmanager", "kms", "ssm", "dynamodb", "rds")
-PINNED_IMAGE = re.compile(r"^[a-z0-9./-]+(:\d+[A-Za-z0-9._-]*|:v\d+[A-Za-z0-9._-]*|@sha256:[0-9a-f]{64})$")
+# An exact version: a numeric tag (1.27.3, 18.4-trixie), v-prefixed (v1.29.7), MinIO's release stamp or a digest.
+PINNED_IMAGE = re.compile(r"^[a-z0-9./-]+(:\d+[A-Za-z0-9._-]*|:v\d+[A-Za-z0-9._-]*|:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ"
+                          r"|@sha256:[0-9a-f]{64})$")
 SECRET_IN_TEXT = re.compile(
     # a private key, an AWS access key, an environment-style NAME=value (upper case, as env files and
     # shell exports write it) or a YAML-style name: "value", where the value looks like a credential

@@ -30,7 +30,7 @@ def test_each_stack_builds_its_containers(dev_run: ProgramRun, prod_run: Program
     assert set(_containers(dev_run)) == aws_names | {"forgestack-portainer"}  # portainer: on in dev, off in prod
     assert set(_containers(prod_run)) == aws_names
     assert set(_containers(local_run)) == aws_names - {"forgestack-certbot", "forgestack-blackbox"} | {
-        "forgestack-portainer", "forgestack-mailpit"}  # locally mail goes to Mailpit (on AWS: SES)
+        "forgestack-portainer", "forgestack-mailpit", "forgestack-minio"}  # locally mail goes to Mailpit (on AWS: SES), backups to MinIO
 
 
 def test_local_stack_has_no_aws_resources(local_run: ProgramRun) -> None:
@@ -113,7 +113,8 @@ def test_only_the_proxy_publishes_80_and_443(any_run: ProgramRun) -> None:
     """On the stack's public face (all interfaces on AWS, loopback locally): the proxy and git over SSH, nothing else.
     Git on 22 (AWS without adminCidrs) binds the host's private address only: the host's sshd keeps loopback:22."""
     if "forge.localhost" in any_run.outputs["giteaUrl"]:
-        assert _published(any_run, {"127.0.0.1"}) == {"forgestack-gitea": [2222], "forgestack-proxy": [80, 443]}
+        # and the backup store's S3 API, for scripts/local_backup.py on this machine
+        assert _published(any_run, {"127.0.0.1"}) == {"forgestack-gitea": [2222], "forgestack-proxy": [80, 443], "forgestack-minio": [9000]}
         return
     private_ip = any_run.one("aws:ec2/instance:Instance").outputs["privateIp"]
     assert _published(any_run, {"0.0.0.0"}) == {"forgestack-proxy": [80, 443]}

@@ -44,7 +44,7 @@ CORE = ["postgres", "valkey", "gitea"]
 
 def test_aws_stacks_run_everything_local_has_no_certbot_or_probes(dev: Settings, local: Settings) -> None:
     assert list(_by_name(dev)) == [*CORE, "runner", "relay", "portainer", *OBSERVABILITY, "proxy", "certbot"]
-    local_core = [*CORE[:2], "mailpit", *CORE[2:]]  # Mailpit catches the local stack's mail
+    local_core = [*CORE[:2], "mailpit", "minio", *CORE[2:]]  # Mailpit catches the local stack's mail, MinIO keeps its backups
     assert list(_by_name(local)) == [*local_core, "runner", "relay", "portainer", *[n for n in OBSERVABILITY if n != "blackbox"], "proxy"]
 
 

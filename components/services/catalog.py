@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from components.services import ci, logs, mail, monitoring, portainer, proxy, relay, valkey
+from components.services import backup_store, ci, logs, mail, monitoring, portainer, proxy, relay, valkey
 from components.services.gitea import gitea_spec
 from components.services.postgres import postgres_spec
 from components.services.proxy import certbot_spec, proxy_routes, proxy_spec
@@ -18,7 +18,8 @@ FIXED_MEMORY_MB = {
     proxy.NAME: 128, proxy.CERTBOT_NAME: 192,
     monitoring.NODE_EXPORTER: 64, monitoring.CADVISOR: 160, monitoring.POSTGRES_EXPORTER: 64, monitoring.BLACKBOX: 48,
     monitoring.ALERTMANAGER: 96, monitoring.GRAFANA: 256, logs.ALLOY: 160,
-    valkey.NAME: 128, relay.NAME: 64, mail.MAILPIT: 64, portainer.NAME: 128, ci.RUNNER: 256, ci.DRONE: 192, ci.DRONE_RUNNER: 128,
+    valkey.NAME: 128, relay.NAME: 64, mail.MAILPIT: 64, backup_store.NAME: 256, portainer.NAME: 128, ci.RUNNER: 256, ci.DRONE: 192,
+    ci.DRONE_RUNNER: 128,
 }
 # Relative shares of what is left after the OS, the fixed limits and one CI job's memory.
 SHARE_OF_REST = {"postgres": 0.30, "gitea": 0.35, monitoring.PROMETHEUS: 0.15, logs.LOKI: 0.10}
@@ -26,7 +27,7 @@ MONITORING_SERVICES = {monitoring.NODE_EXPORTER, monitoring.CADVISOR, monitoring
                        monitoring.ALERTMANAGER, monitoring.GRAFANA, monitoring.PROMETHEUS}
 LOGGING_SERVICES = {logs.LOKI, logs.ALLOY}
 AWS_ONLY_SERVICES = {proxy.CERTBOT_NAME, monitoring.BLACKBOX}  # the local stack has no public names to certify or probe
-LOCAL_ONLY_SERVICES = {mail.MAILPIT}  # AWS stacks send real mail through SES
+LOCAL_ONLY_SERVICES = {mail.MAILPIT, backup_store.NAME}  # AWS stacks send real mail through SES and back up to S3
 CI_SERVICES: dict[str, set[str]] = {"actions": {ci.RUNNER}, "drone": {ci.DRONE, ci.DRONE_RUNNER}, "none": set()}
 ALL_CI_SERVICES = set().union(*CI_SERVICES.values())
 JOB_SHARE = 0.10  # what the shares leave free is for CI job containers (capped per job by the runner)
@@ -104,6 +105,8 @@ def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
     specs = [postgres_spec(settings, memory["postgres"]), valkey.valkey_spec(memory[valkey.NAME])]
     if enabled(settings, mail.MAILPIT):
         specs.append(mail.mailpit_spec(memory[mail.MAILPIT]))
+    if enabled(settings, backup_store.NAME):
+        specs.append(backup_store.minio_spec(memory[backup_store.NAME]))
     specs.append(gitea)
     if enabled(settings, ci.RUNNER):
         specs.append(ci.runner_spec(settings, memory[ci.RUNNER], ci_job_memory_mb(settings)))

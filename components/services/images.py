@@ -32,6 +32,8 @@ DRONE_SERVER: Final = "drone/drone:2.26.0"
 DRONE_RUNNER: Final = "drone/drone-runner-docker:1.8.4"
 PORTAINER: Final = "portainer/portainer-ce:2.33.6"  # 2.33.5+ negotiates Docker 29's minimum API version (1.44)
 MAILPIT: Final = "axllent/mailpit:v1.29.7"  # the local stack's mail catcher (SMTP in, web UI)
+# The local stack's backup store. MinIO published no community images after this release: it is the last one there is.
+MINIO: Final = "minio/minio:RELEASE.2025-09-07T16-13-09Z"
 PYTHON: Final = "python:3.13.9-alpine3.22"  # runs the webhook relay, whose code is uploaded (no private registry)
 # What CI jobs run in: the runner's job label maps to this image.
 CI_JOB_IMAGE: Final = "node:22.21.1-bookworm"

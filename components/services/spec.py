@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from components.constants import DOCKER_NETWORK, DOCKER_NETWORKS
+from policy.forgestack_rules import PINNED_IMAGE
 
 # name:tag with an exact tag (digits, not a floating word like latest/stable/alpine alone).
 # Every container starts with all capabilities dropped and no-new-privileges; a service adds back only what
@@ -15,7 +16,7 @@ from components.constants import DOCKER_NETWORK, DOCKER_NETWORKS
 CHOWN_AND_SWITCH_USER = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
 DEFAULT_PIDS_LIMIT = 512  # processes and threads per container: a fork bomb stops there
 
-_PINNED_IMAGE = re.compile(r"^[a-z0-9./-]+(:\d+[A-Za-z0-9._-]*|:v\d+[A-Za-z0-9._-]*)$")
+_PINNED_IMAGE = PINNED_IMAGE  # one definition: the policy pack's (exact tags, MinIO's RELEASE stamps, digests)
 
 
 @dataclass(frozen=True)
