@@ -106,6 +106,7 @@ if settings.is_aws:
     pulumi.export("backupBucketName", backups.bucket.bucket)
     if backups.replica is not None:
         pulumi.export("backupReplicaBucketName", backups.replica.bucket)
+        pulumi.export("backupReplicaRegion", settings.backup_replica_region)
     pulumi.export("credentialsSecretArn", credentials.secret_arn)
     pulumi.export("alarmTopicArns", {region: topic.arn for region, topic in alarms.topics.items()})
     pulumi.export("ssmSessionCommand", host.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}"))

@@ -50,13 +50,15 @@ class Dns(pulumi.ComponentResource):
         self.caa: dict[str, aws.route53.Record] = {}
         for hostname in args.hostnames:
             label = hostname.removesuffix("." + args.domain).replace(".", "-")
+            # allow_overwrite: these names are the forge's by construction; a stack rebuilt elsewhere (a lost region,
+            # scripts/recover.py) takes them over instead of failing on the records its lost predecessor left.
             self.records[hostname] = aws.route53.Record(
                 f"{name}-{label}-a", zone_id=self.zone_id, name=hostname, type="A", ttl=RECORD_TTL,
-                records=[args.public_ip], opts=child,
+                records=[args.public_ip], allow_overwrite=True, opts=child,
             )
             self.caa[hostname] = aws.route53.Record(
                 f"{name}-{label}-caa", zone_id=self.zone_id, name=hostname, type="CAA", ttl=RECORD_TTL,
-                records=caa_records(args.acme_email), opts=child,
+                records=caa_records(args.acme_email), allow_overwrite=True, opts=child,
             )
 
         self.register_outputs({"zoneId": self.zone_id, "hostnames": list(args.hostnames)})

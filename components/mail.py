@@ -62,8 +62,9 @@ class Mail(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         def record(label: str, record_name: pulumi.Input[str], record_type: str, value: pulumi.Input[str]) -> aws.route53.Record:
+            # The forge's own names under mail.<domain>: taken over by a stack rebuilt elsewhere (see dns.py).
             return aws.route53.Record(f"{name}-{label}", zone_id=args.zone_id, name=record_name, type=record_type, ttl=RECORD_TTL,
-                                      records=[value], opts=child)
+                                      records=[value], allow_overwrite=True, opts=child)
 
         self.identity = aws.ses.DomainIdentity(f"{name}-identity", domain=args.domain, opts=child)
         record("verification", f"_amazonses.{args.domain}", "TXT", self.identity.verification_token)

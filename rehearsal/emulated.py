@@ -44,6 +44,7 @@ class EmulatedAccount:
 
     region: str
     validated_only: list[str] = field(default_factory=list)  # "type name": checked against botocore's model only
+    rehearsals: int = 0  # programs run against this account so far: each gets its own range of generated names
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -80,6 +81,9 @@ class MotoMocks(ForgeMocks):
     def __init__(self, account: EmulatedAccount) -> None:
         super().__init__()
         self.account = account
+        # A second program in the same account (a stack rebuilt after a loss) must not reuse the first one's names.
+        self.counter = account.rehearsals * 1_000_000
+        account.rehearsals += 1
         self.handlers: dict[str, Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]]]] = {
             "aws:ec2/vpc:Vpc": self._vpc,
             "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": self._default_security_group,
@@ -486,7 +490,8 @@ class MotoMocks(ForgeMocks):
         record_name = inputs["name"]
         self.account.client("route53").change_resource_record_sets(
             HostedZoneId=inputs["zoneId"],
-            ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": {
+            # allowOverwrite: the provider UPSERTs (takes the name over from a stack that is gone); else CREATE fails on it
+            ChangeBatch={"Changes": [{"Action": "UPSERT" if inputs.get("allowOverwrite") else "CREATE", "ResourceRecordSet": {
                 "Name": record_name, "Type": inputs["type"], "TTL": _number(inputs["ttl"]),
                 "ResourceRecords": [{"Value": value} for value in inputs["records"]]}}]},
         )

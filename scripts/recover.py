@@ -8,10 +8,11 @@ Reads the stack's outputs (`pulumi stack output --json`, or --outputs-file) and 
   host-lost    the instance is gone (terminated, retired), the data volume survives: a new host on the same volume.
   volume-lost  the data volume is gone or broken: a new volume from the newest completed snapshot, same zone.
   zone-lost    the zone is down: the newest snapshot becomes a volume in another available zone; subnet and host follow.
+  region-lost  the region is down: a new stack in the replica region (backupReplicaRegion) from the newest snapshot
+               copied there; it takes over the forge's DNS names; then restore the newest replicated backup.
 The plan names every step and the data it brings back (RPO: the snapshot's age; newer changes come from the S3
 backups, restored afterwards with restore.py). It refuses when the account says nothing was lost (a running host, an
-attached to a running host) unless --force (volume-lost, zone-lost: the volume is there but broken). A region-wide loss
-needs a replica region, not built yet (README, Disaster recovery).
+attached to a running host) unless --force (volume-lost, zone-lost: the volume is there but broken).
 Exit codes: 0 planned (and applied), 1 a step failed, 2 bad usage, 3 refused (nothing lost, or no snapshot).
 """
 
@@ -33,7 +34,7 @@ import botocore.exceptions
 
 from components.constants import PROJECT, SNAPSHOT_TAG_KEY
 
-SCENARIOS = ("host-lost", "volume-lost", "zone-lost")
+SCENARIOS = ("host-lost", "volume-lost", "zone-lost", "region-lost")
 PROTECTED_STACKS = ("prod",)  # their stack files set protect: true (the data volume must be unprotected to replace)
 AWS_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 
@@ -53,6 +54,8 @@ class Plan:
 
     def steps(self) -> list[list[str]]:
         settings = [["pulumi", "config", "set", "--stack", self.stack, f"forgestack:{key}", value] for key, value in self.config.items()]
+        if self.scenario == "region-lost":  # the new stack exists (and has its region) before it gets settings
+            return self.commands[:2] + settings + self.commands[2:]
         return settings + self.commands
 
 
@@ -69,10 +72,34 @@ def urn(stack: str, resource: tuple[str, str, str]) -> str:
 def stack_outputs(stack: str, outputs_file: Path | None) -> dict[str, Any]:
     if outputs_file:
         return dict(json.loads(outputs_file.read_text()))
-    result = subprocess.run(["pulumi", "stack", "output", "--json", "--stack", stack], capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(["pulumi", "stack", "output", "--json", "--stack", stack], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise RecoveryRefusedError("the Pulumi CLI is not installed here: install it, or give the outputs with --outputs-file") from None
     if result.returncode != 0:
         raise RecoveryRefusedError(f"cannot read the outputs of stack {stack}: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
     return dict(json.loads(result.stdout))
+
+
+def plan_region_loss(stack: str, outputs: dict[str, Any], replica_ec2: Any, now: datetime) -> Plan:
+    """A new stack (<stack>-<replica region>) with the old one's settings, in the replica region, its data volume from the
+    newest snapshot copied there; the old stack stays as it is until its region is back (then destroy it)."""
+    if not outputs.get("backupReplicaBucketName"):
+        raise RecoveryRefusedError(f"stack {stack} has no replica region (backupReplicaRegion): recover from a backup copied "
+                                   "elsewhere by hand, or wait for the region")
+    region = str(outputs["backupReplicaRegion"])
+    plan = Plan("region-lost", f"{stack}-{region}")
+    copied = newest_snapshot(replica_ec2, stack)
+    age_hours = (now - copied["StartTime"]).total_seconds() / 3600
+    plan.facts += [f"replica region {region}: bucket {outputs['backupReplicaBucketName']}",
+                   f"newest copied snapshot {copied['SnapshotId']}: {copied['StartTime'].isoformat()} ({age_hours:.1f} h old)"]
+    plan.commands.append(["pulumi", "stack", "init", plan.stack, "--copy-config-from", stack])
+    plan.commands.append(["pulumi", "config", "set", "--stack", plan.stack, "aws:region", region])
+    plan.config = {"backupReplicaRegion": "", "availabilityZone": "", "dataVolumeSnapshotId": copied["SnapshotId"]}
+    plan.commands.append(["pulumi", "up", "--stack", plan.stack, "--yes"])
+    plan.rpo = (f"{age_hours:.1f} h from the copied snapshot; then restore the newest replicated backup on the new host: "
+                f"AWS_REGION={region} restore.py --bucket {outputs['backupReplicaBucketName']} (README, Restore)")
+    return plan
 
 
 def newest_snapshot(ec2: Any, stack: str) -> dict[str, Any]:
@@ -182,8 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"recover: the stack's outputs lack {', '.join(missing)}: is {args.stack} an AWS stack?", file=sys.stderr)
             return 2
-        ec2 = boto3.client("ec2", region_name=args.region)
-        plan = plan_recovery(args.scenario, args.stack, outputs, ec2, datetime.now(UTC), args.force)
+        if args.scenario == "region-lost":
+            replica = boto3.client("ec2", region_name=outputs.get("backupReplicaRegion") or args.region)
+            plan = plan_region_loss(args.stack, outputs, replica, datetime.now(UTC))
+        else:
+            ec2 = boto3.client("ec2", region_name=args.region)
+            plan = plan_recovery(args.scenario, args.stack, outputs, ec2, datetime.now(UTC), args.force)
     except RecoveryRefusedError as error:
         print(f"recover: refused: {error}", file=sys.stderr)
         return 3

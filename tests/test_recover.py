@@ -151,5 +151,66 @@ def test_usage_and_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert recover.main(["--stack", "local", "--scenario", "host-lost", "--outputs-file", str(local)]) == 2
     assert capsys.readouterr().err.strip() == "recover: the stack's outputs lack instanceId, dataVolumeId: is local an AWS stack?"
     with pytest.raises(SystemExit) as exit_:
-        recover.main(["--stack", "dev", "--scenario", "region-lost"])
+        recover.main(["--stack", "dev", "--scenario", "datacenter-lost"])
     assert exit_.value.code == 2
+    capsys.readouterr()  # argparse's usage text
+    no_replica = tmp_path / "dev.json"
+    no_replica.write_text(json.dumps({"instanceId": "i-0", "dataVolumeId": "vol-0"}))
+    assert recover.main(["--stack", "dev", "--scenario", "region-lost", "--outputs-file", str(no_replica), "--region", REGION]) == 3
+    assert capsys.readouterr().err.strip() == ("recover: refused: stack dev has no replica region (backupReplicaRegion): recover "
+                                               "from a backup copied elsewhere by hand, or wait for the region")
+
+
+def test_region_lost_rebuilds_the_stack_in_the_replica_region_from_copied_data(tmp_path: Path) -> None:
+    """prod (replica region eu-central-1) deployed; eu-west-1 then lost. In the replica region there are a snapshot copy
+    (as DLM leaves it) and a replicated backup (written there by the same backup.py). The plan names a new stack there
+    from the copy; that stack, rehearsed in the same account, builds its volume from the copy in eu-central-1 and takes
+    the forge's DNS names over; and the backup restores from the replica bucket."""
+    from components.host_tools import backup as backup_script
+    from components.host_tools import restore as restore_script
+    from rehearsal.emulated import register_ubuntu_images
+
+    config = stack_config("prod")
+    replica_region = config["forgestack:backupReplicaRegion"]
+    with emulated_account(REGION, config["forgestack:hostedZone"]) as account:
+        run = rehearse("prod", config, account)
+        assert run.outputs["backupReplicaRegion"] == replica_region
+        replica_ec2 = account.client("ec2", replica_region)
+        source = replica_ec2.create_volume(AvailabilityZone=f"{replica_region}a", Size=200)["VolumeId"]
+        copy = replica_ec2.create_snapshot(VolumeId=source, TagSpecifications=[
+            {"ResourceType": "snapshot", "Tags": [{"Key": SNAPSHOT_TAG_KEY, "Value": "forgestack-prod"}]}])["SnapshotId"]
+        data = tmp_path / "gitea"
+        (data / "git").mkdir(parents=True)
+        (data / "git" / "HEAD").write_text("ref: refs/heads/main\n")
+        replica_s3 = account.client("s3", replica_region)
+        # moto treats the TLS-only policy's conditional deny as a deny even over HTTPS (README, What is proven how)
+        replica_s3.delete_bucket_policy(Bucket=run.outputs["backupReplicaBucketName"])
+        made = backup_script.run_backup(replica_s3, run.outputs["backupReplicaBucketName"], "forgestack", None, [data])
+
+        plan = recover.plan_region_loss("prod", run.outputs, replica_ec2, later())
+        assert plan.stack == f"prod-{replica_region}"
+        assert plan.steps() == [
+            ["pulumi", "stack", "init", plan.stack, "--copy-config-from", "prod"],
+            ["pulumi", "config", "set", "--stack", plan.stack, "aws:region", replica_region],
+            ["pulumi", "config", "set", "--stack", plan.stack, "forgestack:backupReplicaRegion", ""],
+            ["pulumi", "config", "set", "--stack", plan.stack, "forgestack:availabilityZone", ""],
+            ["pulumi", "config", "set", "--stack", plan.stack, "forgestack:dataVolumeSnapshotId", copy],
+            ["pulumi", "up", "--stack", plan.stack, "--yes"]]
+        assert f"AWS_REGION={replica_region} restore.py --bucket {run.outputs['backupReplicaBucketName']}" in plan.rpo
+
+        # The new stack, as the plan sets it up, in the same account: its own names, the replica region.
+        register_ubuntu_images(replica_region)
+        rebuilt_config = {**config, "aws:region": replica_region, **{f"forgestack:{k}": v for k, v in plan.config.items()}}
+        rebuilt = rehearse(plan.stack, rebuilt_config, EmulatedAccount(region=replica_region, rehearsals=account.rehearsals))
+        (volume,) = replica_ec2.describe_volumes(VolumeIds=[rebuilt.outputs["dataVolumeId"]])["Volumes"]
+        assert volume["SnapshotId"] == copy and volume["AvailabilityZone"].startswith(replica_region)
+        zone = rebuilt.one("aws:route53/record:Record", "dns-git-a").inputs["zoneId"]
+        records = account.client("route53").list_resource_record_sets(HostedZoneId=zone)
+        git_a = [r for r in records["ResourceRecordSets"] if r["Name"].rstrip(".") == "git.forge.example.com" and r["Type"] == "A"]
+        assert [v["Value"] for v in git_a[0]["ResourceRecords"]] == [rebuilt.outputs["hostPublicIp"]]  # taken over
+
+        target = tmp_path / "restored"
+        target.mkdir()
+        assert restore_script.run_restore(replica_s3, run.outputs["backupReplicaBucketName"], "forgestack", "latest", None, target,
+                                          tmp_path) == made["backup_id"]
+        assert (target / "gitea" / "git" / "HEAD").read_text() == "ref: refs/heads/main\n"
