@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Recover a forgestack AWS stack from a lost host, a lost data volume or a lost availability zone.
+"""Recover a forgestack AWS stack from a lost host, data volume, availability zone or region.
 
     python scripts/recover.py --stack prod --scenario volume-lost             # print the plan
     python scripts/recover.py --stack prod --scenario zone-lost --apply       # and run it (pulumi config set, pulumi up)
@@ -11,8 +11,8 @@ Reads the stack's outputs (`pulumi stack output --json`, or --outputs-file) and 
   region-lost  the region is down: a new stack in the replica region (backupReplicaRegion) from the newest snapshot
                copied there; it takes over the forge's DNS names; then restore the newest replicated backup.
 The plan names every step and the data it brings back (RPO: the snapshot's age; newer changes come from the S3
-backups, restored afterwards with restore.py). It refuses when the account says nothing was lost (a running host, an
-attached to a running host) unless --force (volume-lost, zone-lost: the volume is there but broken).
+backups, restored afterwards with restore.py). It refuses when the account says nothing was lost (a running host, a
+volume attached to a running host) unless --force (volume-lost, zone-lost: the volume is there but broken).
 Exit codes: 0 planned (and applied), 1 a step failed, 2 bad usage, 3 refused (nothing lost, or no snapshot).
 """
 
