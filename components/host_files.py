@@ -89,14 +89,18 @@ class HostBundle:
         """Run on the host as the login user (sudo): unpack over /, reload systemd, (re)start the timers, and move the
         host's sshd to loopback (or back to every address). The running session survives: sshd's sessions are its
         children (KillMode=process), and SSM reaches loopback before and after."""
+        files = " ".join(SSHD_LOOPBACK_FILES)
+        # sshd restarts only when its listening addresses change: with loopback-only on every install (idempotent), and
+        # without it only when an earlier deploy's two files are still there to remove.
+        restart_sshd = ("sudo sshd -t && sudo systemctl daemon-reload && if systemctl is-enabled --quiet ssh.socket; "
+                        "then sudo systemctl restart ssh.socket; else sudo systemctl restart ssh; fi")
+        back_to_every_address = (f"if [ -e {SSHD_LOOPBACK_CONFIG} ] || [ -e {SSH_SOCKET_DROP_IN} ]; "
+                                 f"then sudo rm -f {files} && {restart_sshd}; fi")
         steps = [
-            # Without loopback-only, the two files must not linger from an earlier deploy.
-            *([] if self.sshd_loopback else [shlex.join(["sudo", "rm", "-f", *SSHD_LOOPBACK_FILES])]),
             "base64 -d | sudo tar -xzf - -C / --no-same-owner",
             shlex.join(["sudo", "install", "-d", "-m", "0755", TEXTFILE_COLLECTOR_DIR]),
-            "sudo sshd -t",  # a broken sshd configuration stops here, before anything restarts it
+            restart_sshd if self.sshd_loopback else back_to_every_address,  # sshd -t first: a broken config restarts nothing
             "sudo systemctl daemon-reload",
-            "if systemctl is-enabled --quiet ssh.socket; then sudo systemctl restart ssh.socket; else sudo systemctl restart ssh; fi",
             shlex.join(["sudo", "systemctl", "enable", "--now", *self.timers]),
             f"echo 'host files installed ({self.digest[:12]})' >&2",
         ]

@@ -129,11 +129,38 @@ def test_loopback_sshd_files_ship_only_when_git_holds_22_and_are_removed_otherwi
     assert unpacked[SSHD_LOOPBACK_CONFIG] == sshd_loopback_config()
     assert "ListenStream=\nListenStream=127.0.0.1:22\nListenStream=[::1]:22\n" in unpacked[SSH_SOCKET_DROP_IN]
     script = loopback.install_argv()[2]
-    assert "rm -f" not in script and script.index("sudo sshd -t") < script.index("restart ssh.socket")
+    assert "rm -f" not in script and script.index("tar -xzf") < script.index("sudo sshd -t") < script.index("restart ssh.socket")
     plain = host_bundle(JOB)
     assert not set(SSHD_LOOPBACK_FILES) & {f.path for f in host_files(JOB)}
-    assert plain.install_argv()[2].startswith(f"set -e; sudo rm -f {SSHD_LOOPBACK_CONFIG} {SSH_SOCKET_DROP_IN} && ")
+    assert (f"if [ -e {SSHD_LOOPBACK_CONFIG} ] || [ -e {SSH_SOCKET_DROP_IN} ]; then sudo rm -f {SSHD_LOOPBACK_CONFIG} "
+            f"{SSH_SOCKET_DROP_IN} && sudo sshd -t") in plain.install_argv()[2]
     assert plain.digest != loopback.digest  # switching either way reruns the install
+
+
+@pytest.mark.parametrize(("leftover", "restarted"), [(False, False), (True, True)])
+def test_without_git_on_22_sshd_restarts_only_to_drop_an_earlier_loopback(tmp_path: Path, leftover: bool, restarted: bool) -> None:
+    """The install script run by sh with sudo, sshd and systemctl as recording stand-ins and the files under a fake
+    root: nothing restarts unless an earlier deploy's loopback files are there, which are then removed."""
+    bin_dir, root, log = tmp_path / "bin", tmp_path / "root", tmp_path / "calls"
+    bin_dir.mkdir()
+    for tool in ("sshd", "systemctl", "install", "tar", "base64"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\n[ "$1" = is-enabled ] && exit 0\nexit 0\n')
+        (bin_dir / tool).chmod(0o755)
+    # sudo runs its command with the paths rebased under the fake root.
+    (bin_dir / "sudo").write_text(f'#!/bin/sh\nif [ "$1" = rm ]; then shift 2; for f in "$@"; do rm -f "{root}$f"; done; '
+                                  f'echo "rm $*" >> {log}; exit 0; fi\nexec "$@"\n')
+    (bin_dir / "sudo").chmod(0o755)
+    script = host_bundle(JOB).install_argv()[2].replace("[ -e /", f"[ -e {root}/")
+    if leftover:
+        for path in SSHD_LOOPBACK_FILES:
+            (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (root / path.lstrip("/")).write_text("old")
+    result = subprocess.run(["sh", "-c", script], input="", capture_output=True, text=True, check=False,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text()
+    assert ("systemctl restart ssh.socket" in calls) is restarted
+    assert not any((root / path.lstrip("/")).exists() for path in SSHD_LOOPBACK_FILES)
 
 
 def test_shellcheck_accepts_the_install_script() -> None:
