@@ -45,6 +45,9 @@ class EmulatedAccount:
     region: str
     validated_only: list[str] = field(default_factory=list)  # "type name": checked against botocore's model only
     rehearsals: int = 0  # programs run against this account so far: each gets its own range of generated names
+    # The engine registers resources from several threads; moto's backends are not thread-safe (a dict changed size
+    # during iteration in create_security_group, seen once under load), so calls into moto go one at a time.
+    moto_lock: threading.RLock = field(default_factory=threading.RLock)
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -145,12 +148,17 @@ class MotoMocks(ForgeMocks):
             raise UnemulatedTypeError(f"rehearsal: AWS type {args.typ} ({args.name}) has no emulation; add a handler in "
                                       "rehearsal/emulated.py")
         inputs = unwrap_secrets(args.inputs)
-        resource_id, attributes = handler(args.name, inputs)
+        with self.account.moto_lock:
+            resource_id, attributes = handler(args.name, inputs)
         outputs = {**inputs, **attributes}
         self.registered.append(Registered(args.typ, args.name, inputs, resource_id, outputs, bool(args.custom), raw_inputs=args.inputs))
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        with self.account.moto_lock:
+            return self._call(args)
+
+    def _call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         token, request = args.token, unwrap_secrets(args.args)
         ec2 = self.account.client("ec2")
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
