@@ -120,13 +120,26 @@ def test_a_paused_backup_holds_the_same_moment_in_database_and_files(gitea_world
 
 
 def test_without_the_pause_database_and_files_drift_apart(gitea_world: dict[str, Any], postgres: PostgresServer,
-                                                          aws_env: dict[str, str], tmp_path: Path) -> None:
+                                                          aws_env: dict[str, str], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The control: the same busy forge, backed up without --gitea-container, gives an archive with files whose rows
-    the dump does not have (the dump comes first, the archive later)."""
+    the dump does not have (the dump comes first, the archive later). So that a loaded machine cannot hide the drift,
+    the backup waits after the dump until the forge has written a few more commits, as a busy forge would."""
     s3 = s3_of(aws_env)
     s3.create_bucket(Bucket="drifting", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     database = backup_script.database_from_args(postgres.url, None, None)
-    time.sleep(0.2)
+    writer = gitea_world["writer"]
+    upload = backup_script.upload_stream
+
+    def upload_then_let_the_forge_write(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        result = upload(*args, **kwargs)
+        if args[4] == backup_script.DATABASE_PART:  # the label: the dump is complete
+            seen, deadline = writer.written, time.monotonic() + 60
+            while writer.written < seen + 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return result
+
+    monkeypatch.setattr(backup_script, "upload_stream", upload_then_let_the_forge_write)
     manifest = backup_script.run_backup(s3, "drifting", "forgestack", database, [gitea_world["data"]])
     rows, files = _moment(s3, "drifting", manifest, tmp_path)
     assert files - rows, "the writer was too slow to show the drift"
