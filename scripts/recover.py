@@ -33,9 +33,10 @@ import boto3
 import botocore.exceptions
 
 from components.constants import PROJECT, SNAPSHOT_TAG_KEY
+from components.settings import ConfigError, parse
+from rehearsal.engine import stack_config
 
 SCENARIOS = ("host-lost", "volume-lost", "zone-lost", "region-lost")
-PROTECTED_STACKS = ("prod",)  # their stack files set protect: true (the data volume must be unprotected to replace)
 AWS_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 
 
@@ -143,7 +144,16 @@ def _instance_zone(ec2: Any, instance_id: str) -> str:
     return str(instances[0]["Placement"]["AvailabilityZone"]) if instances else ""
 
 
-def plan_recovery(scenario: str, stack: str, outputs: dict[str, Any], ec2: Any, now: datetime, force: bool = False) -> Plan:
+def stack_protected(stack: str) -> bool:
+    """The stack file's `protect` setting: a protected data volume must be unprotected before it can be replaced."""
+    try:
+        return parse(stack_config(stack), stack).protect
+    except (OSError, ValueError, ConfigError) as error:
+        raise RecoveryRefusedError(f"cannot read the settings of stack {stack} (Pulumi.{stack}.yaml): {error}") from None
+
+
+def plan_recovery(scenario: str, stack: str, outputs: dict[str, Any], ec2: Any, now: datetime, force: bool = False,
+                  protected: bool = False) -> Plan:
     plan = Plan(scenario, stack)
     instance_state = _instance_state(ec2, outputs["instanceId"])
     volume = _volume(ec2, outputs["dataVolumeId"])
@@ -178,7 +188,7 @@ def plan_recovery(scenario: str, stack: str, outputs: dict[str, Any], ec2: Any, 
             raise RecoveryRefusedError(f"no other available zone than {lost} in this region")
         plan.config["availabilityZone"] = sorted(zones)[0]
         plan.facts.append(f"moving from {lost} to {plan.config['availabilityZone']}")
-    if stack in PROTECTED_STACKS:
+    if protected:
         # The program protects the volume on these stacks; the next up protects the new one again.
         plan.commands.append(["pulumi", "state", "unprotect", "--stack", stack, "--yes", urn(stack, DATA_VOLUME)])
     plan.commands.append(up)
@@ -214,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             plan = plan_region_loss(args.stack, outputs, replica, datetime.now(UTC))
         else:
             ec2 = boto3.client("ec2", region_name=args.region)
-            plan = plan_recovery(args.scenario, args.stack, outputs, ec2, datetime.now(UTC), args.force)
+            plan = plan_recovery(args.scenario, args.stack, outputs, ec2, datetime.now(UTC), args.force, stack_protected(args.stack))
     except RecoveryRefusedError as error:
         print(f"recover: refused: {error}", file=sys.stderr)
         return 3

@@ -30,9 +30,8 @@ import botocore.exceptions
 import pulumi
 
 from components.constants import DATA_MOUNT
-from components.services.spec import _PINNED_IMAGE
 from components.settings import ConfigError
-from policy.forgestack_rules import Report, evaluate
+from policy.forgestack_rules import PINNED_IMAGE, Report, evaluate
 from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse, stack_region
 from rehearsal.engine import ProgramRun, Registered, policy_view, run_program, stack_config
 from rehearsal.graph import mermaid
@@ -53,7 +52,7 @@ def check_docker(run: ProgramRun) -> list[str]:
     """What Docker would refuse or what would break at run time, found before anything runs."""
     problems = []
     for image in run.of_type("docker:index/remoteImage:RemoteImage"):
-        if not _PINNED_IMAGE.match(image.inputs["name"]):
+        if not PINNED_IMAGE.match(image.inputs["name"]):
             problems.append(f"image {image.inputs['name']} is not pinned to an exact tag")
     bindings = Counter(
         (port.get("ip"), int(port["external"]))

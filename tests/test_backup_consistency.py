@@ -23,6 +23,7 @@ from components.host_tools import backup as backup_script
 from components.host_tools import restore as restore_script
 from tests.backup_support import s3_of
 from tests.servers import PostgresServer
+from tests.shims import install_shim
 
 DOCKER_SHIM = """#!/bin/sh
 # docker, as far as backup.py and restore.py use it for the Gitea container: inspect, pause, unpause.
@@ -70,12 +71,10 @@ class Writer(threading.Thread):
 def gitea_world(postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     postgres.psql("DROP TABLE IF EXISTS commits; CREATE TABLE commits (n integer PRIMARY KEY)")
     state, shims, data = tmp_path / "state", tmp_path / "bin", tmp_path / "srv" / "gitea"
-    for directory in (state, shims, data / "refs"):
+    for directory in (state, data / "refs"):
         directory.mkdir(parents=True)
     (state / "image").write_text("gitea/gitea:1.27.3\n")
-    docker = shims / "docker"
-    docker.write_text(DOCKER_SHIM)
-    docker.chmod(0o755)
+    install_shim(shims, "docker", DOCKER_SHIM)
     monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_GITEA_STATE", str(state))
     writer = Writer(postgres, data, state)

@@ -9,11 +9,15 @@ from pathlib import Path
 import pytest
 
 from components.backup_job import (
+    DRILL_CALENDAR,
+    DRILL_UNIT,
     HOST_SCRIPTS,
     METRICS_FILE,
     UNIT_NAME,
     BackupJob,
     backup_job,
+    drill_service_unit,
+    drill_timer_unit,
     max_backup_age_seconds,
     on_calendar,
     service_unit,
@@ -90,6 +94,14 @@ def test_systemd_accepts_the_units_and_rejects_a_broken_one(tmp_path: Path) -> N
     assert calendar.returncode == 0, calendar.stderr
     (tmp_path / f"{UNIT_NAME}.timer").write_text(timer_unit(JOB).replace("OnCalendar=", "OnCalendar=every tuesday-ish "))
     assert subprocess.run(verify, capture_output=True, text=True, check=False).returncode != 0
+    # The weekly restore drill's units, the same way.
+    (tmp_path / f"{DRILL_UNIT}.service").write_text(drill_service_unit(JOB))
+    (tmp_path / f"{DRILL_UNIT}.timer").write_text(drill_timer_unit())
+    drill = ["systemd-analyze", "verify", "--man=no", str(tmp_path / f"{DRILL_UNIT}.timer"), str(tmp_path / f"{DRILL_UNIT}.service")]
+    result = subprocess.run(drill, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    weekly = subprocess.run(["systemd-analyze", "calendar", DRILL_CALENDAR], capture_output=True, text=True, check=False)
+    assert weekly.returncode == 0 and "Sun " in weekly.stdout, weekly.stderr
 
 
 @pytest.mark.parametrize(("stack", "hours"), [("dev", 24), ("prod", 1)])

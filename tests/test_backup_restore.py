@@ -16,6 +16,7 @@ import pytest
 from components.host_tools import backup as backup_script
 from tests.backup_support import REGION, SNAPSHOT_SQL, backup, damage_the_database, one_error_line, run_script, s3_of, tree_digest
 from tests.servers import PASSWORD, PostgresServer, postgres_tool
+from tests.shims import install_shim
 
 
 def test_round_trip_restores_rows_sequences_and_files(aws_env: dict[str, str], bucket: str, seeded: PostgresServer,
@@ -219,10 +220,8 @@ def docker_shim(tmp_path: Path, seeded: PostgresServer) -> dict[str, str]:
     PostgreSQL image gives its processes (POSTGRES_USER, POSTGRES_DB) and a server to talk to. The scripts' own
     command lines (sh -c with "$POSTGRES_USER", pg_dump/pg_restore over stdin and stdout) run unchanged."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     server_bin = str(Path(postgres_tool("pg_dump")).parent)
-    shim = bin_dir / "docker"
-    shim.write_text(f"""#!/bin/sh
+    install_shim(bin_dir, "docker", f"""#!/bin/sh
 [ "$1" = exec ] || {{ echo "shim: only docker exec" >&2; exit 2; }}
 shift
 [ "$1" = -i ] && shift
@@ -231,7 +230,6 @@ shift
 export POSTGRES_USER=gitea POSTGRES_DB=gitea PGHOST=127.0.0.1 PGPORT={seeded.port} PGPASSWORD='{PASSWORD}'
 PATH="{server_bin}:$PATH" exec "$@"
 """)
-    shim.chmod(0o755)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 

@@ -17,6 +17,7 @@ from policy.forgestack_rules import CHECKOV_ACCEPTED
 from rehearsal.engine import ProgramRun, run_program, stack_config
 from rehearsal.terraform_plan import UnmappedTypeError, plan_document, snake_case, terraform_values
 from scripts.checkov_scan import CHECKOV, ScanResult, scan
+from tests.readme_support import accepted_table
 
 
 def _scan(run: ProgramRun, tmp_path: Path) -> ScanResult:
@@ -84,12 +85,4 @@ def test_a_type_without_a_terraform_name_is_an_error_not_a_gap(dev_run: ProgramR
 
 
 def test_the_readme_lists_exactly_the_accepted_checkov_findings() -> None:
-    from rehearsal.engine import REPO
-
-    text = (REPO / "README.md").read_text()
-    table = text[text.index("| check | resource | why it is accepted |"):].split("\n\n", 1)[0].splitlines()[2:]
-    listed = {}
-    for row in table:
-        check, resource, reason = (cell.strip() for cell in row.strip("|").split(" | ", 2))
-        listed[(check.strip("`"), resource.strip("`"))] = reason
-    assert listed == CHECKOV_ACCEPTED
+    assert accepted_table("| check | resource | why it is accepted |") == CHECKOV_ACCEPTED

@@ -12,9 +12,9 @@ import pytest
 from components import templates
 from components.constants import DATA_MOUNT, DOCKER_SUBNET
 from components.services.deploy import HostConnection, aws_connection, host_ready_command, local_connection, pids_limits_command
-from components.services.spec import _PINNED_IMAGE
-from policy.forgestack_rules import ACCEPTED_RISKS, ADDABLE_CAPABILITIES
+from policy.forgestack_rules import ACCEPTED_RISKS, ADDABLE_CAPABILITIES, PINNED_IMAGE
 from rehearsal.engine import ProgramRun, Registered, has_secret, run_program, stack_config
+from tests.shims import install_shim
 
 PUBLIC_PORTS = {80, 443, 2222}
 
@@ -44,7 +44,7 @@ def test_invariants_of_every_container(any_run: ProgramRun) -> None:
     credentials = [r.outputs["result"] for r in any_run.of_type("random:index/randomPassword:RandomPassword")]
     for name, container in _containers(any_run).items():
         inputs = container.inputs
-        assert _PINNED_IMAGE.match(images[inputs["image"]]), f"{name}: image not pinned"
+        assert PINNED_IMAGE.match(images[inputs["image"]]), f"{name}: image not pinned"
         assert inputs["restart"] == "unless-stopped", name
         assert inputs["logDriver"] == "json-file" and inputs["logOpts"]["max-size"], name
         assert inputs["memory"] > 0, name
@@ -81,9 +81,7 @@ def test_the_docker_provider_is_configured_without_its_startup_ping(any_run: Pro
 
 def test_the_pids_limits_command_updates_every_container(tmp_path: Path) -> None:
     """The command line as the deploy runs it, with a `docker` on PATH that records its calls."""
-    shim = tmp_path / "docker"
-    shim.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n')
-    shim.chmod(0o755)
+    install_shim(tmp_path, "docker", f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n')
     line = pids_limits_command(local_connection(), {"gitea": 2048, "postgres": 512, "relay": 512})
     subprocess.run(["sh", "-c", line], check=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
     assert (tmp_path / "calls").read_text().splitlines() == [

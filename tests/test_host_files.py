@@ -31,6 +31,7 @@ from components.host_files import (
 from components.services.deploy import host_ready_command, local_connection
 from rehearsal.engine import ProgramRun, run_program, stack_config
 from tests.backup_support import unpack_bundle
+from tests.shims import install_shim
 
 SSHD = "/usr/sbin/sshd"
 JOB = BackupJob(bucket="forge-backups-1a2b", region="eu-west-1", interval_hours=1, postgres_container="forgestack-postgres",
@@ -66,9 +67,7 @@ def test_systemd_accepts_the_prune_units_and_the_docker_drop_in(tmp_path: Path) 
     # A stand-in docker.service next to the drop-in, so that systemd parses the drop-in as docker's; and a stand-in
     # docker binary (verify checks that ExecStart exists; this machine has no Docker).
     (units / "docker.service").write_text("[Service]\nExecStart=/bin/true\n")
-    shim = tmp_path / "docker"
-    shim.write_text("#!/bin/sh\n")
-    shim.chmod(0o755)
+    shim = install_shim(tmp_path, "docker", "#!/bin/sh\n")
     prune = units / f"{PRUNE_UNIT}.service"
     prune.write_text(prune.read_text().replace("ExecStart=/usr/bin/docker ", f"ExecStart={shim} "))
     verify = ["systemd-analyze", "verify", "--man=no", str(units / f"{PRUNE_UNIT}.timer"), str(units / f"{PRUNE_UNIT}.service"),
@@ -112,8 +111,7 @@ def test_host_ready_accepts_a_degraded_cloud_init_but_not_a_failed_one(tmp_path:
     """`cloud-init status --wait` exits 2 for "done with recoverable errors": the probe goes on (and says so)."""
     for tool, body in (("cloud-init", f'[ "$2" = --long ] && echo "status: degraded"; exit {cloud_init_exit}'), ("docker", "exit 0"),
                        ("seq", "echo 1"), ("sleep", "exit 0")):
-        (tmp_path / tool).write_text(f"#!/bin/sh\n{body}\n")
-        (tmp_path / tool).chmod(0o755)
+        install_shim(tmp_path, tool, f"#!/bin/sh\n{body}\n")
     result = subprocess.run(["sh", "-c", host_ready_command(local_connection())], capture_output=True, text=True, check=False,
                             env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
     assert (result.returncode == 0) is ready, result.stderr
@@ -142,14 +140,11 @@ def test_without_git_on_22_sshd_restarts_only_to_drop_an_earlier_loopback(tmp_pa
     """The install script run by sh with sudo, sshd and systemctl as recording stand-ins and the files under a fake
     root: nothing restarts unless an earlier deploy's loopback files are there, which are then removed."""
     bin_dir, root, log = tmp_path / "bin", tmp_path / "root", tmp_path / "calls"
-    bin_dir.mkdir()
     for tool in ("sshd", "systemctl", "install", "tar", "base64"):
-        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\n[ "$1" = is-enabled ] && exit 0\nexit 0\n')
-        (bin_dir / tool).chmod(0o755)
+        install_shim(bin_dir, tool, f'#!/bin/sh\necho "{tool} $*" >> {log}\n[ "$1" = is-enabled ] && exit 0\nexit 0\n')
     # sudo runs its command with the paths rebased under the fake root.
-    (bin_dir / "sudo").write_text(f'#!/bin/sh\nif [ "$1" = rm ]; then shift 2; for f in "$@"; do rm -f "{root}$f"; done; '
+    install_shim(bin_dir, "sudo", f'#!/bin/sh\nif [ "$1" = rm ]; then shift 2; for f in "$@"; do rm -f "{root}$f"; done; '
                                   f'echo "rm $*" >> {log}; exit 0; fi\nexec "$@"\n')
-    (bin_dir / "sudo").chmod(0o755)
     script = host_bundle(JOB).install_argv()[2].replace("[ -e /", f"[ -e {root}/")
     if leftover:
         for path in SSHD_LOOPBACK_FILES:
@@ -234,8 +229,8 @@ def test_a_loopback_sshd_leaves_the_hosts_address_to_the_git_container(tmp_path:
     with _real_sshd(tmp_path / "loopback", port, loopback=True):
         assert _listening("127.0.0.1", port)  # SSM's AWS-StartSSHSession still reaches sshd
         assert not _listening(private, port)  # the world does not
-        with _bind(private, port):  # the git container's published port beside it
-            pass
+        with _bind(private, port) as beside:  # the git container's published port beside it
+            assert beside.getsockname() == (private, port)
         with pytest.raises(OSError, match="Address already in use"):
             _bind("0.0.0.0", port)
     with _real_sshd(tmp_path / "default", port, loopback=False):  # without the snippet: the collision git on 22 would hit

@@ -18,6 +18,7 @@ from components.services import backup_store
 from rehearsal.engine import REPO, ProgramRun
 from tests.backup_support import s3_of, tree_digest
 from tests.servers import DATABASE, PASSWORD, USER, PostgresServer
+from tests.shims import install_shim
 
 DOCKER_SHIM = """#!/bin/sh
 echo "$*" >> "$FAKE_DOCKER_LOG"
@@ -61,10 +62,7 @@ def local_stack(postgres: PostgresServer, aws_env: dict[str, str], tmp_path: Pat
     (volume / "git" / "repositories" / "team" / "HEAD").write_text("ref: refs/heads/main\n")
     (volume / "gitea" / "conf").mkdir(parents=True)
     (volume / "gitea" / "conf" / "app.ini").write_text("[server]\nROOT_URL = https://git.forge.localhost/\n")
-    shim = tmp_path / "bin" / "docker"
-    shim.parent.mkdir()
-    shim.write_text(DOCKER_SHIM)
-    shim.chmod(0o755)
+    shim = install_shim(tmp_path / "bin", "docker", DOCKER_SHIM)
     env = {**aws_env, "PATH": f"{shim.parent}:{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(tmp_path / "docker.log"),
            "FAKE_GITEA_VOLUME": str(volume), "FAKE_PG_USER": USER, "FAKE_PG_DB": DATABASE, "FAKE_PG_PORT": str(postgres.port),
            "FAKE_PG_PASSWORD": PASSWORD}

@@ -15,6 +15,7 @@ from policy import pack
 from policy.forgestack_rules import ACCEPTED_RISKS, RULES, Resource, Rule, evaluate
 from rehearsal.engine import ProgramRun, policy_view
 from scripts import rehearse as rehearse_script
+from tests.readme_support import accepted_table
 
 INSTANCE = "aws:ec2/instance:Instance"
 CONTAINER = "docker:index/container:Container"
@@ -202,15 +203,7 @@ def test_rehearse_fails_on_a_mandatory_violation(monkeypatch: pytest.MonkeyPatch
 
 
 def test_the_readme_lists_exactly_the_accepted_risks() -> None:
-    from rehearsal.engine import REPO
-
-    text = (REPO / "README.md").read_text()
-    table = text[text.index("| rule | resource | why it is accepted |"):].split("\n\n", 1)[0].splitlines()[2:]
-    listed = {}
-    for row in table:
-        rule, resource, reason = (cell.strip() for cell in row.strip("|").split(" | ", 2))
-        listed[(rule.strip("`"), resource.strip("`"))] = reason
-    assert listed == ACCEPTED_RISKS
+    assert accepted_table("| rule | resource | why it is accepted |") == ACCEPTED_RISKS
 
 
 # ------------------------------------------------------------------ backups nobody can erase

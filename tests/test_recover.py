@@ -18,6 +18,7 @@ from components.constants import SNAPSHOT_TAG_KEY
 from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse
 from rehearsal.engine import ProgramRun, run_program, stack_config
 from scripts import recover
+from tests.shims import install_shim
 
 REGION = "eu-west-1"
 
@@ -54,12 +55,12 @@ def test_volume_lost_recreates_the_volume_from_the_newest_snapshot(deployed: tup
     newest = snapshot(account, run.outputs["dataVolumeId"], stack)
     snapshot(account, ec2.create_volume(AvailabilityZone="eu-west-1a", Size=1)["VolumeId"], "other-stack")  # not ours
     lose_the_volume(account, run)
-    plan = recover.plan_recovery("volume-lost", stack, run.outputs, ec2, later())
+    plan = recover.plan_recovery("volume-lost", stack, run.outputs, ec2, later(), protected=recover.stack_protected(stack))
     assert plan.config == {"dataVolumeSnapshotId": newest}
     assert plan.steps()[0] == ["pulumi", "config", "set", "--stack", stack, "forgestack:dataVolumeSnapshotId", newest]
     assert plan.steps()[-1] == ["pulumi", "up", "--stack", stack, "--refresh", "--yes"]
     unprotect = [step for step in plan.steps() if step[1:3] == ["state", "unprotect"]]
-    if stack == "prod":  # the program protects prod's volume: the plan unprotects exactly that URN
+    if stack == "prod":  # prod's stack file says protect: the plan unprotects exactly the volume's URN
         assert unprotect == [["pulumi", "state", "unprotect", "--stack", "prod", "--yes", run.one("aws:ebs/volume:Volume").urn]]
     else:
         assert unprotect == []
@@ -76,7 +77,7 @@ def test_zone_lost_moves_volume_subnet_and_host_to_another_zone(deployed: tuple[
     taken = snapshot(account, run.outputs["dataVolumeId"], stack)
     lost_zone = run.one("aws:ebs/volume:Volume").inputs["availabilityZone"]
     lose_the_volume(account, run)
-    plan = recover.plan_recovery("zone-lost", stack, run.outputs, ec2, later())
+    plan = recover.plan_recovery("zone-lost", stack, run.outputs, ec2, later(), protected=recover.stack_protected(stack))
     assert plan.config["dataVolumeSnapshotId"] == taken
     assert plan.config["availabilityZone"] not in ("", lost_zone) and plan.config["availabilityZone"].startswith(REGION)
     after = run_program(stack, {**stack_config(stack), **{f"forgestack:{k}": v for k, v in plan.config.items()}})
@@ -121,10 +122,7 @@ exit 0
 
 def test_apply_runs_the_steps_in_order_and_stops_at_a_failing_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    shim = tmp_path / "bin" / "pulumi"
-    shim.parent.mkdir()
-    shim.write_text(PULUMI_SHIM)
-    shim.chmod(0o755)
+    shim = install_shim(tmp_path / "bin", "pulumi", PULUMI_SHIM)
     monkeypatch.setenv("PATH", f"{shim.parent}:{os.environ['PATH']}")
     monkeypatch.setenv("PULUMI_LOG", str(tmp_path / "pulumi.log"))
     config = stack_config("dev")
@@ -159,6 +157,9 @@ def test_usage_and_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert recover.main(["--stack", "dev", "--scenario", "region-lost", "--outputs-file", str(no_replica), "--region", REGION]) == 3
     assert capsys.readouterr().err.strip() == ("recover: refused: stack dev has no replica region (backupReplicaRegion): recover "
                                                "from a backup copied elsewhere by hand, or wait for the region")
+    # Whether the volume is protected comes from the stack's own settings: an unknown stack is refused, not guessed.
+    assert recover.main(["--stack", "nosuch", "--scenario", "volume-lost", "--outputs-file", str(no_replica), "--region", REGION]) == 3
+    assert capsys.readouterr().err.strip().startswith("recover: refused: cannot read the settings of stack nosuch (Pulumi.nosuch.yaml)")
 
 
 def test_region_lost_rebuilds_the_stack_in_the_replica_region_from_copied_data(tmp_path: Path) -> None:

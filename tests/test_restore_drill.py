@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from components.backup_job import DRILL_CALENDAR, DRILL_UNIT, drill_service_unit, drill_timer_unit
+from components.backup_job import DRILL_CALENDAR, drill_service_unit, drill_timer_unit
 from components.host_tools import drill
 from tests.backup_support import backup, run_script, s3_of
 from tests.servers import USER, PostgresServer
+from tests.shims import install_shim
 
 GITEA_SCHEMA = """
 DROP TABLE IF EXISTS "user", repository;
@@ -136,10 +137,7 @@ exit 0
 
 def test_the_scratch_postgres_runs_the_live_image_without_network_and_is_always_removed(tmp_path: Path,
                                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    shim = tmp_path / "bin" / "docker"
-    shim.parent.mkdir()
-    shim.write_text(DOCKER_SHIM)
-    shim.chmod(0o755)
+    shim = install_shim(tmp_path / "bin", "docker", DOCKER_SHIM)
     monkeypatch.setenv("PATH", f"{shim.parent}:{os.environ['PATH']}")
     monkeypatch.setenv("DOCKER_LOG", str(tmp_path / "docker.log"))
     with pytest.raises(RuntimeError, match="checks failed"), drill.scratch_container("forgestack-postgres", tmp_path / "pg") as db:
@@ -161,4 +159,3 @@ def test_the_drill_runs_weekly_on_the_host_with_its_metrics_file() -> None:
     unit = drill_service_unit(job)
     assert "--postgres-container forgestack-postgres --work-root /srv/forgestack --metrics-file" in unit
     assert f"OnCalendar={DRILL_CALENDAR}" in drill_timer_unit() and "Persistent=true" in drill_timer_unit()
-    assert DRILL_UNIT == "forgestack-restore-drill"

@@ -31,6 +31,7 @@ from components.host_tools import restore as restore_script
 from rehearsal.engine import REPO
 from tests.backup_support import SNAPSHOT_SQL, backup, damage_the_database, one_error_line, run_script, s3_of, tree_digest
 from tests.servers import PASSWORD, PostgresServer, postgres_tool
+from tests.shims import install_shim
 
 BACKUP_ID_FORM = "20261124T030000Z"
 
@@ -401,12 +402,9 @@ def test_a_path_without_a_plain_name_is_refused(aws_env: dict[str, str], bucket:
 def recording_pg_dump(tmp_path: Path) -> dict[str, str]:
     """pg_dump on PATH that writes down its argv and whether it got PGPASSWORD, then runs the real one."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     real = postgres_tool("pg_dump")
-    shim = bin_dir / "pg_dump"
-    shim.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {tmp_path}/argv\n'
-                    f'[ -n "$PGPASSWORD" ] && echo has-pgpassword >> {tmp_path}/argv\nexec {real} "$@"\n')
-    shim.chmod(0o755)
+    install_shim(bin_dir, "pg_dump", f'#!/bin/sh\nprintf "%s\\n" "$@" >> {tmp_path}/argv\n'
+                                     f'[ -n "$PGPASSWORD" ] && echo has-pgpassword >> {tmp_path}/argv\nexec {real} "$@"\n')
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 

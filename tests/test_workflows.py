@@ -15,6 +15,7 @@ import yaml
 
 from rehearsal.engine import REPO
 from tests.node_tools import run_node_validator
+from tests.shims import install_shim
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 SETUP_ACTION = REPO / ".github" / "actions" / "pulumi-setup" / "action.yml"
@@ -187,12 +188,10 @@ def test_shellcheck_accepts_the_key_pusher() -> None:
 def _fake_aws(tmp_path: Path, instances: str) -> dict[str, str]:
     """An `aws` on PATH that answers describe-instances with `instances` and records every call."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "aws").write_text(f"""#!/bin/sh
+    install_shim(bin_dir, "aws", f"""#!/bin/sh
 echo "$*" >> {tmp_path}/calls
 case "$2" in describe-instances) printf '%s\\n' '{instances}' ;; esac
 """)
-    (bin_dir / "aws").chmod(0o755)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 

@@ -604,6 +604,11 @@ def write_metrics(path: Path, manifest: dict[str, Any], finished: float) -> None
         f"# HELP {METRIC_SIZE} Bytes stored by the last successful backup.\n"
         f"# TYPE {METRIC_SIZE} gauge\n{METRIC_SIZE} {size}\n"
     )
+    write_textfile(path, text)
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """A node-exporter textfile, replaced atomically (the collector may read it at any moment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text)

@@ -40,7 +40,7 @@ else:  # run as a file beside backup.py and restore.py
     import backup as common  # type: ignore[no-redef]
     import restore  # type: ignore[no-redef]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = common.EXIT_OK, common.EXIT_FAILED, common.EXIT_USAGE
 SCRATCH_CONTAINER = "forgestack-restore-drill"
 SCRATCH_PREFIX = ".forgestack-drill-"
 SCRATCH_USER = "drill"
@@ -143,12 +143,11 @@ def run_drill(s3: object, bucket: str, prefix: str, database: common.Database, s
 def previous_success(path: Path) -> str:
     """The last success time already in the metrics file, kept when this drill fails."""
     try:
-        for line in path.read_text().splitlines():
-            if line.startswith(METRIC_LAST_SUCCESS + " "):
-                return line.split()[1]
+        text = path.read_text()
     except OSError:
-        pass
-    return ""
+        return ""  # no file yet: no drill has ever passed here
+    found = [line.split()[1] for line in text.splitlines() if line.startswith(METRIC_LAST_SUCCESS + " ")]
+    return found[0] if found else ""
 
 
 def write_metrics(path: Path, passed: bool, started: float, duration: float, outcome: Outcome) -> None:
@@ -164,10 +163,7 @@ def write_metrics(path: Path, passed: bool, started: float, duration: float, out
                   f"# TYPE {METRIC_LAST_SUCCESS} gauge", f"{METRIC_LAST_SUCCESS} {success}"]
     if outcome.rows:
         lines += [f"# TYPE {METRIC_ROWS} gauge", *(f'{METRIC_ROWS}{{table="{t}"}} {n}' for t, n in outcome.rows.items())]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("\n".join(lines) + "\n")
-    temporary.replace(path)
+    common.write_textfile(path, "\n".join(lines) + "\n")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

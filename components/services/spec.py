@@ -16,7 +16,6 @@ from policy.forgestack_rules import PINNED_IMAGE
 CHOWN_AND_SWITCH_USER = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
 DEFAULT_PIDS_LIMIT = 512  # processes and threads per container: a fork bomb stops there
 
-_PINNED_IMAGE = PINNED_IMAGE  # one definition: the policy pack's (exact tags, MinIO's RELEASE stamps, digests)
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ class ServiceSpec:
     networks: tuple[str, ...] = (DOCKER_NETWORK,)  # Docker networks it joins (keys of DOCKER_NETWORKS), as `name`
 
     def __post_init__(self) -> None:
-        if not _PINNED_IMAGE.match(self.image):
+        if not PINNED_IMAGE.match(self.image):  # the policy pack's rule: exact tags, MinIO's RELEASE stamps, digests
             raise ValueError(f"service {self.name}: image {self.image!r} is not pinned to an exact tag")
         secret_env = [key for key in self.env if re.search(r"PASSW|SECRET|TOKEN", key) and not key.endswith("_FILE")]
         if secret_env:
