@@ -33,15 +33,65 @@ STATUS_CHECK_MINUTES: Final = 2
 
 
 @dataclass(frozen=True)
+class MetricAlarmSpec:
+    """One CloudWatch alarm on an AWS service metric, notifying the stack's topic."""
+
+    name: str
+    description: str
+    namespace: str
+    metric: str
+    dimensions: dict[str, pulumi.Input[str]]
+    statistic: str
+    threshold: float
+    comparison: str
+    periods: int = 5  # consecutive minutes
+    missing: str = "notBreaching"
+
+
+def managed_service_alarms(stack: str, web_balancer: pulumi.Input[str], web_targets: pulumi.Input[str], database: pulumi.Input[str],
+                           cache_group: pulumi.Input[str], file_system: pulumi.Input[str], cluster: pulumi.Input[str],
+                           service: pulumi.Input[str], tasks: int, database_storage_gb: int) -> tuple[MetricAlarmSpec, ...]:
+    """topology ha: what pages an operator when a managed piece degrades (the per-zone parts fail over on their own)."""
+    prefix = f"forgestack {stack}:"
+    balancer = {"LoadBalancer": web_balancer}
+    return (
+        MetricAlarmSpec("web-5xx", f"{prefix} the load balancer answers 5xx (no healthy Gitea task, or Gitea errors)", "AWS/ApplicationELB",
+                        "HTTPCode_ELB_5XX_Count", balancer, "Sum", 10, "GreaterThanThreshold"),
+        MetricAlarmSpec("gitea-5xx", f"{prefix} Gitea answers 5xx", "AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", balancer, "Sum", 10,
+                        "GreaterThanThreshold"),
+        MetricAlarmSpec("unhealthy-tasks", f"{prefix} a Gitea task fails the load balancer's health check", "AWS/ApplicationELB",
+                        "UnHealthyHostCount", {**balancer, "TargetGroup": web_targets}, "Maximum", 0, "GreaterThanThreshold"),
+        MetricAlarmSpec("too-few-tasks", f"{prefix} fewer than {tasks} Gitea tasks run", "ECS/ContainerInsights", "RunningTaskCount",
+                        {"ClusterName": cluster, "ServiceName": service}, "Minimum", tasks, "LessThanThreshold", missing="breaching"),
+        MetricAlarmSpec("database-cpu", f"{prefix} the database's CPU above 80%", "AWS/RDS", "CPUUtilization",
+                        {"DBInstanceIdentifier": database}, "Average", 80, "GreaterThanThreshold", periods=15),
+        MetricAlarmSpec("database-storage", f"{prefix} the database has less than 10% of its {database_storage_gb} GiB free",
+                        "AWS/RDS", "FreeStorageSpace", {"DBInstanceIdentifier": database}, "Minimum",
+                        database_storage_gb * 1024**3 / 10, "LessThanThreshold"),
+        MetricAlarmSpec("database-memory", f"{prefix} the database has less than 256 MiB of memory free", "AWS/RDS", "FreeableMemory",
+                        {"DBInstanceIdentifier": database}, "Minimum", 256 * 1024**2, "LessThanThreshold"),
+        MetricAlarmSpec("database-replica-lag", f"{prefix} the standby's replication lags over 60 s", "AWS/RDS", "ReplicaLag",
+                        {"DBInstanceIdentifier": database}, "Maximum", 60, "GreaterThanThreshold"),
+        MetricAlarmSpec("cache-memory", f"{prefix} Valkey memory above 80% (queues refuse writes when full)", "AWS/ElastiCache",
+                        "DatabaseMemoryUsagePercentage", {"ReplicationGroupId": cache_group}, "Maximum", 80, "GreaterThanThreshold"),
+        MetricAlarmSpec("cache-cpu", f"{prefix} Valkey's engine CPU above 80%", "AWS/ElastiCache", "EngineCPUUtilization",
+                        {"ReplicationGroupId": cache_group}, "Average", 80, "GreaterThanThreshold", periods=15),
+        MetricAlarmSpec("file-system-io", f"{prefix} the repositories' file system at its I/O limit", "AWS/EFS", "PercentIOLimit",
+                        {"FileSystemId": file_system}, "Maximum", 95, "GreaterThanThreshold", periods=15),
+    )
+
+
+@dataclass(frozen=True)
 class AlarmsArgs:
     stack: str
     region: str
-    instance_id: pulumi.Input[str]
+    instance_id: pulumi.Input[str] | None  # the host's status checks and heartbeat; None where no host runs (ha)
     health_fqdn: str  # Gitea's public hostname
     health_path: str  # answers 2xx without a login
     email: str = ""  # subscribed to every topic; the recipient confirms once (SNS sends the link)
     https_endpoints: tuple[str, ...] = ()  # subscribed too; each confirms by visiting the SubscribeURL SNS posts to it
     protect: bool = False
+    metric_alarms: tuple[MetricAlarmSpec, ...] = ()
 
 
 def heartbeat_dimensions(stack: str) -> dict[str, str]:
@@ -71,20 +121,19 @@ class Alarms(pulumi.ComponentResource):
                                           endpoint=pulumi.Output.secret(endpoint), region=where, opts=child)
             self.topics[region] = topic
         here = self.topics[args.region].arn
-        automate = f"arn:aws:automate:{args.region}:ec2"
 
-        def status_alarm(kind: str, metric: str, action: str, what: str) -> aws.cloudwatch.MetricAlarm:
-            return aws.cloudwatch.MetricAlarm(
-                f"{name}-{kind}", alarm_description=what, namespace="AWS/EC2", metric_name=metric,
-                dimensions={"InstanceId": args.instance_id}, statistic="Maximum", period=60,
-                evaluation_periods=STATUS_CHECK_MINUTES, threshold=0, comparison_operator="GreaterThanThreshold",
-                treat_missing_data="missing", alarm_actions=[f"{automate}:{action}", here], ok_actions=[here], opts=child,
+        self.system_check: aws.cloudwatch.MetricAlarm | None = None
+        self.instance_check: aws.cloudwatch.MetricAlarm | None = None
+        self.heartbeat_alarm: aws.cloudwatch.MetricAlarm | None = None
+        if args.instance_id is not None:
+            self._host_alarms(name, args, args.instance_id, here)
+        for spec in args.metric_alarms:
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-{spec.name}", alarm_description=spec.description, namespace=spec.namespace, metric_name=spec.metric,
+                dimensions=spec.dimensions, statistic=spec.statistic, period=60, evaluation_periods=spec.periods,
+                threshold=spec.threshold, comparison_operator=spec.comparison, treat_missing_data=spec.missing,
+                alarm_actions=[here], ok_actions=[here], opts=child,
             )
-
-        self.system_check = status_alarm("system-check", "StatusCheckFailed_System", "recover",
-                                         f"forgestack {args.stack}: the host's hardware or AWS network failed; EC2 recovers it")
-        self.instance_check = status_alarm("instance-check", "StatusCheckFailed_Instance", "reboot",
-                                           f"forgestack {args.stack}: the host's operating system stopped answering; EC2 reboots it")
 
         self.health_check = aws.route53.HealthCheck(
             f"{name}-gitea-health", type="HTTPS", fqdn=args.health_fqdn, port=443, resource_path=args.health_path,
@@ -100,6 +149,25 @@ class Alarms(pulumi.ComponentResource):
             alarm_actions=[east], ok_actions=[east], region=None if args.region == ROUTE53_METRICS_REGION else ROUTE53_METRICS_REGION,
             opts=child,
         )
+        self.register_outputs({"topicArns": {region: topic.arn for region, topic in self.topics.items()}})
+
+    def _host_alarms(self, name: str, args: AlarmsArgs, instance_id: pulumi.Input[str], here: pulumi.Output[str]) -> None:
+        """The host's status checks (EC2 recovers or reboots it) and its heartbeat (a dead-man's switch)."""
+        child = pulumi.ResourceOptions(parent=self)
+        automate = f"arn:aws:automate:{args.region}:ec2"
+
+        def status_alarm(kind: str, metric: str, action: str, what: str) -> aws.cloudwatch.MetricAlarm:
+            return aws.cloudwatch.MetricAlarm(
+                f"{name}-{kind}", alarm_description=what, namespace="AWS/EC2", metric_name=metric,
+                dimensions={"InstanceId": instance_id}, statistic="Maximum", period=60,
+                evaluation_periods=STATUS_CHECK_MINUTES, threshold=0, comparison_operator="GreaterThanThreshold",
+                treat_missing_data="missing", alarm_actions=[f"{automate}:{action}", here], ok_actions=[here], opts=child,
+            )
+
+        self.system_check = status_alarm("system-check", "StatusCheckFailed_System", "recover",
+                                         f"forgestack {args.stack}: the host's hardware or AWS network failed; EC2 recovers it")
+        self.instance_check = status_alarm("instance-check", "StatusCheckFailed_Instance", "reboot",
+                                           f"forgestack {args.stack}: the host's operating system stopped answering; EC2 reboots it")
         self.heartbeat_alarm = aws.cloudwatch.MetricAlarm(
             f"{name}-heartbeat", alarm_description=f"forgestack {args.stack}: no heartbeat from the host for "
             f"{HEARTBEAT_MISSING_MINUTES} minutes (host, Docker, Prometheus or Alertmanager down)",
@@ -107,7 +175,6 @@ class Alarms(pulumi.ComponentResource):
             statistic="SampleCount", period=60, evaluation_periods=HEARTBEAT_MISSING_MINUTES, threshold=1,
             comparison_operator="LessThanThreshold", treat_missing_data="breaching", alarm_actions=[here], ok_actions=[here], opts=child,
         )
-        self.register_outputs({"topicArns": {region: topic.arn for region, topic in self.topics.items()}})
 
 
 def topic_policy(topic_arn: str) -> str:

@@ -88,7 +88,7 @@ def _expire_rule(rule_id: str, days: int, transitions: list[aws.s3.BucketLifecyc
     )
 
 
-def _abort_incomplete_uploads_rule() -> aws.s3.BucketLifecycleConfigurationRuleArgs:
+def abort_incomplete_uploads_rule() -> aws.s3.BucketLifecycleConfigurationRuleArgs:
     return aws.s3.BucketLifecycleConfigurationRuleArgs(
         id="abort-incomplete-uploads", status="Enabled",
         filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
@@ -100,7 +100,7 @@ def _abort_incomplete_uploads_rule() -> aws.s3.BucketLifecycleConfigurationRuleA
 
 def access_log_lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurationRuleArgs]:
     """Access logs are kept as long as the backups they describe."""
-    return [_expire_rule("expire-access-logs", args.retention_days), _abort_incomplete_uploads_rule()]
+    return [_expire_rule("expire-access-logs", args.retention_days), abort_incomplete_uploads_rule()]
 
 
 def lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurationRuleArgs]:
@@ -112,7 +112,7 @@ def lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurati
     # A version that stops being current (the `latest` pointer, an overwritten object) is kept as long as the lock keeps
     # it: lifecycle never tries to remove what Object Lock still protects.
     noncurrent_days = max(NONCURRENT_VERSION_DAYS, args.retention_days)
-    return [_expire_rule("expire-backups", args.retention_days, transitions, noncurrent_days), _abort_incomplete_uploads_rule()]
+    return [_expire_rule("expire-backups", args.retention_days, transitions, noncurrent_days), abort_incomplete_uploads_rule()]
 
 
 def replication_policy(source_arn: str, replica_arn: str, source_key_arn: str, replica_key_arn: str) -> str:
@@ -142,6 +142,42 @@ def kms_encryption(key: aws.kms.Key) -> aws.s3.BucketServerSideEncryptionConfigu
     )
 
 
+def bucket_controls(
+    parent: pulumi.Resource, name: str, bucket: aws.s3.Bucket, encryption: aws.s3.BucketServerSideEncryptionConfigurationRuleArgs,
+    policy: pulumi.Input[str], rules: list[aws.s3.BucketLifecycleConfigurationRuleArgs], region: str | None = None,
+) -> list[pulumi.Resource]:
+    """Every bucket's controls (children of `parent`): public access blocked, owner-enforced, versioned, encrypted, its
+    policy, lifecycle. region: the bucket's own region when it is not the provider's (None: the provider's)."""
+    child = pulumi.ResourceOptions(parent=parent)
+    bucket_id = bucket.id
+    public_access = aws.s3.BucketPublicAccessBlock(
+        f"{name}-public-access", bucket=bucket_id, region=region, block_public_acls=True, block_public_policy=True,
+        ignore_public_acls=True, restrict_public_buckets=True, opts=child,
+    )
+    ownership = aws.s3.BucketOwnershipControls(
+        f"{name}-ownership", bucket=bucket_id, region=region,
+        rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"), opts=child,
+    )
+    versioning = aws.s3.BucketVersioning(
+        f"{name}-versioning", bucket=bucket_id, region=region,
+        versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
+        opts=child,
+    )
+    encryption_config = aws.s3.BucketServerSideEncryptionConfiguration(
+        f"{name}-encryption", bucket=bucket_id, region=region, rules=[encryption], opts=child,
+    )
+    bucket_policy = aws.s3.BucketPolicy(
+        f"{name}-tls-only", bucket=bucket_id, region=region, policy=policy,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[public_access]),
+    )
+    lifecycle = aws.s3.BucketLifecycleConfiguration(
+        f"{name}-lifecycle", bucket=bucket_id, region=region, rules=rules,
+        # Noncurrent-version rules need versioning switched on first.
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[versioning]),
+    )
+    return [public_access, ownership, versioning, encryption_config, bucket_policy, lifecycle]
+
+
 class Backups(pulumi.ComponentResource):
     """A private, versioned, KMS-encrypted, TLS-only bucket with lifecycle retention, whose access is logged to a
     second bucket with the same controls (SSE-S3 there: S3 delivers access logs to no SSE-KMS bucket)."""
@@ -161,13 +197,13 @@ class Backups(pulumi.ComponentResource):
         # a protected stack, see settings.)
         self.bucket = aws.s3.Bucket(f"{name}-bucket", force_destroy=not args.protect, tags={PURPOSE_TAG: BACKUPS_PURPOSE},
                                     opts=stateful)
-        bucket_controls = self._controls(name, self.bucket, kms_encryption(self.key), self.bucket.arn.apply(tls_only_policy),
+        main_controls = bucket_controls(self, name, self.bucket, kms_encryption(self.key), self.bucket.arn.apply(tls_only_policy),
                                          lifecycle_rules(args))
         # Object Lock on the versioned bucket (S3 enables it on existing buckets too): a host that can write backups
         # cannot bury them, whatever it overwrites. Once enabled it cannot be switched off.
         self.lock = aws.s3.BucketObjectLockConfiguration(
             f"{name}-lock", bucket=self.bucket.id, object_lock_enabled="Enabled", rule=object_lock_rule(args),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=bucket_controls),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=main_controls),
         )
 
         # Who read or wrote which backup (CKV_AWS_18): S3 server access logs, kept as long as the backups.
@@ -175,7 +211,8 @@ class Backups(pulumi.ComponentResource):
         caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
         log_policy = pulumi.Output.all(self.access_logs.arn, self.bucket.arn, caller.account_id).apply(
             lambda values: access_log_policy(*values))
-        log_controls = self._controls(
+        log_controls = bucket_controls(
+            self,
             f"{name}-access-logs", self.access_logs,
             aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
                 apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
@@ -192,7 +229,7 @@ class Backups(pulumi.ComponentResource):
         self.replica: aws.s3.Bucket | None = None
         self.replica_key: aws.kms.Key | None = None
         if args.replica_region:
-            self._replicate(name, args, [*bucket_controls, self.lock])
+            self._replicate(name, args, [*main_controls, self.lock])
 
         self.register_outputs({"bucketName": self.bucket.bucket, "bucketArn": self.bucket.arn, "keyArn": self.key.arn,
                                "accessLogBucketName": self.access_logs.bucket,
@@ -207,7 +244,7 @@ class Backups(pulumi.ComponentResource):
                                         region=region)
         self.replica = aws.s3.Bucket(f"{name}-replica", force_destroy=not args.protect, region=region,
                                      tags={PURPOSE_TAG: BACKUPS_PURPOSE}, opts=stateful)
-        replica_controls = self._controls(f"{name}-replica", self.replica, kms_encryption(self.replica_key),
+        replica_controls = bucket_controls(self, f"{name}-replica", self.replica, kms_encryption(self.replica_key),
                                           self.replica.arn.apply(tls_only_policy), lifecycle_rules(args), region=region)
         replica_lock = aws.s3.BucketObjectLockConfiguration(
             f"{name}-replica-lock", bucket=self.replica.id, object_lock_enabled="Enabled", rule=object_lock_rule(args), region=region,
@@ -241,38 +278,3 @@ class Backups(pulumi.ComponentResource):
             )],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*source_ready, replica_lock, policy]),
         )
-
-    def _controls(
-        self, name: str, bucket: aws.s3.Bucket, encryption: aws.s3.BucketServerSideEncryptionConfigurationRuleArgs,
-        policy: pulumi.Input[str], rules: list[aws.s3.BucketLifecycleConfigurationRuleArgs], region: str | None = None,
-    ) -> list[pulumi.Resource]:
-        """Every bucket's controls: public access blocked, owner-enforced, versioned, encrypted, its policy, lifecycle.
-        region: the bucket's own region when it is not the provider's (None: the provider's)."""
-        child = pulumi.ResourceOptions(parent=self)
-        bucket_id = bucket.id
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access", bucket=bucket_id, region=region, block_public_acls=True, block_public_policy=True,
-            ignore_public_acls=True, restrict_public_buckets=True, opts=child,
-        )
-        ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-ownership", bucket=bucket_id, region=region,
-            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"), opts=child,
-        )
-        versioning = aws.s3.BucketVersioning(
-            f"{name}-versioning", bucket=bucket_id, region=region,
-            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
-            opts=child,
-        )
-        encryption_config = aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption", bucket=bucket_id, region=region, rules=[encryption], opts=child,
-        )
-        bucket_policy = aws.s3.BucketPolicy(
-            f"{name}-tls-only", bucket=bucket_id, region=region, policy=policy,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
-        )
-        lifecycle = aws.s3.BucketLifecycleConfiguration(
-            f"{name}-lifecycle", bucket=bucket_id, region=region, rules=rules,
-            # Noncurrent-version rules need versioning switched on first.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
-        )
-        return [public_access, ownership, versioning, encryption_config, bucket_policy, lifecycle]

@@ -29,9 +29,10 @@ class DnsArgs:
     acme_email: str
 
 
-def caa_records(acme_email: str) -> list[str]:
-    """Only Let's Encrypt may issue for the name; no wildcard certificates; report to the operator."""
-    return [f'0 issue "{ACME_CA_DOMAIN}"', '0 issuewild ";"', f'0 iodef "mailto:{acme_email}"']
+def caa_records(acme_email: str, ca_domain: str = ACME_CA_DOMAIN) -> list[str]:
+    """Only the stack's CA (Let's Encrypt; Amazon for the ha load balancer) may issue for the name; no wildcard
+    certificates; report to the operator."""
+    return [f'0 issue "{ca_domain}"', '0 issuewild ";"', f'0 iodef "mailto:{acme_email}"']
 
 
 class Dns(pulumi.ComponentResource):

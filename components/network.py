@@ -92,6 +92,21 @@ def service_assume_role_policy(service: str) -> str:
     })
 
 
+def flow_logs(name: str, parent: pulumi.Resource, vpc_id: pulumi.Input[str], region: str, retention_days: int,
+              protect: bool) -> tuple[aws.kms.Key, aws.cloudwatch.LogGroup, aws.ec2.FlowLog]:
+    """Every connection of the VPC logged to CloudWatch Logs (CKV2_AWS_11), encrypted with its own key (CKV_AWS_158):
+    flow logs hold every connection's addresses."""
+    child = pulumi.ResourceOptions(parent=parent)
+    key = rotating_key(f"{name}-flow-logs-key", "forgestack VPC flow logs", parent, protect=protect, logs_region=region)
+    group = aws.cloudwatch.LogGroup(f"{name}-flow-logs", retention_in_days=retention_days, kms_key_id=key.arn, opts=child)
+    role = aws.iam.Role(f"{name}-flow-logs-role", assume_role_policy=service_assume_role_policy("vpc-flow-logs.amazonaws.com"),
+                        opts=child)
+    aws.iam.RolePolicy(f"{name}-flow-logs-policy", role=role.id, policy=group.arn.apply(flow_log_policy), opts=child)
+    flow_log = aws.ec2.FlowLog(f"{name}-flow-log", vpc_id=vpc_id, traffic_type="ALL", log_destination_type="cloud-watch-logs",
+                               log_destination=group.arn, iam_role_arn=role.arn, opts=child)
+    return key, group, flow_log
+
+
 class Network(pulumi.ComponentResource):
     """A VPC with one public subnet for the host, VPC flow logs and the host's security groups."""
 
@@ -129,24 +144,8 @@ class Network(pulumi.ComponentResource):
             f"{name}-public-rta", subnet_id=self.subnet.id, route_table_id=route_table.id, opts=child
         )
 
-        # Flow logs hold every connection's addresses: encrypted with a customer-managed key (CKV_AWS_158).
-        self.flow_log_key = rotating_key(f"{name}-flow-logs-key", "forgestack VPC flow logs", self, protect=args.protect,
-                                         logs_region=args.region)
-        self.flow_log_group = aws.cloudwatch.LogGroup(
-            f"{name}-flow-logs", retention_in_days=args.flow_log_retention_days, kms_key_id=self.flow_log_key.arn, opts=child
-        )
-        flow_log_role = aws.iam.Role(
-            f"{name}-flow-logs-role",
-            assume_role_policy=service_assume_role_policy("vpc-flow-logs.amazonaws.com"), opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-flow-logs-policy", role=flow_log_role.id,
-            policy=self.flow_log_group.arn.apply(flow_log_policy), opts=child,
-        )
-        self.flow_log = aws.ec2.FlowLog(
-            f"{name}-flow-log", vpc_id=self.vpc.id, traffic_type="ALL", log_destination_type="cloud-watch-logs",
-            log_destination=self.flow_log_group.arn, iam_role_arn=flow_log_role.arn, opts=child,
-        )
+        self.flow_log_key, self.flow_log_group, self.flow_log = flow_logs(
+            name, self, self.vpc.id, args.region, args.flow_log_retention_days, args.protect)
 
         self.security_groups = {}
         for group_name, rules in host_ingress_rules(args.admin_cidrs, args.git_ssh_port).items():

@@ -98,6 +98,26 @@ _BURSTABLE_MEMORY_GIB = {"nano": 0.5, "micro": 1, "small": 2, "medium": 4, "larg
 _MEMORY_PER_VCPU_GIB = {"c": 2, "m": 4, "r": 8, "x": 16, "z": 8}
 MIN_MEMORY_GIB = 2
 
+# topology ha: two tasks at least, so one task (or its zone) can be lost while the other serves.
+MIN_HA_TASKS = 2
+_DATABASE_CLASS = re.compile(r"db\.[a-z]+\d+[a-z]*\.(micro|small|medium|large|\d*xlarge)")
+_CACHE_NODE_TYPE = re.compile(r"cache\.[a-z]+\d+[a-z]*\.(micro|small|medium|large|\d*xlarge)")
+# Fargate's CPU units -> the memory (MiB) each allows (AWS ECS task size table).
+FARGATE_MEMORY_MIB = {
+    512: tuple(range(1024, 4097, 1024)),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+}
+
+
+def fargate_size_allowed(size: str) -> bool:
+    """CPU/MEMORY such as 1024/2048, a combination Fargate accepts."""
+    match = re.fullmatch(r"(\d+)/(\d+)", size)
+    if match is None:
+        return False
+    return int(match.group(2)) in FARGATE_MEMORY_MIB.get(int(match.group(1)), ())
+
 
 class ConfigError(pulumi.RunError):
     """A stack configuration value is wrong. The message names the key, the value and what is expected."""
@@ -367,7 +387,83 @@ class Settings(BaseModel):
              "an OpenSSH public key line (ssh-ed25519, ecdsa-sha2-* or ssh-rsa) or empty", ""),
     ]
 
+    topology: Annotated[
+        Literal["single", "ha"],
+        _key("topology", "single: the whole forge on one EC2 host. ha: Gitea on ECS Fargate across zones behind a load balancer, "
+             "on RDS PostgreSQL (Multi-AZ), ElastiCache Valkey and EFS (AWS stacks only; README, High availability).",
+             "one of: single, ha (ha on AWS stacks only)", "single"),
+    ]
+    ha_zones: Annotated[
+        int, _key("haZones", "topology ha: availability zones the network, database, cache and tasks span.", "2 or 3", 2),
+    ]
+    ha_nat_gateways: Annotated[
+        Literal["one", "per-zone"],
+        _key("haNatGateways", "topology ha: NAT gateways for the private subnets: one shared (cheaper; its zone's loss cuts "
+             "the others' Internet egress) or one per zone (each zone independent).", "one of: one, per-zone", "per-zone"),
+    ]
+    ha_gitea_tasks: Annotated[
+        int, _key("haGiteaTasks", "topology ha: Gitea tasks the ECS service keeps running, spread across zones.",
+                  f"an integer from {MIN_HA_TASKS} to 20", MIN_HA_TASKS),
+    ]
+    ha_task_size: Annotated[
+        str,
+        _key("haTaskSize", "topology ha: Fargate size of one Gitea task as CPU units/memory MiB.",
+             "a Fargate size CPU/MEMORY such as 1024/2048 (CPU 512, 1024, 2048 or 4096 with a memory Fargate allows for it)",
+             "1024/2048"),
+    ]
+    ha_database_class: Annotated[
+        str,
+        _key("haDatabaseClass", "topology ha: RDS instance class of the PostgreSQL database.",
+             "an RDS instance class such as db.t4g.medium or db.m7g.large", "db.t4g.medium"),
+    ]
+    ha_database_storage_gb: Annotated[
+        int,
+        _key("haDatabaseStorageGb", "topology ha: allocated gp3 storage of the database in GiB (autoscaling up to 4x).",
+             "an integer from 20 to 16384 (GiB)", 50),
+    ]
+    ha_cache_node_type: Annotated[
+        str,
+        _key("haCacheNodeType", "topology ha: ElastiCache node type of the Valkey replication group (one primary, one replica "
+             "per further zone).", "an ElastiCache node type such as cache.t4g.small or cache.m7g.large", "cache.t4g.small"),
+    ]
+
     # --- field checks (each raises ValueError; load() turns it into a ConfigError) ---
+
+    @field_validator("ha_task_size")
+    @classmethod
+    def _check_task_size(cls, value: str) -> str:
+        if not fargate_size_allowed(value):
+            raise ValueError("not a Fargate size")
+        return value
+
+    @field_validator("ha_database_class")
+    @classmethod
+    def _check_database_class(cls, value: str) -> str:
+        if not _DATABASE_CLASS.fullmatch(value):
+            raise ValueError("malformed RDS instance class")
+        return value
+
+    @field_validator("ha_cache_node_type")
+    @classmethod
+    def _check_cache_node_type(cls, value: str) -> str:
+        if not _CACHE_NODE_TYPE.fullmatch(value):
+            raise ValueError("malformed ElastiCache node type")
+        return value
+
+    @field_validator("ha_zones")
+    @classmethod
+    def _check_ha_zones(cls, value: int) -> int:
+        return _within(value, 2, 3)
+
+    @field_validator("ha_gitea_tasks")
+    @classmethod
+    def _check_ha_tasks(cls, value: int) -> int:
+        return _within(value, MIN_HA_TASKS, 20)
+
+    @field_validator("ha_database_storage_gb")
+    @classmethod
+    def _check_database_storage(cls, value: int) -> int:
+        return _within(value, 20, 16384)
 
     @model_validator(mode="before")
     @classmethod
@@ -492,7 +588,8 @@ class Settings(BaseModel):
 
     @field_validator("root_volume_gb", "data_volume_gb", "backup_retention_days", "backup_archive_after_days",
                      "backup_interval_hours", "snapshot_retention_days", "flow_log_retention_days", "metrics_retention_days",
-                     "log_retention_days", "git_ssh_port_choice", mode="before")
+                     "log_retention_days", "git_ssh_port_choice", "ha_zones", "ha_gitea_tasks", "ha_database_storage_gb",
+                     mode="before")
     @classmethod
     def _whole_number(cls, value: Any) -> Any:
         # Pulumi passes numbers as strings ("20") or, under mocks, floats (20.0); bools are not numbers.
@@ -696,6 +793,8 @@ class Settings(BaseModel):
             raise _KeyProblemError("backupLockMode", self.backup_lock_mode,
                                    "governance on a stack without protect: compliance-locked backups cannot be removed by "
                                    f"anyone for backupRetentionDays ({self.backup_retention_days}), so destroy would fail")
+        if self.topology == "ha" and not self.is_aws:
+            raise _KeyProblemError("topology", self.topology, "single on the local stack: ha runs on managed AWS services")
         if self.backup_archive_after_days and self.backup_archive_after_days >= self.backup_retention_days:
             raise _KeyProblemError("backupArchiveAfterDays", self.backup_archive_after_days,
                               f"0 or fewer days than backupRetentionDays ({self.backup_retention_days})")
@@ -730,6 +829,14 @@ class Settings(BaseModel):
     def host_sshd_loopback_only(self) -> bool:
         """Git SSH holds the host's port 22, so the host's sshd listens on loopback only (SSM still reaches it)."""
         return self.git_ssh_port == ADMIN_SSH_PORT
+
+    @property
+    def task_cpu(self) -> int:
+        return int(self.ha_task_size.split("/")[0])
+
+    @property
+    def task_memory_mib(self) -> int:
+        return int(self.ha_task_size.split("/")[1])
 
     def hostname(self, subdomain: str) -> str:
         return f"{subdomain}.{self.domain}"

@@ -26,6 +26,8 @@ WORLD = ("0.0.0.0/0", "::/0")
 ALL_INTERFACES = (None, "", "0.0.0.0", "::")  # noqa: S104 (what the rule looks for, not a binding)
 ADMIN_PORTS = (22, 3389)
 DATABASE_PORTS = (5432, 3306, 6379, 27017, 9200)
+# ELB TLS policies that offer TLS 1.2 and 1.3 only (CKV_AWS_103).
+MODERN_TLS_POLICIES = ("ELBSecurityPolicy-TLS13-1-2", "ELBSecurityPolicy-TLS13-1-3", "ELBSecurityPolicy-FS-1-2")
 PUBLIC_CONTAINER_PORTS = (80, 443, 2222)
 # Capabilities a container may add back after dropping ALL (each addition is still an accepted risk with its
 # reason). Never: SYS_ADMIN, SYS_PTRACE, SYS_MODULE, NET_ADMIN, DAC_READ_SEARCH (open_by_handle_at escapes), ...
@@ -118,6 +120,11 @@ ACCEPTED_RISKS: dict[tuple[str, str], str] = {
                                                           "(forgestack:portainer), on in dev, off in prod",
     ("s3-access-logging", "backups-replica"): "the replica in the second region is written only by S3 replication (its own "
                                               "role) and read only in a disaster; a second access-log bucket there buys little",
+    ("sg-no-admin-port-from-world", "network-ssh-lb-in-2"): "topology ha: git over SSH reaches Gitea's own sshd in its tasks "
+                                                            "through the network load balancer (keys only, git commands only); "
+                                                            "no host sshd exists",
+    ("s3-kms-encryption", "edge-access-logs-encryption"): "load balancers deliver access logs only to buckets encrypted with "
+                                                           "S3-managed keys (SSE-S3), never SSE-KMS",
     ("s3-kms-encryption", "backups-access-logs-encryption"): "S3 delivers server access logs only to buckets encrypted "
                                                               "with S3-managed keys (SSE-S3), never SSE-KMS",
     ("container-capabilities-dropped", "services-postgres"): "the image's root entrypoint owns the cluster directory to postgres "
@@ -271,8 +278,11 @@ def no_admin_port_from_world(r: Resource) -> list[str]:
 
 
 def no_database_port(r: Resource) -> list[str]:
+    """From networks only: a rule whose source is another security group (the Gitea tasks) names its clients exactly."""
     problems = []
     for rule in _ingress_rules(r):
+        if not _ingress_sources(rule):
+            continue
         ports = _port_range(rule)
         if len(ports) > 1024:
             continue  # all-ports rules are the next rule's concern
@@ -438,6 +448,55 @@ def container_log_rotation(r: Resource) -> list[str]:
 # ------------------------------------------------------------------ stack checks (relations between resources)
 
 
+def rds_encrypted_private(r: Resource) -> list[str]:
+    problems = [] if r.props.get("storageEncrypted") is True and r.props.get("kmsKeyId") else ["storage not encrypted with a KMS key"]
+    return problems + (["the database is publicly accessible"] if r.props.get("publiclyAccessible") is not False else [])
+
+
+def rds_multi_az(r: Resource) -> list[str]:
+    return [] if r.props.get("multiAz") is True else ["the database runs in one zone (multiAz is not true)"]
+
+
+def rds_backups(r: Resource) -> list[str]:
+    days = int(float(r.props.get("backupRetentionPeriod") or 0))
+    return [] if days >= 7 else [f"automated backups kept {days} days; expected at least 7"]
+
+
+def efs_encrypted(r: Resource) -> list[str]:
+    return [] if r.props.get("encrypted") is True and r.props.get("kmsKeyId") else ["the file system is not encrypted with a KMS key"]
+
+
+def elasticache_encrypted(r: Resource) -> list[str]:
+    checks = {"transitEncryptionEnabled": "TLS in transit", "atRestEncryptionEnabled": "encryption at rest",
+              "automaticFailoverEnabled": "automatic failover"}
+    problems = [f"no {what}" for key, what in checks.items() if r.props.get(key) is not True]
+    return problems + ([] if r.props.get("authToken") else ["no auth token"])
+
+
+def alb_drops_invalid_headers(r: Resource) -> list[str]:
+    if r.props.get("loadBalancerType", "application") != "application":
+        return []
+    return [] if r.props.get("dropInvalidHeaderFields") is True else ["invalid header fields are passed to the targets"]
+
+
+def listener_tls(r: Resource) -> list[str]:
+    protocol = r.props.get("protocol")
+    if protocol == "HTTP":
+        actions = r.props.get("defaultActions") or []
+        redirects = [a for a in actions if a.get("type") == "redirect" and (a.get("redirect") or {}).get("protocol") == "HTTPS"]
+        return [] if redirects and len(redirects) == len(actions) else ["plain HTTP is served instead of redirected to HTTPS"]
+    if protocol == "HTTPS":
+        policy = str(r.props.get("sslPolicy") or "")
+        return [] if policy.startswith(MODERN_TLS_POLICIES) else [f"TLS policy {policy or 'default'} allows old protocols"]
+    return []
+
+
+def web_balancers_behind_waf(resources: list[Resource]) -> list[tuple[str, str]]:
+    return [(lb.name, "no WAF web ACL in front of the application load balancer") for lb in resources
+            if lb.type == LOAD_BALANCER and lb.props.get("loadBalancerType", "application") == "application"
+            and not _dependants(resources, lb, "aws:wafv2/webAclAssociation:WebAclAssociation")]
+
+
 def _dependants(resources: list[Resource], target: Resource, of_type: str) -> list[Resource]:
     return [r for r in resources if r.type == of_type and target.urn in r.dependencies]
 
@@ -533,6 +592,7 @@ def caa_with_records(resources: list[Resource]) -> list[tuple[str, str]]:
 INSTANCE = "aws:ec2/instance:Instance"
 INGRESS = ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "aws:ec2/securityGroup:SecurityGroup")
 CONTAINER = "docker:index/container:Container"
+LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
 IAM_POLICIES = IAM_POLICY_TYPES
 
 RULES: tuple[Rule, ...] = (
@@ -588,6 +648,22 @@ RULES: tuple[Rule, ...] = (
     Rule("vpc-default-sg-adopted", "CKV2_AWS_12, FSBP EC2.2: every VPC's default group is managed (and emptied)", "mandatory", (),
          check_stack=vpcs_close_the_default_group),
     Rule("dns-caa-record", "CAA (RFC 8659): a zone with A records names its CA", "advisory", (), check_stack=caa_with_records),
+    Rule("rds-encrypted-private", "CKV_AWS_16/17, FSBP RDS.2/RDS.3: database storage encrypted with KMS, not publicly accessible",
+         "mandatory", ("aws:rds/instance:Instance",), rds_encrypted_private),
+    Rule("rds-multi-az", "FSBP RDS.5: the database has a standby in a second zone", "mandatory", ("aws:rds/instance:Instance",),
+         rds_multi_az),
+    Rule("rds-backups", "CKV_AWS_133, FSBP RDS.11: automated backups kept at least 7 days", "mandatory", ("aws:rds/instance:Instance",),
+         rds_backups),
+    Rule("efs-encrypted", "CKV_AWS_42/184, FSBP EFS.1: the file system encrypted with a KMS key", "mandatory",
+         ("aws:efs/fileSystem:FileSystem",), efs_encrypted),
+    Rule("elasticache-encrypted", "CKV_AWS_29/30/31, FSBP ElastiCache.3/4/5: TLS, auth token, encryption at rest, failover",
+         "mandatory", ("aws:elasticache/replicationGroup:ReplicationGroup",), elasticache_encrypted),
+    Rule("alb-drops-invalid-headers", "CKV_AWS_131, FSBP ELB.4: the load balancer drops invalid header fields", "mandatory",
+         (LOAD_BALANCER,), alb_drops_invalid_headers),
+    Rule("lb-listener-tls", "CKV2_AWS_20, CKV_AWS_103, FSBP ELB.1: HTTP redirects to HTTPS; HTTPS offers TLS 1.2+ only", "mandatory",
+         ("aws:lb/listener:Listener",), listener_tls),
+    Rule("alb-behind-waf", "CKV2_AWS_28, FSBP WAF: every application load balancer has a WAF web ACL", "mandatory", (),
+         check_stack=web_balancers_behind_waf),
     Rule("container-image-pinned", "CKV_DOCKER_7, CIS Docker 4.x: images pinned to an exact tag", "mandatory",
          ("docker:index/remoteImage:RemoteImage",), image_pinned),
     Rule("container-not-privileged", "CIS Docker 5.4/5.9/5.15: not privileged, no host network or PID namespace", "mandatory",

@@ -28,7 +28,8 @@ import pulumi
 from moto import mock_aws
 
 from components.constants import CANONICAL_OWNER_ID, UBUNTU_RELEASE
-from rehearsal.engine import ForgeMocks, ProgramRun, Registered, run_program, unwrap_secrets
+from rehearsal.emulated_ha import HaHandlers
+from rehearsal.engine import ELB_ACCOUNTS, ForgeMocks, ProgramRun, Registered, run_program, unwrap_secrets
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_SESSION_TOKEN": "rehearsal"}
@@ -78,7 +79,7 @@ def _tags(inputs: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
     return [{"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
 
 
-class MotoMocks(ForgeMocks):
+class MotoMocks(HaHandlers, ForgeMocks):
     """ForgeMocks for everything but AWS; AWS resources and invokes go to moto."""
 
     def __init__(self, account: EmulatedAccount) -> None:
@@ -136,6 +137,7 @@ class MotoMocks(ForgeMocks):
             "aws:iam/groupPolicy:GroupPolicy": self._group_policy,
             "aws:iam/userGroupMembership:UserGroupMembership": self._user_group_membership,
             "aws:iam/accessKey:AccessKey": self._access_key,
+            **self.ha_handlers(),
         }
 
     # ------------------------------------------------------------ Pulumi mock entry points
@@ -185,6 +187,11 @@ class MotoMocks(ForgeMocks):
                 raise pulumi.RunError(f"rehearsal: the account has no hosted zone {name}")
             zone_id = zones[0]["Id"].split("/")[-1]
             return {"id": zone_id, "zoneId": zone_id, "name": name.rstrip("."), "arn": f"arn:aws:route53:::hostedzone/{zone_id}"}, []
+        if token == "aws:elb/getServiceAccount:getServiceAccount":
+            account = ELB_ACCOUNTS.get(self.account.region)
+            if account is None:
+                raise UnemulatedTypeError(f"rehearsal: no ELB log-delivery account known for {self.account.region}; add it to ELB_ACCOUNTS")
+            return {"id": account, "arn": f"arn:aws:iam::{account}:root"}, []
         raise UnemulatedTypeError(f"rehearsal: invoke {token} has no emulation")
 
     # ------------------------------------------------------------ network
@@ -232,7 +239,8 @@ class MotoMocks(ForgeMocks):
         ec2 = self.account.client("ec2")
         table_id = ec2.create_route_table(VpcId=inputs["vpcId"])["RouteTable"]["RouteTableId"]
         for route in inputs.get("routes", []):
-            ec2.create_route(RouteTableId=table_id, DestinationCidrBlock=route["cidrBlock"], GatewayId=route["gatewayId"])
+            target = {"NatGatewayId": route["natGatewayId"]} if route.get("natGatewayId") else {"GatewayId": route["gatewayId"]}
+            ec2.create_route(RouteTableId=table_id, DestinationCidrBlock=route["cidrBlock"], **target)
         return table_id, {"arn": f"arn:aws:ec2:{self.account.region}:{ACCOUNT_ID}:route-table/{table_id}"}
 
     def _route_table_association(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -252,8 +260,12 @@ class MotoMocks(ForgeMocks):
 
     @staticmethod
     def _permission(inputs: dict[str, Any]) -> dict[str, Any]:
-        permission: dict[str, Any] = {"IpProtocol": inputs["ipProtocol"],
-                                      "IpRanges": [{"CidrIp": inputs["cidrIpv4"], "Description": inputs.get("description", "")}]}
+        permission: dict[str, Any] = {"IpProtocol": inputs["ipProtocol"]}
+        if inputs.get("referencedSecurityGroupId"):
+            permission["UserIdGroupPairs"] = [{"GroupId": inputs["referencedSecurityGroupId"],
+                                               "Description": inputs.get("description", "")}]
+        else:
+            permission["IpRanges"] = [{"CidrIp": inputs["cidrIpv4"], "Description": inputs.get("description", "")}]
         if inputs["ipProtocol"] != "-1":
             permission.update(FromPort=_number(inputs["fromPort"]), ToPort=_number(inputs["toPort"]))
         return permission
@@ -500,10 +512,18 @@ class MotoMocks(ForgeMocks):
             HostedZoneId=inputs["zoneId"],
             # allowOverwrite: the provider UPSERTs (takes the name over from a stack that is gone); else CREATE fails on it
             ChangeBatch={"Changes": [{"Action": "UPSERT" if inputs.get("allowOverwrite") else "CREATE", "ResourceRecordSet": {
-                "Name": record_name, "Type": inputs["type"], "TTL": _number(inputs["ttl"]),
-                "ResourceRecords": [{"Value": value} for value in inputs["records"]]}}]},
+                "Name": record_name, "Type": inputs["type"], **self._record_target(inputs)}}]},
         )
         return f"{inputs['zoneId']}_{record_name}_{inputs['type']}", {"fqdn": record_name}
+
+    @staticmethod
+    def _record_target(inputs: dict[str, Any]) -> dict[str, Any]:
+        """Values with a TTL, or an alias to a load balancer (no TTL)."""
+        if inputs.get("aliases"):
+            alias = inputs["aliases"][0]
+            return {"AliasTarget": {"HostedZoneId": alias["zoneId"], "DNSName": alias["name"],
+                                    "EvaluateTargetHealth": bool(alias["evaluateTargetHealth"])}}
+        return {"TTL": _number(inputs["ttl"]), "ResourceRecords": [{"Value": value} for value in inputs["records"]]}
 
     def _health_check(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         config = {"Type": inputs["type"], "FullyQualifiedDomainName": inputs["fqdn"], "Port": _number(inputs["port"]),

@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parent.parent  # the repository root
 MAIN = REPO / "__main__.py"
 ACCOUNT_ID = "123456789012"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
+# Elastic Load Balancing's log-delivery account per region, as the provider's aws.elb.getServiceAccount answers it.
+ELB_ACCOUNTS = {"eu-west-1": "156460612806", "eu-central-1": "054676820928", "us-east-1": "127311923021"}
 
 
 @dataclass
@@ -158,6 +160,7 @@ class ForgeMocks(pulumi.runtime.Mocks):
             outputs["sesSmtpPasswordV4"] = f"smtp-password-{suffix[-8:]}"
         if type_ == "aws:iam/user:User":
             outputs["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:user/{args.inputs.get('name', resource_id)}"
+        outputs.update(_managed_service_attributes(type_, args.name, resource_id, region, outputs))
         if type_ == "random:index/randomPassword:RandomPassword":
             # Distinct, recognisable values so a test can search for leaks.
             outputs["result"] = (hashlib.sha256(args.name.encode()).hexdigest() * 4)[: int(args.inputs["length"])]
@@ -176,7 +179,48 @@ class ForgeMocks(pulumi.runtime.Mocks):
             return {"id": "ami-0123456789abcdef0", "architecture": "x86_64", "name": "ubuntu-noble"}, []
         if token == "aws:route53/getZone:getZone":
             return {"zoneId": "Z0123456789ABCDEFGHIJ", "id": "Z0123456789ABCDEFGHIJ", "name": args.args.get("name")}, []
+        if token == "aws:elb/getServiceAccount:getServiceAccount":
+            return {"id": ELB_ACCOUNTS["eu-west-1"], "arn": f"arn:aws:iam::{ELB_ACCOUNTS['eu-west-1']}:root"}, []
         raise AssertionError(f"unexpected invoke {token} with {args.args}")
+
+
+def _managed_service_attributes(type_: str, name: str, resource_id: str, region: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What AWS assigns to the ha topology's resources (addresses, ARNs, DNS names), in AWS's formats."""
+    arn = f"arn:aws:{{}}:{region}:{ACCOUNT_ID}:{{}}"
+    if type_ == "aws:rds/instance:Instance":
+        secret_arn = arn.format("secretsmanager", f"secret:rds!db-{resource_id}")
+        return {"address": f"{name}.abcdefghijkl.{region}.rds.amazonaws.com", "identifier": name, "arn": arn.format("rds", f"db:{name}"),
+                "masterUserSecrets": [{"secretArn": secret_arn, "secretStatus": "active"}]}
+    if type_ == "aws:elasticache/replicationGroup:ReplicationGroup":
+        return {"primaryEndpointAddress": f"master.{name}.abcdef.euw1.cache.amazonaws.com",
+                "arn": arn.format("elasticache", f"replicationgroup:{name}")}
+    if type_ == "aws:efs/fileSystem:FileSystem":
+        return {"arn": arn.format("elasticfilesystem", f"file-system/{resource_id}")}
+    if type_ == "aws:efs/accessPoint:AccessPoint":
+        return {"arn": arn.format("elasticfilesystem", f"access-point/{resource_id}")}
+    if type_ == "aws:lb/loadBalancer:LoadBalancer":
+        kind = "app" if inputs.get("loadBalancerType") == "application" else "net"
+        suffix = f"{kind}/{name}/{resource_id[-16:]}"
+        return {"arn": arn.format("elasticloadbalancing", f"loadbalancer/{suffix}"), "arnSuffix": suffix,
+                "dnsName": f"{name}-1234567890.{region}.elb.amazonaws.com", "zoneId": "Z32O12XQLNTSW2"}
+    if type_ == "aws:lb/targetGroup:TargetGroup":
+        suffix = f"targetgroup/{name[:32]}/{resource_id[-16:]}"
+        return {"arn": arn.format("elasticloadbalancing", suffix), "arnSuffix": suffix}
+    if type_ == "aws:acm/certificate:Certificate":
+        return {"arn": arn.format("acm", f"certificate/{resource_id}"), "domainValidationOptions": [{
+            "domainName": inputs.get("domainName"), "resourceRecordName": f"_abc123.{inputs.get('domainName')}.",
+            "resourceRecordType": "CNAME", "resourceRecordValue": "_def456.acm-validations.aws."}]}
+    if type_ == "aws:acm/certificateValidation:CertificateValidation":
+        return {"certificateArn": inputs.get("certificateArn")}
+    if type_ == "aws:ecs/cluster:Cluster":
+        return {"name": name, "arn": arn.format("ecs", f"cluster/{name}")}
+    if type_ == "aws:ecs/service:Service":
+        return {"name": name}
+    if type_ in ("aws:ecs/taskDefinition:TaskDefinition", "aws:wafv2/webAcl:WebAcl"):
+        return {"arn": arn.format(type_.split(":")[1].split("/")[0], resource_id)}
+    if type_ == "aws:route53/record:Record":
+        return {"fqdn": str(inputs.get("name", "")).rstrip(".")}
+    return {}
 
 
 def stack_config(

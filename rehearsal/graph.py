@@ -16,6 +16,12 @@ SHOWN = {
     "aws:kms/key:Key": "KMS key", "aws:secretsmanager/secret:Secret": "secret", "aws:iam/role:Role": "IAM role",
     "aws:route53/record:Record": "DNS record", "aws:dlm/lifecyclePolicy:LifecyclePolicy": "snapshot policy",
     "docker:index/network:Network": "Docker network", "docker:index/container:Container": "container",
+    # topology ha
+    "aws:ec2/natGateway:NatGateway": "NAT gateway", "aws:rds/instance:Instance": "RDS PostgreSQL (Multi-AZ)",
+    "aws:elasticache/replicationGroup:ReplicationGroup": "ElastiCache Valkey", "aws:efs/fileSystem:FileSystem": "EFS file system",
+    "aws:ecs/service:Service": "ECS service (Fargate)", "aws:ecs/taskDefinition:TaskDefinition": "task definition",
+    "aws:lb/loadBalancer:LoadBalancer": "load balancer", "aws:wafv2/webAcl:WebAcl": "WAF web ACL",
+    "aws:acm/certificate:Certificate": "ACM certificate",
 }
 
 

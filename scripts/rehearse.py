@@ -5,6 +5,7 @@
     python scripts/rehearse.py --stack prod --json      # one JSON document
     python scripts/rehearse.py --stack prod --graph mermaid   # architecture diagram from the resources
     python scripts/rehearse.py --stack dev --stack-file my-dev.yaml
+    python scripts/rehearse.py --stack prod --set topology=ha   # a config value changed for this run
 
 Needs no AWS account, no Pulumi CLI and no Docker engine. Every AWS resource becomes the boto3
 calls the provider would make against moto in this process (rehearsal/emulated.py), so a request
@@ -134,13 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--stack", required=True, choices=["dev", "prod", "local"], help="stack to rehearse")
     parser.add_argument("--stack-file", type=Path, help="use this stack file instead of Pulumi.<stack>.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value for this run, e.g. topology=ha (forgestack: is implied); repeatable")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON document instead of the tree")
     output.add_argument("--graph", choices=["mermaid"], help="print an architecture diagram instead of the tree")
     args = parser.parse_args(argv)
 
+    overrides = {}
+    for item in args.set:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            parser.error(f"--set {item!r}: expected KEY=VALUE such as topology=ha")
+        overrides[key if ":" in key else f"forgestack:{key}"] = value
     try:
-        config = stack_config(args.stack, stack_file=args.stack_file)
+        config = stack_config(args.stack, overrides, stack_file=args.stack_file)
         run, validated_only = run_stack(args.stack, config)
     except ConfigError as error:
         print(f"rehearse: {error}", file=sys.stderr)

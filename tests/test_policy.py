@@ -92,6 +92,17 @@ VIOLATIONS: dict[str, list[Resource]] = {
     "container-capabilities-dropped": one(CONTAINER, {**GOOD_CONTAINER, "capabilities": {"adds": ["CHOWN"]}}),
     "container-capabilities-bounded": one(CONTAINER, {**GOOD_CONTAINER, "capabilities": {"drops": ["ALL"],
                                                                                          "adds": ["CAP_SYS_PTRACE"]}}),
+    "rds-encrypted-private": one("aws:rds/instance:Instance",
+                                 {"storageEncrypted": True, "kmsKeyId": "arn:key", "publiclyAccessible": True}),
+    "rds-multi-az": one("aws:rds/instance:Instance", {"multiAz": False}),
+    "rds-backups": one("aws:rds/instance:Instance", {"backupRetentionPeriod": 1.0}),
+    "efs-encrypted": one("aws:efs/fileSystem:FileSystem", {"encrypted": True}),
+    "elasticache-encrypted": one("aws:elasticache/replicationGroup:ReplicationGroup", {
+        "transitEncryptionEnabled": False, "atRestEncryptionEnabled": True, "automaticFailoverEnabled": True, "authToken": "x"}),
+    "alb-drops-invalid-headers": one("aws:lb/loadBalancer:LoadBalancer", {"loadBalancerType": "application"}),
+    "lb-listener-tls": one("aws:lb/listener:Listener", {"protocol": "HTTP", "defaultActions": [{"type": "forward",
+                                                                                               "targetGroupArn": "arn:tg"}]}),
+    "alb-behind-waf": one("aws:lb/loadBalancer:LoadBalancer", {"loadBalancerType": "application", "dropInvalidHeaderFields": True}),
     # forgestack-good-2 is not named by the command (forgestack-good is, and must not count as a prefix match)
     "container-pids-limit": [*one(CONTAINER, {**GOOD_CONTAINER, "name": "forgestack-good-2"}), PIDS_LIMITS],
 }

@@ -260,7 +260,7 @@ PATTERN_EXAMPLES = {
     "_HTTPS_URL": "https://prod-12.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=x",
     "_SLACK_WEBHOOK": "https://hooks.slack.com/services/T000/B000/XXXX", "_PAGERDUTY_KEY": "0123456789abcdef0123456789abcdef",
     "_SES_SMTP_HOST": "email-smtp.eu-west-1.amazonaws.com:587", "_SNAPSHOT_ID": "snap-0123456789abcdef0",
-    "_AVAILABILITY_ZONE": "eu-west-1b",
+    "_AVAILABILITY_ZONE": "eu-west-1b", "_DATABASE_CLASS": "db.m7g.large", "_CACHE_NODE_TYPE": "cache.t4g.small",
 }
 
 
@@ -346,3 +346,29 @@ def test_admin_uis_limited_to_admin_cidrs_need_admin_cidrs() -> None:
     settings = parse({**VALID, "forgestack:adminUiAccess": "admin-cidrs", "forgestack:adminCidrs": '["203.0.113.0/24"]'})
     assert settings.admin_ui_access == "admin-cidrs" and not settings.admin_ui_private
     assert parse(VALID).admin_ui_private  # private unless the stack says otherwise
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("forgestack:topology", "cluster", "one of: single, ha"),
+    ("forgestack:haZones", "1", "2 or 3"),
+    ("forgestack:haGiteaTasks", "1", "an integer from 2 to 20"),
+    ("forgestack:haTaskSize", "1024/1024", "a Fargate size CPU/MEMORY such as 1024/2048"),
+    ("forgestack:haTaskSize", "256/512", "a Fargate size"),  # Gitea needs more than the smallest size
+    ("forgestack:haTaskSize", "1024/2048\n", "U+000A"),
+    ("forgestack:haDatabaseClass", "m7g.large", "an RDS instance class such as db.t4g.medium"),
+    ("forgestack:haCacheNodeType", "db.t4g.small", "an ElastiCache node type such as cache.t4g.small"),
+    ("forgestack:haNatGateways", "two", "one of: one, per-zone"),
+    ("forgestack:haDatabaseStorageGb", "10", "an integer from 20 to 16384"),
+])
+def test_ha_settings_are_checked(key: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(key) + ".*" + re.escape(expected)):
+        parse({**VALID, key: value})
+
+
+def test_ha_is_aws_only_and_its_sizes_are_read() -> None:
+    with pytest.raises(ConfigError, match="forgestack:topology: got 'ha'; expected single on the local stack"):
+        parse({"forgestack:platform": "local", "forgestack:domain": "forge.localhost", "forgestack:acmeEmail": "ops@example.com",
+               "forgestack:topology": "ha"})
+    assert parse(VALID).topology == "single"
+    ha = parse({**VALID, "forgestack:topology": "ha", "forgestack:haTaskSize": "2048/6144"})
+    assert (ha.topology, ha.task_cpu, ha.task_memory_mib, ha.ha_gitea_tasks, ha.ha_zones) == ("ha", 2048, 6144, 2, 2)

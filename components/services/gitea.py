@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from components.constants import ADMIN_SSH_PORT, DOCKER_SUBNET, SECRETS_DIR
 from components.services import images, mail, postgres, valkey
 from components.services.spec import (
@@ -23,6 +25,8 @@ NAME = "gitea"
 HTTP_PORT = 3000
 CONTAINER_SSH_PORT = 22
 SUBDOMAIN = "git"
+# topology ha: git over SSH has its own name (the network load balancer), as the web name is the application load balancer's.
+SSH_SUBDOMAIN_HA = "git-ssh"
 HEALTH_PATH = "/api/healthz"  # 200 while Gitea and its database answer; no login
 GIT_UID = 1000  # the image's `git` user
 ADMIN_BOOTSTRAP_SCRIPT = "/usr/local/bin/forgestack-bootstrap-admin"
@@ -53,30 +57,76 @@ def mailer(settings: Settings) -> dict[str, str]:
     return values
 
 
+@dataclass(frozen=True)
+class GiteaEndpoints:
+    """Where Gitea finds what it shares: the one fact the single host and the ha topology differ in."""
+
+    database_address: str  # host:port
+    database_user: str
+    database_ssl_mode: str  # disable on the host's private Docker network; require to RDS
+    cache_address: str  # host:port of Valkey
+    cache_tls: bool
+    trusted_proxies: str  # the networks the reverse proxy (Nginx, the load balancer) connects from
+    webhook_hosts: str  # [webhook] ALLOWED_HOST_LIST
+    storage: dict[str, str] = field(default_factory=dict)  # [storage]; empty: files below /data
+    # Several instances cannot share a file index: the issue indexer lives in the database then, the code indexer is off.
+    indexer: dict[str, str] = field(default_factory=dict)
+
+
+def single_host_endpoints() -> GiteaEndpoints:
+    """Everything on the host's private Docker network, beside Gitea."""
+    return GiteaEndpoints(
+        database_address=f"{postgres.NAME}:{postgres.PORT}", database_user=postgres.USER, database_ssl_mode="disable",
+        cache_address=f"{valkey.NAME}:{valkey.PORT}", cache_tls=False,
+        # Gitea 1.27 no longer trusts every proxy: trust exactly the Docker network Nginx sits on.
+        trusted_proxies=DOCKER_SUBNET,
+        # Webhooks may reach the Internet and this host's own services (the relay, a CI) on the Docker network.
+        webhook_hosts=f"external,{DOCKER_SUBNET}",
+    )
+
+
+def ha_endpoints(database_address: str, cache_address: str, bucket: str, region: str, vpc_cidr: str) -> GiteaEndpoints:
+    """topology ha: RDS over TLS, ElastiCache over TLS, objects in S3 with the task role's credentials (Gitea's S3 client
+    finds them through the ECS credentials endpoint when no keys are configured), the issue index in the database."""
+    return GiteaEndpoints(
+        database_address=database_address, database_user=postgres.USER,  # its own role, not RDS's master
+        database_ssl_mode="require",
+        cache_address=cache_address, cache_tls=True,
+        trusted_proxies=vpc_cidr,  # the load balancer's nodes have addresses of the VPC's public subnets
+        webhook_hosts="external",  # nothing of the forge's own is reached by webhook in ha
+        storage={"STORAGE_TYPE": "minio", "MINIO_ENDPOINT": f"s3.{region}.amazonaws.com", "MINIO_BUCKET": bucket,
+                 "MINIO_LOCATION": region, "MINIO_USE_SSL": "true"},
+        indexer={"ISSUE_INDEXER_TYPE": "db", "REPO_INDEXER_ENABLED": "false"},
+    )
+
+
+def ssh_hostname(settings: Settings) -> str:
+    return settings.hostname(SSH_SUBDOMAIN_HA if settings.topology == "ha" else SUBDOMAIN)
+
+
 def ssh_clone_base(settings: Settings) -> str:
     """Where git over SSH is reached: ssh://git@git.<domain>/ on port 22, with the port otherwise."""
     port = "" if settings.git_ssh_port == ADMIN_SSH_PORT else f":{settings.git_ssh_port}"
-    return f"ssh://git@{settings.hostname(SUBDOMAIN)}{port}/"
+    return f"ssh://git@{ssh_hostname(settings)}{port}/"
 
 
-def gitea_env(settings: Settings) -> dict[str, str]:
+def gitea_env(settings: Settings, endpoints: GiteaEndpoints) -> dict[str, str]:
     hostname = settings.hostname(SUBDOMAIN)
     settings_by_section: dict[str, dict[str, str]] = {
         "database": {
-            "DB_TYPE": "postgres", "HOST": f"{postgres.NAME}:{postgres.PORT}", "NAME": postgres.DATABASE,
-            "USER": postgres.USER, "PASSWD__FILE": postgres.PASSWORD_FILE, "SSL_MODE": "disable",  # private Docker network
+            "DB_TYPE": "postgres", "HOST": endpoints.database_address, "NAME": postgres.DATABASE,
+            "USER": endpoints.database_user, "PASSWD__FILE": postgres.PASSWORD_FILE, "SSL_MODE": endpoints.database_ssl_mode,
         },
         "server": {
             "DOMAIN": hostname, "ROOT_URL": f"https://{hostname}/", "PROTOCOL": "http", "HTTP_PORT": str(HTTP_PORT),
-            "SSH_DOMAIN": hostname, "SSH_PORT": str(settings.git_ssh_port), "SSH_LISTEN_PORT": str(CONTAINER_SSH_PORT),
+            "SSH_DOMAIN": ssh_hostname(settings), "SSH_PORT": str(settings.git_ssh_port), "SSH_LISTEN_PORT": str(CONTAINER_SSH_PORT),
             "LFS_START_SERVER": "true", "OFFLINE_MODE": "true",
         },
         "security": {
             "INSTALL_LOCK": "true",
             "SECRET_KEY__FILE": f"{SECRETS_DIR}/gitea_secret_key",
             "INTERNAL_TOKEN__FILE": f"{SECRETS_DIR}/gitea_internal_token",
-            # Gitea 1.27 no longer trusts every proxy: trust exactly the Docker network Nginx sits on.
-            "REVERSE_PROXY_TRUSTED_PROXIES": DOCKER_SUBNET,
+            "REVERSE_PROXY_TRUSTED_PROXIES": endpoints.trusted_proxies,
         },
         # New accounts confirm their address whenever others may register; everyone gets notification mail.
         "service": {**REGISTRATION[settings.gitea_registration], "ENABLE_NOTIFY_MAIL": "true",
@@ -86,14 +136,15 @@ def gitea_env(settings: Settings) -> dict[str, str]:
         "cache": {"ADAPTER": "redis", "HOST__FILE": valkey_file("cache")},
         "session": {"PROVIDER": "redis", "PROVIDER_CONFIG__FILE": valkey_file("session"), "COOKIE_SECURE": "true"},
         "queue": {"TYPE": "redis", "CONN_STR__FILE": valkey_file("queue")},
-        # Webhooks may reach the Internet and this host's own services (the relay, a CI) on the Docker network.
-        "webhook": {"ALLOWED_HOST_LIST": f"external,{DOCKER_SUBNET}"},
+        "webhook": {"ALLOWED_HOST_LIST": endpoints.webhook_hosts},
         "actions": {"ENABLED": "true" if settings.ci == "actions" else "false"},
         "metrics": {"ENABLED": "true", "TOKEN__FILE": f"{SECRETS_DIR}/gitea_metrics_token"},
         "log": {"LEVEL": "Info"},
+        "storage": endpoints.storage,
+        "indexer": endpoints.indexer,
     }
     env = {"USER_UID": str(GIT_UID), "USER_GID": str(GIT_UID)}
-    for section, values in settings_by_section.items():
+    for section, values in settings_by_section.items():  # an empty section keeps Gitea's defaults
         env.update({f"GITEA__{section}__{key}": value for key, value in values.items()})
     return env
 
@@ -102,23 +153,30 @@ def valkey_file(use: str) -> str:
     return f"{SECRETS_DIR}/valkey_{use}"
 
 
+def gitea_secret_files(settings: Settings, endpoints: GiteaEndpoints) -> tuple[SecretFile, ...]:
+    """Every secret Gitea reads, as files: the same list on the single host (uploaded) and in ha (written at task start)."""
+    return (
+        SecretFile("postgresPassword", postgres.PASSWORD_FILE, GIT_UID),
+        SecretFile("giteaSecretKey", f"{SECRETS_DIR}/gitea_secret_key", GIT_UID),
+        SecretFile("giteaInternalToken", f"{SECRETS_DIR}/gitea_internal_token", GIT_UID),
+        SecretFile("metricsToken", f"{SECRETS_DIR}/gitea_metrics_token", GIT_UID),
+        SecretFile("giteaAdminPassword", ADMIN_PASSWORD_FILE, GIT_UID),
+        *(SecretFile("valkeyPassword", valkey_file(use), GIT_UID,
+                     template=valkey.connection_template(use, endpoints.cache_address, endpoints.cache_tls))
+          for use in valkey.DATABASES),
+        *((SecretFile(mail.SMTP_USERNAME, mail.SMTP_USERNAME_FILE, GIT_UID),
+           SecretFile(mail.SMTP_PASSWORD, mail.SMTP_PASSWORD_FILE, GIT_UID)) if mail.relay(settings).authenticated else ()),
+    )
+
+
 def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
+    endpoints = single_host_endpoints()
     return ServiceSpec(
         name=NAME,
         image=images.gitea(settings.gitea_version),
         memory_mb=memory_mb,
-        env=gitea_env(settings),
-        secret_files=(
-            SecretFile("postgresPassword", postgres.PASSWORD_FILE, GIT_UID),
-            SecretFile("giteaSecretKey", f"{SECRETS_DIR}/gitea_secret_key", GIT_UID),
-            SecretFile("giteaInternalToken", f"{SECRETS_DIR}/gitea_internal_token", GIT_UID),
-            SecretFile("metricsToken", f"{SECRETS_DIR}/gitea_metrics_token", GIT_UID),
-            SecretFile("giteaAdminPassword", ADMIN_PASSWORD_FILE, GIT_UID),
-            *(SecretFile("valkeyPassword", valkey_file(use), GIT_UID, template=valkey.connection_template(use))
-              for use in valkey.DATABASES),
-            *((SecretFile(mail.SMTP_USERNAME, mail.SMTP_USERNAME_FILE, GIT_UID),
-               SecretFile(mail.SMTP_PASSWORD, mail.SMTP_PASSWORD_FILE, GIT_UID)) if mail.relay(settings).authenticated else ()),
-        ),
+        env=gitea_env(settings, endpoints),
+        secret_files=gitea_secret_files(settings, endpoints),
         config_files=(ConfigFile(ADMIN_BOOTSTRAP_SCRIPT, read("gitea-bootstrap-admin.sh"), executable=True),),
         volumes=(Volume("gitea", "/data", backup=True),),
         ports=(PublishedPort(settings.git_ssh_port, CONTAINER_SSH_PORT, private_address=settings.host_sshd_loopback_only),),

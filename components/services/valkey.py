@@ -15,9 +15,12 @@ CONFIG_FILE = "/etc/valkey/forgestack.conf"
 DATABASES = {"cache": 0, "session": 1, "queue": 2}
 
 
-def connection_template(use: str) -> str:
-    """Redis URL with the password placeholder; the deploy fills it in a secret file Gitea reads through __FILE."""
-    return f"redis://default:{{value}}@{NAME}:{PORT}/{DATABASES[use]}"
+def connection_template(use: str, address: str = f"{NAME}:{PORT}", tls: bool = False) -> str:
+    """Redis URL with the password placeholder; the deploy fills it in a secret file Gitea reads through __FILE.
+    With tls (ElastiCache, topology ha): rediss:// and the password alone, as an auth token is sent (AUTH <token>)."""
+    if tls:
+        return f"rediss://:{{value}}@{address}/{DATABASES[use]}"
+    return f"redis://default:{{value}}@{address}/{DATABASES[use]}"
 
 
 def valkey_config(memory_mb: int) -> str:

@@ -1,0 +1,194 @@
+"""topology ha: Gitea on ECS Fargate in two or three zones behind an ALB (web, WAF) and an NLB (git SSH), on RDS
+PostgreSQL Multi-AZ, ElastiCache Valkey with failover, EFS for the repositories and S3 for Gitea's objects.
+
+What ha does not run yet: the CI runner and the monitoring stack (an ops host in a private subnet is the next step);
+alerts come from CloudWatch alarms on every managed piece and from Route 53's outside-in health check."""
+
+from __future__ import annotations
+
+import pulumi
+
+from components import cache, database
+from components.alarms import Alarms, AlarmsArgs, managed_service_alarms
+from components.cache import Cache, CacheArgs
+from components.cluster import Cluster, ClusterArgs
+from components.database import Database, DatabaseArgs
+from components.edge import OBJECTS_LOG_PREFIX, Edge, EdgeArgs
+from components.filesystem import FileSystem, FileSystemArgs
+from components.object_storage import ObjectStorage, ObjectStorageArgs
+from components.services import gitea, images
+from components.settings import Settings
+from components.topology.shared import aws_base, export_shared, stack_backups, stack_credentials
+from components.zonal_network import ZonalNetwork, ZonalNetworkArgs, tier_rules
+
+
+def compose(settings: Settings) -> None:
+    base = aws_base(settings)
+    credentials = stack_credentials(settings, base)
+    assert credentials.secret is not None and credentials.key is not None  # AWS stacks keep them in Secrets Manager
+    backups = stack_backups(settings, base)  # restores from a single host's backups, and the ops host's later
+    network = ZonalNetwork(
+        "network",
+        ZonalNetworkArgs(
+            settings.vpc_cidr,
+            settings.region,
+            tier_rules(settings.git_ssh_port, gitea.HTTP_PORT, gitea.CONTAINER_SSH_PORT),
+            zones=settings.ha_zones,
+            nat_gateways=settings.ha_nat_gateways,
+            flow_log_retention_days=settings.flow_log_retention_days,
+            protect=settings.protect,
+        ),
+        base.opts,
+    )
+    tiers = network.tier_groups
+    postgres_major = int(settings.postgres_version.split(".")[0])
+    db = Database(
+        "database",
+        DatabaseArgs(
+            settings.stack,
+            postgres_major,
+            settings.ha_database_class,
+            settings.ha_database_storage_gb,
+            network.private_subnet_ids,
+            tiers["database"].id,
+            settings.backup_retention_days,
+            settings.protect,
+        ),
+        base.opts,
+    )
+    valkey = Cache(
+        "cache",
+        CacheArgs(
+            settings.stack,
+            settings.ha_cache_node_type,
+            settings.ha_zones,
+            network.private_subnet_ids,
+            tiers["cache"].id,
+            credentials.values["valkeyPassword"],
+            settings.protect,
+        ),
+        base.opts,
+    )
+    repositories = FileSystem(
+        "filesystem",
+        FileSystemArgs(settings.stack, gitea.GIT_UID, network.private_subnet_ids, tiers["file-system"].id, settings.protect),
+        base.opts,
+    )
+    objects = ObjectStorage("objects", ObjectStorageArgs(settings.stack, settings.protect), base.opts)
+    edge = Edge(
+        "edge",
+        EdgeArgs(
+            stack=settings.stack,
+            region=settings.region,
+            zone_id=base.zone_id,
+            web_hostname=settings.hostname(gitea.SUBDOMAIN),
+            ssh_hostname=gitea.ssh_hostname(settings),
+            acme_email=settings.acme_email,
+            vpc_id=network.vpc.id,
+            public_subnet_ids=network.public_subnet_ids,
+            web_security_group_id=tiers["web-lb"].id,
+            ssh_security_group_id=tiers["ssh-lb"].id,
+            web_port=gitea.HTTP_PORT,
+            ssh_port=gitea.CONTAINER_SSH_PORT,
+            public_ssh_port=settings.git_ssh_port,
+            health_path=gitea.HEALTH_PATH,
+            objects_bucket_arn=objects.bucket.arn,
+            protect=settings.protect,
+        ),
+        base.opts,
+    )
+    objects.log_access_to("objects", edge.logs.id, OBJECTS_LOG_PREFIX, edge.log_controls)
+
+    # Gitea's configuration is the single host's, with the managed endpoints: one function, so the two cannot drift.
+    endpoints = pulumi.Output.all(db.instance.address, valkey.group.primary_endpoint_address, objects.bucket.bucket).apply(
+        lambda values: gitea.ha_endpoints(
+            f"{values[0]}:{database.PORT}", f"{values[1]}:{cache.PORT}", values[2], settings.region, settings.vpc_cidr
+        )
+    )
+    env = endpoints.apply(lambda values: gitea.gitea_env(settings, values))
+    secret_files = endpoints.apply(lambda values: gitea.gitea_secret_files(settings, values))  # with the cache's address
+    service = Cluster(
+        "cluster",
+        ClusterArgs(
+            stack=settings.stack,
+            region=settings.region,
+            gitea_image=images.gitea(settings.gitea_version),
+            postgres_image=images.postgres(settings.postgres_version),
+            gitea_env=env,
+            secret_files=secret_files,
+            credentials_secret_arn=credentials.secret.arn,
+            credentials_key_arn=credentials.key.arn,
+            database_address=db.instance.address,
+            database_master_user=database.MASTER_USER,
+            database_master_secret_arn=db.master_secret_arn,
+            database_key_arn=db.key.arn,
+            file_system_id=repositories.file_system.id,
+            file_system_arn=repositories.file_system.arn,
+            access_point_id=repositories.access_point.id,
+            objects_policy=objects.access_policy,
+            subnet_ids=network.private_subnet_ids,
+            security_group_id=tiers["tasks"].id,
+            web_target_group_arn=edge.web_targets.arn,
+            ssh_target_group_arn=edge.ssh_targets.arn,
+            tasks=settings.ha_gitea_tasks,
+            cpu=settings.task_cpu,
+            memory_mib=settings.task_memory_mib,
+            log_retention_days=settings.flow_log_retention_days,
+            protect=settings.protect,
+        ),
+        base.opts,
+    )
+    repositories.allow_clients("filesystem", service.task_role.arn)
+
+    alarms = Alarms(
+        "alarms",
+        AlarmsArgs(
+            stack=settings.stack,
+            region=settings.region,
+            instance_id=None,
+            health_fqdn=settings.hostname(gitea.SUBDOMAIN),
+            health_path=gitea.HEALTH_PATH,
+            email=settings.alert_email_to,
+            https_endpoints=settings.alarm_https_endpoints,
+            protect=settings.protect,
+            metric_alarms=managed_service_alarms(
+                settings.stack,
+                edge.web.arn_suffix,
+                edge.web_targets.arn_suffix,
+                db.instance.identifier,
+                valkey.group.id,
+                repositories.file_system.id,
+                service.cluster.name,
+                service.service.name,
+                settings.ha_gitea_tasks,
+                settings.ha_database_storage_gb,
+            ),
+        ),
+        base.opts,
+    )
+
+    pulumi.export("topology", "ha")
+    pulumi.export("giteaUrl", f"https://{settings.hostname(gitea.SUBDOMAIN)}/")
+    pulumi.export("gitSshUrl", gitea.ssh_clone_base(settings))
+    pulumi.export("hostnames", [settings.hostname(gitea.SUBDOMAIN), gitea.ssh_hostname(settings)])
+    pulumi.export("giteaAdminUser", settings.gitea_admin_user)
+    pulumi.export("vpcId", network.vpc.id)
+    pulumi.export("databaseEndpoint", db.instance.address)
+    pulumi.export("databaseMasterSecretArn", db.master_secret_arn)
+    pulumi.export("cacheEndpoint", valkey.group.primary_endpoint_address)
+    pulumi.export("fileSystemId", repositories.file_system.id)
+    pulumi.export("objectsBucketName", objects.bucket.bucket)
+    pulumi.export("clusterName", service.cluster.name)
+    pulumi.export("serviceName", service.service.name)
+    pulumi.export("loadBalancerDnsName", edge.web.dns_name)
+    export_shared(settings, credentials, backups)
+    pulumi.export("alarmTopicArns", {region: topic.arn for region, topic in alarms.topics.items()})
+    pulumi.export(
+        "ecsExecCommand",
+        pulumi.Output.all(service.cluster.name).apply(
+            lambda names: (
+                f"aws ecs execute-command --region {settings.region} --cluster {names[0]} --container gitea --interactive "
+                "--command /bin/sh --task <task id from: aws ecs list-tasks --cluster " + names[0] + ">"
+            )
+        ),
+    )

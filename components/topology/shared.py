@@ -1,0 +1,82 @@
+"""Pieces every AWS topology builds the same way: the provider, outgoing mail, credentials and the backups bucket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.backups import Backups, BackupsArgs
+from components.constants import PROJECT
+from components.credentials import Credentials, CredentialsArgs
+from components.dns import public_zone_id
+from components.mail import Mail, MailArgs
+from components.services import mail, monitoring, relay
+from components.settings import Settings
+
+
+@dataclass(frozen=True)
+class AwsBase:
+    """The stack's AWS provider (as resource options), its public zone and its SES SMTP user."""
+
+    opts: pulumi.ResourceOptions
+    provider: aws.Provider
+    zone_id: pulumi.Output[str]
+    smtp_credentials: dict[str, pulumi.Output[str]]
+
+
+def aws_base(settings: Settings) -> AwsBase:
+    # One explicit provider: every AWS resource gets the default tags and the stack's region.
+    provider = aws.Provider(
+        "aws",
+        region=settings.region,
+        default_tags=aws.ProviderDefaultTagsArgs(tags={"project": PROJECT, "stack": settings.stack, "managed-by": "pulumi"}),
+    )
+    opts = pulumi.ResourceOptions(providers={"aws": provider})
+    zone_id = public_zone_id(settings.hosted_zone, pulumi.InvokeOutputOptions(provider=provider))
+    # Outgoing mail as mail.<domain> through SES; its SMTP user joins the generated credentials.
+    outgoing = Mail("mail", MailArgs(settings.stack, settings.region, mail.mail_domain(settings), zone_id, settings.acme_email), opts)
+    smtp = {mail.SMTP_USERNAME: outgoing.smtp_username, mail.SMTP_PASSWORD: outgoing.smtp_password}
+    return AwsBase(opts, provider, zone_id, smtp)
+
+
+def stack_credentials(settings: Settings, base: AwsBase | None) -> Credentials:
+    return Credentials(
+        "credentials",
+        CredentialsArgs(store_in_secrets_manager=settings.is_aws, protect=settings.protect, extra=base.smtp_credentials if base else {}),
+        base.opts if base else None,
+    )
+
+
+def stack_backups(settings: Settings, base: AwsBase) -> Backups:
+    return Backups(
+        "backups",
+        BackupsArgs(
+            settings.backup_retention_days,
+            settings.backup_archive_after_days,
+            settings.protect,
+            lock_mode="COMPLIANCE" if settings.backup_lock_mode == "compliance" else "GOVERNANCE",
+            replica_region=settings.backup_replica_region,
+        ),
+        base.opts,
+    )
+
+
+def secret_values(settings: Settings, credentials: Credentials) -> dict[str, pulumi.Output[str]]:
+    """Generated credentials plus the operator's own secrets from the stack config (kept secret end to end)."""
+    operator_secrets = {
+        monitoring.SMTP_PASSWORD: settings.alert_smtp_password,
+        **{credential: getattr(settings, field) for field, credential, *_ in monitoring.SECRET_RECEIVERS},
+        "droneGiteaClientSecret": settings.drone_gitea_client_secret,
+        relay.TARGETS_CREDENTIAL: relay.targets_value(settings),
+    }
+    return {**credentials.values, **{key: pulumi.Output.secret(value) for key, value in operator_secrets.items() if value}}
+
+
+def export_shared(settings: Settings, credentials: Credentials, backups: Backups) -> None:
+    pulumi.export("backupBucketName", backups.bucket.bucket)
+    if backups.replica is not None:
+        pulumi.export("backupReplicaBucketName", backups.replica.bucket)
+        pulumi.export("backupReplicaRegion", settings.backup_replica_region)
+    pulumi.export("credentialsSecretArn", credentials.secret_arn)

@@ -1,0 +1,148 @@
+"""topology single: the whole forge on one EC2 host (or this machine's Docker engine on the local stack)."""
+
+from __future__ import annotations
+
+import pulumi
+
+from components.alarms import HEARTBEAT_METRIC, HEARTBEAT_NAMESPACE, Alarms, AlarmsArgs
+from components.backup_job import backup_job, pre_upgrade_backup_argv
+from components.constants import CONTAINER_PREFIX, PROJECT
+from components.dns import Dns, DnsArgs
+from components.host import Host, HostArgs
+from components.host_files import Heartbeat, HostBundle, host_bundle
+from components.network import Network, NetworkArgs
+from components.services import ci, gitea, monitoring, postgres
+from components.services.catalog import routed_hostnames, service_specs
+from components.services.deploy import HostConnection, Services, ServicesArgs, aws_connection, local_connection
+from components.settings import Settings
+from components.snapshots import Snapshots, SnapshotsArgs
+from components.topology.shared import aws_base, export_shared, secret_values, stack_backups, stack_credentials
+
+
+def compose(settings: Settings) -> None:
+    specs = service_specs(settings)
+    hostnames = routed_hostnames(settings, specs)
+    base = aws_base(settings) if settings.is_aws else None
+    credentials = stack_credentials(settings, base)
+
+    connection: pulumi.Output[HostConnection]
+    bundle: pulumi.Output[HostBundle] | None = None
+    if base is not None:
+        aws_opts = base.opts
+        network = Network(
+            "network",
+            NetworkArgs(
+                settings.vpc_cidr,
+                settings.region,
+                admin_cidrs=settings.admin_cidrs,
+                flow_log_retention_days=settings.flow_log_retention_days,
+                protect=settings.protect,
+                availability_zone=settings.availability_zone,
+                git_ssh_port=settings.git_ssh_port,
+            ),
+            aws_opts,
+        )
+        backups = stack_backups(settings, base)
+        snapshot_tag = f"{PROJECT}-{settings.stack}"
+        job = backups.bucket.bucket.apply(
+            lambda bucket: backup_job(specs, bucket, settings.region, settings.backup_interval_hours, postgres.NAME, gitea.NAME)
+        )
+        heartbeat = Heartbeat(
+            settings.stack,
+            settings.region,
+            HEARTBEAT_NAMESPACE,
+            HEARTBEAT_METRIC,
+            alertmanager_container=CONTAINER_PREFIX + monitoring.ALERTMANAGER if settings.monitoring else "",
+            watchdog=monitoring.WATCHDOG,
+        )
+        # The backup job, the heartbeat and the host's other units, installed by the deploy.
+        bundle = job.apply(lambda backup: host_bundle(backup, heartbeat, settings.host_sshd_loopback_only))
+        host = Host(
+            "host",
+            HostArgs(
+                instance_type=settings.instance_type,
+                architecture=settings.architecture,
+                root_volume_gb=settings.root_volume_gb,
+                data_volume_gb=settings.data_volume_gb,
+                subnet_id=network.subnet.id,
+                availability_zone=network.availability_zone,
+                security_group_ids=network.security_group_ids,
+                snapshot_tag=snapshot_tag,
+                backup_bucket_arn=backups.bucket.arn,
+                backup_key_arn=backups.key.arn,
+                ssh_public_key=settings.ssh_public_key,
+                protect=settings.protect,
+                customer_managed_key=settings.volume_key == "customer-managed",
+                data_volume_snapshot_id=settings.data_volume_snapshot_id,
+            ),
+            aws_opts,
+        )
+        # Daily snapshots of the data volume; they inherit its key, which Data Lifecycle Manager's role may then use.
+        Snapshots(
+            "snapshots",
+            SnapshotsArgs(
+                snapshot_tag,
+                settings.snapshot_retention_days,
+                host.volume_key.arn if host.volume_key else None,
+                copy_region=settings.backup_replica_region,
+                copy_key_arn=backups.replica_key.arn if backups.replica_key else None,
+            ),
+            aws_opts,
+        )
+        alarms = Alarms(
+            "alarms",
+            AlarmsArgs(
+                stack=settings.stack,
+                region=settings.region,
+                instance_id=host.instance.id,
+                health_fqdn=settings.hostname(gitea.SUBDOMAIN),
+                health_path=gitea.HEALTH_PATH,
+                email=settings.alert_email_to,
+                https_endpoints=settings.alarm_https_endpoints,
+                protect=settings.protect,
+            ),
+            aws_opts,
+        )
+        Dns("dns", DnsArgs(base.zone_id, settings.domain, hostnames, host.elastic_ip.public_ip, settings.acme_email), aws_opts)
+        # Without admin networks there is no port 22: SSH (and so Docker) goes through SSM Session Manager.
+        connection = pulumi.Output.all(host.elastic_ip.public_ip, host.instance.id, host.instance.private_ip).apply(
+            lambda ids: aws_connection(settings.region, not settings.admin_cidrs, ids[0], ids[1], ids[2])
+        )
+
+        pulumi.export("hostPublicIp", host.elastic_ip.public_ip)
+        pulumi.export("instanceId", host.instance.id)
+        pulumi.export("vpcId", network.vpc.id)
+        pulumi.export("dataVolumeId", host.data_volume.id)
+        export_shared(settings, credentials, backups)
+        pulumi.export("alarmTopicArns", {region: topic.arn for region, topic in alarms.topics.items()})
+        pulumi.export(
+            "ssmSessionCommand", host.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}")
+        )
+    else:
+        connection = pulumi.Output.from_input(local_connection())
+
+    Services(
+        "services",
+        ServicesArgs(
+            specs=specs,
+            secret_values=secret_values(settings, credentials),
+            connection=connection,
+            hostnames=hostnames,
+            wait_for_host=settings.is_aws,
+            host_bundle=bundle,
+            named_volumes=not settings.is_aws,
+            # On AWS a changed Gitea or PostgreSQL version first takes a backup on the host (rollback: restore it).
+            pre_upgrade_backup=tuple(pre_upgrade_backup_argv(postgres.NAME)) if settings.is_aws else None,
+            upgrade_triggers=tuple(spec.image for spec in specs if spec.name in (gitea.NAME, postgres.NAME)),
+            admin_bootstrap=(gitea.NAME, tuple(gitea.admin_bootstrap_command(settings, CONTAINER_PREFIX + gitea.NAME))),
+            # The runner registers with a token Gitea generates once Gitea runs (ci: actions).
+            deploy_time_secrets={ci.RUNNER_TOKEN: (gitea.NAME, tuple(ci.runner_token_command(CONTAINER_PREFIX + gitea.NAME)))},
+        ),
+    )
+
+    pulumi.export("giteaUrl", f"https://{settings.hostname(gitea.SUBDOMAIN)}/")
+    pulumi.export("gitSshUrl", gitea.ssh_clone_base(settings))
+    pulumi.export("hostnames", list(hostnames))
+    pulumi.export("giteaAdminUser", settings.gitea_admin_user)
+    if settings.monitoring:
+        pulumi.export("grafanaUrl", monitoring.grafana_url(settings))

@@ -1,0 +1,187 @@
+"""topology ha: the whole prod stack rehearsed against moto, the task's start-up scripts run for real (sh, PostgreSQL)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components import cluster
+from components.services import gitea, postgres
+from components.settings import parse
+from policy.forgestack_rules import evaluate
+from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse
+from rehearsal.engine import ProgramRun, policy_view, run_program, stack_config
+from tests.servers import postgres_server
+
+HA = {"forgestack:topology": "ha"}
+
+
+@pytest.fixture(scope="module")
+def ha_rehearsal() -> Iterator[tuple[ProgramRun, EmulatedAccount]]:
+    with emulated_account("eu-west-1", "forge.example.com") as account:
+        yield rehearse("prod", stack_config("prod", HA), account), account
+
+
+def test_the_network_spans_two_zones_with_private_subnets_nat_and_endpoints(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    run, account = ha_rehearsal
+    ec2 = account.client("ec2")
+    vpc_id = run.outputs["vpcId"]
+    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
+    assert len(subnets) == 4 and len({subnet["AvailabilityZone"] for subnet in subnets}) == 2
+    assert not any(subnet["MapPublicIpOnLaunch"] for subnet in subnets)
+    nat = ec2.describe_nat_gateways(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["NatGateways"]
+    assert len(nat) == 2  # prod: haNatGateways per-zone (the default)
+    endpoints = ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["VpcEndpoints"]
+    assert {endpoint["ServiceName"].rsplit(".", 1)[-1] for endpoint in endpoints} >= {"s3", "secretsmanager", "logs", "ssmmessages"}
+
+
+def test_the_data_tier_is_managed_encrypted_and_spread(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    run, account = ha_rehearsal
+    database = account.client("rds").describe_db_instances()["DBInstances"][0]
+    assert (database["Engine"], database["MultiAZ"], database["StorageEncrypted"], database["PubliclyAccessible"]) == (
+        "postgres",
+        True,
+        True,
+        False,
+    )
+    assert database["DeletionProtection"] is True  # prod is protected
+    assert database["MasterUsername"] != postgres.USER  # Gitea has its own role
+    group = account.client("elasticache").describe_replication_groups()["ReplicationGroups"][0]
+    assert group["AutomaticFailover"] == "enabled" and group["TransitEncryptionEnabled"] and group["AtRestEncryptionEnabled"]
+    efs = account.client("efs")
+    system = efs.describe_file_systems(FileSystemId=run.outputs["fileSystemId"])["FileSystems"][0]
+    assert system["Encrypted"] is True
+    targets = efs.describe_mount_targets(FileSystemId=system["FileSystemId"])["MountTargets"]
+    assert len({target["SubnetId"] for target in targets}) == 2
+    point = efs.describe_access_points(FileSystemId=system["FileSystemId"])["AccessPoints"][0]
+    assert point["PosixUser"]["Uid"] == gitea.GIT_UID
+
+
+def test_gitea_runs_as_two_tasks_behind_both_load_balancers_with_waf(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    run, account = ha_rehearsal
+    ecs = account.client("ecs")
+    service = ecs.describe_services(cluster=run.outputs["clusterName"], services=[run.outputs["serviceName"]])["services"][0]
+    assert service["desiredCount"] == 2 and len(service["loadBalancers"]) == 2
+    # moto keeps no deployment configuration: the request was checked against ECS's model, its inputs are asserted here
+    assert run.one("aws:ecs/service:Service").inputs["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    definition = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    containers = {container["name"]: container for container in definition["containerDefinitions"]}
+    assert containers["gitea"]["dependsOn"] == [
+        {"containerName": "secrets", "condition": "SUCCESS"},
+        {"containerName": "database-role", "condition": "SUCCESS"},
+    ]
+    assert definition["volumes"][1]["efsVolumeConfiguration"]["transitEncryption"] == "ENABLED"
+    elb = account.client("elbv2")
+    balancers = {lb["Type"]: lb for lb in elb.describe_load_balancers()["LoadBalancers"]}
+    listeners = {
+        (kind, listener["Port"]): listener
+        for kind, lb in balancers.items()
+        for listener in elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+    }
+    assert listeners["application", 443]["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert listeners["application", 80]["DefaultActions"][0]["RedirectConfig"]["Protocol"] == "HTTPS"
+    assert listeners["network", 22]["Protocol"] == "TCP"
+    acl = account.client("wafv2").get_web_acl_for_resource(ResourceArn=balancers["application"]["LoadBalancerArn"])["WebACL"]
+    assert {rule["Name"] for rule in acl["Rules"]} >= {"AWSManagedRulesCommonRuleSet", "rate-limit-per-address"}
+    assert run.outputs["gitSshUrl"] == "ssh://git@git-ssh.forge.example.com/"
+
+
+def test_no_secret_is_in_the_task_definition_or_the_environment(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    run, _ = ha_rehearsal
+    generated = [r.outputs["result"] for r in run.of_type("random:index/randomPassword:RandomPassword")]
+    definition = run.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"]
+    assert generated and not [value for value in generated if value in definition]
+    secrets = json.loads(definition)[0]["secrets"]
+    assert all(entry["valueFrom"].startswith(run.outputs["credentialsSecretArn"] + ":") for entry in secrets)
+
+
+def test_the_policy_pack_passes_with_only_listed_risks(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    run, _ = ha_rehearsal
+    report = evaluate(policy_view(run))
+    assert [v for v in report.mandatory if not v.accepted] == []
+
+
+def test_every_ha_resource_has_a_component_parent_and_its_prefix() -> None:
+    run = run_program("dev", stack_config("dev", HA))
+    components = {r.urn: r.name for r in run.resources if not r.custom}
+    orphans = [r.name for r in run.resources if r.custom and r.type.startswith(("aws:", "random:")) and r.parent not in components]
+    assert orphans == []
+    assert [r.name for r in run.resources if r.parent in components and not r.name.startswith(components[r.parent] + "-")] == []
+
+
+def test_single_and_ha_gitea_differ_only_in_the_endpoints() -> None:
+    settings = parse(stack_config("prod", HA), stack="prod")
+    single = gitea.gitea_env(settings, gitea.single_host_endpoints())
+    ha = gitea.gitea_env(settings, gitea.ha_endpoints("db:5432", "cache:6379", "objects", "eu-west-1", "10.30.0.0/16"))
+    changed = {key for key in single.keys() | ha.keys() if single.get(key) != ha.get(key)}
+    assert changed == {
+        "GITEA__database__HOST",
+        "GITEA__database__SSL_MODE",
+        "GITEA__security__REVERSE_PROXY_TRUSTED_PROXIES",
+        "GITEA__webhook__ALLOWED_HOST_LIST",
+        "GITEA__indexer__ISSUE_INDEXER_TYPE",
+        "GITEA__indexer__REPO_INDEXER_ENABLED",
+        *(f"GITEA__storage__{key}" for key in ("STORAGE_TYPE", "MINIO_ENDPOINT", "MINIO_BUCKET", "MINIO_LOCATION", "MINIO_USE_SSL")),
+    }
+
+
+# ------------------------------------------------------------ the task's start-up containers, run for real
+
+
+def test_the_secrets_container_writes_every_file_gitea_reads(tmp_path: Path) -> None:
+    settings = parse(stack_config("prod", HA), stack="prod")
+    endpoints = gitea.ha_endpoints("db:5432", "master.cache.example:6379", "objects", "eu-west-1", "10.30.0.0/16")
+    files = tuple(
+        dataclasses.replace(f, path=str(tmp_path / Path(f.path).name), owner=os.getuid())
+        for f in gitea.gitea_secret_files(settings, endpoints)
+    )
+    environment = {cluster.secret_variable(f): f"value-of-{f.credential}" for f in files}
+    script = cluster.secrets_script(files)
+    subprocess.run(["shellcheck", "-s", "sh", "-"], input=script, text=True, check=True)
+    subprocess.run(["sh", "-c", script], env={"PATH": os.environ["PATH"], **environment}, check=True)
+    for secret_file in files:
+        written = Path(secret_file.path)
+        assert written.read_text() == secret_file.template.replace("{value}", f"value-of-{secret_file.credential}")
+        assert written.stat().st_mode & 0o777 == 0o400
+    cache_file = Path(tmp_path / Path(gitea.valkey_file("queue")).name).read_text()
+    assert cache_file == "rediss://:value-of-valkeyPassword@master.cache.example:6379/2"
+
+
+def test_the_database_role_script_makes_gitea_a_login_that_owns_its_tables_as_a_non_superuser_master() -> None:
+    with postgres_server() as server:
+        admin = server.admin_url
+        server.psql(f"DROP DATABASE {postgres.DATABASE}", admin)
+        server.psql(f"DROP ROLE {postgres.USER}", admin)
+        server.psql("CREATE ROLE master LOGIN CREATEROLE PASSWORD 'master-password'", admin)  # RDS's master: no superuser
+        server.psql(f"CREATE DATABASE {postgres.DATABASE} OWNER master", admin)
+
+        def run_role_script(password: str) -> None:
+            env = {
+                "PATH": os.environ["PATH"],
+                "PGHOST": "127.0.0.1",
+                "PGPORT": str(server.port),
+                "PGDATABASE": postgres.DATABASE,
+                "PGUSER": "master",
+                "PGPASSWORD": "master-password",
+                "GITEA_DATABASE_PASSWORD": password,
+            }
+            result = subprocess.run(["sh", "-c", cluster.database_role_script()], env=env, capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr
+
+        run_role_script("first-password")
+        run_role_script("second-password")  # every task start: idempotent, and a changed credential takes effect
+        gitea_url = f"postgresql://{postgres.USER}:second-password@127.0.0.1:{server.port}/{postgres.DATABASE}"
+        server.psql("CREATE TABLE repository (id bigint primary key); INSERT INTO repository VALUES (1)", gitea_url)
+        assert server.psql("SELECT count(*) FROM repository", gitea_url) == "1"
+        old = subprocess.run(
+            ["psql", f"postgresql://{postgres.USER}:first-password@127.0.0.1:{server.port}/{postgres.DATABASE}", "-c", "SELECT 1"],
+            capture_output=True,
+            text=True,
+        )
+        assert old.returncode != 0 and "password authentication failed" in old.stderr
