@@ -41,7 +41,7 @@ def object_lock_rule(args: BackupsArgs) -> aws.s3.BucketObjectLockConfigurationR
     )
 
 
-def _deny_insecure_transport(bucket_arn: str) -> dict[str, object]:
+def deny_insecure_transport(bucket_arn: str) -> dict[str, object]:
     return {
         "Sid": "DenyInsecureTransport",
         "Effect": "Deny",
@@ -55,13 +55,13 @@ def _deny_insecure_transport(bucket_arn: str) -> dict[str, object]:
 
 def tls_only_policy(bucket_arn: str) -> str:
     """Deny every request that does not use TLS (AWS FSBP S3.5)."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [_deny_insecure_transport(bucket_arn)]})
+    return json.dumps({"Version": "2012-10-17", "Statement": [deny_insecure_transport(bucket_arn)]})
 
 
 def access_log_policy(log_bucket_arn: str, source_bucket_arn: str, account_id: str) -> str:
     """TLS only, and S3's log delivery may write under the prefix, only for the backups bucket of this account."""
     return json.dumps({"Version": "2012-10-17", "Statement": [
-        _deny_insecure_transport(log_bucket_arn),
+        deny_insecure_transport(log_bucket_arn),
         {
             "Sid": "S3ServerAccessLogsOfTheBackupsBucket",
             "Effect": "Allow",
@@ -73,7 +73,7 @@ def access_log_policy(log_bucket_arn: str, source_bucket_arn: str, account_id: s
     ]})
 
 
-def _expire_rule(rule_id: str, days: int, transitions: list[aws.s3.BucketLifecycleConfigurationRuleTransitionArgs] | None = None,
+def expire_rule(rule_id: str, days: int, transitions: list[aws.s3.BucketLifecycleConfigurationRuleTransitionArgs] | None = None,
                  noncurrent_days: int = NONCURRENT_VERSION_DAYS) -> aws.s3.BucketLifecycleConfigurationRuleArgs:
     """Objects expire after `days` (a delete marker; the version itself stays); an overwritten or deleted version is
     removed `noncurrent_days` after it stopped being current."""
@@ -100,7 +100,7 @@ def abort_incomplete_uploads_rule() -> aws.s3.BucketLifecycleConfigurationRuleAr
 
 def access_log_lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurationRuleArgs]:
     """Access logs are kept as long as the backups they describe."""
-    return [_expire_rule("expire-access-logs", args.retention_days), abort_incomplete_uploads_rule()]
+    return [expire_rule("expire-access-logs", args.retention_days), abort_incomplete_uploads_rule()]
 
 
 def lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurationRuleArgs]:
@@ -112,7 +112,7 @@ def lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurati
     # A version that stops being current (the `latest` pointer, an overwritten object) is kept as long as the lock keeps
     # it: lifecycle never tries to remove what Object Lock still protects.
     noncurrent_days = max(NONCURRENT_VERSION_DAYS, args.retention_days)
-    return [_expire_rule("expire-backups", args.retention_days, transitions, noncurrent_days), abort_incomplete_uploads_rule()]
+    return [expire_rule("expire-backups", args.retention_days, transitions, noncurrent_days), abort_incomplete_uploads_rule()]
 
 
 def replication_policy(source_arn: str, replica_arn: str, source_key_arn: str, replica_key_arn: str) -> str:
@@ -178,6 +178,15 @@ def bucket_controls(
     return [public_access, ownership, versioning, encryption_config, bucket_policy, lifecycle]
 
 
+def s3_managed_encryption() -> aws.s3.BucketServerSideEncryptionConfigurationRuleArgs:
+    """SSE-S3: the only encryption S3 server access logs and load balancer access logs are delivered into."""
+    return aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+        apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+            sse_algorithm="AES256",
+        ),
+    )
+
+
 class Backups(pulumi.ComponentResource):
     """A private, versioned, KMS-encrypted, TLS-only bucket with lifecycle retention, whose access is logged to a
     second bucket with the same controls (SSE-S3 there: S3 delivers access logs to no SSE-KMS bucket)."""
@@ -212,14 +221,7 @@ class Backups(pulumi.ComponentResource):
         log_policy = pulumi.Output.all(self.access_logs.arn, self.bucket.arn, caller.account_id).apply(
             lambda values: access_log_policy(*values))
         log_controls = bucket_controls(
-            self,
-            f"{name}-access-logs", self.access_logs,
-            aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                    sse_algorithm="AES256",
-                ),
-            ),
-            log_policy, access_log_lifecycle_rules(args),
+            self, f"{name}-access-logs", self.access_logs, s3_managed_encryption(), log_policy, access_log_lifecycle_rules(args),
         )
         aws.s3.BucketLogging(
             f"{name}-access-logging", bucket=self.bucket.id, target_bucket=self.access_logs.id, target_prefix=ACCESS_LOG_PREFIX,

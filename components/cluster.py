@@ -17,6 +17,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.constants import SECRETS_DIR
+from components.filesystem import CLIENT_ACTIONS
 from components.kms import rotating_key
 from components.network import service_assume_role_policy
 from components.services import gitea, postgres
@@ -69,6 +70,7 @@ class ClusterArgs:
     file_system_id: pulumi.Input[str]
     file_system_arn: pulumi.Input[str]
     access_point_id: pulumi.Input[str]
+    access_point_arn: pulumi.Input[str]
     objects_policy: pulumi.Input[str]
     subnet_ids: Sequence[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
@@ -217,7 +219,7 @@ def task_policy(file_system_arn: str, access_point_arn: str) -> str:
                 {
                     "Sid": "MountTheRepositories",
                     "Effect": "Allow",
-                    "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
+                    "Action": list(CLIENT_ACTIONS),
                     "Resource": file_system_arn,
                     "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": access_point_arn}},
                 },
@@ -262,13 +264,10 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-task-role", assume_role_policy=service_assume_role_policy("ecs-tasks.amazonaws.com"), opts=child
         )
         aws.iam.RolePolicy(f"{name}-task-objects", role=self.task_role.id, policy=args.objects_policy, opts=child)
-        access_point_arn = pulumi.Output.all(args.file_system_arn, args.access_point_id).apply(
-            lambda values: values[0].rsplit(":file-system/", 1)[0] + f":access-point/{values[1]}"
-        )
         aws.iam.RolePolicy(
             f"{name}-task-mount",
             role=self.task_role.id,
-            policy=pulumi.Output.all(args.file_system_arn, access_point_arn).apply(lambda values: task_policy(*values)),
+            policy=pulumi.Output.all(args.file_system_arn, args.access_point_arn).apply(lambda values: task_policy(*values)),
             opts=child,
         )
 

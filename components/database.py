@@ -118,6 +118,6 @@ class Database(pulumi.ComponentResource):
         )
         # The secret RDS keeps the master password in ({"username", "password"}).
         self.master_secret_arn: pulumi.Output[str] = self.instance.master_user_secrets.apply(
-            lambda secrets: str(secrets[0]["secret_arn"] if isinstance(secrets[0], dict) else secrets[0].secret_arn) if secrets else ""
+            lambda secrets: (secrets[0].secret_arn or "") if secrets else ""
         )
         self.register_outputs({"endpoint": self.instance.address, "masterSecretArn": self.master_secret_arn})

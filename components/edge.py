@@ -12,9 +12,9 @@ from typing import Final
 import pulumi
 import pulumi_aws as aws
 
-from components.backups import abort_incomplete_uploads_rule, bucket_controls
+from components.backups import abort_incomplete_uploads_rule, bucket_controls, deny_insecure_transport, expire_rule, s3_managed_encryption
 from components.constants import HTTP_PORT, HTTPS_PORT
-from components.dns import caa_records
+from components.dns import RECORD_TTL, caa_records
 from components.kms import rotating_key
 
 TLS_POLICY: Final = "ELBSecurityPolicy-TLS13-1-2-2021-06"
@@ -63,14 +63,7 @@ def access_log_policy(bucket_arn: str, account_id: str, elb_account_arn: str, ob
         {
             "Version": "2012-10-17",
             "Statement": [
-                {
-                    "Sid": "DenyInsecureTransport",
-                    "Effect": "Deny",
-                    "Principal": {"AWS": "*"},
-                    "Action": "s3:*",
-                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                },
+                deny_insecure_transport(bucket_arn),
                 {
                     "Sid": "LoadBalancerLogDelivery",
                     "Effect": "Allow",
@@ -174,7 +167,7 @@ class Edge(pulumi.ComponentResource):
             name=option.resource_record_name,
             type=option.resource_record_type,
             records=[option.resource_record_value],
-            ttl=300,
+            ttl=RECORD_TTL,
             allow_overwrite=True,
             opts=child,
         )
@@ -190,27 +183,14 @@ class Edge(pulumi.ComponentResource):
             self,
             f"{name}-access-logs",
             self.logs,
-            aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                    sse_algorithm="AES256"
-                )
-            ),
+            s3_managed_encryption(),
             pulumi.Output.all(self.logs.arn, caller.account_id, elb_account.arn, args.objects_bucket_arn).apply(
                 lambda values: access_log_policy(*values)
             ),
-            [
-                aws.s3.BucketLifecycleConfigurationRuleArgs(
-                    id="expire-access-logs",
-                    status="Enabled",
-                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=ACCESS_LOG_DAYS),
-                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(noncurrent_days=1),
-                ),
-                abort_incomplete_uploads_rule(),
-            ],
+            [expire_rule("expire-access-logs", ACCESS_LOG_DAYS), abort_incomplete_uploads_rule()],
         )
 
-        self.log_controls = log_controls
+        self.log_controls = log_controls  # the object bucket's access logging waits for them too
         self.web = aws.lb.LoadBalancer(
             f"{name}-web",
             load_balancer_type="application",
@@ -339,7 +319,7 @@ class Edge(pulumi.ComponentResource):
                 zone_id=args.zone_id,
                 name=hostname,
                 type="CAA",
-                ttl=3600,
+                ttl=RECORD_TTL,
                 records=caa_records(args.acme_email, AMAZON_CA_DOMAIN),
                 allow_overwrite=True,
                 opts=child,

@@ -19,6 +19,7 @@ NFS_PORT: Final = 2049
 ROOT_DIRECTORY: Final = "/gitea"
 DIRECTORY_MODE: Final = "0750"
 INFREQUENT_ACCESS_AFTER: Final = "AFTER_30_DAYS"
+CLIENT_ACTIONS: Final = ("elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite")  # mount, read and write
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def file_system_policy(file_system_arn: str, access_point_arn: str, client_role_
                     "Sid": "TasksMountThroughTheAccessPoint",
                     "Effect": "Allow",
                     "Principal": {"AWS": client_role_arn},
-                    "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
+                    "Action": list(CLIENT_ACTIONS),
                     "Resource": file_system_arn,
                     "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": access_point_arn}},
                 },

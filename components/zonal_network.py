@@ -126,20 +126,23 @@ class ZonalNetwork(pulumi.ComponentResource):
         )
         self.public_subnets, self.private_subnets, private_tables = [], [], []
         nat_gateways: list[aws.ec2.NatGateway] = []
-        for index in range(args.zones):
-            zone = zones.apply(lambda names, i=index: names[i])  # type: ignore[misc]
-            public = aws.ec2.Subnet(
-                f"{name}-public-{index}",
+
+        def subnet(tier: str, index: int, cidr: str) -> aws.ec2.Subnet:
+            return aws.ec2.Subnet(
+                f"{name}-{tier}-{index}",
                 vpc_id=self.vpc.id,
-                cidr_block=public_cidrs[index],
-                availability_zone=zone,
-                map_public_ip_on_launch=False,
-                tags={"Name": f"{name}-public-{index}"},
+                cidr_block=cidr,
+                availability_zone=zones.apply(lambda names: names[index]),
+                map_public_ip_on_launch=False,  # nothing gets a public address but the NAT gateways' and the load balancers'
+                tags={"Name": f"{name}-{tier}-{index}"},
                 opts=child,
             )
+
+        for index in range(args.zones):
+            public = subnet("public", index, public_cidrs[index])
             aws.ec2.RouteTableAssociation(f"{name}-public-rta-{index}", subnet_id=public.id, route_table_id=public_routes.id, opts=child)
             self.public_subnets.append(public)
-            if nat_index(index, args.nat_gateways) == index:
+            if nat_index(index, args.nat_gateways) == index:  # zone 0 always has one; the others with per-zone
                 address = aws.ec2.Eip(f"{name}-nat-ip-{index}", domain="vpc", opts=child)
                 nat_gateways.append(
                     aws.ec2.NatGateway(
@@ -149,23 +152,12 @@ class ZonalNetwork(pulumi.ComponentResource):
                         opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
                     )
                 )
-        for index in range(args.zones):
-            zone = zones.apply(lambda names, i=index: names[i])  # type: ignore[misc]
-            private = aws.ec2.Subnet(
-                f"{name}-private-{index}",
-                vpc_id=self.vpc.id,
-                cidr_block=private_cidrs[index],
-                availability_zone=zone,
-                map_public_ip_on_launch=False,
-                tags={"Name": f"{name}-private-{index}"},
-                opts=child,
-            )
+            private = subnet("private", index, private_cidrs[index])
+            nat = nat_gateways[nat_index(index, args.nat_gateways)]
             table = aws.ec2.RouteTable(
                 f"{name}-private-rt-{index}",
                 vpc_id=self.vpc.id,
-                routes=[
-                    aws.ec2.RouteTableRouteArgs(cidr_block=ANYWHERE, nat_gateway_id=nat_gateways[nat_index(index, args.nat_gateways)].id)
-                ],
+                routes=[aws.ec2.RouteTableRouteArgs(cidr_block=ANYWHERE, nat_gateway_id=nat.id)],
                 opts=child,
             )
             aws.ec2.RouteTableAssociation(f"{name}-private-rta-{index}", subnet_id=private.id, route_table_id=table.id, opts=child)
@@ -224,10 +216,10 @@ class ZonalNetwork(pulumi.ComponentResource):
             tier: aws.ec2.SecurityGroup(f"{name}-{tier}", vpc_id=self.vpc.id, description=f"forgestack ha: {tier}", opts=child)
             for tier in tiers
         }
-        for index, rule in enumerate(args.tier_rules):
+        for rule in args.tier_rules:
             source = {"referenced_security_group_id": groups[rule.source].id} if rule.from_tier else {"cidr_ipv4": rule.source}
             aws.vpc.SecurityGroupIngressRule(
-                f"{name}-{rule.tier}-in-{index}",
+                f"{name}-{rule.tier}-in-{rule.port}",
                 security_group_id=groups[rule.tier].id,
                 ip_protocol="tcp",
                 from_port=rule.port,
@@ -236,30 +228,28 @@ class ZonalNetwork(pulumi.ComponentResource):
                 opts=child,
                 **source,
             )
+            # The other side of a tier-to-tier rule: the source tier may send exactly that, where it has limited egress.
+            if rule.from_tier and rule.tier in TIER_EGRESS.get(rule.source, ()):
+                aws.vpc.SecurityGroupEgressRule(
+                    f"{name}-{rule.source}-out-{rule.port}",
+                    security_group_id=groups[rule.source].id,
+                    ip_protocol="tcp",
+                    from_port=rule.port,
+                    to_port=rule.port,
+                    referenced_security_group_id=groups[rule.tier].id,
+                    description=f"to the {rule.tier} on {rule.port}",
+                    opts=child,
+                )
         for tier, destinations in TIER_EGRESS.items():
-            for destination in destinations:
-                if destination == ANYWHERE:
-                    aws.vpc.SecurityGroupEgressRule(
-                        f"{name}-{tier}-out-all",
-                        security_group_id=groups[tier].id,
-                        ip_protocol="-1",
-                        cidr_ipv4=ANYWHERE,
-                        description="all outbound (webhooks, mail, images, AWS APIs)",
-                        opts=child,
-                    )
-                    continue
-                for index, rule in enumerate(args.tier_rules):
-                    if rule.tier == destination and rule.source == tier:
-                        aws.vpc.SecurityGroupEgressRule(
-                            f"{name}-{tier}-out-{index}",
-                            security_group_id=groups[tier].id,
-                            ip_protocol="tcp",
-                            from_port=rule.port,
-                            to_port=rule.port,
-                            referenced_security_group_id=groups[destination].id,
-                            description=f"to the {destination} on {rule.port}",
-                            opts=child,
-                        )
+            if ANYWHERE in destinations:
+                aws.vpc.SecurityGroupEgressRule(
+                    f"{name}-{tier}-out-all",
+                    security_group_id=groups[tier].id,
+                    ip_protocol="-1",
+                    cidr_ipv4=ANYWHERE,
+                    description="all outbound (webhooks, mail, images, AWS APIs)",
+                    opts=child,
+                )
         return groups
 
     @property

@@ -120,7 +120,7 @@ ACCEPTED_RISKS: dict[tuple[str, str], str] = {
                                                           "(forgestack:portainer), on in dev, off in prod",
     ("s3-access-logging", "backups-replica"): "the replica in the second region is written only by S3 replication (its own "
                                               "role) and read only in a disaster; a second access-log bucket there buys little",
-    ("sg-no-admin-port-from-world", "network-ssh-lb-in-2"): "topology ha: git over SSH reaches Gitea's own sshd in its tasks "
+    ("sg-no-admin-port-from-world", "network-ssh-lb-in-22"): "topology ha: git over SSH reaches Gitea's own sshd in its tasks "
                                                             "through the network load balancer (keys only, git commands only); "
                                                             "no host sshd exists",
     ("s3-kms-encryption", "edge-access-logs-encryption"): "load balancers deliver access logs only to buckets encrypted with "

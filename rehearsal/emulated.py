@@ -23,15 +23,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
-import botocore.stub
 import pulumi
 from moto import mock_aws
 
 from components.constants import CANONICAL_OWNER_ID, UBUNTU_RELEASE
 from rehearsal.emulated_ha import HaHandlers
-from rehearsal.engine import ELB_ACCOUNTS, ForgeMocks, ProgramRun, Registered, run_program, unwrap_secrets
+from rehearsal.engine import ACCOUNT_ID, ELB_ACCOUNTS, ForgeMocks, ProgramRun, Registered, run_program, unwrap_secrets
 
-ACCOUNT_ID = "123456789012"  # moto's default account
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_SESSION_TOKEN": "rehearsal"}
 
 
@@ -641,12 +639,10 @@ class MotoMocks(HaHandlers, ForgeMocks):
             "PolicyDetails": {"PolicyType": details.get("policyType", "EBS_SNAPSHOT_MANAGEMENT"), "ResourceTypes": details["resourceTypes"],
                               "TargetTags": [{"Key": k, "Value": v} for k, v in details["targetTags"].items()], "Schedules": schedules},
         }
-        client = boto3.client("dlm", region_name=self.account.region)
         policy_id = f"policy-{self._next()}"
-        with botocore.stub.Stubber(client) as stubber:
-            stubber.add_response("create_lifecycle_policy", {"PolicyId": policy_id}, request)
-            client.create_lifecycle_policy(**request)  # raises ParamValidationError on a request AWS would refuse
-        self.account.validated_only.append(f"aws:dlm/lifecyclePolicy:LifecyclePolicy {name}")
+        # raises ParamValidationError on a request AWS would refuse
+        self._validated("dlm", "create_lifecycle_policy", request, {"PolicyId": policy_id},
+                        f"aws:dlm/lifecyclePolicy:LifecyclePolicy {name}")
         return policy_id, {"arn": f"arn:aws:dlm:{self.account.region}:{ACCOUNT_ID}:policy/{policy_id}"}
 
 

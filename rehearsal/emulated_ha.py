@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.stub
 
+from rehearsal.engine import ACCOUNT_ID
+
 if TYPE_CHECKING:
     from rehearsal.emulated import EmulatedAccount
 
@@ -63,7 +65,8 @@ class HaHandlers:
         }
 
     def _validated(self, service: str, operation: str, request: dict[str, Any], response: dict[str, Any], what: str) -> None:
-        """Check `request` against botocore's model of `service` without sending it; record it as validated only."""
+        """Check `request` against botocore's model of `service` without sending it (a request AWS would refuse raises
+        ParamValidationError); record it as validated only. Used for every type or call moto lacks (DLM too)."""
         fresh = boto3.client(service, region_name=self.account.region)  # a Stubber must not sit on the shared client
         with botocore.stub.Stubber(fresh) as stubber:
             stubber.add_response(operation, response, request)
@@ -94,7 +97,7 @@ class HaHandlers:
             )
         endpoint = self.account.client("ec2").create_vpc_endpoint(**request)["VpcEndpoint"]
         return endpoint["VpcEndpointId"], {
-            "arn": f"arn:aws:ec2:{self.account.region}:123456789012:vpc-endpoint/{endpoint['VpcEndpointId']}"
+            "arn": f"arn:aws:ec2:{self.account.region}:{ACCOUNT_ID}:vpc-endpoint/{endpoint['VpcEndpointId']}"
         }
 
     # ------------------------------------------------------------ RDS
@@ -213,7 +216,7 @@ class HaHandlers:
         )
         return group_name, {
             "name": group_name,
-            "arn": f"arn:aws:elasticache:{self.account.region}:123456789012:parametergroup:{group_name}",
+            "arn": f"arn:aws:elasticache:{self.account.region}:{ACCOUNT_ID}:parametergroup:{group_name}",
         }
 
     def _replication_group(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

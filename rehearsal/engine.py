@@ -23,7 +23,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 REPO = Path(__file__).resolve().parent.parent  # the repository root
 MAIN = REPO / "__main__.py"
-ACCOUNT_ID = "123456789012"
+ACCOUNT_ID = "123456789012"  # moto's default account; the mocks use it too
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 # Elastic Load Balancing's log-delivery account per region, as the provider's aws.elb.getServiceAccount answers it.
 ELB_ACCOUNTS = {"eu-west-1": "156460612806", "eu-central-1": "054676820928", "us-east-1": "127311923021"}

@@ -41,6 +41,23 @@ def test_the_network_spans_two_zones_with_private_subnets_nat_and_endpoints(ha_r
     assert {endpoint["ServiceName"].rsplit(".", 1)[-1] for endpoint in endpoints} >= {"s3", "secretsmanager", "logs", "ssmmessages"}
 
 
+def test_only_the_gitea_tasks_reach_the_data_tier_and_the_data_tier_reaches_nothing(
+    ha_rehearsal: tuple[ProgramRun, EmulatedAccount],
+) -> None:
+    run, account = ha_rehearsal
+    groups = account.client("ec2").describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [run.outputs["vpcId"]]}])
+    by_tier = {group["Description"].removeprefix("forgestack ha: "): group for group in groups["SecurityGroups"]}
+    tasks = by_tier["tasks"]["GroupId"]
+    for tier, port in (("database", 5432), ("cache", 6379), ("file-system", 2049)):
+        rules = by_tier[tier]["IpPermissions"]
+        assert [(rule["FromPort"], [pair["GroupId"] for pair in rule["UserIdGroupPairs"]], rule["IpRanges"]) for rule in rules] == [
+            (port, [tasks], [])
+        ], tier
+        assert by_tier[tier]["IpPermissionsEgress"] == [], tier
+    web_lb_egress = by_tier["web-lb"]["IpPermissionsEgress"]
+    assert [(rule["FromPort"], rule["UserIdGroupPairs"][0]["GroupId"]) for rule in web_lb_egress] == [(gitea.HTTP_PORT, tasks)]
+
+
 def test_the_data_tier_is_managed_encrypted_and_spread(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
     run, account = ha_rehearsal
     database = account.client("rds").describe_db_instances()["DBInstances"][0]

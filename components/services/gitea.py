@@ -62,7 +62,6 @@ class GiteaEndpoints:
     """Where Gitea finds what it shares: the one fact the single host and the ha topology differ in."""
 
     database_address: str  # host:port
-    database_user: str
     database_ssl_mode: str  # disable on the host's private Docker network; require to RDS
     cache_address: str  # host:port of Valkey
     cache_tls: bool
@@ -76,7 +75,7 @@ class GiteaEndpoints:
 def single_host_endpoints() -> GiteaEndpoints:
     """Everything on the host's private Docker network, beside Gitea."""
     return GiteaEndpoints(
-        database_address=f"{postgres.NAME}:{postgres.PORT}", database_user=postgres.USER, database_ssl_mode="disable",
+        database_address=f"{postgres.NAME}:{postgres.PORT}", database_ssl_mode="disable",
         cache_address=f"{valkey.NAME}:{valkey.PORT}", cache_tls=False,
         # Gitea 1.27 no longer trusts every proxy: trust exactly the Docker network Nginx sits on.
         trusted_proxies=DOCKER_SUBNET,
@@ -89,8 +88,7 @@ def ha_endpoints(database_address: str, cache_address: str, bucket: str, region:
     """topology ha: RDS over TLS, ElastiCache over TLS, objects in S3 with the task role's credentials (Gitea's S3 client
     finds them through the ECS credentials endpoint when no keys are configured), the issue index in the database."""
     return GiteaEndpoints(
-        database_address=database_address, database_user=postgres.USER,  # its own role, not RDS's master
-        database_ssl_mode="require",
+        database_address=database_address, database_ssl_mode="require",
         cache_address=cache_address, cache_tls=True,
         trusted_proxies=vpc_cidr,  # the load balancer's nodes have addresses of the VPC's public subnets
         webhook_hosts="external",  # nothing of the forge's own is reached by webhook in ha
@@ -115,7 +113,8 @@ def gitea_env(settings: Settings, endpoints: GiteaEndpoints) -> dict[str, str]:
     settings_by_section: dict[str, dict[str, str]] = {
         "database": {
             "DB_TYPE": "postgres", "HOST": endpoints.database_address, "NAME": postgres.DATABASE,
-            "USER": endpoints.database_user, "PASSWD__FILE": postgres.PASSWORD_FILE, "SSL_MODE": endpoints.database_ssl_mode,
+            # Gitea's own role everywhere (on RDS, not the master user).
+            "USER": postgres.USER, "PASSWD__FILE": postgres.PASSWORD_FILE, "SSL_MODE": endpoints.database_ssl_mode,
         },
         "server": {
             "DOMAIN": hostname, "ROOT_URL": f"https://{hostname}/", "PROTOCOL": "http", "HTTP_PORT": str(HTTP_PORT),

@@ -9,16 +9,16 @@ from __future__ import annotations
 import pulumi
 
 from components import cache, database
-from components.alarms import Alarms, AlarmsArgs, managed_service_alarms
+from components.alarms import managed_service_alarms
 from components.cache import Cache, CacheArgs
-from components.cluster import Cluster, ClusterArgs
+from components.cluster import GITEA_CONTAINER, Cluster, ClusterArgs
 from components.database import Database, DatabaseArgs
 from components.edge import OBJECTS_LOG_PREFIX, Edge, EdgeArgs
 from components.filesystem import FileSystem, FileSystemArgs
 from components.object_storage import ObjectStorage, ObjectStorageArgs
 from components.services import gitea, images
 from components.settings import Settings
-from components.topology.shared import aws_base, export_shared, stack_backups, stack_credentials
+from components.topology.shared import aws_base, export_forge, export_shared, stack_alarms, stack_backups, stack_credentials
 from components.zonal_network import ZonalNetwork, ZonalNetworkArgs, tier_rules
 
 
@@ -125,6 +125,7 @@ def compose(settings: Settings) -> None:
             file_system_id=repositories.file_system.id,
             file_system_arn=repositories.file_system.arn,
             access_point_id=repositories.access_point.id,
+            access_point_arn=repositories.access_point.arn,
             objects_policy=objects.access_policy,
             subnet_ids=network.private_subnet_ids,
             security_group_id=tiers["tasks"].id,
@@ -133,45 +134,33 @@ def compose(settings: Settings) -> None:
             tasks=settings.ha_gitea_tasks,
             cpu=settings.task_cpu,
             memory_mib=settings.task_memory_mib,
-            log_retention_days=settings.flow_log_retention_days,
+            log_retention_days=settings.flow_log_retention_days,  # a CloudWatch retention period the stack already chose
             protect=settings.protect,
         ),
         base.opts,
     )
     repositories.allow_clients("filesystem", service.task_role.arn)
 
-    alarms = Alarms(
-        "alarms",
-        AlarmsArgs(
-            stack=settings.stack,
-            region=settings.region,
-            instance_id=None,
-            health_fqdn=settings.hostname(gitea.SUBDOMAIN),
-            health_path=gitea.HEALTH_PATH,
-            email=settings.alert_email_to,
-            https_endpoints=settings.alarm_https_endpoints,
-            protect=settings.protect,
-            metric_alarms=managed_service_alarms(
-                settings.stack,
-                edge.web.arn_suffix,
-                edge.web_targets.arn_suffix,
-                db.instance.identifier,
-                valkey.group.id,
-                repositories.file_system.id,
-                service.cluster.name,
-                service.service.name,
-                settings.ha_gitea_tasks,
-                settings.ha_database_storage_gb,
-            ),
+    alarms = stack_alarms(
+        settings,
+        base,
+        None,
+        managed_service_alarms(
+            settings.stack,
+            edge.web.arn_suffix,
+            edge.web_targets.arn_suffix,
+            db.instance.identifier,
+            valkey.group.id,
+            repositories.file_system.id,
+            service.cluster.name,
+            service.service.name,
+            settings.ha_gitea_tasks,
+            settings.ha_database_storage_gb,
         ),
-        base.opts,
     )
 
     pulumi.export("topology", "ha")
-    pulumi.export("giteaUrl", f"https://{settings.hostname(gitea.SUBDOMAIN)}/")
-    pulumi.export("gitSshUrl", gitea.ssh_clone_base(settings))
-    pulumi.export("hostnames", [settings.hostname(gitea.SUBDOMAIN), gitea.ssh_hostname(settings)])
-    pulumi.export("giteaAdminUser", settings.gitea_admin_user)
+    export_forge(settings, [settings.hostname(gitea.SUBDOMAIN), gitea.ssh_hostname(settings)])
     pulumi.export("vpcId", network.vpc.id)
     pulumi.export("databaseEndpoint", db.instance.address)
     pulumi.export("databaseMasterSecretArn", db.master_secret_arn)
@@ -181,14 +170,13 @@ def compose(settings: Settings) -> None:
     pulumi.export("clusterName", service.cluster.name)
     pulumi.export("serviceName", service.service.name)
     pulumi.export("loadBalancerDnsName", edge.web.dns_name)
-    export_shared(settings, credentials, backups)
-    pulumi.export("alarmTopicArns", {region: topic.arn for region, topic in alarms.topics.items()})
+    export_shared(settings, credentials, backups, alarms)
     pulumi.export(
         "ecsExecCommand",
-        pulumi.Output.all(service.cluster.name).apply(
-            lambda names: (
-                f"aws ecs execute-command --region {settings.region} --cluster {names[0]} --container gitea --interactive "
-                "--command /bin/sh --task <task id from: aws ecs list-tasks --cluster " + names[0] + ">"
+        service.cluster.name.apply(
+            lambda cluster_name: (
+                f"aws ecs execute-command --region {settings.region} --cluster {cluster_name} --container {GITEA_CONTAINER} "
+                f"--interactive --command /bin/sh --task <task id from: aws ecs list-tasks --cluster {cluster_name}>"
             )
         ),
     )

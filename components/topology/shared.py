@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.alarms import Alarms, AlarmsArgs, MetricAlarmSpec
 from components.backups import Backups, BackupsArgs
 from components.constants import PROJECT
 from components.credentials import Credentials, CredentialsArgs
 from components.dns import public_zone_id
 from components.mail import Mail, MailArgs
-from components.services import mail, monitoring, relay
+from components.services import gitea, mail, monitoring, relay
 from components.settings import Settings
 
 
@@ -74,9 +75,41 @@ def secret_values(settings: Settings, credentials: Credentials) -> dict[str, pul
     return {**credentials.values, **{key: pulumi.Output.secret(value) for key, value in operator_secrets.items() if value}}
 
 
-def export_shared(settings: Settings, credentials: Credentials, backups: Backups) -> None:
+def stack_alarms(
+    settings: Settings, base: AwsBase, instance_id: pulumi.Input[str] | None, metric_alarms: tuple[MetricAlarmSpec, ...] = ()
+) -> Alarms:
+    """The alarm topics (mailing alertEmailTo), Route 53's outside-in check of Gitea, the host's alarms when there is
+    a host, and alarms on the managed services' metrics."""
+    return Alarms(
+        "alarms",
+        AlarmsArgs(
+            stack=settings.stack,
+            region=settings.region,
+            instance_id=instance_id,
+            health_fqdn=settings.hostname(gitea.SUBDOMAIN),
+            health_path=gitea.HEALTH_PATH,
+            email=settings.alert_email_to,
+            https_endpoints=settings.alarm_https_endpoints,
+            protect=settings.protect,
+            metric_alarms=metric_alarms,
+        ),
+        base.opts,
+    )
+
+
+def export_forge(settings: Settings, hostnames: list[str]) -> None:
+    """What users and operators of any topology look up first."""
+    pulumi.export("giteaUrl", f"https://{settings.hostname(gitea.SUBDOMAIN)}/")
+    pulumi.export("gitSshUrl", gitea.ssh_clone_base(settings))
+    pulumi.export("hostnames", hostnames)
+    pulumi.export("giteaAdminUser", settings.gitea_admin_user)
+
+
+def export_shared(settings: Settings, credentials: Credentials, backups: Backups, alarms: Alarms) -> None:
+    """The AWS outputs every topology has."""
     pulumi.export("backupBucketName", backups.bucket.bucket)
     if backups.replica is not None:
         pulumi.export("backupReplicaBucketName", backups.replica.bucket)
         pulumi.export("backupReplicaRegion", settings.backup_replica_region)
     pulumi.export("credentialsSecretArn", credentials.secret_arn)
+    pulumi.export("alarmTopicArns", {region: topic.arn for region, topic in alarms.topics.items()})

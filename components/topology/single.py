@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
-from components.alarms import HEARTBEAT_METRIC, HEARTBEAT_NAMESPACE, Alarms, AlarmsArgs
+from components.alarms import HEARTBEAT_METRIC, HEARTBEAT_NAMESPACE
 from components.backup_job import backup_job, pre_upgrade_backup_argv
 from components.constants import CONTAINER_PREFIX, PROJECT
 from components.dns import Dns, DnsArgs
@@ -16,7 +16,15 @@ from components.services.catalog import routed_hostnames, service_specs
 from components.services.deploy import HostConnection, Services, ServicesArgs, aws_connection, local_connection
 from components.settings import Settings
 from components.snapshots import Snapshots, SnapshotsArgs
-from components.topology.shared import aws_base, export_shared, secret_values, stack_backups, stack_credentials
+from components.topology.shared import (
+    aws_base,
+    export_forge,
+    export_shared,
+    secret_values,
+    stack_alarms,
+    stack_backups,
+    stack_credentials,
+)
 
 
 def compose(settings: Settings) -> None:
@@ -89,20 +97,7 @@ def compose(settings: Settings) -> None:
             ),
             aws_opts,
         )
-        alarms = Alarms(
-            "alarms",
-            AlarmsArgs(
-                stack=settings.stack,
-                region=settings.region,
-                instance_id=host.instance.id,
-                health_fqdn=settings.hostname(gitea.SUBDOMAIN),
-                health_path=gitea.HEALTH_PATH,
-                email=settings.alert_email_to,
-                https_endpoints=settings.alarm_https_endpoints,
-                protect=settings.protect,
-            ),
-            aws_opts,
-        )
+        alarms = stack_alarms(settings, base, host.instance.id)
         Dns("dns", DnsArgs(base.zone_id, settings.domain, hostnames, host.elastic_ip.public_ip, settings.acme_email), aws_opts)
         # Without admin networks there is no port 22: SSH (and so Docker) goes through SSM Session Manager.
         connection = pulumi.Output.all(host.elastic_ip.public_ip, host.instance.id, host.instance.private_ip).apply(
@@ -113,8 +108,7 @@ def compose(settings: Settings) -> None:
         pulumi.export("instanceId", host.instance.id)
         pulumi.export("vpcId", network.vpc.id)
         pulumi.export("dataVolumeId", host.data_volume.id)
-        export_shared(settings, credentials, backups)
-        pulumi.export("alarmTopicArns", {region: topic.arn for region, topic in alarms.topics.items()})
+        export_shared(settings, credentials, backups, alarms)
         pulumi.export(
             "ssmSessionCommand", host.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}")
         )
@@ -140,9 +134,6 @@ def compose(settings: Settings) -> None:
         ),
     )
 
-    pulumi.export("giteaUrl", f"https://{settings.hostname(gitea.SUBDOMAIN)}/")
-    pulumi.export("gitSshUrl", gitea.ssh_clone_base(settings))
-    pulumi.export("hostnames", list(hostnames))
-    pulumi.export("giteaAdminUser", settings.gitea_admin_user)
+    export_forge(settings, list(hostnames))
     if settings.monitoring:
         pulumi.export("grafanaUrl", monitoring.grafana_url(settings))
