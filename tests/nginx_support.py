@@ -41,22 +41,29 @@ def running_nginx(work: Path, routes: Sequence[ProxyRoute]) -> Iterator[int]:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
                     "-subj", "/CN=forgestack-test", "-keyout", str(tls / "privkey.pem"), "-out", str(tls / "fullchain.pem")],
                    check=True, capture_output=True)
-    https_port = free_port()
-    (work / "forgestack.conf").write_text(render_nginx_conf(routes, tls_dir=str(tls), acme_webroot=str(work),
-                                                            http_port=free_port(), https_port=https_port))
-    temp = "".join(f"  {kind}_temp_path {work}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    (work / "nginx.conf").write_text(
-        f"user root;\npid {work}/nginx.pid;\nerror_log {work}/error.log;\nevents {{}}\n"
-        f"http {{\n  access_log off;\n{temp}  include {work}/forgestack.conf;\n}}\n"
-    )
-    process = subprocess.Popen([NGINX, "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # free_port() only finds a port free a moment ago: another test (an xdist worker's server) can take it before Nginx
+    # binds. A start that fails on an address in use is tried again on new ports; any other failure is reported.
+    for attempt in range(3):
+        https_port = free_port()
+        (work / "forgestack.conf").write_text(render_nginx_conf(routes, tls_dir=str(tls), acme_webroot=str(work),
+                                                                http_port=free_port(), https_port=https_port))
+        temp = "".join(f"  {kind}_temp_path {work}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (work / "nginx.conf").write_text(
+            f"user root;\npid {work}/nginx.pid;\nerror_log {work}/error.log;\nevents {{}}\n"
+            f"http {{\n  access_log off;\n{temp}  include {work}/forgestack.conf;\n}}\n"
+        )
+        stderr = (work / "stderr.log").open("w")
+        process = subprocess.Popen([NGINX, "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        stderr.close()
+        if _started(process, https_port):
+            break
+        output = "".join(path.read_text() for path in (work / "stderr.log", work / "error.log") if path.exists())
+        process.kill()
+        process.wait()
+        if "Address already in use" not in output or attempt == 2:
+            raise AssertionError(f"nginx did not start: {output}")
     try:
-        deadline = time.monotonic() + 10
-        while not _listening(https_port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"nginx did not start: {(work / 'error.log').read_text() if (work / 'error.log').exists() else ''}")
-            time.sleep(0.05)
         yield https_port
     finally:
         process.send_signal(signal.SIGQUIT)
@@ -64,6 +71,16 @@ def running_nginx(work: Path, routes: Sequence[ProxyRoute]) -> Iterator[int]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def _started(process: subprocess.Popen[bytes], port: int) -> bool:
+    """True once Nginx answers on `port`; False when it exited or did not answer within 10 s."""
+    deadline = time.monotonic() + 10
+    while not _listening(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return process.poll() is None  # the answer came from this Nginx, not from whoever else holds the port
 
 
 def _listening(port: int) -> bool:
