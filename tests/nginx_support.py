@@ -56,11 +56,11 @@ def running_nginx(work: Path, routes: Sequence[ProxyRoute]) -> Iterator[int]:
         process = subprocess.Popen([NGINX, "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
                                    stdout=subprocess.DEVNULL, stderr=stderr)
         stderr.close()
-        if _started(process, https_port):
+        if _started(process, https_port, work / "nginx.pid"):
             break
-        output = "".join(path.read_text() for path in (work / "stderr.log", work / "error.log") if path.exists())
         process.kill()
         process.wait()
+        output = "".join(path.read_text() for path in (work / "stderr.log", work / "error.log") if path.exists())
         if "Address already in use" not in output or attempt == 2:
             raise AssertionError(f"nginx did not start: {output}")
     try:
@@ -73,14 +73,23 @@ def running_nginx(work: Path, routes: Sequence[ProxyRoute]) -> Iterator[int]:
             process.kill()
 
 
-def _started(process: subprocess.Popen[bytes], port: int) -> bool:
-    """True once Nginx answers on `port`; False when it exited or did not answer within 10 s."""
+def _started(process: subprocess.Popen[bytes], port: int, pid_file: Path) -> bool:
+    """True once this Nginx has bound its ports (it writes its pid file only after that) and answers on `port`; False
+    when it exited or did not within 10 s. Listening alone could be whoever else holds the port: Nginx keeps retrying a
+    taken port for seconds before it gives up."""
     deadline = time.monotonic() + 10
-    while not _listening(port):
+    while not (_pid_written(pid_file, process.pid) and _listening(port)):
         if process.poll() is not None or time.monotonic() > deadline:
             return False
         time.sleep(0.05)
-    return process.poll() is None  # the answer came from this Nginx, not from whoever else holds the port
+    return True
+
+
+def _pid_written(pid_file: Path, pid: int) -> bool:
+    try:
+        return pid_file.read_text().strip() == str(pid)
+    except OSError:
+        return False
 
 
 def _listening(port: int) -> bool:
