@@ -329,12 +329,13 @@ def read_block(stream: IO[bytes], size: int) -> bytes:
 
 
 def upload_stream(s3: Any, bucket: str, key: str, stream: IO[bytes], label: str,
-                  before_complete: Callable[[], None] = lambda: None) -> tuple[int, str]:
+                  before_complete: Callable[[], None] = lambda: None, metadata: dict[str, str] | None = None) -> tuple[int, str]:
     """Multipart-upload a stream of unknown length; returns (size, sha256). Aborts the upload on any failure.
 
     before_complete runs after the last byte and before the object becomes visible: it raises when the
     producer turns out to have failed, so a damaged part never lands in the bucket at all."""
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm=CHECKSUM_ALGORITHM)["UploadId"]
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+                                           Metadata=metadata or {})["UploadId"]
     digest = hashlib.sha256()
     progress = Progress(label)
     finished: list[dict[str, Any]] = []
