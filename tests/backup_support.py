@@ -13,7 +13,8 @@ from typing import Any
 import boto3
 
 from rehearsal.engine import REPO
-from tests.servers import PostgresServer
+from tests.servers import PostgresServer, postgres_tool
+from tests.shims import install_shim
 
 REGION = "eu-west-1"
 SCHEMA = """
@@ -78,3 +79,20 @@ def unpack_bundle(stdin: str, root: Path) -> dict[str, str]:
     """Unpack a host-files bundle with the same pipe the host runs (minus sudo, into root); path on the host -> text."""
     subprocess.run(["sh", "-c", f"base64 -d | tar -xzf - -C {root} --no-same-owner"], input=stdin, text=True, check=True)
     return {"/" + str(path.relative_to(root)): path.read_text() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def docker_run_shim(bin_dir: Path, image: str, password: str) -> dict[str, str]:
+    """A `docker` on PATH that plays `docker run --rm -i --network N --env PGPASSWORD IMAGE tool args...` (restore.py's
+    --postgres-image) with this machine's client tools; it refuses any other shape, another image, a password on the
+    command line, and a connection from a run without network. Returns the PATH to run the scripts with."""
+    server_bin = str(Path(postgres_tool("pg_dump")).parent)
+    install_shim(bin_dir, "docker", f"""#!/bin/sh
+[ "$1 $2 $3 $4" = "run --rm -i --network" ] || {{ echo "shim: unexpected docker $*" >&2; exit 2; }}
+network=$5
+[ "$6 $7 $8" = "--env PGPASSWORD {image}" ] || {{ echo "shim: unexpected docker $*" >&2; exit 2; }}
+shift 8
+case "$*" in *{password}*) echo "shim: a password on the command line" >&2; exit 3;; esac
+if [ "$network" = none ]; then case "$*" in *--dbname*) echo "shim: no network here" >&2; exit 4;; esac; fi
+PATH="{server_bin}:$PATH" exec "$@"
+""")
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}

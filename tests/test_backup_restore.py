@@ -14,7 +14,17 @@ import botocore.exceptions
 import pytest
 
 from components.host_tools import backup as backup_script
-from tests.backup_support import REGION, SNAPSHOT_SQL, backup, damage_the_database, one_error_line, run_script, s3_of, tree_digest
+from tests.backup_support import (
+    REGION,
+    SNAPSHOT_SQL,
+    backup,
+    damage_the_database,
+    docker_run_shim,
+    one_error_line,
+    run_script,
+    s3_of,
+    tree_digest,
+)
 from tests.servers import PASSWORD, PostgresServer, postgres_tool
 from tests.shims import install_shim
 
@@ -269,3 +279,25 @@ def test_a_backup_never_writes_into_an_existing_backup(memory_s3: Any, tmp_path:
     with pytest.raises(backup_script.BackupError, match="backup 20261124T030000Z already exists"):
         backup_script.run_backup(memory_s3, "forge", "forgestack", None, [data], clock=lambda: moment)
     assert memory_s3.get_object(Bucket="forge", Key=first["parts"][0]["key"])["Body"].read() == stored
+
+
+# ------------------------------------------------------------ --postgres-image, with `docker run` played by a shim
+
+IMAGE = "postgres:18.1-bookworm"
+
+
+def test_image_mode_runs_the_tools_of_the_servers_image_against_a_url(aws_env: dict[str, str], bucket: str, seeded: PostgresServer,
+                                                                     tmp_path: Path) -> None:
+    env = {**aws_env, **docker_run_shim(tmp_path / "bin", IMAGE, PASSWORD)}
+    before = seeded.psql(SNAPSHOT_SQL)
+    made = run_script("backup.py", ["--bucket", bucket, "--postgres-url", seeded.url, "--postgres-image", IMAGE], env)
+    assert made.returncode == 0, made.stderr
+    backup_id = made.stdout.strip().splitlines()[-1]
+    manifest = json.loads(s3_of(aws_env).get_object(Bucket=bucket, Key=f"forgestack/{backup_id}/manifest.json")["Body"].read())
+    assert manifest["parts"][0]["source"] == f"{seeded.url_without_password} (tools of {IMAGE})"
+    damage_the_database(seeded)
+    restored = run_script("restore.py", ["--bucket", bucket, "--postgres-url", seeded.url, "--postgres-image", IMAGE], env)
+    assert restored.returncode == 0, restored.stderr
+    assert seeded.psql(SNAPSHOT_SQL) == before
+    alone = run_script("restore.py", ["--bucket", bucket, "--postgres-image", IMAGE], env)
+    assert alone.returncode == 2 and "give the URL too" in alone.stderr

@@ -19,14 +19,15 @@ import pytest
 from components import cluster, filesystem
 from components.host_tools import move_objects
 from components.services import postgres as gitea_database
-from tests.backup_support import REGION, SNAPSHOT_SQL, backup, run_script, s3_of, tree_digest
+from tests.backup_support import REGION, SNAPSHOT_SQL, backup, docker_run_shim, run_script, s3_of, tree_digest
 from tests.servers import PostgresServer, postgres_server
 
 ATTACHMENT_UUID = "8f3c1a52-1d0e-4b7c-9a66-2f1f0c5d7e11"
 SMALL_LFS_OID = hashlib.sha256(b"small lfs object").hexdigest()
 LARGE_LFS_OID = hashlib.sha256(b"large lfs object").hexdigest()
 LARGE_LFS_BYTES = 20 * 2**20  # above the single-request limit: uploaded in parts
-GITEA_PASSWORD = "gitea-role-password"  # the stack's postgresPassword: Gitea's role in RDS has the single host's password
+GITEA_PASSWORD = "gitea-role-password"
+POSTGRES_IMAGE = "postgres:18.1-bookworm"  # the stack's postgresPassword: Gitea's role in RDS has the single host's password
 
 
 def attachment_path(uuid_text: str) -> str:
@@ -127,8 +128,11 @@ def test_a_single_host_backup_becomes_an_ha_forge(aws_env: dict[str, str], bucke
 
     # Runbook step 3: the database into RDS, as Gitea's role, its password read from the stack's secret.
     gitea_url = f"postgresql://{gitea_database.USER}@127.0.0.1:{rds_like.port}/{gitea_database.DATABASE}"
+    # The ops host has no PostgreSQL client: the tools come from the stack's PostgreSQL image (docker run, played here).
+    with_image = {**aws_env, **docker_run_shim(tmp_path / "bin", POSTGRES_IMAGE, GITEA_PASSWORD)}
     restored_database = run_script("restore.py", ["--bucket", bucket, "--backup-id", backup_id, "--postgres-url", gitea_url,
-                                                  "--credentials-secret", credentials_secret(aws_env)], aws_env)
+                                                  "--postgres-image", POSTGRES_IMAGE, "--credentials-secret",
+                                                  credentials_secret(aws_env)], with_image)
     assert restored_database.returncode == 0, restored_database.stderr
     as_gitea = f"postgresql://{gitea_database.USER}:{GITEA_PASSWORD}@127.0.0.1:{rds_like.port}/{gitea_database.DATABASE}"
     assert rds_like.psql(SNAPSHOT_SQL, as_gitea) == rows_before

@@ -60,6 +60,8 @@ PART_SIZE = 16 * 1024 * 1024  # S3 allows 10,000 parts: 160 GiB per backup part
 MAX_PARTS = 10_000
 UPLOAD_THREADS = 4  # parts in flight; memory is about (UPLOAD_THREADS + 1) * PART_SIZE
 PROGRESS_EVERY_SECONDS = 2.0
+IMAGE_HELP = ("with --postgres-url: run the client tools from this PostgreSQL image (docker run on the host's network), "
+              "e.g. against RDS from the ops host, so the tools match the server's major version")
 ZSTD = "zstd -T0 -1"  # all cores, the fastest level: packed git objects barely compress anyway
 # Metric names the alert rules read (node-exporter textfile collector).
 METRIC_LAST_SUCCESS = "forgestack_backup_last_success_timestamp_seconds"
@@ -166,7 +168,8 @@ def log(message: str) -> None:
 
 @dataclass(frozen=True)
 class Database:
-    """How to reach PostgreSQL: the client tools on this machine (conninfo) or inside the server's container.
+    """How to reach PostgreSQL: the client tools on this machine (conninfo), inside the server's container, or from a
+    PostgreSQL image run beside a remote server (conninfo + image: the tools as new as the server, nothing installed).
 
     conninfo never holds the password (split_password takes it out): it appears in argv, the manifest and logs.
     The password travels to libpq in PGPASSWORD only."""
@@ -174,6 +177,12 @@ class Database:
     conninfo: str | None = None
     container: str | None = None
     password: str | None = field(default=None, repr=False)
+    image: str | None = None  # with conninfo: `docker run` this image's client tools on the host's network
+
+    @property
+    def tools_read_stdin(self) -> bool:
+        """The tools run in a container: a dump reaches them on stdin, never as a path on this machine."""
+        return bool(self.container or self.image)
 
     def command(self, tool: str, *options: str) -> list[str]:
         if self.container:
@@ -181,7 +190,14 @@ class Database:
             inner = " ".join([tool, *map(shlex.quote, options), '-U "$POSTGRES_USER"', '-d "$POSTGRES_DB"'])
             return ["docker", "exec", "-i", self.container, "sh", "-c", inner]
         assert self.conninfo is not None
+        if self.image:
+            # --env NAME without a value hands the container this process's PGPASSWORD: never in argv.
+            return [*self.image_run("host"), tool, *options, f"--dbname={self.conninfo}"]
         return [tool, *options, f"--dbname={self.conninfo}"]
+
+    def image_run(self, network: str) -> list[str]:
+        assert self.image is not None
+        return ["docker", "run", "--rm", "-i", "--network", network, "--env", "PGPASSWORD", self.image]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -190,14 +206,16 @@ class Database:
         return env
 
     def describe(self) -> str:
-        return f"container {self.container}" if self.container else (self.conninfo or "")
+        if self.container:
+            return f"container {self.container}"
+        return f"{self.conninfo} (tools of {self.image})" if self.image else (self.conninfo or "")
 
     def versions(self) -> dict[str, str]:
         if self.container:
             client = run_text(["docker", "exec", self.container, "pg_dump", "--version"])
             server = run_text(["docker", "exec", self.container, "postgres", "--version"])
         else:
-            client = run_text(["pg_dump", "--version"])
+            client = run_text([*self.image_run("none"), "pg_dump", "--version"] if self.image else ["pg_dump", "--version"])
             server = run_text(self.command("psql", "--no-psqlrc", "--tuples-only", "--no-align", "--command=SHOW server_version"),
                               env=self.environment())
         return {"pg_dump": client, "server": server}
@@ -281,15 +299,18 @@ def read_credential(secret_arn: str, key: str) -> str:
     return str(document[key])
 
 
-def database_from_args(url: str | None, container: str | None, credentials_secret: str | None) -> Database | None:
+def database_from_args(url: str | None, container: str | None, credentials_secret: str | None,
+                       image: str | None = None) -> Database | None:
     if container:
         return Database(container=container)
     if not url:
+        if image:
+            raise BackupError("--postgres-image runs the client tools against --postgres-url: give the URL too")
         return None
     conninfo, password = split_password(url)
     if password is None and credentials_secret:
         password = read_credential(credentials_secret, "postgresPassword")
-    return Database(conninfo=conninfo, password=password)
+    return Database(conninfo=conninfo, password=password, image=image or None)
 
 
 # ---------------------------------------------------------------- streaming upload
@@ -629,6 +650,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     database = parser.add_mutually_exclusive_group()
     database.add_argument("--postgres-url", help="libpq URL; the local pg_dump must be as new as the server")
     database.add_argument("--postgres-container", help="run pg_dump inside this PostgreSQL container (docker exec)")
+    parser.add_argument("--postgres-image", help=IMAGE_HELP)
     parser.add_argument("--credentials-secret", help="credentialsSecretArn: read the database password from it when the URL has none")
     parser.add_argument("--path", action="append", default=[], type=Path, help="a data directory to archive (repeatable)")
     parser.add_argument("--metrics-file", type=Path, help="write the last success time here (node-exporter textfile collector)")
@@ -643,7 +665,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        database = database_from_args(args.postgres_url, args.postgres_container, args.credentials_secret)
+        database = database_from_args(args.postgres_url, args.postgres_container, args.credentials_secret, args.postgres_image)
         plan_parts(database, args.path)  # usage errors before any upload starts
     except BackupError as error:
         print(f"backup: {error}", file=sys.stderr)

@@ -3,6 +3,8 @@
 
     python components/host_tools/restore.py --bucket B --postgres-container forgestack-postgres --path-target /srv/forgestack
     python components/host_tools/restore.py --bucket B --backup-id 20261124T030000Z --postgres-url postgresql://gitea@127.0.0.1/gitea
+    python components/host_tools/restore.py --bucket B --postgres-url 'postgresql://gitea@<rds>/gitea?sslmode=require' \
+        --postgres-image postgres:18.1-bookworm --credentials-secret <credentialsSecretArn>
 
 Order of work, so that a bad or hostile backup never touches anything:
   1. read the manifest of the backup (`latest` by default) and check its shape: the backup id's format,
@@ -202,6 +204,8 @@ def check_readable(part: dict[str, Any], path: Path, database: common.Database |
     """A second line of defence after the checksum: the PostgreSQL that restores must be able to read the dump."""
     if database and database.container:  # the container's pg_restore reads its own server's dump format
         argv = ["docker", "exec", "-i", database.container, "pg_restore", "--list"]
+    elif database and database.image:  # the image that will restore it, without any network
+        argv = [*database.image_run("none"), "pg_restore", "--list"]
     else:
         argv = ["pg_restore", "--list", str(path)]
     with path.open("rb") as stdin:
@@ -295,7 +299,7 @@ def extract_directory(part: dict[str, Any], archive: Path, staging: Path) -> Non
 def restore_database(database: common.Database, dump: Path) -> None:
     # One transaction: a failure rolls back to the database as it was.
     argv = database.command("pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction", "--exit-on-error")
-    if not database.container:
+    if not database.tools_read_stdin:
         argv.append(str(dump))
     log(f"restoring the database ({database.describe()})")
     with dump.open("rb") as stdin:
@@ -378,6 +382,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     database = parser.add_mutually_exclusive_group()
     database.add_argument("--postgres-url", help="libpq URL of the database to restore into")
     database.add_argument("--postgres-container", help="run pg_restore inside this PostgreSQL container (docker exec)")
+    parser.add_argument("--postgres-image", help=common.IMAGE_HELP)
     parser.add_argument("--credentials-secret", help="credentialsSecretArn: read the database password from it when the URL has none")
     parser.add_argument("--path-target", type=Path, help="directory that receives each archived directory (e.g. /srv/forgestack)")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()),
@@ -389,6 +394,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.postgres_image and not args.postgres_url:
+        print("restore: --postgres-image runs the client tools against --postgres-url: give the URL too", file=sys.stderr)
+        return EXIT_USAGE
     if not (args.postgres_url or args.postgres_container or args.path_target):
         print("restore: nothing to restore into: give --postgres-url, --postgres-container and/or --path-target", file=sys.stderr)
         return EXIT_USAGE
@@ -402,7 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"restore: --backup-id {args.backup_id!r}: expected latest or an id such as 20261124T030000Z", file=sys.stderr)
         return EXIT_USAGE
     try:
-        database = common.database_from_args(args.postgres_url, args.postgres_container, args.credentials_secret)
+        database = common.database_from_args(args.postgres_url, args.postgres_container, args.credentials_secret,
+                                             args.postgres_image)
         backup_id = run_restore(common.s3_client(), args.bucket, args.prefix, args.backup_id, database, args.path_target, args.work_dir,
                                 args.gitea_container)
     except VerificationError as error:
