@@ -20,6 +20,7 @@ ROOT_DIRECTORY: Final = "/gitea"
 DIRECTORY_MODE: Final = "0750"
 INFREQUENT_ACCESS_AFTER: Final = "AFTER_30_DAYS"
 CLIENT_ACTIONS: Final = ("elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite")  # mount, read and write
+ADMIN_ACTION: Final = "elasticfilesystem:ClientRootAccess"  # root stays root (chown on restore), not squashed to nobody
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,9 @@ class FileSystemArgs:
     protect: bool = False
 
 
-def file_system_policy(file_system_arn: str, access_point_arn: str, client_role_arn: str) -> str:
-    """Only the tasks' role may mount, only through the access point, only over TLS."""
+def file_system_policy(file_system_arn: str, access_point_arn: str, client_role_arn: str, admin_role_arn: str) -> str:
+    """The tasks' role may mount only through the access point; the ops host's role may mount the root, as root (a restore
+    writes the access point's directory and keeps owners); both only over TLS."""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -52,6 +54,13 @@ def file_system_policy(file_system_arn: str, access_point_arn: str, client_role_
                     "Action": list(CLIENT_ACTIONS),
                     "Resource": file_system_arn,
                     "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": access_point_arn}},
+                },
+                {
+                    "Sid": "OpsHostMountsTheRootAsRoot",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": admin_role_arn},
+                    "Action": [*CLIENT_ACTIONS, ADMIN_ACTION],
+                    "Resource": file_system_arn,
                 },
             ],
         }
@@ -106,12 +115,14 @@ class FileSystem(pulumi.ComponentResource):
         ]
         self.register_outputs({"fileSystemId": self.file_system.id, "accessPointId": self.access_point.id})
 
-    def allow_clients(self, name: str, client_role_arn: pulumi.Input[str]) -> aws.efs.FileSystemPolicy:
-        """The file system's policy, once the role of its clients exists."""
+    def allow_clients(
+        self, name: str, client_role_arn: pulumi.Input[str], admin_role_arn: pulumi.Input[str]
+    ) -> aws.efs.FileSystemPolicy:
+        """The file system's policy, once the roles of its clients (the tasks) and its admin (the ops host) exist."""
         return aws.efs.FileSystemPolicy(
             f"{name}-policy",
             file_system_id=self.file_system.id,
-            policy=pulumi.Output.all(self.file_system.arn, self.access_point.arn, client_role_arn).apply(
+            policy=pulumi.Output.all(self.file_system.arn, self.access_point.arn, client_role_arn, admin_role_arn).apply(
                 lambda values: file_system_policy(*values)
             ),
             opts=pulumi.ResourceOptions(parent=self),

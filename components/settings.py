@@ -97,6 +97,7 @@ _BURSTABLE_MEMORY_GIB = {"nano": 0.5, "micro": 1, "small": 2, "medium": 4, "larg
 # GiB of memory per vCPU for the fixed-performance families (compute, general, memory).
 _MEMORY_PER_VCPU_GIB = {"c": 2, "m": 4, "r": 8, "x": 16, "z": 8}
 MIN_MEMORY_GIB = 2
+MIN_OPS_MEMORY_GIB = 2  # the ops host: Docker, the PostgreSQL tools' container, a restore's tar and zstd
 
 # topology ha: two tasks at least, so one task (or its zone) can be lost while the other serves.
 MIN_HA_TASKS = 2
@@ -426,6 +427,12 @@ class Settings(BaseModel):
         _key("haCacheNodeType", "topology ha: ElastiCache node type of the Valkey replication group (one primary, one replica "
              "per further zone).", "an ElastiCache node type such as cache.t4g.small or cache.m7g.large", "cache.t4g.small"),
     ]
+    ha_ops_instance_type: Annotated[
+        str,
+        _key("haOpsInstanceType", "topology ha: EC2 instance type of the ops host in a private subnet (admin tools: restore, "
+             "migration; Amazon Linux 2023).",
+             f"an EC2 instance type such as t4g.small or t3.small with at least {MIN_OPS_MEMORY_GIB} GiB of memory", "t4g.small"),
+    ]
 
     # --- field checks (each raises ValueError; load() turns it into a ConfigError) ---
 
@@ -448,6 +455,15 @@ class Settings(BaseModel):
     def _check_cache_node_type(cls, value: str) -> str:
         if not _CACHE_NODE_TYPE.fullmatch(value):
             raise ValueError("malformed ElastiCache node type")
+        return value
+
+    @field_validator("ha_ops_instance_type")
+    @classmethod
+    def _check_ops_instance_type(cls, value: str) -> str:
+        if not _INSTANCE_TYPE.fullmatch(value):
+            raise ValueError("malformed instance type")
+        if instance_memory_gib(value) < MIN_OPS_MEMORY_GIB:
+            raise ValueError("too little memory")
         return value
 
     @field_validator("ha_zones")

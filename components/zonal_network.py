@@ -48,11 +48,15 @@ def tier_rules(public_ssh_port: int, web_port: int, ssh_port: int) -> tuple[Tier
         TierRule("database", DATABASE_PORT, "tasks", "PostgreSQL from the Gitea tasks"),
         TierRule("cache", CACHE_PORT, "tasks", "Valkey from the Gitea tasks"),
         TierRule("file-system", NFS_PORT, "tasks", "NFS from the Gitea tasks"),
+        TierRule("database", DATABASE_PORT, "ops", "PostgreSQL from the ops host (restore, migration)"),
+        TierRule("file-system", NFS_PORT, "ops", "NFS from the ops host (restore, migration)"),
     )
 
 
-# Egress per tier: the load balancers only to the tasks' ports; the tasks anywhere (webhooks, mail, images); none else.
-TIER_EGRESS: Final = {"web-lb": ("tasks",), "ssh-lb": ("tasks",), "tasks": (ANYWHERE,)}
+# Egress per tier: the load balancers only to the tasks' ports; the tasks anywhere (webhooks, mail, images); the ops host
+# to the database and file system it restores into, and HTTPS (AWS APIs, package and image downloads); none else.
+TIER_EGRESS: Final = {"web-lb": ("tasks",), "ssh-lb": ("tasks",), "tasks": (ANYWHERE,), "ops": ("database", "file-system")}
+HTTPS_ONLY_EGRESS: Final = ("ops",)  # tiers whose way out is HTTPS alone
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,9 @@ class ZonalNetwork(pulumi.ComponentResource):
 
     def _tiers(self, name: str, args: ZonalNetworkArgs) -> dict[str, aws.ec2.SecurityGroup]:
         child = pulumi.ResourceOptions(parent=self)
-        tiers = list(dict.fromkeys(rule.tier for rule in args.tier_rules))
+        # Every tier named by a rule, also one that only sends (the ops host receives nothing).
+        tiers = list(dict.fromkeys([rule.tier for rule in args.tier_rules]
+                                   + [rule.source for rule in args.tier_rules if rule.from_tier]))
         groups = {
             tier: aws.ec2.SecurityGroup(f"{name}-{tier}", vpc_id=self.vpc.id, description=f"forgestack ha: {tier}", opts=child)
             for tier in tiers
@@ -219,7 +225,7 @@ class ZonalNetwork(pulumi.ComponentResource):
         for rule in args.tier_rules:
             source = {"referenced_security_group_id": groups[rule.source].id} if rule.from_tier else {"cidr_ipv4": rule.source}
             aws.vpc.SecurityGroupIngressRule(
-                f"{name}-{rule.tier}-in-{rule.port}",
+                f"{name}-{rule.tier}-in-{rule.port}" + (f"-from-{rule.source}" if rule.from_tier else ""),
                 security_group_id=groups[rule.tier].id,
                 ip_protocol="tcp",
                 from_port=rule.port,
@@ -240,6 +246,17 @@ class ZonalNetwork(pulumi.ComponentResource):
                     description=f"to the {rule.tier} on {rule.port}",
                     opts=child,
                 )
+        for tier in HTTPS_ONLY_EGRESS:
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-{tier}-out-https",
+                security_group_id=groups[tier].id,
+                ip_protocol="tcp",
+                from_port=HTTPS_PORT,
+                to_port=HTTPS_PORT,
+                cidr_ipv4=ANYWHERE,
+                description="HTTPS out (AWS APIs through the endpoints and NAT, packages, images)",
+                opts=child,
+            )
         for tier, destinations in TIER_EGRESS.items():
             if ANYWHERE in destinations:
                 aws.vpc.SecurityGroupEgressRule(

@@ -27,6 +27,7 @@ import pulumi
 from moto import mock_aws
 
 from components.constants import CANONICAL_OWNER_ID, UBUNTU_RELEASE
+from components.ops_host import ami_parameter
 from rehearsal.emulated_ha import HaHandlers
 from rehearsal.engine import ACCOUNT_ID, ELB_ACCOUNTS, ForgeMocks, ProgramRun, Registered, run_program, unwrap_secrets
 
@@ -177,6 +178,11 @@ class MotoMocks(HaHandlers, ForgeMocks):
             image = max(images, key=lambda i: i["CreationDate"]) if request.get("mostRecent") else images[0]
             return {"id": image["ImageId"], "imageId": image["ImageId"], "name": image["Name"],
                     "architecture": image["Architecture"], "ownerId": image["OwnerId"]}, []
+        if token == "aws:ssm/getParameter:getParameter":
+            parameter = self.account.client("ssm").get_parameter(Name=request["name"], WithDecryption=bool(request.get("withDecryption")))
+            value = parameter["Parameter"]
+            return {"id": value["Name"], "name": value["Name"], "value": value["Value"], "type": value["Type"],
+                    "arn": value.get("ARN", ""), "version": value.get("Version", 1), "insecureValue": value["Value"]}, []
         if token == "aws:route53/getZone:getZone":
             name = request["name"].rstrip(".") + "."
             zones = [z for z in self.account.client("route53").list_hosted_zones()["HostedZones"]
@@ -663,6 +669,26 @@ def register_ubuntu_images(region: str) -> None:
             )
 
 
+AMAZON_OWNER_ID = "137112412989"  # the account that publishes Amazon Linux images
+
+
+def register_amazon_linux_images(region: str) -> None:
+    """Amazon Linux 2023 images under the ids AWS's public SSM parameters name (moto serves those parameters; with its
+    default images off, the images themselves must be registered for an instance to launch from them)."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.amis import Ami
+
+    backend = ec2_backends[ACCOUNT_ID][region]
+    ssm = boto3.client("ssm", region_name=region)
+    for architecture in ("x86_64", "arm64"):
+        ami_id = ssm.get_parameter(Name=ami_parameter(architecture))["Parameter"]["Value"]
+        backend.amis[ami_id] = Ami(
+            backend, ami_id=ami_id, owner_id=AMAZON_OWNER_ID, public=True, architecture=architecture,
+            name=f"al2023-ami-2023.9.20261101.0-kernel-6.12-{architecture}", virtualization_type="hvm", root_device_type="ebs",
+            root_device_name="/dev/xvda", creation_date=datetime(2026, 11, 1, tzinfo=UTC), region_name=region,
+        )
+
+
 @contextmanager
 def emulated_account(region: str, hosted_zone: str | None) -> Iterator[EmulatedAccount]:
     """A fresh moto account with what an operator already owns: Canonical's images and the public hosted zone."""
@@ -676,6 +702,7 @@ def emulated_account(region: str, hosted_zone: str | None) -> Iterator[EmulatedA
     try:
         with mock_aws():
             register_ubuntu_images(region)
+            register_amazon_linux_images(region)
             if hosted_zone:
                 boto3.client("route53", region_name=region).create_hosted_zone(
                     Name=hosted_zone, CallerReference=f"rehearsal-{hosted_zone}")

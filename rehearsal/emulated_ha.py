@@ -62,6 +62,8 @@ class HaHandlers:
             "aws:wafv2/webAcl:WebAcl": self._web_acl,
             "aws:wafv2/webAclAssociation:WebAclAssociation": self._web_acl_association,
             "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration": self._web_acl_logging,
+            "aws:ssm/document:Document": self._ssm_document,
+            "aws:ssm/association:Association": self._ssm_association,
         }
 
     def _validated(self, service: str, operation: str, request: dict[str, Any], response: dict[str, Any], what: str) -> None:
@@ -600,3 +602,39 @@ class HaHandlers:
             raise ValueError(f"{name}: WAF logs only to a log group named aws-waf-logs-*")
         self.account.client("wafv2").put_logging_configuration(LoggingConfiguration=configuration)
         return inputs["resourceArn"], {}
+
+    # ------------------------------------------------------------ SSM (the ops host's tools)
+
+    def _ssm_document(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        document_name = inputs.get("name") or f"{name}-{self._next()[-7:]}"
+        description = self.account.client("ssm").create_document(
+            Content=inputs["content"],
+            Name=document_name,
+            DocumentType=inputs["documentType"],
+            DocumentFormat=inputs.get("documentFormat", "JSON"),
+        )["DocumentDescription"]
+        return document_name, {
+            "name": document_name,
+            "latestVersion": description["LatestVersion"],
+            "defaultVersion": description["DefaultVersion"],
+            "arn": f"arn:aws:ssm:{self.account.region}:{ACCOUNT_ID}:document/{document_name}",
+        }
+
+    def _ssm_association(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        ssm = self.account.client("ssm")
+        ssm.describe_document(Name=inputs["name"], DocumentVersion=inputs["documentVersion"])  # it exists, in that version
+        targets = [{"Key": target["key"], "Values": target["values"]} for target in inputs["targets"]]
+        instances = [value for target in targets if target["Key"] == "InstanceIds" for value in target["Values"]]
+        reservations = self.account.client("ec2").describe_instances(InstanceIds=instances)["Reservations"] if instances else []
+        if len([i for r in reservations for i in r["Instances"]]) != len(instances):
+            raise ValueError(f"{name}: targets an instance that does not exist")
+        association_id = f"{self._next()[-8:]}-0000-4000-8000-000000000000"
+        request = {"Name": inputs["name"], "DocumentVersion": inputs["documentVersion"], "Targets": targets}
+        self._validated(
+            "ssm",
+            "create_association",
+            request,
+            {"AssociationDescription": {"AssociationId": association_id}},
+            f"aws:ssm/association:Association {name}",
+        )
+        return association_id, {"associationId": association_id}

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import runpy
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,8 @@ class ForgeMocks(pulumi.runtime.Mocks):
             return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "userId": "AIDA"}, []
         if token == "aws:ec2/getAmi:getAmi":
             return {"id": "ami-0123456789abcdef0", "architecture": "x86_64", "name": "ubuntu-noble"}, []
+        if token == "aws:ssm/getParameter:getParameter":  # the newest Amazon Linux image's id
+            return {"id": args.args["name"], "name": args.args["name"], "value": "ami-0fedcba9876543210", "type": "String"}, []
         if token == "aws:route53/getZone:getZone":
             return {"zoneId": "Z0123456789ABCDEFGHIJ", "id": "Z0123456789ABCDEFGHIJ", "name": args.args.get("name")}, []
         if token == "aws:elb/getServiceAccount:getServiceAccount":
@@ -220,6 +223,8 @@ def _managed_service_attributes(type_: str, name: str, resource_id: str, region:
         return {"arn": arn.format(type_.split(":")[1].split("/")[0], resource_id)}
     if type_ == "aws:route53/record:Record":
         return {"fqdn": str(inputs.get("name", "")).rstrip(".")}
+    if type_ == "aws:ssm/document:Document":
+        return {"name": name, "latestVersion": "1", "defaultVersion": "1"}
     return {}
 
 
@@ -244,6 +249,10 @@ def as_config_string(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)
+
+
+class DuplicateResourceError(RuntimeError):
+    """Two resources of one type share a name: `pulumi up` would stop at the second."""
 
 
 def run_program(stack: str, config: dict[str, str], mocks: ForgeMocks | None = None) -> ProgramRun:
@@ -276,6 +285,11 @@ def run_program(stack: str, config: dict[str, str], mocks: ForgeMocks | None = N
 
     _sync_await(run_pulumi_func(program))
 
+    # Pulumi refuses a second resource with the same URN; the mocks accept it silently, so the rehearsal refuses it here.
+    counts = Counter((r.type, r.name) for r in mocks.registered)
+    duplicates = sorted(f"{type_} {name}" for (type_, name), count in counts.items() if count > 1)
+    if duplicates:
+        raise DuplicateResourceError(f"duplicate resource URN (type and name registered twice): {', '.join(duplicates)}")
     by_name = {(r.type, r.name): r for r in mocks.registered}
     for urn, request in monitor.requests.items():
         record = by_name.get((request.type, request.name))

@@ -21,7 +21,7 @@ SHOWN = {
     "aws:elasticache/replicationGroup:ReplicationGroup": "ElastiCache Valkey", "aws:efs/fileSystem:FileSystem": "EFS file system",
     "aws:ecs/service:Service": "ECS service (Fargate)", "aws:ecs/taskDefinition:TaskDefinition": "task definition",
     "aws:lb/loadBalancer:LoadBalancer": "load balancer", "aws:wafv2/webAcl:WebAcl": "WAF web ACL",
-    "aws:acm/certificate:Certificate": "ACM certificate",
+    "aws:acm/certificate:Certificate": "ACM certificate", "aws:ssm/document:Document": "SSM document (admin tools)",
 }
 
 

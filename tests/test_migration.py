@@ -88,8 +88,15 @@ def rds_like() -> Iterator[PostgresServer]:
         server.psql(f"DROP ROLE {gitea_database.USER}", admin)
         server.psql("CREATE ROLE master LOGIN CREATEROLE PASSWORD 'master-password'", admin)
         server.psql(f"CREATE DATABASE {gitea_database.DATABASE} OWNER master", admin)
-        env = {"PATH": os.environ["PATH"], "PGHOST": "127.0.0.1", "PGPORT": str(server.port), "PGDATABASE": gitea_database.DATABASE,
-               "PGUSER": "master", "PGPASSWORD": "master-password", "GITEA_DATABASE_PASSWORD": GITEA_PASSWORD}
+        env = {
+            "PATH": os.environ["PATH"],
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(server.port),
+            "PGDATABASE": gitea_database.DATABASE,
+            "PGUSER": "master",
+            "PGPASSWORD": "master-password",
+            "GITEA_DATABASE_PASSWORD": GITEA_PASSWORD,
+        }
         created = subprocess.run(["sh", "-c", cluster.database_role_script()], env=env, capture_output=True, text=True, check=False)
         assert created.returncode == 0, created.stderr
         yield server
@@ -104,8 +111,13 @@ def objects_bucket(aws_env: dict[str, str]) -> str:
 
 def credentials_secret(aws_env: dict[str, str]) -> str:
     """The stack's credentials secret: the restore reads Gitea's database password from it, as on the host."""
-    secrets = boto3.client("secretsmanager", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name=REGION,
-                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    secrets = boto3.client(
+        "secretsmanager",
+        endpoint_url=aws_env["AWS_ENDPOINT_URL"],
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     document = json.dumps({"postgresPassword": GITEA_PASSWORD})
     return str(secrets.create_secret(Name=f"forge-{uuid.uuid4().hex[:8]}", SecretString=document)["ARN"])
 
@@ -118,9 +130,15 @@ def object_bytes(aws_env: dict[str, str], bucket: str, key: str) -> bytes:
     return bytes(s3_of(aws_env).get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def test_a_single_host_backup_becomes_an_ha_forge(aws_env: dict[str, str], bucket: str, objects_bucket: str,
-                                                 single_host_database: PostgresServer, single_host_data: Path,
-                                                 rds_like: PostgresServer, tmp_path: Path) -> None:
+def test_a_single_host_backup_becomes_an_ha_forge(
+    aws_env: dict[str, str],
+    bucket: str,
+    objects_bucket: str,
+    single_host_database: PostgresServer,
+    single_host_data: Path,
+    rds_like: PostgresServer,
+    tmp_path: Path,
+) -> None:
     rows_before = single_host_database.psql(SNAPSHOT_SQL)
     repositories_before = tree_digest(single_host_data / "git/repositories")
     large_before = (single_host_data / "git/lfs" / lfs_path(LARGE_LFS_OID)).read_bytes()
@@ -130,9 +148,22 @@ def test_a_single_host_backup_becomes_an_ha_forge(aws_env: dict[str, str], bucke
     gitea_url = f"postgresql://{gitea_database.USER}@127.0.0.1:{rds_like.port}/{gitea_database.DATABASE}"
     # The ops host has no PostgreSQL client: the tools come from the stack's PostgreSQL image (docker run, played here).
     with_image = {**aws_env, **docker_run_shim(tmp_path / "bin", POSTGRES_IMAGE, GITEA_PASSWORD)}
-    restored_database = run_script("restore.py", ["--bucket", bucket, "--backup-id", backup_id, "--postgres-url", gitea_url,
-                                                  "--postgres-image", POSTGRES_IMAGE, "--credentials-secret",
-                                                  credentials_secret(aws_env)], with_image)
+    restored_database = run_script(
+        "restore.py",
+        [
+            "--bucket",
+            bucket,
+            "--backup-id",
+            backup_id,
+            "--postgres-url",
+            gitea_url,
+            "--postgres-image",
+            POSTGRES_IMAGE,
+            "--credentials-secret",
+            credentials_secret(aws_env),
+        ],
+        with_image,
+    )
     assert restored_database.returncode == 0, restored_database.stderr
     as_gitea = f"postgresql://{gitea_database.USER}:{GITEA_PASSWORD}@127.0.0.1:{rds_like.port}/{gitea_database.DATABASE}"
     assert rds_like.psql(SNAPSHOT_SQL, as_gitea) == rows_before
@@ -143,8 +174,7 @@ def test_a_single_host_backup_becomes_an_ha_forge(aws_env: dict[str, str], bucke
     # Runbook step 4: the files onto EFS; the access point's root directory is the part's name (/gitea).
     file_system = tmp_path / "efs"
     file_system.mkdir()
-    restored_files = run_script("restore.py", ["--bucket", bucket, "--backup-id", backup_id, "--path-target", str(file_system)],
-                                aws_env)
+    restored_files = run_script("restore.py", ["--bucket", bucket, "--backup-id", backup_id, "--path-target", str(file_system)], aws_env)
     assert restored_files.returncode == 0, restored_files.stderr
     data = file_system / filesystem.ROOT_DIRECTORY.lstrip("/")  # the part restores as "gitea": the access point's root
     assert tree_digest(data / "git/repositories") == repositories_before
@@ -170,8 +200,9 @@ def test_a_single_host_backup_becomes_an_ha_forge(aws_env: dict[str, str], bucke
     assert tree_digest(data / "git/repositories") == repositories_before  # the repositories stay on EFS
 
 
-def test_a_second_run_resumes_and_a_different_object_is_never_overwritten(aws_env: dict[str, str], objects_bucket: str,
-                                                                          single_host_data: Path) -> None:
+def test_a_second_run_resumes_and_a_different_object_is_never_overwritten(
+    aws_env: dict[str, str], objects_bucket: str, single_host_data: Path
+) -> None:
     first = run_script("move_objects.py", ["--data", str(single_host_data), "--bucket", objects_bucket], aws_env)
     assert first.returncode == 0, first.stderr
     again = run_script("move_objects.py", ["--data", str(single_host_data), "--bucket", objects_bucket], aws_env)
@@ -181,16 +212,16 @@ def test_a_second_run_resumes_and_a_different_object_is_never_overwritten(aws_en
     # An object someone else wrote under the same key: reported, kept, and nothing local is removed.
     key = "attachments/" + attachment_path(ATTACHMENT_UUID)
     s3_of(aws_env).put_object(Bucket=objects_bucket, Key=key, Body=b"written by the running ha Gitea")
-    conflicted = run_script("move_objects.py", ["--data", str(single_host_data), "--bucket", objects_bucket, "--remove-local"],
-                            aws_env)
+    conflicted = run_script("move_objects.py", ["--data", str(single_host_data), "--bucket", objects_bucket, "--remove-local"], aws_env)
     assert conflicted.returncode == move_objects.EXIT_FAILED
     assert "1 conflict(s)" in conflicted.stderr.splitlines()[-1]
     assert object_bytes(aws_env, objects_bucket, key) == b"written by the running ha Gitea"
     assert (single_host_data / "gitea/attachments" / attachment_path(ATTACHMENT_UUID)).is_file()
 
 
-def test_a_planted_link_in_a_store_is_refused_before_any_upload(aws_env: dict[str, str], objects_bucket: str,
-                                                               single_host_data: Path, tmp_path: Path) -> None:
+def test_a_planted_link_in_a_store_is_refused_before_any_upload(
+    aws_env: dict[str, str], objects_bucket: str, single_host_data: Path, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside-secret"
     outside.write_text("not Gitea's")
     (single_host_data / "gitea/avatars/planted").symlink_to(outside)
@@ -200,8 +231,9 @@ def test_a_planted_link_in_a_store_is_refused_before_any_upload(aws_env: dict[st
     assert "Contents" not in s3_of(aws_env).list_objects_v2(Bucket=objects_bucket)
 
 
-def test_a_directory_that_is_not_giteas_is_refused_and_usage_errors_are_one_line(aws_env: dict[str, str], objects_bucket: str,
-                                                                                 tmp_path: Path) -> None:
+def test_a_directory_that_is_not_giteas_is_refused_and_usage_errors_are_one_line(
+    aws_env: dict[str, str], objects_bucket: str, tmp_path: Path
+) -> None:
     result = run_script("move_objects.py", ["--data", str(tmp_path), "--bucket", objects_bucket], aws_env)
     assert result.returncode == move_objects.EXIT_REFUSED
     assert "not a Gitea data directory" in result.stderr.splitlines()[-1]

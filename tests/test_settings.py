@@ -357,6 +357,8 @@ def test_admin_uis_limited_to_admin_cidrs_need_admin_cidrs() -> None:
     ("forgestack:haTaskSize", "1024/2048\n", "U+000A"),
     ("forgestack:haDatabaseClass", "m7g.large", "an RDS instance class such as db.t4g.medium"),
     ("forgestack:haCacheNodeType", "db.t4g.small", "an ElastiCache node type such as cache.t4g.small"),
+    ("forgestack:haOpsInstanceType", "t4g.micro", "at least 2 GiB of memory"),
+    ("forgestack:haOpsInstanceType", "small", "an EC2 instance type such as t4g.small"),
     ("forgestack:haNatGateways", "two", "one of: one, per-zone"),
     ("forgestack:haDatabaseStorageGb", "10", "an integer from 20 to 16384"),
 ])

@@ -99,6 +99,8 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
     "haDatabaseClass": not_matching(r"db\.[a-z]+\d+[a-z]*\.(micro|small|medium|large|\d*xlarge)").filter(bool),
     "haDatabaseStorageGb": out_of(20, 16384),
     "haCacheNodeType": not_matching(r"cache\.[a-z]+\d+[a-z]*\.(micro|small|medium|large|\d*xlarge)").filter(bool),
+    "haOpsInstanceType": st.one_of(st.sampled_from(["t4g.micro", "t3.nano", "m7g", "db.t4g.small"]),
+                                   st.text(max_size=12).filter(lambda s: not re.fullmatch(r"[a-z]+\d+[a-z-]*\.[a-z0-9]+", s))),
     "backupArchiveAfterDays": st.one_of(st.integers(min_value=1, max_value=29).map(str), st.integers(min_value=7).map(str),
                                         st.sampled_from(["-1", "x", "1.5"])),  # dev keeps backups 7 days
     "backupIntervalHours": st.integers().filter(lambda n: n not in BACKUP_INTERVALS_HOURS).map(str),
@@ -218,6 +220,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "haDatabaseClass": draw(st.sampled_from(["db.t4g.medium", "db.m7g.large", "db.r6i.2xlarge"])),
         "haDatabaseStorageGb": draw(st.integers(20, 16384)),
         "haCacheNodeType": draw(st.sampled_from(["cache.t4g.small", "cache.m7g.large"])),
+        "haOpsInstanceType": draw(st.sampled_from(["t4g.small", "t3.medium", "m7g.large"])),
         "backupRetentionDays": retention, "backupArchiveAfterDays": archive,
         "backupIntervalHours": draw(st.sampled_from(BACKUP_INTERVALS_HOURS)), "snapshotRetentionDays": draw(st.integers(1, 365)),
         "flowLogRetentionDays": draw(st.sampled_from(LOG_RETENTION_DAYS)),

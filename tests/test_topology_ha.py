@@ -41,21 +41,32 @@ def test_the_network_spans_two_zones_with_private_subnets_nat_and_endpoints(ha_r
     assert {endpoint["ServiceName"].rsplit(".", 1)[-1] for endpoint in endpoints} >= {"s3", "secretsmanager", "logs", "ssmmessages"}
 
 
-def test_only_the_gitea_tasks_reach_the_data_tier_and_the_data_tier_reaches_nothing(
+def test_only_the_gitea_tasks_and_the_ops_host_reach_the_data_tier_and_the_data_tier_reaches_nothing(
     ha_rehearsal: tuple[ProgramRun, EmulatedAccount],
 ) -> None:
     run, account = ha_rehearsal
     groups = account.client("ec2").describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [run.outputs["vpcId"]]}])
     by_tier = {group["Description"].removeprefix("forgestack ha: "): group for group in groups["SecurityGroups"]}
-    tasks = by_tier["tasks"]["GroupId"]
-    for tier, port in (("database", 5432), ("cache", 6379), ("file-system", 2049)):
+    tasks, ops = by_tier["tasks"]["GroupId"], by_tier["ops"]["GroupId"]
+    for tier, port, sources in (("database", 5432, {tasks, ops}), ("cache", 6379, {tasks}), ("file-system", 2049, {tasks, ops})):
         rules = by_tier[tier]["IpPermissions"]
-        assert [(rule["FromPort"], [pair["GroupId"] for pair in rule["UserIdGroupPairs"]], rule["IpRanges"]) for rule in rules] == [
-            (port, [tasks], [])
+        assert [(rule["FromPort"], {pair["GroupId"] for pair in rule["UserIdGroupPairs"]}, rule["IpRanges"]) for rule in rules] == [
+            (port, sources, [])
         ], tier
         assert by_tier[tier]["IpPermissionsEgress"] == [], tier
     web_lb_egress = by_tier["web-lb"]["IpPermissionsEgress"]
     assert [(rule["FromPort"], rule["UserIdGroupPairs"][0]["GroupId"]) for rule in web_lb_egress] == [(gitea.HTTP_PORT, tasks)]
+    # The ops host: nothing comes in; out only to the database, the file system, and HTTPS.
+    assert by_tier["ops"]["IpPermissions"] == []
+    ops_egress = {
+        (rule["FromPort"], tuple(pair["GroupId"] for pair in rule["UserIdGroupPairs"]), tuple(r["CidrIp"] for r in rule["IpRanges"]))
+        for rule in by_tier["ops"]["IpPermissionsEgress"]
+    }
+    assert ops_egress == {
+        (5432, (by_tier["database"]["GroupId"],), ()),
+        (2049, (by_tier["file-system"]["GroupId"],), ()),
+        (443, (), ("0.0.0.0/0",)),
+    }
 
 
 def test_the_data_tier_is_managed_encrypted_and_spread(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:

