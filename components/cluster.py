@@ -44,6 +44,12 @@ LOG_PREFIXES: Final = {GITEA_CONTAINER: "gitea", SECRETS_CONTAINER: "secrets", D
 # Gitea's role: created once, its password set from the stack's credential at every task start (a changed credential
 # takes effect with the next deploy), allowed to create its tables in the public schema (closed to others since
 # PostgreSQL 15). RDS's master user owns the database, so it may grant that without being a superuser.
+# Docker's default capability set, what a Fargate container starts with.
+DOCKER_DEFAULT_CAPABILITIES: Final = (
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "NET_RAW", "SETFCAP",
+    "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+)  # fmt: skip
+SECRETS_CAPABILITIES: Final = ("CHOWN",)  # root hands each file to the uid that reads it
 DATABASE_ROLE_SQL: Final = f"""\\set ON_ERROR_STOP on
 \\getenv role_password GITEA_DATABASE_PASSWORD
 SELECT 'CREATE ROLE {postgres.USER} LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{postgres.USER}')\\gexec
@@ -88,6 +94,12 @@ def secret_variable(secret_file: SecretFile) -> str:
     return "SECRET_" + "".join(char if char.isalnum() else "_" for char in secret_file.path.removeprefix(SECRETS_DIR + "/")).upper()
 
 
+def dropped_capabilities(needed: Sequence[str]) -> list[str]:
+    """Fargate starts a container with Docker's default capabilities and can add back none but SYS_PTRACE: so a container
+    drops every default one it does not need."""
+    return sorted(set(DOCKER_DEFAULT_CAPABILITIES) - set(needed))
+
+
 def secrets_script(secret_files: tuple[SecretFile, ...]) -> str:
     """Shell that writes each credential into its file (owner-only, owned by the uid that reads it); the file's text
     around the secret (a connection string) is not secret and is written as given."""
@@ -96,8 +108,8 @@ def secrets_script(secret_files: tuple[SecretFile, ...]) -> str:
         prefix, _, suffix = secret_file.template.partition("{value}")
         path = shlex.quote(secret_file.path)
         lines.append(f"printf '%s%s%s' {shlex.quote(prefix)} \"${secret_variable(secret_file)}\" {shlex.quote(suffix)} > {path}")
+        lines.append(f"chmod 0400 {path}")  # before chown: root keeps only CHOWN, so it may change the mode of its own files only
         lines.append(f"chown {secret_file.owner}:{secret_file.owner} {path}")
-        lines.append(f"chmod 0400 {path}")
     return "\n".join(lines) + "\n"
 
 
@@ -138,6 +150,8 @@ def container_definitions(args: ClusterArgs, values: dict[str, Any]) -> str:
             for variable, credential in unique.items()
         ],
         "mountPoints": [{"sourceVolume": SECRETS_VOLUME, "containerPath": SECRETS_DIR, "readOnly": False}],
+        "readonlyRootFilesystem": True,  # it writes only into the task-private volume
+        "linuxParameters": {"capabilities": {"drop": dropped_capabilities(SECRETS_CAPABILITIES)}},
         "logConfiguration": logs(SECRETS_CONTAINER),
     }
     role_container = {
@@ -158,6 +172,8 @@ def container_definitions(args: ClusterArgs, values: dict[str, Any]) -> str:
             {"name": "PGPASSWORD", "valueFrom": secret_reference(values["master_secret_arn"], "password")},
             {"name": "GITEA_DATABASE_PASSWORD", "valueFrom": secret_reference(values["credentials_arn"], "postgresPassword")},
         ],
+        "readonlyRootFilesystem": True,  # psql reads the SQL from a pipe and writes nothing
+        "linuxParameters": {"capabilities": {"drop": ["ALL"]}},
         "logConfiguration": logs(DATABASE_ROLE_CONTAINER),
     }
     gitea_container = {

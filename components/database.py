@@ -38,9 +38,15 @@ class DatabaseArgs:
     protect: bool = False
 
 
-# Server parameters: TLS required for every connection (static: applied at the next reboot), slow statements and
-# connections logged.
-PARAMETERS: Final = {"rds.force_ssl": "1", "log_min_duration_statement": "1000", "log_connections": "1", "log_disconnections": "1"}
+# Server parameters: TLS required for every connection (static: applied at the next reboot); slow statements, schema
+# changes (DDL: who altered what, never the data) and connections logged.
+PARAMETERS: Final = {
+    "rds.force_ssl": "1",
+    "log_min_duration_statement": "1000",
+    "log_statement": "ddl",
+    "log_connections": "1",
+    "log_disconnections": "1",
+}
 STATIC_PARAMETERS: Final = ("rds.force_ssl",)
 
 

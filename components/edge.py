@@ -22,7 +22,6 @@ AMAZON_CA_DOMAIN: Final = "amazon.com"  # ACM issues the load balancer's certifi
 IDLE_TIMEOUT_SECONDS: Final = 300  # a large clone or push over HTTPS can be quiet for minutes
 DEREGISTRATION_DELAY_SECONDS: Final = 30
 ACCESS_LOG_PREFIX: Final = "web"
-ACCESS_LOG_DAYS: Final = 90
 RATE_LIMIT_PER_5_MINUTES: Final = 2000  # requests from one address; above it the address is blocked until it slows down
 LOG_DELIVERY_SERVICE: Final = "logdelivery.elasticloadbalancing.amazonaws.com"
 OBJECTS_LOG_PREFIX: Final = "objects/"  # the object bucket's S3 server access logs, in the same log bucket
@@ -52,6 +51,7 @@ class EdgeArgs:
     public_ssh_port: int  # what clients connect to
     health_path: str
     objects_bucket_arn: pulumi.Input[str]  # its server access logs come here too
+    log_retention_days: int  # load balancer access logs and WAF logs (the stack's flowLogRetentionDays)
     protect: bool = False
 
 
@@ -187,7 +187,7 @@ class Edge(pulumi.ComponentResource):
             pulumi.Output.all(self.logs.arn, caller.account_id, elb_account.arn, args.objects_bucket_arn).apply(
                 lambda values: access_log_policy(*values)
             ),
-            [expire_rule("expire-access-logs", ACCESS_LOG_DAYS), abort_incomplete_uploads_rule()],
+            [expire_rule("expire-access-logs", args.log_retention_days), abort_incomplete_uploads_rule()],
         )
 
         self.log_controls = log_controls  # the object bucket's access logging waits for them too
@@ -258,7 +258,7 @@ class Edge(pulumi.ComponentResource):
         waf_logs = aws.cloudwatch.LogGroup(
             f"{name}-firewall-logs",
             name=f"aws-waf-logs-forgestack-{args.stack}",
-            retention_in_days=ACCESS_LOG_DAYS,
+            retention_in_days=args.log_retention_days,
             kms_key_id=waf_log_key.arn,
             opts=child,
         )

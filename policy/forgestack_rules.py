@@ -160,13 +160,34 @@ CHECKOV_ACCEPTED: dict[tuple[str, str], str] = {
                                            "Grafana); rotation is a deploy with a changed secret, not a Lambda",
     ("CKV_AWS_144", "backups-bucket"): "stacks without backupReplicaRegion (dev) keep one region; prod replicates to a "
                                        "second one",
-    ("CKV_AWS_144", "backups-replica"): "the replica is the second region's copy; replicating it again buys nothing",
     ("CKV_AWS_18", "backups-replica"): "written only by S3 replication (its own role), read only in a disaster; a second "
                                        "access-log bucket in the replica region buys little",
     ("CKV2_AWS_62", "backups-replica"): "nothing consumes the replica's events; replication metrics show its lag",
     ("CKV_AWS_144", "backups-access-logs"): "access logs are evidence for the stack's region; not replicated",
     ("CKV_AWS_145", "backups-access-logs"): "S3 delivers server access logs only to buckets encrypted with S3-managed keys "
                                             "(SSE-S3), never SSE-KMS",
+    ("CKV_AWS_338", "network-flow-logs"): "dev keeps flow logs flowLogRetentionDays (14) on purpose, for cost; prod keeps 365",
+    # topology ha
+    ("CKV_AWS_336", "cluster-gitea"): "Gitea's image starts s6 as root, which writes /run, /etc/s6 and the app.ini under "
+                                      "the root file system, and Fargate has no tmpfs; the two init containers are read-only",
+    ("CKV_AWS_332", "cluster-service"): "the Fargate platform version is pinned (1.4.0, the current one) like every version "
+                                        "here; LATEST would move under a running service",
+    ("CKV2_AWS_62", "edge-access-logs"): "a log bucket: the load balancers and S3 write to it, nothing reacts to it",
+    ("CKV2_AWS_62", "objects-bucket"): "Gitea reads and writes its objects itself; nothing consumes bucket events",
+    ("CKV_AWS_144", "edge-access-logs"): "access logs are evidence for the stack's region; not replicated",
+    ("CKV_AWS_144", "objects-bucket"): "open in issue 17: ha has no copy of Gitea's objects (nor of RDS and EFS) outside "
+                                       "the region yet; versioning keeps overwritten and deleted objects",
+    ("CKV_AWS_145", "edge-access-logs"): "load balancers deliver access logs only to buckets encrypted with S3-managed keys "
+                                         "(SSE-S3), never SSE-KMS",
+    ("CKV_AWS_91", "edge-ssh"): "a network load balancer logs only TLS listeners; git over SSH is a TCP listener",
+    ("CKV2_AWS_76", "edge-web"): "AWSManagedRulesKnownBadInputsRuleSet (with the Log4j rules) is attached; the check also "
+                                 "asks for AnonymousIpList, whose hosting-provider list would block CI systems and mirrors "
+                                 "that clone from cloud addresses",
+    ("CKV_AWS_24", "network-ssh-lb-in-22"): "git over SSH on 22 reaches Gitea's own sshd in its tasks through the network "
+                                            "load balancer (keys only, git commands only); no host sshd exists",
+    ("CKV_AWS_24", "network-tasks-in-22-from-ssh-lb"): "the source is the network load balancer's security group, not "
+                                                        "0.0.0.0/0 (the check reads the port alone)",
+    ("CKV_AWS_260", "network-web-lb-in-80"): "port 80 on the application load balancer answers only with a redirect to HTTPS",
 }
 
 

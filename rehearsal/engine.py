@@ -225,7 +225,15 @@ def _managed_service_attributes(type_: str, name: str, resource_id: str, region:
         return {"fqdn": str(inputs.get("name", "")).rstrip(".")}
     if type_ == "aws:ssm/document:Document":
         return {"name": name, "latestVersion": "1", "defaultVersion": "1"}
+    if type_ in AUTO_NAMED:  # AWS names what the program leaves unnamed (Pulumi's auto-naming)
+        return {"name": inputs.get("name") or f"{name}-{resource_id[-7:]}"}
     return {}
+
+
+AUTO_NAMED = (
+    "aws:rds/parameterGroup:ParameterGroup", "aws:rds/subnetGroup:SubnetGroup", "aws:elasticache/parameterGroup:ParameterGroup",
+    "aws:elasticache/subnetGroup:SubnetGroup",
+)  # fmt: skip
 
 
 def stack_config(

@@ -68,11 +68,41 @@ TERRAFORM_TYPES: Final = {
     "aws:sns/topicSubscription:TopicSubscription": "aws_sns_topic_subscription",
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "aws_vpc_security_group_egress_rule",
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "aws_vpc_security_group_ingress_rule",
+    # topology ha
+    "aws:acm/certificate:Certificate": "aws_acm_certificate",
+    "aws:acm/certificateValidation:CertificateValidation": "aws_acm_certificate_validation",
+    "aws:ec2/natGateway:NatGateway": "aws_nat_gateway",
+    "aws:ec2/vpcEndpoint:VpcEndpoint": "aws_vpc_endpoint",
+    "aws:ecs/cluster:Cluster": "aws_ecs_cluster",
+    "aws:ecs/service:Service": "aws_ecs_service",
+    "aws:ecs/taskDefinition:TaskDefinition": "aws_ecs_task_definition",
+    "aws:efs/accessPoint:AccessPoint": "aws_efs_access_point",
+    "aws:efs/backupPolicy:BackupPolicy": "aws_efs_backup_policy",
+    "aws:efs/fileSystem:FileSystem": "aws_efs_file_system",
+    "aws:efs/fileSystemPolicy:FileSystemPolicy": "aws_efs_file_system_policy",
+    "aws:efs/mountTarget:MountTarget": "aws_efs_mount_target",
+    "aws:elasticache/parameterGroup:ParameterGroup": "aws_elasticache_parameter_group",
+    "aws:elasticache/replicationGroup:ReplicationGroup": "aws_elasticache_replication_group",
+    "aws:elasticache/subnetGroup:SubnetGroup": "aws_elasticache_subnet_group",
+    "aws:lb/listener:Listener": "aws_lb_listener",
+    "aws:lb/loadBalancer:LoadBalancer": "aws_lb",
+    "aws:lb/targetGroup:TargetGroup": "aws_lb_target_group",
+    "aws:rds/instance:Instance": "aws_db_instance",
+    "aws:rds/parameterGroup:ParameterGroup": "aws_db_parameter_group",
+    "aws:rds/subnetGroup:SubnetGroup": "aws_db_subnet_group",
+    "aws:ssm/association:Association": "aws_ssm_association",
+    "aws:ssm/document:Document": "aws_ssm_document",
+    "aws:wafv2/webAcl:WebAcl": "aws_wafv2_web_acl",
+    "aws:wafv2/webAclAssociation:WebAclAssociation": "aws_wafv2_web_acl_association",
+    "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration": "aws_wafv2_web_acl_logging_configuration",
 }
 # Repeated blocks: Pulumi names them in the plural, Terraform in the singular.
 BLOCK_NAMES: Final = {
     "rules": "rule", "schedules": "schedule", "routes": "route", "ebsBlockDevices": "ebs_block_device",
     "aliases": "alias", "transitions": "transition", "noncurrentVersionTransitions": "noncurrent_version_transition",
+    # topology ha
+    "parameters": "parameter", "lifecyclePolicies": "lifecycle_policy", "settings": "setting", "volumes": "volume",
+    "loadBalancers": "load_balancer", "defaultActions": "default_action",
 }
 # Arguments whose value is a map of free-form keys (never renamed).
 MAP_ARGUMENTS: Final = frozenset({"tags", "targetTags", "tagsToAdd", "dimensions", "crossRegionCopyRules"})
@@ -89,9 +119,12 @@ def snake_case(name: str) -> str:
 
 
 def terraform_values(value: Any) -> Any:
-    """Pulumi inputs -> Terraform arguments: snake_case names, singular block names, maps kept as they are."""
+    """Pulumi inputs -> Terraform arguments: snake_case names, singular block names, maps kept as they are. A nested
+    block that Pulumi gives as one object is a list of one in Terraform's plan (the provider's blocks are lists)."""
     if isinstance(value, list):
         return [terraform_values(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # the mocks deliver every number as a float; Terraform's integers are integers (port 80, not 80.0)
     if not isinstance(value, dict):
         return value
     converted: dict[str, Any] = {}
@@ -99,7 +132,12 @@ def terraform_values(value: Any) -> Any:
         if key.startswith("__"):
             continue
         name = BLOCK_NAMES[key] if key in BLOCK_NAMES and isinstance(item, list) else snake_case(key)
-        converted[name] = item if key in MAP_ARGUMENTS else terraform_values(item)
+        if key in MAP_ARGUMENTS:
+            converted[name] = item
+        elif isinstance(item, dict):
+            converted[name] = [terraform_values(item)]
+        else:
+            converted[name] = terraform_values(item)
     return converted
 
 
@@ -110,6 +148,27 @@ def terraform_address(resource: Registered) -> str:
 
 def aws_resources(run: ProgramRun) -> list[Registered]:
     return [r for r in run.resources if r.custom and r.type.startswith("aws:")]
+
+
+def _expressions(inputs: dict[str, Any], referents: dict[str, str], address: str) -> dict[str, Any]:
+    """The references among `inputs` (also inside nested blocks, as Terraform nests their expressions) to other
+    resources, recovered by value."""
+    expressions: dict[str, Any] = {}
+    for key, value in inputs.items():
+        if key.startswith("__") or key in MAP_ARGUMENTS:
+            continue
+        name = BLOCK_NAMES[key] if key in BLOCK_NAMES and isinstance(value, list) else snake_case(key)
+        blocks = [value] if isinstance(value, dict) else value if isinstance(value, list) and value and isinstance(value[0], dict) else None
+        if blocks is not None:
+            nested = [_expressions(block, referents, address) for block in blocks if isinstance(block, dict)]
+            if any(nested):
+                expressions[name] = nested
+            continue
+        targets = [referents[v] for v in (value if isinstance(value, list) else [value])
+                   if isinstance(v, str) and v in referents and not referents[v].startswith(address + ".")]
+        if targets:
+            expressions[name] = {"references": [ref for target in targets for ref in (target, target.rsplit(".", 1)[0])]}
+    return expressions
 
 
 def plan_document(run: ProgramRun) -> dict[str, Any]:
@@ -135,12 +194,7 @@ def plan_document(run: ProgramRun) -> dict[str, Any]:
         raw = resource.raw_inputs or {}
         inputs = {key: SECRET_PLACEHOLDER if has_secret(raw.get(key)) else value for key, value in resource.inputs.items()}
         values = terraform_values(inputs)
-        expressions: dict[str, Any] = {}
-        for key, value in inputs.items():
-            targets = [referents[v] for v in (value if isinstance(value, list) else [value])
-                       if isinstance(v, str) and v in referents and not referents[v].startswith(address + ".")]
-            if targets:
-                expressions[snake_case(key)] = {"references": [ref for target in targets for ref in (target, target.rsplit(".", 1)[0])]}
+        expressions = _expressions(inputs, referents, address)
         common = {"address": address, "mode": "managed", "type": TERRAFORM_TYPES[resource.type], "name": address.split(".", 1)[1]}
         planned.append({**common, "provider_name": "registry.terraform.io/hashicorp/aws", "schema_version": 0, "values": values})
         configured.append({**common, "provider_config_key": "aws", "expressions": expressions})

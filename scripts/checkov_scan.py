@@ -5,6 +5,7 @@ with the accepted findings in policy/forgestack_rules.CHECKOV_ACCEPTED.
 
     python scripts/checkov_scan.py --stack dev
     python scripts/checkov_scan.py --stack prod --plan-out prod-plan.json --json
+    python scripts/checkov_scan.py --stack prod --set topology=ha
 
 Checkov runs from its own virtualenv (tools/checkov/.venv, made by .ci/run from tools/checkov/requirements.txt),
 so its pins never move the program's. Needs no AWS account and no network (--skip-download).
@@ -93,18 +94,21 @@ def scan(run: ProgramRun, plan_file: Path, checkov: Path = CHECKOV) -> ScanResul
 
 
 def main(argv: list[str] | None = None) -> int:
+    from scripts.rehearse import add_set_option, run_stack, set_overrides  # the emulated-AWS rehearsal (moto): loaded here
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--stack", required=True, choices=AWS_STACKS, help="AWS stack to scan (its Pulumi.<stack>.yaml)")
     parser.add_argument("--plan-out", type=Path, help="keep the plan document here (default: a temporary file)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_set_option(parser)
     args = parser.parse_args(argv)
+    overrides = set_overrides(parser, args.set)
 
     from rehearsal.engine import stack_config
-    from scripts.rehearse import run_stack  # the emulated-AWS rehearsal (moto)
 
     started = time.monotonic()
     print(f"checkov-scan: rehearsing {args.stack} against the emulated account", file=sys.stderr)
-    run, _ = run_stack(args.stack, stack_config(args.stack))
+    run, _ = run_stack(args.stack, stack_config(args.stack, overrides))
     with tempfile.TemporaryDirectory() as scratch:
         plan_file = args.plan_out.resolve() if args.plan_out else Path(scratch) / f"{args.stack}-plan.json"
         print(f"checkov-scan: running Checkov over {len(aws_resources(run))} resources ({plan_file.name})", file=sys.stderr)

@@ -131,23 +131,33 @@ def run_stack(stack: str, config: dict[str, str]) -> tuple[ProgramRun, list[str]
     return run, account.validated_only
 
 
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value for this run, e.g. topology=ha (forgestack: is implied); repeatable")
+
+
+def set_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+    """--set KEY=VALUE items as config keys (forgestack: implied); a malformed item is a usage error."""
+    overrides = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            parser.error(f"--set {item!r}: expected KEY=VALUE such as topology=ha")
+        overrides[key if ":" in key else f"forgestack:{key}"] = value
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--stack", required=True, choices=["dev", "prod", "local"], help="stack to rehearse")
     parser.add_argument("--stack-file", type=Path, help="use this stack file instead of Pulumi.<stack>.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value for this run, e.g. topology=ha (forgestack: is implied); repeatable")
+    add_set_option(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON document instead of the tree")
     output.add_argument("--graph", choices=["mermaid"], help="print an architecture diagram instead of the tree")
     args = parser.parse_args(argv)
 
-    overrides = {}
-    for item in args.set:
-        key, separator, value = item.partition("=")
-        if not separator or not key:
-            parser.error(f"--set {item!r}: expected KEY=VALUE such as topology=ha")
-        overrides[key if ":" in key else f"forgestack:{key}"] = value
+    overrides = set_overrides(parser, args.set)
     try:
         config = stack_config(args.stack, overrides, stack_file=args.stack_file)
         run, validated_only = run_stack(args.stack, config)

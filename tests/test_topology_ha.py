@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,6 +180,32 @@ def test_the_secrets_container_writes_every_file_gitea_reads(tmp_path: Path) -> 
         assert written.stat().st_mode & 0o777 == 0o400
     cache_file = Path(tmp_path / Path(gitea.valkey_file("queue")).name).read_text()
     assert cache_file == "rediss://:value-of-valkeyPassword@master.cache.example:6379/2"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and util-linux setpriv")
+def test_the_secrets_script_works_with_only_the_capabilities_its_container_keeps(tmp_path: Path) -> None:
+    """As root with every capability but the container's dropped (setpriv's bounding set), files for uid 1000."""
+    settings = parse(stack_config("prod", HA), stack="prod")
+    endpoints = gitea.ha_endpoints("db:5432", "cache:6379", "objects", "eu-west-1", "10.30.0.0/16")
+    files = tuple(dataclasses.replace(f, path=str(tmp_path / Path(f.path).name)) for f in gitea.gitea_secret_files(settings, endpoints))
+    kept = set(cluster.DOCKER_DEFAULT_CAPABILITIES) - set(cluster.dropped_capabilities(cluster.SECRETS_CAPABILITIES))
+    bounding = ",".join(["-all", *(f"+{capability.lower()}" for capability in sorted(kept))])
+    environment = {"PATH": os.environ["PATH"], **{cluster.secret_variable(f): "v" for f in files}}
+    result = subprocess.run(["setpriv", "--bounding-set", bounding, "--inh-caps", "-all", "sh", "-c", cluster.secrets_script(files)],
+                            env=environment, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    for secret_file in files:
+        written = Path(secret_file.path).stat()
+        assert (written.st_uid, written.st_mode & 0o777) == (gitea.GIT_UID, 0o400)
+
+
+def test_the_init_containers_are_read_only_and_drop_what_they_do_not_need(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    run, _ = ha_rehearsal
+    containers = {c["name"]: c for c in json.loads(run.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"])}
+    secrets, role = containers[cluster.SECRETS_CONTAINER], containers[cluster.DATABASE_ROLE_CONTAINER]
+    assert secrets["readonlyRootFilesystem"] and role["readonlyRootFilesystem"]
+    assert set(secrets["linuxParameters"]["capabilities"]["drop"]) == set(cluster.DOCKER_DEFAULT_CAPABILITIES) - {"CHOWN"}
+    assert role["linuxParameters"]["capabilities"]["drop"] == ["ALL"]
 
 
 def test_the_database_role_script_makes_gitea_a_login_that_owns_its_tables_as_a_non_superuser_master() -> None:

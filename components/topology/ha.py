@@ -95,6 +95,7 @@ def compose(settings: Settings) -> None:
             public_ssh_port=settings.git_ssh_port,
             health_path=gitea.HEALTH_PATH,
             objects_bucket_arn=objects.bucket.arn,
+            log_retention_days=settings.flow_log_retention_days,
             protect=settings.protect,
         ),
         base.opts,
