@@ -7,14 +7,19 @@ EFS mount helper (TLS, IAM), the PostgreSQL client tools come from the stack's o
 packages are pinned with their hashes (files/ops-requirements.txt). Amazon Linux 2023, unlike the single host's Ubuntu,
 because the EFS mount helper is packaged there and nowhere else.
 
-The role reads the backups (never writes or erases them), reads the credentials secret (Gitea's database password,
-for the restore), and reads and writes Gitea's objects bucket."""
+It also runs the ha stack's backup on a timer, in the single host's format (the same restore.py restores it): RDS
+dumped, then Gitea's /data on the file system archived, into the backups bucket (which replicates where the stack says
+so); each success puts a CloudWatch datapoint whose absence alarms.
+
+The role reads every backup and writes new ones (never erases or shortens one), reads the credentials secret (Gitea's
+database password), and reads and writes Gitea's objects bucket."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -22,13 +27,17 @@ from typing import Final, Literal
 import pulumi
 import pulumi_aws as aws
 
-from components import templates
-from components.backup_job import REPO_HOST_TOOLS
-from components.filesystem import ADMIN_ACTION, CLIENT_ACTIONS
+from components import database, templates
+from components.alarms import BACKUP_METRIC, HEARTBEAT_NAMESPACE
+from components.backup_job import REPO_HOST_TOOLS, TIMEOUT_HOURS, UNIT_NAME, on_calendar
+from components.filesystem import ADMIN_ACTION, CLIENT_ACTIONS, ROOT_DIRECTORY
 from components.host import SSM_AGENT_STATEMENTS, encode_user_data
 from components.host_files import HostFile, pack
+from components.host_tools.backup import DEFAULT_PREFIX as BACKUP_PREFIX
+from components.host_tools.heartbeat import DIMENSION as HEARTBEAT_DIMENSION
 from components.kms import rotating_key
 from components.network import service_assume_role_policy
+from components.services import postgres
 from policy.forgestack_rules import BACKUP_ERASURE_ACTIONS
 
 OPS_USER: Final = "ec2-user"  # Amazon Linux's login user
@@ -36,6 +45,8 @@ MOUNT_POINT: Final = "/mnt/forge-files"  # the file system's root; Gitea's /data
 VENV: Final = "/opt/forgestack/venv"
 TOOLS_DIR: Final = "/opt/forgestack/host_tools"
 TOOLS: Final = ("backup.py", "restore.py", "move_objects.py")  # restore.py imports backup.py as its library
+UNITS_DIR: Final = "/etc/systemd/system"
+GITEA_DATA: Final = MOUNT_POINT + ROOT_DIRECTORY  # the access point's directory: what the tasks mount as /data
 REQUIREMENTS_PATH: Final = "/opt/forgestack/requirements.txt"
 REQUIREMENTS_FILE: Final = "ops-requirements.txt"
 # Amazon Linux 2023 packages (the release's versions: the repository is locked to the image). python3-botocore: the mount
@@ -54,6 +65,7 @@ def ami_parameter(architecture: Literal["x86_64", "arm64"]) -> str:
 @dataclass(frozen=True)
 class OpsHostArgs:
     stack: str
+    region: str
     instance_type: str
     architecture: Literal["x86_64", "arm64"]
     subnet_id: pulumi.Input[str]
@@ -61,7 +73,10 @@ class OpsHostArgs:
     file_system_id: pulumi.Input[str]
     file_system_arn: pulumi.Input[str]
     backup_bucket_arn: pulumi.Input[str]
+    backup_bucket_name: pulumi.Input[str]
     backup_key_arn: pulumi.Input[str]
+    backup_interval_hours: int
+    database_address: pulumi.Input[str]
     credentials_secret_arn: pulumi.Input[str]
     credentials_key_arn: pulumi.Input[str]
     objects_policy: pulumi.Input[str]  # ObjectStorage.access_policy: what Gitea's tasks may do with their objects
@@ -71,6 +86,75 @@ class OpsHostArgs:
     mount_targets: Sequence[pulumi.Resource] = ()  # the mount at first boot needs them
 
 
+@dataclass(frozen=True)
+class OpsBackupJob:
+    """The ha stack's backup, in the single host's format (restore.py restores either): RDS dumped with the stack's
+    PostgreSQL tools, then Gitea's /data on the file system archived; the success is a CloudWatch datapoint."""
+
+    stack: str
+    region: str
+    bucket: str
+    database_address: str  # host name; the port is database.PORT
+    credentials_secret_arn: str
+    postgres_image: str
+    interval_hours: int
+
+    @property
+    def argv(self) -> list[str]:
+        url = f"postgresql://{postgres.USER}@{self.database_address}:{database.PORT}/{postgres.DATABASE}?sslmode=require"
+        return [
+            f"{VENV}/bin/python", f"{TOOLS_DIR}/backup.py", "--bucket", self.bucket, "--prefix", BACKUP_PREFIX,
+            "--postgres-url", url, "--postgres-image", self.postgres_image, "--credentials-secret", self.credentials_secret_arn,
+            "--path", GITEA_DATA,
+        ]  # fmt: skip
+
+    @property
+    def success_argv(self) -> list[str]:
+        return [
+            "/usr/bin/aws", "cloudwatch", "put-metric-data", "--region", self.region, "--namespace", HEARTBEAT_NAMESPACE,
+            "--metric-name", BACKUP_METRIC, "--dimensions", f"{HEARTBEAT_DIMENSION}={self.stack}", "--value", "1",
+        ]  # fmt: skip
+
+
+def backup_service_unit(job: OpsBackupJob) -> str:
+    # The dump comes first, then the archive: repositories a little newer than the database is the direction Gitea's
+    # doctor repairs (several tasks cannot be paused for one moment the way the single host pauses its one Gitea).
+    return f"""[Unit]
+Description=forgestack backup of the database (RDS) and Gitea's /data (EFS) to S3
+Wants=network-online.target
+After=network-online.target docker.service
+RequiresMountsFor={MOUNT_POINT}
+
+[Service]
+Type=oneshot
+Environment=AWS_REGION={job.region} AWS_DEFAULT_REGION={job.region}
+ExecStart={shlex.join(job.argv)}
+ExecStartPost={shlex.join(job.success_argv)}
+TimeoutStartSec={TIMEOUT_HOURS}h
+Nice=10
+IOSchedulingClass=best-effort
+IOSchedulingPriority=7
+ProtectSystem=full
+ProtectHome=yes
+PrivateTmp=yes
+NoNewPrivileges=yes
+"""
+
+
+def backup_timer_unit(job: OpsBackupJob) -> str:
+    return f"""[Unit]
+Description=forgestack backup every {job.interval_hours} h (CloudWatch {HEARTBEAT_NAMESPACE}/{BACKUP_METRIC})
+
+[Timer]
+OnCalendar={on_calendar(job.interval_hours)}
+RandomizedDelaySec=5min
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+"""
+
+
 def tools_bundle() -> tuple[str, str]:
     """(base64 of a tar.gz of the ops tools, its sha256): the same bytes for the same files (host_files.pack)."""
     files = tuple(HostFile(f"/{name}", (REPO_HOST_TOOLS / name).read_text(), 0o755) for name in TOOLS)  # relative to TOOLS_DIR
@@ -78,11 +162,13 @@ def tools_bundle() -> tuple[str, str]:
     return base64.b64encode(packed).decode(), hashlib.sha256(packed).hexdigest()
 
 
-def tools_script(tools_dir: str = TOOLS_DIR) -> list[str]:
-    """Shell lines that install the tools into tools_dir: unpacked into a fresh directory, checked against the bundle's
-    sha256, then swapped in, so a failed run leaves the previous tools in place."""
+def tools_script(job: OpsBackupJob, tools_dir: str = TOOLS_DIR, units_dir: str = UNITS_DIR) -> list[str]:
+    """Shell lines that install the tools into tools_dir (unpacked into a fresh directory, checked against the bundle's
+    sha256, then swapped in, so a failed run leaves the previous tools in place), then the backup's units, and start
+    its timer."""
     bundle, digest = tools_bundle()
     staging = f"{tools_dir}.new"
+    units = {f"{UNIT_NAME}.service": backup_service_unit(job), f"{UNIT_NAME}.timer": backup_timer_unit(job)}
     return [
         "set -eu",
         f"rm -rf {staging} && mkdir -p {staging}",
@@ -91,17 +177,20 @@ def tools_script(tools_dir: str = TOOLS_DIR) -> list[str]:
         f"tar -xzf {staging}.tar.gz -C {staging} --no-same-owner && rm {staging}.tar.gz",
         f"rm -rf {tools_dir}.old && if [ -d {tools_dir} ]; then mv {tools_dir} {tools_dir}.old; fi",
         f"mv {staging} {tools_dir} && rm -rf {tools_dir}.old",
-        f"echo 'forgestack ops tools installed ({digest[:12]})'",
+        *(f"printf '%s' {shlex.quote(text)} > {units_dir}/{unit}" for unit, text in units.items()),
+        "systemctl daemon-reload",
+        f"systemctl enable --now {UNIT_NAME}.timer",
+        f"echo 'forgestack ops tools installed ({digest[:12]}), backup every {job.interval_hours} h'",
     ]
 
 
-def tools_document() -> str:
-    """The SSM Command document the ops host runs (through an association) to install the tools."""
+def tools_document(job: OpsBackupJob) -> str:
+    """The SSM Command document the ops host runs (through an association) to install the tools and the backup job."""
     return json.dumps(
         {
             "schemaVersion": "2.2",
-            "description": "Install forgestack's admin tools (restore, backup, move_objects) on the ops host",
-            "mainSteps": [{"action": "aws:runShellScript", "name": "installTools", "inputs": {"runCommand": tools_script()}}],
+            "description": "Install forgestack's admin tools (restore, backup, move_objects) and the backup timer on the ops host",
+            "mainSteps": [{"action": "aws:runShellScript", "name": "installTools", "inputs": {"runCommand": tools_script(job)}}],
         }
     )
 
@@ -125,9 +214,10 @@ def render_user_data(file_system_id: str, postgres_image: str, ssh_public_key: s
 def ops_policy(
     backup_bucket_arn: str, backup_key_arn: str, credentials_secret_arn: str, credentials_key_arn: str, file_system_arn: str
 ) -> str:
-    """Least privilege for the admin tools: the SSM agent's needs, read the backups (never write or erase them), read the
-    credentials, and the file system's root (also granted by the file system's own policy). Gitea's objects bucket is a
-    policy of its own (the tasks' statements), so no statement here can touch the backups with an object-store right."""
+    """Least privilege for the admin tools and the backup job: the SSM agent's needs, read every backup and write new ones
+    under the backup prefix (never erase or shorten one), read the credentials, the file system's root (also granted by
+    the file system's own policy), and the backup's success metric. Gitea's objects bucket is a policy of its own (the
+    tasks' statements), so no statement here can touch the backups with an object-store right."""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -135,12 +225,30 @@ def ops_policy(
                 *SSM_AGENT_STATEMENTS,
                 {"Sid": "ListBackups", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": backup_bucket_arn},
                 {"Sid": "ReadBackups", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{backup_bucket_arn}/*"},
-                {"Sid": "DecryptBackups", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": backup_key_arn},
                 {
-                    "Sid": "NeverWriteOrEraseBackups",
+                    "Sid": "WriteNewBackups",
+                    "Effect": "Allow",
+                    "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+                    "Resource": f"{backup_bucket_arn}/{BACKUP_PREFIX}/*",
+                },
+                {
+                    "Sid": "EncryptBackups",
+                    "Effect": "Allow",
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                    "Resource": backup_key_arn,
+                },
+                {
+                    "Sid": "NeverEraseBackups",
                     "Effect": "Deny",
-                    "Action": ["s3:PutObject", *BACKUP_ERASURE_ACTIONS],
+                    "Action": list(BACKUP_ERASURE_ACTIONS),
                     "Resource": [backup_bucket_arn, f"{backup_bucket_arn}/*"],
+                },
+                {
+                    "Sid": "BackupMetric",
+                    "Effect": "Allow",
+                    "Action": "cloudwatch:PutMetricData",
+                    "Resource": "*",  # PutMetricData takes no resource; the condition keeps it to one namespace
+                    "Condition": {"StringEquals": {"cloudwatch:namespace": HEARTBEAT_NAMESPACE}},
                 },
                 {
                     "Sid": "ReadCredentials",
@@ -210,8 +318,19 @@ class OpsHost(pulumi.ComponentResource):
         )
         # The tools arrive through SSM: the association runs the document on the instance once its agent is online, and
         # again whenever the document changes (a new version of the tools).
+        job = pulumi.Output.all(args.backup_bucket_name, args.database_address, args.credentials_secret_arn).apply(
+            lambda values: OpsBackupJob(
+                stack=args.stack,
+                region=args.region,
+                bucket=values[0],
+                database_address=values[1],
+                credentials_secret_arn=values[2],
+                postgres_image=args.postgres_image,
+                interval_hours=args.backup_interval_hours,
+            )
+        )
         self.tools = aws.ssm.Document(
-            f"{name}-tools", document_type="Command", document_format="JSON", content=tools_document(), opts=child
+            f"{name}-tools", document_type="Command", document_format="JSON", content=job.apply(tools_document), opts=child
         )
         aws.ssm.Association(
             f"{name}-tools-install",

