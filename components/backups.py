@@ -115,16 +115,18 @@ def lifecycle_rules(args: BackupsArgs) -> list[aws.s3.BucketLifecycleConfigurati
     return [expire_rule("expire-backups", args.retention_days, transitions, noncurrent_days), abort_incomplete_uploads_rule()]
 
 
-def replication_policy(source_arn: str, replica_arn: str, source_key_arn: str, replica_key_arn: str) -> str:
-    """What S3 replication needs and nothing more: read versions (with their lock) from the source, write replicas (never
-    deletes), decrypt with the source key through S3, encrypt with the replica key."""
+def replication_policy(source_arn: str, replica_arn: str, source_key_arn: str, replica_key_arn: str,
+                       replicate_deletes: bool = False) -> str:
+    """What S3 replication needs and nothing more: read versions (with their lock) from the source, write replicas
+    (delete markers only where asked), decrypt with the source key through S3, encrypt with the replica key."""
     return json.dumps({"Version": "2012-10-17", "Statement": [
         {"Sid": "ReadTheSourceConfiguration", "Effect": "Allow", "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"],
          "Resource": source_arn},
         {"Sid": "ReadSourceVersions", "Effect": "Allow", "Resource": f"{source_arn}/*",
          "Action": ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging",
                     "s3:GetObjectRetention", "s3:GetObjectLegalHold"]},
-        {"Sid": "WriteReplicas", "Effect": "Allow", "Action": ["s3:ReplicateObject", "s3:ReplicateTags"],
+        {"Sid": "WriteReplicas", "Effect": "Allow",
+         "Action": ["s3:ReplicateObject", "s3:ReplicateTags", *(["s3:ReplicateDelete"] if replicate_deletes else [])],
          "Resource": f"{replica_arn}/*"},
         {"Sid": "DecryptTheSource", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": source_key_arn,
          "Condition": {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}}},
@@ -240,43 +242,73 @@ class Backups(pulumi.ComponentResource):
     def _replicate(self, name: str, args: BackupsArgs, source_ready: list[pulumi.Resource]) -> None:
         """A bucket in the replica region with the same controls and lock, its own key, and S3 replication of every new
         object version to it (delete markers are not replicated: a delete here never reaches the replica)."""
-        region = args.replica_region
-        stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
-        self.replica_key = rotating_key(f"{name}-replica-key", f"forgestack backups replica ({region})", self, args.protect,
-                                        region=region)
-        self.replica = aws.s3.Bucket(f"{name}-replica", force_destroy=not args.protect, region=region,
-                                     tags={PURPOSE_TAG: BACKUPS_PURPOSE}, opts=stateful)
-        replica_controls = bucket_controls(self, f"{name}-replica", self.replica, kms_encryption(self.replica_key),
-                                          self.replica.arn.apply(tls_only_policy), lifecycle_rules(args), region=region)
-        replica_lock = aws.s3.BucketObjectLockConfiguration(
-            f"{name}-replica-lock", bucket=self.replica.id, object_lock_enabled="Enabled", rule=object_lock_rule(args), region=region,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=replica_controls),
-        )
-        child = pulumi.ResourceOptions(parent=self)
-        role = aws.iam.Role(f"{name}-replication-role", assume_role_policy=service_assume_role_policy("s3.amazonaws.com"), opts=child)
-        policy = aws.iam.RolePolicy(
-            f"{name}-replication-policy", role=role.id,
-            policy=pulumi.Output.all(self.bucket.arn, self.replica.arn, self.key.arn, self.replica_key.arn).apply(
-                lambda arns: replication_policy(*arns)),
-            opts=child,
-        )
-        aws.s3.BucketReplicationConfig(
-            f"{name}-replication", bucket=self.bucket.id, role=role.arn,
-            rules=[aws.s3.BucketReplicationConfigRuleArgs(
-                id="every-backup", status="Enabled", priority=1,
-                filter=aws.s3.BucketReplicationConfigRuleFilterArgs(prefix=""),
-                delete_marker_replication=aws.s3.BucketReplicationConfigRuleDeleteMarkerReplicationArgs(status="Disabled"),
-                source_selection_criteria=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaArgs(
-                    sse_kms_encrypted_objects=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaSseKmsEncryptedObjectsArgs(
-                        status="Enabled"),
-                ),
-                destination=aws.s3.BucketReplicationConfigRuleDestinationArgs(
-                    bucket=self.replica.arn,
-                    encryption_configuration=aws.s3.BucketReplicationConfigRuleDestinationEncryptionConfigurationArgs(
-                        replica_kms_key_id=self.replica_key.arn),
-                    # CloudWatch replication metrics (bytes and operations pending, latency) per rule.
-                    metrics=aws.s3.BucketReplicationConfigRuleDestinationMetricsArgs(status="Enabled"),
-                ),
-            )],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*source_ready, replica_lock, policy]),
-        )
+        self.replica, self.replica_key = replicate(
+            self, name, Replication(
+                source=self.bucket, source_key=self.key, region=args.replica_region, purpose=BACKUPS_PURPOSE,
+                lifecycle=lifecycle_rules(args), protect=args.protect, lock_rule=object_lock_rule(args),
+                rule_id="every-backup", replicate_deletes=False,
+            ), source_ready,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Replication:
+    """Where and how a bucket is copied to a second region."""
+
+    source: aws.s3.Bucket
+    source_key: aws.kms.Key
+    region: str
+    purpose: str  # the PURPOSE_TAG of both buckets
+    lifecycle: list[aws.s3.BucketLifecycleConfigurationRuleArgs]  # the replica's, usually the source's
+    protect: bool
+    rule_id: str
+    replicate_deletes: bool  # True: the replica mirrors deletes (as delete markers; versions stay until lifecycle)
+    lock_rule: aws.s3.BucketObjectLockConfigurationRuleArgs | None = None  # the replica's Object Lock, like the source's
+
+
+def replicate(parent: pulumi.Resource, name: str, how: Replication,
+              source_ready: list[pulumi.Resource]) -> tuple[aws.s3.Bucket, aws.kms.Key]:
+    """A bucket in how.region with every bucket's controls (and the lock where given), its own key, and S3 replication
+    of every new object version of how.source to it; children of `parent`, named after `name`."""
+    region = how.region
+    stateful = pulumi.ResourceOptions(parent=parent, protect=how.protect)
+    replica_key = rotating_key(f"{name}-replica-key", f"forgestack {how.purpose} replica ({region})", parent, how.protect, region=region)
+    replica = aws.s3.Bucket(f"{name}-replica", force_destroy=not how.protect, region=region, tags={PURPOSE_TAG: how.purpose},
+                            opts=stateful)
+    replica_ready = bucket_controls(parent, f"{name}-replica", replica, kms_encryption(replica_key), replica.arn.apply(tls_only_policy),
+                                    how.lifecycle, region=region)
+    if how.lock_rule is not None:
+        replica_ready.append(aws.s3.BucketObjectLockConfiguration(
+            f"{name}-replica-lock", bucket=replica.id, object_lock_enabled="Enabled", rule=how.lock_rule, region=region,
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(replica_ready)),
+        ))
+    child = pulumi.ResourceOptions(parent=parent)
+    role = aws.iam.Role(f"{name}-replication-role", assume_role_policy=service_assume_role_policy("s3.amazonaws.com"), opts=child)
+    policy = aws.iam.RolePolicy(
+        f"{name}-replication-policy", role=role.id,
+        policy=pulumi.Output.all(how.source.arn, replica.arn, how.source_key.arn, replica_key.arn).apply(
+            lambda arns: replication_policy(arns[0], arns[1], arns[2], arns[3], replicate_deletes=how.replicate_deletes)),
+        opts=child,
+    )
+    aws.s3.BucketReplicationConfig(
+        f"{name}-replication", bucket=how.source.id, role=role.arn,
+        rules=[aws.s3.BucketReplicationConfigRuleArgs(
+            id=how.rule_id, status="Enabled", priority=1,
+            filter=aws.s3.BucketReplicationConfigRuleFilterArgs(prefix=""),
+            delete_marker_replication=aws.s3.BucketReplicationConfigRuleDeleteMarkerReplicationArgs(
+                status="Enabled" if how.replicate_deletes else "Disabled"),
+            source_selection_criteria=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaArgs(
+                sse_kms_encrypted_objects=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaSseKmsEncryptedObjectsArgs(
+                    status="Enabled"),
+            ),
+            destination=aws.s3.BucketReplicationConfigRuleDestinationArgs(
+                bucket=replica.arn,
+                encryption_configuration=aws.s3.BucketReplicationConfigRuleDestinationEncryptionConfigurationArgs(
+                    replica_kms_key_id=replica_key.arn),
+                # CloudWatch replication metrics (bytes and operations pending, latency) per rule.
+                metrics=aws.s3.BucketReplicationConfigRuleDestinationMetricsArgs(status="Enabled"),
+            ),
+        )],
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[*source_ready, *replica_ready, policy]),
+    )
+    return replica, replica_key

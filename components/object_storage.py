@@ -1,5 +1,6 @@
 """ObjectStorage (topology ha): the S3 bucket Gitea keeps LFS objects, attachments, avatars, packages and Actions
-artifacts in, reached with the tasks' role (no static keys). Same controls as every forgestack bucket."""
+artifacts in, reached with the tasks' role (no static keys). Same controls as every forgestack bucket, and copied to
+the stack's second region where it has one."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from typing import Final
 import pulumi
 import pulumi_aws as aws
 
-from components.backups import PURPOSE_TAG, abort_incomplete_uploads_rule, bucket_controls, kms_encryption, tls_only_policy
+from components.backups import (
+    PURPOSE_TAG,
+    Replication,
+    abort_incomplete_uploads_rule,
+    bucket_controls,
+    kms_encryption,
+    replicate,
+    tls_only_policy,
+)
 from components.kms import rotating_key
 
 OBJECTS_PURPOSE: Final = "gitea-objects"
@@ -21,6 +30,7 @@ NONCURRENT_DAYS: Final = 30  # an overwritten or deleted object can be brought b
 class ObjectStorageArgs:
     stack: str
     protect: bool = False
+    replica_region: str = ""  # a second region the objects are copied to (the stack's backupReplicaRegion); "" for none
 
 
 def lifecycle_rules() -> list[aws.s3.BucketLifecycleConfigurationRuleArgs]:
@@ -70,11 +80,32 @@ class ObjectStorage(pulumi.ComponentResource):
             tags={PURPOSE_TAG: OBJECTS_PURPOSE},
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
-        bucket_controls(self, name, self.bucket, kms_encryption(self.key), self.bucket.arn.apply(tls_only_policy), lifecycle_rules())
+        controls = bucket_controls(
+            self, name, self.bucket, kms_encryption(self.key), self.bucket.arn.apply(tls_only_policy), lifecycle_rules()
+        )
+        # Gitea's objects are not in the backups: where the stack keeps a second region, they are copied there, deletes
+        # included (a delete marker; the versions before it stay NONCURRENT_DAYS on both sides).
+        self.replica: aws.s3.Bucket | None = None
+        if args.replica_region:
+            self.replica, _ = replicate(
+                self,
+                name,
+                Replication(
+                    source=self.bucket,
+                    source_key=self.key,
+                    region=args.replica_region,
+                    purpose=OBJECTS_PURPOSE,
+                    lifecycle=lifecycle_rules(),
+                    protect=args.protect,
+                    rule_id="every-object",
+                    replicate_deletes=True,
+                ),
+                controls,
+            )
         self.access_policy: pulumi.Output[str] = pulumi.Output.all(self.bucket.arn, self.key.arn).apply(
             lambda arns: object_access_policy(*arns)
         )
-        self.register_outputs({"bucketName": self.bucket.bucket})
+        self.register_outputs({"bucketName": self.bucket.bucket, "replicaBucketName": self.replica.bucket if self.replica else None})
 
     def log_access_to(self, name: str, target_bucket: pulumi.Input[str], prefix: str, ready: list[pulumi.Resource]) -> None:
         """S3 server access logs of the bucket (CKV_AWS_18), into a log bucket whose policy lets S3 write under `prefix`."""

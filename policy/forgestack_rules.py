@@ -120,6 +120,8 @@ ACCEPTED_RISKS: dict[tuple[str, str], str] = {
                                                           "(forgestack:portainer), on in dev, off in prod",
     ("s3-access-logging", "backups-replica"): "the replica in the second region is written only by S3 replication (its own "
                                               "role) and read only in a disaster; a second access-log bucket there buys little",
+    ("s3-access-logging", "objects-replica"): "topology ha: the copy of Gitea's objects in the second region is written "
+                                              "only by S3 replication and read only in a disaster, like the backups' replica",
     ("sg-no-admin-port-from-world", "network-ssh-lb-in-22"): "topology ha: git over SSH reaches Gitea's own sshd in its tasks "
                                                             "through the network load balancer (keys only, git commands only); "
                                                             "no host sshd exists",
@@ -163,6 +165,9 @@ CHECKOV_ACCEPTED: dict[tuple[str, str], str] = {
     ("CKV_AWS_18", "backups-replica"): "written only by S3 replication (its own role), read only in a disaster; a second "
                                        "access-log bucket in the replica region buys little",
     ("CKV2_AWS_62", "backups-replica"): "nothing consumes the replica's events; replication metrics show its lag",
+    ("CKV_AWS_18", "objects-replica"): "written only by S3 replication (its own role), read only in a disaster; a second "
+                                       "access-log bucket in the replica region buys little",
+    ("CKV2_AWS_62", "objects-replica"): "nothing consumes the replica's events; replication metrics show its lag",
     ("CKV_AWS_144", "backups-access-logs"): "access logs are evidence for the stack's region; not replicated",
     ("CKV_AWS_145", "backups-access-logs"): "S3 delivers server access logs only to buckets encrypted with S3-managed keys "
                                             "(SSE-S3), never SSE-KMS",
@@ -175,9 +180,6 @@ CHECKOV_ACCEPTED: dict[tuple[str, str], str] = {
     ("CKV2_AWS_62", "edge-access-logs"): "a log bucket: the load balancers and S3 write to it, nothing reacts to it",
     ("CKV2_AWS_62", "objects-bucket"): "Gitea reads and writes its objects itself; nothing consumes bucket events",
     ("CKV_AWS_144", "edge-access-logs"): "access logs are evidence for the stack's region; not replicated",
-    ("CKV_AWS_144", "objects-bucket"): "open in issue 17: Gitea's objects have no copy outside the region yet (the "
-                                       "database and repositories do, in the backups); versioning keeps overwritten and "
-                                       "deleted objects",
     ("CKV_AWS_145", "edge-access-logs"): "load balancers deliver access logs only to buckets encrypted with S3-managed keys "
                                          "(SSE-S3), never SSE-KMS",
     ("CKV_AWS_91", "edge-ssh"): "a network load balancer logs only TLS listeners; git over SSH is a TCP listener",

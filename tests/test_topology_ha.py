@@ -191,8 +191,13 @@ def test_the_secrets_script_works_with_only_the_capabilities_its_container_keeps
     kept = set(cluster.DOCKER_DEFAULT_CAPABILITIES) - set(cluster.dropped_capabilities(cluster.SECRETS_CAPABILITIES))
     bounding = ",".join(["-all", *(f"+{capability.lower()}" for capability in sorted(kept))])
     environment = {"PATH": os.environ["PATH"], **{cluster.secret_variable(f): "v" for f in files}}
-    result = subprocess.run(["setpriv", "--bounding-set", bounding, "--inh-caps", "-all", "sh", "-c", cluster.secrets_script(files)],
-                            env=environment, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["setpriv", "--bounding-set", bounding, "--inh-caps", "-all", "sh", "-c", cluster.secrets_script(files)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     for secret_file in files:
         written = Path(secret_file.path).stat()
@@ -240,3 +245,25 @@ def test_the_database_role_script_makes_gitea_a_login_that_owns_its_tables_as_a_
             text=True,
         )
         assert old.returncode != 0 and "password authentication failed" in old.stderr
+
+
+def test_giteas_objects_are_copied_to_the_second_region_deletes_included(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    """Gitea's objects are not in the backups: prod (backupReplicaRegion eu-central-1) copies them, mirroring deletes as
+    delete markers; the backups' own replication still never carries a delete."""
+    run, account = ha_rehearsal
+    s3 = account.client("s3")
+    (rule,) = s3.get_bucket_replication(Bucket=run.outputs["objectsBucketName"])["ReplicationConfiguration"]["Rules"]
+    replica = run.one("aws:s3/bucket:Bucket", "objects-replica")
+    assert rule["Destination"]["Bucket"] == replica.outputs["arn"]
+    # moto answers DeleteMarkerReplication Disabled whatever it was given: checked on the requests.
+    requested = {r.name: r.inputs["rules"][0] for r in run.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig")}
+    assert requested["objects-replication"]["deleteMarkerReplication"] == {"status": "Enabled"}
+    assert requested["backups-replication"]["deleteMarkerReplication"] == {"status": "Disabled"}
+    assert s3.get_bucket_location(Bucket=replica.id)["LocationConstraint"] == "eu-central-1"
+    assert (
+        rule["Destination"]["EncryptionConfiguration"]["ReplicaKmsKeyID"]
+        == run.one("aws:kms/key:Key", "objects-replica-key").outputs["arn"]
+    )
+    role = json.loads(run.one("aws:iam/rolePolicy:RolePolicy", "objects-replication-policy").inputs["policy"])
+    assert "s3:ReplicateDelete" in json.dumps(role)
+    assert "s3:ReplicateDelete" not in run.one("aws:iam/rolePolicy:RolePolicy", "backups-replication-policy").inputs["policy"]

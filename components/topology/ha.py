@@ -76,7 +76,7 @@ def compose(settings: Settings) -> None:
         FileSystemArgs(settings.stack, gitea.GIT_UID, network.private_subnet_ids, tiers["file-system"].id, settings.protect),
         base.opts,
     )
-    objects = ObjectStorage("objects", ObjectStorageArgs(settings.stack, settings.protect), base.opts)
+    objects = ObjectStorage("objects", ObjectStorageArgs(settings.stack, settings.protect, settings.backup_replica_region), base.opts)
     edge = Edge(
         "edge",
         EdgeArgs(
