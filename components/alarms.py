@@ -30,6 +30,8 @@ HEARTBEAT_NAMESPACE: Final = "forgestack"
 HEARTBEAT_METRIC: Final = "Heartbeat"
 HEARTBEAT_MISSING_MINUTES: Final = 5  # a reboot takes 1-3 minutes; five silent minutes is an outage
 BACKUP_METRIC: Final = "BackupSucceeded"  # topology ha: one datapoint per successful backup of the ops host; silence alarms
+RESTORE_DRILL_METRIC: Final = "RestoreDrillSucceeded"  # topology ha: one datapoint per passed restore drill of the ops host
+RESTORE_DRILL_MISSING_DAYS: Final = 7  # CloudWatch looks back 7 days at most; the ops host drills twice a week
 HEALTH_CHECK_INTERVAL_SECONDS: Final = 30
 HEALTH_CHECK_FAILURES: Final = 3  # consecutive failed checks before a checker calls it unhealthy
 STATUS_CHECK_MINUTES: Final = 2
@@ -192,6 +194,15 @@ def backup_alarm(stack: str, interval_hours: int) -> MetricAlarmSpec:
         "backup-too-old", f"forgestack {stack}: no backup succeeded for {hours} h (the ops host's forgestack-backup.timer)",
         HEARTBEAT_NAMESPACE, BACKUP_METRIC, heartbeat_dimensions(stack), "SampleCount", 1, "LessThanThreshold",
         periods=hours, missing="breaching", period=3600,
+    )  # fmt: skip
+
+
+def restore_drill_alarm(stack: str) -> MetricAlarmSpec:
+    """topology ha: no restore drill passed for RESTORE_DRILL_MISSING_DAYS (two missed drills)."""
+    return MetricAlarmSpec(
+        "restore-drill-too-old", f"forgestack {stack}: no restore drill passed for {RESTORE_DRILL_MISSING_DAYS} days "
+        "(the ops host's forgestack-restore-drill.timer)", HEARTBEAT_NAMESPACE, RESTORE_DRILL_METRIC, heartbeat_dimensions(stack),
+        "SampleCount", 1, "LessThanThreshold", periods=RESTORE_DRILL_MISSING_DAYS, missing="breaching", period=86400,
     )  # fmt: skip
 
 

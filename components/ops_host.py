@@ -28,8 +28,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components import database, templates
-from components.alarms import BACKUP_METRIC, HEARTBEAT_NAMESPACE
-from components.backup_job import REPO_HOST_TOOLS, TIMEOUT_HOURS, UNIT_NAME, on_calendar
+from components.alarms import BACKUP_METRIC, HEARTBEAT_NAMESPACE, RESTORE_DRILL_METRIC
+from components.backup_job import DRILL_TIMEOUT_HOURS, DRILL_UNIT, REPO_HOST_TOOLS, TIMEOUT_HOURS, UNIT_NAME, on_calendar
 from components.filesystem import ADMIN_ACTION, CLIENT_ACTIONS, ROOT_DIRECTORY
 from components.host import SSM_AGENT_STATEMENTS, encode_user_data
 from components.host_files import HostFile, pack
@@ -44,14 +44,15 @@ OPS_USER: Final = "ec2-user"  # Amazon Linux's login user
 MOUNT_POINT: Final = "/mnt/forge-files"  # the file system's root; Gitea's /data is MOUNT_POINT + filesystem.ROOT_DIRECTORY
 VENV: Final = "/opt/forgestack/venv"
 TOOLS_DIR: Final = "/opt/forgestack/host_tools"
-TOOLS: Final = ("backup.py", "restore.py", "move_objects.py")  # restore.py imports backup.py as its library
+TOOLS: Final = ("backup.py", "restore.py", "drill.py", "move_objects.py")  # restore.py and drill.py import backup.py
+DRILL_CALENDAR: Final = "Sun,Wed *-*-* 05:43:00"  # twice a week: one missed drill stays inside the alarm's 7 days
 UNITS_DIR: Final = "/etc/systemd/system"
 GITEA_DATA: Final = MOUNT_POINT + ROOT_DIRECTORY  # the access point's directory: what the tasks mount as /data
 REQUIREMENTS_PATH: Final = "/opt/forgestack/requirements.txt"
 REQUIREMENTS_FILE: Final = "ops-requirements.txt"
 # Amazon Linux 2023 packages (the release's versions: the repository is locked to the image). python3-botocore: the mount
 # helper's IAM and mount-target lookups need it and do not declare it.
-PACKAGES: Final = ("amazon-efs-utils", "python3-botocore", "python3.11", "python3.11-pip", "docker", "zstd", "tar")
+PACKAGES: Final = ("amazon-efs-utils", "python3-botocore", "python3.11", "python3.11-pip", "docker", "zstd", "tar", "git")
 ROOT_VOLUME_GB: Final = 30  # the OS, Docker's PostgreSQL image, and a downloaded backup in /var/tmp during a restore
 # IMDSv2, one hop: the tools on the host reach the role; containers (the PostgreSQL tools) do not.
 METADATA_HOP_LIMIT: Final = 1
@@ -109,10 +110,17 @@ class OpsBackupJob:
         ]  # fmt: skip
 
     @property
-    def success_argv(self) -> list[str]:
+    def drill_argv(self) -> list[str]:
+        return [
+            f"{VENV}/bin/python", f"{TOOLS_DIR}/drill.py", "--bucket", self.bucket, "--prefix", BACKUP_PREFIX,
+            "--postgres-image", self.postgres_image, "--work-root", f"/var/lib/{DRILL_UNIT}",
+        ]  # fmt: skip
+
+    def success_argv(self, metric: str) -> list[str]:
+        """The datapoint a success puts (its absence alarms: alarms.backup_alarm, alarms.restore_drill_alarm)."""
         return [
             "/usr/bin/aws", "cloudwatch", "put-metric-data", "--region", self.region, "--namespace", HEARTBEAT_NAMESPACE,
-            "--metric-name", BACKUP_METRIC, "--dimensions", f"{HEARTBEAT_DIMENSION}={self.stack}", "--value", "1",
+            "--metric-name", metric, "--dimensions", f"{HEARTBEAT_DIMENSION}={self.stack}", "--value", "1",
         ]  # fmt: skip
 
 
@@ -129,7 +137,7 @@ RequiresMountsFor={MOUNT_POINT}
 Type=oneshot
 Environment=AWS_REGION={job.region} AWS_DEFAULT_REGION={job.region}
 ExecStart={shlex.join(job.argv)}
-ExecStartPost={shlex.join(job.success_argv)}
+ExecStartPost={shlex.join(job.success_argv(BACKUP_METRIC))}
 TimeoutStartSec={TIMEOUT_HOURS}h
 Nice=10
 IOSchedulingClass=best-effort
@@ -155,6 +163,42 @@ WantedBy=timers.target
 """
 
 
+def drill_service_unit(job: OpsBackupJob) -> str:
+    return f"""[Unit]
+Description=forgestack restore drill: the latest backup restored into a scratch PostgreSQL and directory, and checked
+Wants=network-online.target
+After=network-online.target docker.service {UNIT_NAME}.service
+
+[Service]
+Type=oneshot
+Environment=AWS_REGION={job.region} AWS_DEFAULT_REGION={job.region}
+StateDirectory={DRILL_UNIT}
+ExecStart={shlex.join(job.drill_argv)}
+ExecStartPost={shlex.join(job.success_argv(RESTORE_DRILL_METRIC))}
+TimeoutStartSec={DRILL_TIMEOUT_HOURS}h
+Nice=15
+IOSchedulingClass=idle
+ProtectSystem=full
+ProtectHome=yes
+PrivateTmp=yes
+NoNewPrivileges=yes
+"""
+
+
+def drill_timer_unit() -> str:
+    return f"""[Unit]
+Description=forgestack restore drill twice a week (CloudWatch {HEARTBEAT_NAMESPACE}/{RESTORE_DRILL_METRIC})
+
+[Timer]
+OnCalendar={DRILL_CALENDAR}
+RandomizedDelaySec=30min
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+"""
+
+
 def tools_bundle() -> tuple[str, str]:
     """(base64 of a tar.gz of the ops tools, its sha256): the same bytes for the same files (host_files.pack)."""
     files = tuple(HostFile(f"/{name}", (REPO_HOST_TOOLS / name).read_text(), 0o755) for name in TOOLS)  # relative to TOOLS_DIR
@@ -168,7 +212,12 @@ def tools_script(job: OpsBackupJob, tools_dir: str = TOOLS_DIR, units_dir: str =
     its timer."""
     bundle, digest = tools_bundle()
     staging = f"{tools_dir}.new"
-    units = {f"{UNIT_NAME}.service": backup_service_unit(job), f"{UNIT_NAME}.timer": backup_timer_unit(job)}
+    units = {
+        f"{UNIT_NAME}.service": backup_service_unit(job),
+        f"{UNIT_NAME}.timer": backup_timer_unit(job),
+        f"{DRILL_UNIT}.service": drill_service_unit(job),
+        f"{DRILL_UNIT}.timer": drill_timer_unit(),
+    }
     return [
         "set -eu",
         f"rm -rf {staging} && mkdir -p {staging}",
@@ -179,7 +228,7 @@ def tools_script(job: OpsBackupJob, tools_dir: str = TOOLS_DIR, units_dir: str =
         f"mv {staging} {tools_dir} && rm -rf {tools_dir}.old",
         *(f"printf '%s' {shlex.quote(text)} > {units_dir}/{unit}" for unit, text in units.items()),
         "systemctl daemon-reload",
-        f"systemctl enable --now {UNIT_NAME}.timer",
+        f"systemctl enable --now {UNIT_NAME}.timer {DRILL_UNIT}.timer",
         f"echo 'forgestack ops tools installed ({digest[:12]}), backup every {job.interval_hours} h'",
     ]
 
@@ -189,7 +238,7 @@ def tools_document(job: OpsBackupJob) -> str:
     return json.dumps(
         {
             "schemaVersion": "2.2",
-            "description": "Install forgestack's admin tools (restore, backup, move_objects) and the backup timer on the ops host",
+            "description": "Install forgestack's admin tools (backup, restore, drill, move_objects) and their timers on the ops host",
             "mainSteps": [{"action": "aws:runShellScript", "name": "installTools", "inputs": {"runCommand": tools_script(job)}}],
         }
     )

@@ -154,7 +154,12 @@ def test_the_tool_install_puts_exactly_the_repositorys_tools_in_place_and_keeps_
     assert sorted(path.name for path in tools.parent.iterdir()) == ["host_tools"]  # no staging or old copy left
     assert (units / "forgestack-backup.service").read_text() == ops_host.backup_service_unit(JOB)
     assert (units / "forgestack-backup.timer").read_text() == ops_host.backup_timer_unit(JOB)
-    assert calls.read_text().splitlines()[-2:] == ["daemon-reload", "enable --now forgestack-backup.timer"]
+    assert (units / "forgestack-restore-drill.service").read_text() == ops_host.drill_service_unit(JOB)
+    assert (units / "forgestack-restore-drill.timer").read_text() == ops_host.drill_timer_unit()
+    assert calls.read_text().splitlines()[-2:] == [
+        "daemon-reload",
+        "enable --now forgestack-backup.timer forgestack-restore-drill.timer",
+    ]
 
     (tools / "restore.py").write_text("# the tools as they were")
     digest = re.search(r"echo '([0-9a-f]{64})  ", "\n".join(script))
@@ -169,14 +174,19 @@ def test_the_tool_install_puts_exactly_the_repositorys_tools_in_place_and_keeps_
 def test_systemd_accepts_the_backup_units(tmp_path: Path) -> None:
     """systemd-analyze verify in a root holding systemd's own units and the job's executables (venv python, aws)."""
     shutil.copytree("/usr/lib/systemd/system", tmp_path / "usr/lib/systemd/system", symlinks=True)
-    for executable in (JOB.argv[0], JOB.success_argv[0]):
+    for executable in (JOB.argv[0], JOB.success_argv("x")[0]):
         install_shim(tmp_path / Path(executable).parent.relative_to("/"), Path(executable).name, "#!/bin/sh\n")
     unit_dir = tmp_path / "etc/systemd/system"
     unit_dir.mkdir(parents=True)
-    (unit_dir / "forgestack-backup.service").write_text(ops_host.backup_service_unit(JOB))
-    (unit_dir / "forgestack-backup.timer").write_text(ops_host.backup_timer_unit(JOB))
-    verify = ["systemd-analyze", "verify", f"--root={tmp_path}", "--man=no",
-              str(unit_dir / "forgestack-backup.timer"), str(unit_dir / "forgestack-backup.service")]  # fmt: skip
+    units = {
+        "forgestack-backup.service": ops_host.backup_service_unit(JOB),
+        "forgestack-backup.timer": ops_host.backup_timer_unit(JOB),
+        "forgestack-restore-drill.service": ops_host.drill_service_unit(JOB),
+        "forgestack-restore-drill.timer": ops_host.drill_timer_unit(),
+    }
+    for name, text in units.items():
+        (unit_dir / name).write_text(text)
+    verify = ["systemd-analyze", "verify", f"--root={tmp_path}", "--man=no", *(str(unit_dir / name) for name in units)]
     result = subprocess.run(verify, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -192,6 +202,15 @@ def test_the_backup_job_is_backup_pys_own_command_line_in_the_single_hosts_forma
     assert args.path == [Path(ops_host.MOUNT_POINT) / "gitea"] and backup.directory_part(Path("/x/gitea")).name == "files-gitea.tar.zst"
 
 
+def test_the_drill_is_drill_pys_own_command_line_with_the_stacks_image() -> None:
+    from components.host_tools import drill
+
+    args = drill.parse_args(JOB.drill_argv[2:])
+    assert (args.postgres_image, args.postgres_container, args.scratch_postgres_url) == (JOB.postgres_image, None, None)
+    assert args.work_root == Path("/var/lib/forgestack-restore-drill")  # the service's StateDirectory
+    assert "StateDirectory=forgestack-restore-drill" in ops_host.drill_service_unit(JOB)
+
+
 def test_no_backup_for_two_runs_and_six_hours_alarms(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
     _, account = ha_rehearsal
     (alarm,) = account.client("cloudwatch").describe_alarms(AlarmNamePrefix="alarms-backup-too-old")["MetricAlarms"]
@@ -203,6 +222,9 @@ def test_no_backup_for_two_runs_and_six_hours_alarms(ha_rehearsal: tuple[Program
     assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (3600, 8, "breaching")  # prod: every hour
     daily = alarms.backup_alarm("dev", 24)
     assert (daily.period * daily.periods) // 3600 == 2 * 24 + 6
+    (drill_alarm,) = account.client("cloudwatch").describe_alarms(AlarmNamePrefix="alarms-restore-drill-too-old")["MetricAlarms"]
+    assert (drill_alarm["MetricName"], drill_alarm["Period"] * drill_alarm["EvaluationPeriods"]) == ("RestoreDrillSucceeded", 7 * 86400)
+    assert "Sun,Wed" in ops_host.DRILL_CALENDAR  # two drills in every 7 days: one may be missed before the alarm
 
 
 def test_shellcheck_accepts_the_tool_install(tmp_path: Path) -> None:

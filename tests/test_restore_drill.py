@@ -140,7 +140,8 @@ def test_the_scratch_postgres_runs_the_live_image_without_network_and_is_always_
     shim = install_shim(tmp_path / "bin", "docker", DOCKER_SHIM)
     monkeypatch.setenv("PATH", f"{shim.parent}:{os.environ['PATH']}")
     monkeypatch.setenv("DOCKER_LOG", str(tmp_path / "docker.log"))
-    with pytest.raises(RuntimeError, match="checks failed"), drill.scratch_container("forgestack-postgres", tmp_path / "pg") as db:
+    image = drill.image_of("forgestack-postgres")
+    with pytest.raises(RuntimeError, match="checks failed"), drill.scratch_container(image, tmp_path / "pg") as db:
         assert db.container == drill.SCRATCH_CONTAINER
         raise RuntimeError("checks failed")
     calls = (tmp_path / "docker.log").read_text().splitlines()
@@ -149,6 +150,21 @@ def test_the_scratch_postgres_runs_the_live_image_without_network_and_is_always_
     assert "--security-opt no-new-privileges --cap-drop ALL" in run and "--pids-limit 256" in run and "--memory 512m" in run
     assert "POSTGRES_HOST_AUTH_METHOD=trust" in run and f"{tmp_path / 'pg'}:/var/lib/postgresql" in run
     assert calls[-1] == f"rm --force --volumes {drill.SCRATCH_CONTAINER}"  # removed even though the checks failed
+
+
+def test_with_a_named_image_the_drill_runs_it_without_asking_a_live_container(tmp_path: Path, aws_env: dict[str, str]) -> None:
+    """The ops host (topology ha) has no PostgreSQL container to copy: --postgres-image names the image."""
+    shim = install_shim(tmp_path / "bin", "docker", DOCKER_SHIM)
+    env = {**aws_env, "PATH": f"{shim.parent}:{os.environ['PATH']}", "DOCKER_LOG": str(tmp_path / "docker.log")}
+    work_root = tmp_path / "work"
+    work_root.mkdir()
+    result = run_script("drill.py", ["--bucket", "no-such-bucket", "--postgres-image", "postgres:18.4", "--work-root", str(work_root)],
+                        env)
+    assert result.returncode == 1  # no backup to restore in this bucket
+    calls = (tmp_path / "docker.log").read_text().splitlines()
+    assert not [call for call in calls if call.startswith("inspect")]
+    assert next(call for call in calls if call.startswith("run ")).endswith(" postgres:18.4")
+    assert calls[-1] == f"rm --force --volumes {drill.SCRATCH_CONTAINER}" and list(work_root.iterdir()) == []
 
 
 def test_the_drill_runs_weekly_on_the_host_with_its_metrics_file() -> None:

@@ -6,7 +6,8 @@
     python components/host_tools/drill.py --bucket B --scratch-postgres-url postgresql://u:pw@127.0.0.1/scratch --work-root DIR
 
 1. A scratch PostgreSQL: a container of the running one's image (--postgres-container; no network, its data in
-   the scratch directory, removed afterwards), or an empty database you name (--scratch-postgres-url).
+   the scratch directory, removed afterwards), of a named image where no PostgreSQL runs beside it (--postgres-image:
+   the ops host of topology ha), or an empty database you name (--scratch-postgres-url).
 2. A scratch directory under --work-root (on the data volume, where there is room), removed afterwards.
 3. restore.py's whole restore of the latest backup into them: manifest, sizes and sha256, archive members, the dump
    in one transaction; nothing live is touched.
@@ -72,10 +73,14 @@ class Outcome:
     repositories_checked: int = 0
 
 
+def image_of(postgres_container: str) -> str:
+    """The live PostgreSQL container's image: the scratch one runs the same."""
+    return common.run_text(["docker", "inspect", "--format", "{{.Config.Image}}", postgres_container])
+
+
 @contextmanager
-def scratch_container(postgres_container: str, data_dir: Path) -> Iterator[common.Database]:
-    """A PostgreSQL of the live one's image with no network and trust auth on its own socket, its data in data_dir."""
-    image = common.run_text(["docker", "inspect", "--format", "{{.Config.Image}}", postgres_container])
+def scratch_container(image: str, data_dir: Path) -> Iterator[common.Database]:
+    """A PostgreSQL of `image` with no network and trust auth on its own socket, its data in data_dir."""
     subprocess.run(["docker", "rm", "--force", SCRATCH_CONTAINER], capture_output=True, check=False)  # a leftover
     data_dir.mkdir()
     # Hardened like the live one: no network, a memory and process cap, no new privileges, only the capabilities its
@@ -173,6 +178,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--prefix", default=common.DEFAULT_PREFIX, help=f"key prefix in the bucket (default {common.DEFAULT_PREFIX})")
     scratch = parser.add_mutually_exclusive_group(required=True)
     scratch.add_argument("--postgres-container", help="the live PostgreSQL container: the scratch one runs its image")
+    scratch.add_argument("--postgres-image", help="the scratch PostgreSQL runs this image (no live container beside it: ha)")
     scratch.add_argument("--scratch-postgres-url", help="an empty database to restore into instead of a scratch container")
     parser.add_argument("--work-root", type=Path, required=True, help="the scratch directory goes below it (needs room)")
     parser.add_argument("--metrics-file", type=Path, help="node-exporter textfile collector file for the result")
@@ -194,8 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=args.work_root))
     sampler = random.Random()  # noqa: S311 (which repositories to fsck, not a secret)
     try:
-        if args.postgres_container:
-            with scratch_container(args.postgres_container, scratch / "postgres") as database:
+        if args.postgres_container or args.postgres_image:
+            image = args.postgres_image or image_of(args.postgres_container)
+            with scratch_container(image, scratch / "postgres") as database:
                 outcome = run_drill(common.s3_client(), args.bucket, args.prefix, database, scratch, args.sample, sampler)
         else:
             given = common.database_from_args(args.scratch_postgres_url, None, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pulumi
 
 from components import cache, database
-from components.alarms import backup_alarm, managed_service_alarms
+from components.alarms import backup_alarm, managed_service_alarms, restore_drill_alarm
 from components.cache import Cache, CacheArgs
 from components.cluster import GITEA_CONTAINER, Cluster, ClusterArgs
 from components.database import Database, DatabaseArgs
@@ -188,6 +188,7 @@ def compose(settings: Settings) -> None:
                 settings.ha_database_storage_gb,
             ),
             backup_alarm(settings.stack, settings.backup_interval_hours),
+            restore_drill_alarm(settings.stack),
         ),
     )
 
@@ -204,9 +205,7 @@ def compose(settings: Settings) -> None:
     pulumi.export("loadBalancerDnsName", edge.web.dns_name)
     export_shared(settings, credentials, backups, alarms)
     pulumi.export("opsInstanceId", ops.instance.id)
-    pulumi.export(
-        "opsSessionCommand", ops.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}")
-    )
+    pulumi.export("opsSessionCommand", ops.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}"))
     pulumi.export(
         "ecsExecCommand",
         service.cluster.name.apply(
