@@ -53,7 +53,6 @@ REQUIREMENTS_FILE: Final = "ops-requirements.txt"
 # Amazon Linux 2023 packages (the release's versions: the repository is locked to the image). python3-botocore: the mount
 # helper's IAM and mount-target lookups need it and do not declare it.
 PACKAGES: Final = ("amazon-efs-utils", "python3-botocore", "python3.11", "python3.11-pip", "docker", "zstd", "tar", "git")
-ROOT_VOLUME_GB: Final = 30  # the OS, Docker's PostgreSQL image, and a downloaded backup in /var/tmp during a restore
 # IMDSv2, one hop: the tools on the host reach the role; containers (the PostgreSQL tools) do not.
 METADATA_HOP_LIMIT: Final = 1
 
@@ -68,6 +67,7 @@ class OpsHostArgs:
     stack: str
     region: str
     instance_type: str
+    volume_gb: int  # the OS, Docker's PostgreSQL image, and room for a restore drill (a backup and its unpacked copy)
     architecture: Literal["x86_64", "arm64"]
     subnet_id: pulumi.Input[str]
     security_group_id: pulumi.Input[str]
@@ -354,7 +354,7 @@ class OpsHost(pulumi.ComponentResource):
                 http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=METADATA_HOP_LIMIT
             ),
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
-                volume_type="gp3", volume_size=ROOT_VOLUME_GB, encrypted=True, delete_on_termination=True, kms_key_id=self.volume_key.arn
+                volume_type="gp3", volume_size=args.volume_gb, encrypted=True, delete_on_termination=True, kms_key_id=self.volume_key.arn
             ),
             user_data_base64=pulumi.Output.from_input(args.file_system_id).apply(
                 lambda file_system_id: encode_user_data(render_user_data(file_system_id, args.postgres_image, args.ssh_public_key))

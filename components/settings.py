@@ -433,6 +433,11 @@ class Settings(BaseModel):
              "migration; Amazon Linux 2023).",
              f"an EC2 instance type such as t4g.small or t3.small with at least {MIN_OPS_MEMORY_GIB} GiB of memory", "t4g.small"),
     ]
+    ha_ops_volume_gb: Annotated[
+        int,
+        _key("haOpsVolumeGb", "topology ha: the ops host's volume in GiB; a restore drill needs room there for a backup and "
+             "its unpacked copy.", "an integer from 30 to 16384 (GiB)", 30),
+    ]
 
     # --- field checks (each raises ValueError; load() turns it into a ConfigError) ---
 
@@ -605,7 +610,7 @@ class Settings(BaseModel):
     @field_validator("root_volume_gb", "data_volume_gb", "backup_retention_days", "backup_archive_after_days",
                      "backup_interval_hours", "snapshot_retention_days", "flow_log_retention_days", "metrics_retention_days",
                      "log_retention_days", "git_ssh_port_choice", "ha_zones", "ha_gitea_tasks", "ha_database_storage_gb",
-                     mode="before")
+                     "ha_ops_volume_gb", mode="before")
     @classmethod
     def _whole_number(cls, value: Any) -> Any:
         # Pulumi passes numbers as strings ("20") or, under mocks, floats (20.0); bools are not numbers.
@@ -630,6 +635,11 @@ class Settings(BaseModel):
     @classmethod
     def _check_root_volume(cls, value: int) -> int:
         return _within(value, 10, 500)
+
+    @field_validator("ha_ops_volume_gb")
+    @classmethod
+    def _check_ops_volume(cls, value: int) -> int:
+        return _within(value, 30, 16384)
 
     @field_validator("data_volume_gb")
     @classmethod

@@ -51,6 +51,7 @@ def test_the_ops_host_is_private_amazon_linux_with_imdsv2_and_its_own_key(ha_reh
     instance_resource = run.one("aws:ec2/instance:Instance", "ops-instance")
     root = instance_resource.inputs["rootBlockDevice"]
     assert root["encrypted"] and root["kmsKeyId"] == run.one("aws:kms/key:Key", "ops-volume-key").outputs["arn"]
+    assert root["volumeSize"] == 30  # haOpsVolumeGb's default
     assert instance_resource.ignore_changes == ["ami"]
 
 

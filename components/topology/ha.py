@@ -148,6 +148,7 @@ def compose(settings: Settings) -> None:
             stack=settings.stack,
             region=settings.region,
             instance_type=settings.ha_ops_instance_type,
+            volume_gb=settings.ha_ops_volume_gb,
             architecture=instance_architecture(settings.ha_ops_instance_type),
             subnet_id=network.private_subnet_ids[0],
             security_group_id=tiers["ops"].id,
