@@ -22,10 +22,14 @@ from components.kms import rotating_key
 from components.network import service_assume_role_policy
 from components.services import gitea, postgres
 from components.services.spec import SecretFile
+from components.templates import read
 
 GITEA_CONTAINER: Final = "gitea"
 SECRETS_CONTAINER: Final = "secrets"
 DATABASE_ROLE_CONTAINER: Final = "database-role"
+ADMIN_CONTAINER: Final = "admin"
+ADMIN_SCRIPT_NAME: Final = "forgestack-bootstrap-admin"  # $0 of the script, in its messages
+GIT_HOME: Final = "/data/git"  # the image's git user's home
 SECRETS_VOLUME: Final = "secrets"
 DATA_VOLUME: Final = "gitea-data"
 PLATFORM_VERSION: Final = "1.4.0"  # the first Fargate platform with EFS volumes; pinned, not LATEST
@@ -39,7 +43,9 @@ EXEC_ACTIONS: Final = (
     "ssmmessages:OpenControlChannel",
     "ssmmessages:OpenDataChannel",
 )
-LOG_PREFIXES: Final = {GITEA_CONTAINER: "gitea", SECRETS_CONTAINER: "secrets", DATABASE_ROLE_CONTAINER: "database-role"}
+LOG_PREFIXES: Final = {
+    GITEA_CONTAINER: "gitea", SECRETS_CONTAINER: "secrets", DATABASE_ROLE_CONTAINER: "database-role", ADMIN_CONTAINER: "admin",
+}  # fmt: skip
 
 # Gitea's role: created once, its password set from the stack's credential at every task start (a changed credential
 # takes effect with the next deploy), allowed to create its tables in the public schema (closed to others since
@@ -86,6 +92,8 @@ class ClusterArgs:
     cpu: int
     memory_mib: int
     log_retention_days: int
+    admin_user: str  # Gitea's admin account, created once (the single host's deploy does the same)
+    admin_email: str
     protect: bool = False
 
 
@@ -205,7 +213,25 @@ def container_definitions(args: ClusterArgs, values: dict[str, Any]) -> str:
         "stopTimeout": 30,
         "logConfiguration": logs(GITEA_CONTAINER),
     }
-    return json.dumps([secrets_container, role_container, gitea_container])
+    # Once Gitea answers, the admin account the single host's deploy creates: the same script, idempotent, and safe
+    # when every task runs it at once (it checks again after a failed create).
+    admin_container = {
+        "name": ADMIN_CONTAINER,
+        "image": args.gitea_image,
+        "essential": False,
+        "user": str(gitea.GIT_UID),
+        "entryPoint": ["/bin/sh", "-c"],
+        "command": [read("gitea-bootstrap-admin.sh"), ADMIN_SCRIPT_NAME, args.admin_user, args.admin_email],
+        "environment": [{"name": "HOME", "value": GIT_HOME}, {"name": "USER", "value": "git"}],
+        "mountPoints": [
+            {"sourceVolume": DATA_VOLUME, "containerPath": "/data", "readOnly": False},
+            {"sourceVolume": SECRETS_VOLUME, "containerPath": SECRETS_DIR, "readOnly": True},
+        ],
+        "dependsOn": [{"containerName": GITEA_CONTAINER, "condition": "HEALTHY"}],
+        "linuxParameters": {"capabilities": {"drop": ["ALL"]}},  # the git user needs none
+        "logConfiguration": logs(ADMIN_CONTAINER),
+    }
+    return json.dumps([secrets_container, role_container, gitea_container, admin_container])
 
 
 def execution_policy(credentials_arn: str, credentials_key_arn: str, master_secret_arn: str, database_key_arn: str) -> str:

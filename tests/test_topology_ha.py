@@ -267,3 +267,68 @@ def test_giteas_objects_are_copied_to_the_second_region_deletes_included(ha_rehe
     role = json.loads(run.one("aws:iam/rolePolicy:RolePolicy", "objects-replication-policy").inputs["policy"])
     assert "s3:ReplicateDelete" in json.dumps(role)
     assert "s3:ReplicateDelete" not in run.one("aws:iam/rolePolicy:RolePolicy", "backups-replication-policy").inputs["policy"]
+
+
+def test_every_task_creates_the_admin_once_gitea_answers(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    """A fresh ha stack gets the admin account the single host's deploy creates: a non-essential container of every task,
+    after Gitea is healthy, as the git user with no capability, the password read from the secrets volume."""
+    run, _ = ha_rehearsal
+    containers = {c["name"]: c for c in json.loads(run.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"])}
+    admin = containers[cluster.ADMIN_CONTAINER]
+    assert admin["essential"] is False and admin["user"] == str(gitea.GIT_UID)
+    assert admin["dependsOn"] == [{"containerName": cluster.GITEA_CONTAINER, "condition": "HEALTHY"}]
+    settings = parse(stack_config("prod", HA), stack="prod")
+    assert admin["command"][1:] == [cluster.ADMIN_SCRIPT_NAME, settings.gitea_admin_user, settings.acme_email]
+    assert admin["command"][0] == (Path(cluster.__file__).parent / "files" / "gitea-bootstrap-admin.sh").read_text()
+    assert admin["linuxParameters"]["capabilities"]["drop"] == ["ALL"]
+    assert {m["containerPath"]: m["readOnly"] for m in admin["mountPoints"]} == {"/data": False, "/run/secrets": True}
+
+
+@pytest.mark.parametrize(
+    ("before", "create", "exit_code", "message"),
+    [
+        ("absent", "ok", 0, "created"),
+        ("present", "ok", 0, "exists: nothing to do"),
+        ("absent", "race", 0, "created meanwhile"),  # another task created it between the check and the create
+        ("absent", "fail", 1, "failed"),
+    ],
+)
+def test_the_admin_script_is_idempotent_and_safe_when_tasks_race(
+    tmp_path: Path, before: str, create: str, exit_code: int, message: str
+) -> None:
+    state, calls, password = tmp_path / "state", tmp_path / "calls", tmp_path / "password"
+    state.write_text(before)
+    password.write_text("admin-password-from-the-file")
+    shim = f"""#!/bin/sh
+echo "$*" >> {calls}
+case "$1 $2 $3" in
+  "admin user list")
+    echo "ID   Username    Email               IsActive IsAdmin 2FA"
+    if [ "$(cat {state})" = present ]; then echo "1    forge-admin ops@example.com     true     true    false"; fi ;;
+  "admin user create")
+    case "{create}" in
+      ok) echo present > {state} ;;
+      race) echo present > {state}; echo "user already exists" >&2; exit 1 ;;
+      fail) exit 1 ;;
+    esac ;;
+esac
+"""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gitea").write_text(shim)
+    (bin_dir / "gitea").chmod(0o755)
+    script = (Path(cluster.__file__).parent / "files" / "gitea-bootstrap-admin.sh").read_text()
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "ADMIN_PASSWORD_FILE": str(password)}
+    result = subprocess.run(
+        ["sh", "-c", script, cluster.ADMIN_SCRIPT_NAME, "forge-admin", "ops@example.com"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    assert message in result.stdout + result.stderr
+    created = [line for line in calls.read_text().splitlines() if line.startswith("admin user create")]
+    assert len(created) == (0 if before == "present" else 1)
+    assert all("--password admin-password-from-the-file" in line for line in created)

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Creates the Gitea admin account once; when it already exists, changes nothing.
-# Usage: forgestack-bootstrap-admin USERNAME EMAIL  (password read from /run/secrets/gitea_admin_password)
+# Usage: forgestack-bootstrap-admin USERNAME EMAIL
+#   (password read from $ADMIN_PASSWORD_FILE, by default /run/secrets/gitea_admin_password)
 set -eu
 
 if [ "$#" -ne 2 ]; then
@@ -9,7 +10,7 @@ if [ "$#" -ne 2 ]; then
 fi
 username="$1"
 email="$2"
-password_file=/run/secrets/gitea_admin_password
+password_file="${ADMIN_PASSWORD_FILE:-/run/secrets/gitea_admin_password}"
 
 # Gitea answers /api/healthz before its CLI can open the database on a cold start: retry briefly.
 attempt=1
@@ -23,12 +24,25 @@ until users="$(gitea admin user list --admin 2>/dev/null)"; do
   sleep 2
 done
 
-if printf '%s\n' "$users" | awk 'NR > 1 { print $2 }' | grep -qx "$username"; then
+is_admin() {
+  printf '%s\n' "$1" | awk 'NR > 1 { print $2 }' | grep -qx "$username"
+}
+
+if is_admin "$users"; then
   echo "admin user ${username} exists: nothing to do"
   exit 0
 fi
 # The CLI takes the password as an argument only; it exists in this process for a moment and
 # never in Pulumi's logs or state (the command line Pulumi sees holds no password).
-gitea admin user create --admin --username "$username" --email "$email" \
-  --password "$(cat "$password_file")" --must-change-password=false
-echo "admin user ${username} created"
+if gitea admin user create --admin --username "$username" --email "$email" \
+  --password "$(cat "$password_file")" --must-change-password=false; then
+  echo "admin user ${username} created"
+  exit 0
+fi
+# topology ha: every Gitea task starts this; another one may have created the user in between.
+if is_admin "$(gitea admin user list --admin)"; then
+  echo "admin user ${username} was created meanwhile: nothing to do"
+  exit 0
+fi
+echo "creating admin user ${username} failed" >&2
+exit 1

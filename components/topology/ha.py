@@ -138,6 +138,8 @@ def compose(settings: Settings) -> None:
             cpu=settings.task_cpu,
             memory_mib=settings.task_memory_mib,
             log_retention_days=settings.flow_log_retention_days,  # a CloudWatch retention period the stack already chose
+            admin_user=settings.gitea_admin_user,
+            admin_email=settings.acme_email,
             protect=settings.protect,
         ),
         base.opts,
