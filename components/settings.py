@@ -821,6 +821,9 @@ class Settings(BaseModel):
                                    f"anyone for backupRetentionDays ({self.backup_retention_days}), so destroy would fail")
         if self.topology == "ha" and not self.is_aws:
             raise _KeyProblemError("topology", self.topology, "single on the local stack: ha runs on managed AWS services")
+        if self.topology == "ha" and self.ci == "drone":
+            raise _KeyProblemError("ci", self.ci, "actions or none with topology ha: ha runs no Drone server (Gitea Actions "
+                                   "works with runners you register)")
         if self.backup_archive_after_days and self.backup_archive_after_days >= self.backup_retention_days:
             raise _KeyProblemError("backupArchiveAfterDays", self.backup_archive_after_days,
                               f"0 or fewer days than backupRetentionDays ({self.backup_retention_days})")

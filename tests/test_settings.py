@@ -373,5 +373,8 @@ def test_ha_is_aws_only_and_its_sizes_are_read() -> None:
         parse({"forgestack:platform": "local", "forgestack:domain": "forge.localhost", "forgestack:acmeEmail": "ops@example.com",
                "forgestack:topology": "ha"})
     assert parse(VALID).topology == "single"
+    with pytest.raises(ConfigError, match="forgestack:ci: got 'drone'; expected actions or none with topology ha"):
+        parse({**VALID, "forgestack:topology": "ha", "forgestack:ci": "drone", "forgestack:droneGiteaClientId": "0b5c6f1e-1111",
+               "forgestack:droneGiteaClientSecret": "s"})
     ha = parse({**VALID, "forgestack:topology": "ha", "forgestack:haTaskSize": "2048/6144"})
     assert (ha.topology, ha.task_cpu, ha.task_memory_mib, ha.ha_gitea_tasks, ha.ha_zones) == ("ha", 2048, 6144, 2, 2)

@@ -201,7 +201,8 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
     prefix = draw(st.integers(16, 24))
     vpc = str(ipaddress.ip_network(f"10.{octets[0]}.{octets[1]}.0/{prefix}", strict=False))
     email_alerts = draw(st.booleans())
-    ci = draw(st.sampled_from(["actions", "drone", "none"]))
+    topology = draw(st.sampled_from(["single", "ha"]))
+    ci = draw(st.sampled_from(["actions", "none", *(["drone"] if topology == "single" else [])]))  # ha runs no Drone server
     admin_networks = sorted(set(draw(st.lists(PUBLIC_NETWORK, max_size=3))))
     config: dict[str, Any] = {
         "aws:region": draw(st.sampled_from(["eu-west-1", "us-east-1", "ap-southeast-2", "eu-central-1", "us-gov-west-1"])),
@@ -215,7 +216,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "gitSshPort": draw(st.sampled_from(["0", "2222", *(["22"] if not admin_networks else [])])),
         "dataVolumeSnapshotId": draw(st.one_of(st.just(""), st.from_regex(r"snap-[0-9a-f]{17}", fullmatch=True))),
         "availabilityZone": draw(st.sampled_from(["", "a", "b", "c"])),
-        "topology": draw(st.sampled_from(["single", "ha"])), "haZones": draw(st.integers(2, 3)),
+        "topology": topology, "haZones": draw(st.integers(2, 3)),
         "haNatGateways": draw(st.sampled_from(["one", "per-zone"])), "haGiteaTasks": draw(st.integers(2, 20)),
         "haTaskSize": draw(st.sampled_from(["512/1024", "1024/2048", "2048/8192", "4096/30720"])),
         "haDatabaseClass": draw(st.sampled_from(["db.t4g.medium", "db.m7g.large", "db.r6i.2xlarge"])),
