@@ -20,7 +20,7 @@ from components.constants import SECRETS_DIR
 from components.filesystem import CLIENT_ACTIONS
 from components.kms import rotating_key
 from components.network import service_assume_role_policy
-from components.services import gitea, postgres
+from components.services import ci, gitea, postgres
 from components.services.spec import SecretFile
 from components.templates import read
 
@@ -30,6 +30,8 @@ DATABASE_ROLE_CONTAINER: Final = "database-role"
 ADMIN_CONTAINER: Final = "admin"
 ADMIN_SCRIPT_NAME: Final = "forgestack-bootstrap-admin"  # $0 of the script, in its messages
 GIT_HOME: Final = "/data/git"  # the image's git user's home
+RUNNER_TOKEN_SECRET_FILE: Final = SecretFile(ci.RUNNER_TOKEN, ci.RUNNER_TOKEN_FILE, gitea.GIT_UID)
+GITEA_RUNNER_TOKEN_ENV: Final = {"GITEA_RUNNER_REGISTRATION_TOKEN_FILE": ci.RUNNER_TOKEN_FILE}  # read by Gitea at start (1.23+)
 SECRETS_VOLUME: Final = "secrets"
 DATA_VOLUME: Final = "gitea-data"
 PLATFORM_VERSION: Final = "1.4.0"  # the first Fargate platform with EFS volumes; pinned, not LATEST
@@ -95,6 +97,9 @@ class ClusterArgs:
     admin_user: str  # Gitea's admin account, created once (the single host's deploy does the same)
     admin_email: str
     protect: bool = False
+    # ci actions: the runner registration token's own secret (whole string) and key; Gitea reads it as its global token.
+    runner_token_secret_arn: pulumi.Input[str] | None = None
+    runner_token_key_arn: pulumi.Input[str] | None = None
 
 
 def secret_variable(secret_file: SecretFile) -> str:
@@ -146,6 +151,15 @@ def container_definitions(args: ClusterArgs, values: dict[str, Any]) -> str:
 
     secret_files: tuple[SecretFile, ...] = values["secret_files"]
     unique = {secret_variable(secret_file): secret_file.credential for secret_file in secret_files}
+    references = [
+        {"name": variable, "valueFrom": secret_reference(values["credentials_arn"], credential)} for variable, credential in unique.items()
+    ]
+    env = dict(values["env"])
+    if values["runner_token_arn"]:
+        # The runner's registration token, from its own secret (the whole string), where Gitea reads its global token.
+        secret_files = (*secret_files, RUNNER_TOKEN_SECRET_FILE)
+        references.append({"name": secret_variable(RUNNER_TOKEN_SECRET_FILE), "valueFrom": values["runner_token_arn"]})
+        env.update(GITEA_RUNNER_TOKEN_ENV)
     secrets_container = {
         "name": SECRETS_CONTAINER,
         "image": args.gitea_image,
@@ -153,10 +167,7 @@ def container_definitions(args: ClusterArgs, values: dict[str, Any]) -> str:
         "user": "0",
         "entryPoint": ["/bin/sh", "-c"],
         "command": [secrets_script(secret_files)],
-        "secrets": [
-            {"name": variable, "valueFrom": secret_reference(values["credentials_arn"], credential)}
-            for variable, credential in unique.items()
-        ],
+        "secrets": references,
         "mountPoints": [{"sourceVolume": SECRETS_VOLUME, "containerPath": SECRETS_DIR, "readOnly": False}],
         "readonlyRootFilesystem": True,  # it writes only into the task-private volume
         "linuxParameters": {"capabilities": {"drop": dropped_capabilities(SECRETS_CAPABILITIES)}},
@@ -192,7 +203,7 @@ def container_definitions(args: ClusterArgs, values: dict[str, Any]) -> str:
             {"containerPort": gitea.HTTP_PORT, "protocol": "tcp"},
             {"containerPort": gitea.CONTAINER_SSH_PORT, "protocol": "tcp"},
         ],
-        "environment": [{"name": name, "value": value} for name, value in sorted(values["env"].items())],
+        "environment": [{"name": name, "value": value} for name, value in sorted(env.items())],
         "mountPoints": [
             {"sourceVolume": DATA_VOLUME, "containerPath": "/data", "readOnly": False},
             {"sourceVolume": SECRETS_VOLUME, "containerPath": SECRETS_DIR, "readOnly": True},
@@ -234,8 +245,15 @@ def container_definitions(args: ClusterArgs, values: dict[str, Any]) -> str:
     return json.dumps([secrets_container, role_container, gitea_container, admin_container])
 
 
-def execution_policy(credentials_arn: str, credentials_key_arn: str, master_secret_arn: str, database_key_arn: str) -> str:
-    """ECS reads exactly the two secrets the containers get, and decrypts them with their keys."""
+def execution_policy(
+    credentials_arn: str,
+    credentials_key_arn: str,
+    master_secret_arn: str,
+    database_key_arn: str,
+    runner_arn: str = "",
+    runner_key_arn: str = "",
+) -> str:
+    """ECS reads exactly the secrets the containers get (the runner token's too, with ci actions), and decrypts them."""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -244,9 +262,14 @@ def execution_policy(credentials_arn: str, credentials_key_arn: str, master_secr
                     "Sid": "ReadTheTasksSecrets",
                     "Effect": "Allow",
                     "Action": "secretsmanager:GetSecretValue",
-                    "Resource": [credentials_arn, master_secret_arn],
+                    "Resource": [credentials_arn, master_secret_arn, *([runner_arn] if runner_arn else [])],
                 },
-                {"Sid": "DecryptThem", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": [credentials_key_arn, database_key_arn]},
+                {
+                    "Sid": "DecryptThem",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": [credentials_key_arn, database_key_arn, *([runner_key_arn] if runner_key_arn else [])],
+                },
             ],
         }
     )
@@ -298,7 +321,12 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-execution-secrets",
             role=execution_role.id,
             policy=pulumi.Output.all(
-                args.credentials_secret_arn, args.credentials_key_arn, args.database_master_secret_arn, args.database_key_arn
+                args.credentials_secret_arn,
+                args.credentials_key_arn,
+                args.database_master_secret_arn,
+                args.database_key_arn,
+                args.runner_token_secret_arn or "",
+                args.runner_token_key_arn or "",
             ).apply(lambda arns: execution_policy(*arns)),
             opts=child,
         )
@@ -320,6 +348,7 @@ class Cluster(pulumi.ComponentResource):
             database_address=args.database_address,
             env=args.gitea_env,
             secret_files=args.secret_files,
+            runner_token_arn=args.runner_token_secret_arn or "",
         ).apply(lambda values: container_definitions(args, values))
         self.task_definition = aws.ecs.TaskDefinition(
             f"{name}-gitea",

@@ -97,6 +97,7 @@ _BURSTABLE_MEMORY_GIB = {"nano": 0.5, "micro": 1, "small": 2, "medium": 4, "larg
 # GiB of memory per vCPU for the fixed-performance families (compute, general, memory).
 _MEMORY_PER_VCPU_GIB = {"c": 2, "m": 4, "r": 8, "x": 16, "z": 8}
 MIN_MEMORY_GIB = 2
+MIN_RUNNER_MEMORY_GIB = 4  # the runner and two jobs of about 1.5 GiB each
 MIN_OPS_MEMORY_GIB = 2  # the ops host: Docker, the PostgreSQL tools' container, a restore's tar and zstd
 
 # topology ha: two tasks at least, so one task (or its zone) can be lost while the other serves.
@@ -433,6 +434,13 @@ class Settings(BaseModel):
              "migration; Amazon Linux 2023).",
              f"an EC2 instance type such as t4g.small or t3.small with at least {MIN_OPS_MEMORY_GIB} GiB of memory", "t4g.small"),
     ]
+    ha_runner_instance_type: Annotated[
+        str,
+        _key("haRunnerInstanceType", "topology ha with ci actions: EC2 instance type of the runner host in a private subnet "
+             "(Gitea Runner, two jobs at a time; Amazon Linux 2023).",
+             f"an EC2 instance type such as t4g.medium or t3.medium with at least {MIN_RUNNER_MEMORY_GIB} GiB of memory",
+             "t4g.medium"),
+    ]
     ha_ops_volume_gb: Annotated[
         int,
         _key("haOpsVolumeGb", "topology ha: the ops host's volume in GiB; a restore drill needs room there for a backup and "
@@ -468,6 +476,15 @@ class Settings(BaseModel):
         if not _INSTANCE_TYPE.fullmatch(value):
             raise ValueError("malformed instance type")
         if instance_memory_gib(value) < MIN_OPS_MEMORY_GIB:
+            raise ValueError("too little memory")
+        return value
+
+    @field_validator("ha_runner_instance_type")
+    @classmethod
+    def _check_runner_instance_type(cls, value: str) -> str:
+        if not _INSTANCE_TYPE.fullmatch(value):
+            raise ValueError("malformed instance type")
+        if instance_memory_gib(value) < MIN_RUNNER_MEMORY_GIB:
             raise ValueError("too little memory")
         return value
 

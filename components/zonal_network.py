@@ -55,7 +55,10 @@ def tier_rules(public_ssh_port: int, web_port: int, ssh_port: int) -> tuple[Tier
 
 # Egress per tier: the load balancers only to the tasks' ports; the tasks anywhere (webhooks, mail, images); the ops host
 # to the database and file system it restores into, and HTTPS (AWS APIs, package and image downloads); none else.
-TIER_EGRESS: Final = {"web-lb": ("tasks",), "ssh-lb": ("tasks",), "tasks": (ANYWHERE,), "ops": ("database", "file-system")}
+TIER_EGRESS: Final = {
+    "web-lb": ("tasks",), "ssh-lb": ("tasks",), "tasks": (ANYWHERE,), "ops": ("database", "file-system"),
+    "runner": (ANYWHERE,),  # CI jobs fetch from anywhere; the runner host reaches no data tier and nothing reaches it
+}  # fmt: skip
 HTTPS_ONLY_EGRESS: Final = ("ops",)  # tiers whose way out is HTTPS alone
 
 
@@ -215,9 +218,9 @@ class ZonalNetwork(pulumi.ComponentResource):
 
     def _tiers(self, name: str, args: ZonalNetworkArgs) -> dict[str, aws.ec2.SecurityGroup]:
         child = pulumi.ResourceOptions(parent=self)
-        # Every tier named by a rule, also one that only sends (the ops host receives nothing).
+        # Every tier named by a rule, also one that only sends (the ops host receives nothing) or only has egress (runner).
         tiers = list(dict.fromkeys([rule.tier for rule in args.tier_rules]
-                                   + [rule.source for rule in args.tier_rules if rule.from_tier]))
+                                   + [rule.source for rule in args.tier_rules if rule.from_tier] + list(TIER_EGRESS)))
         groups = {
             tier: aws.ec2.SecurityGroup(f"{name}-{tier}", vpc_id=self.vpc.id, description=f"forgestack ha: {tier}", opts=child)
             for tier in tiers

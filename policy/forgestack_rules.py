@@ -41,9 +41,10 @@ PINNED_IMAGE = re.compile(r"^[a-z0-9./-]+(:\d+[A-Za-z0-9._-]*|:v\d+[A-Za-z0-9._-
                           r"|@sha256:[0-9a-f]{64})$")
 SECRET_IN_TEXT = re.compile(
     # a private key, an AWS access key, an environment-style NAME=value (upper case, as env files and
-    # shell exports write it) or a YAML-style name: "value", where the value looks like a credential
+    # shell exports write it; not NAME_FILE=/path, the file a secret is read from) or a YAML-style
+    # name: "value", where the value looks like a credential
     r"(-----BEGIN [A-Z ]*PRIVATE KEY-----|AKIA[0-9A-Z]{16}"
-    r"|\b[A-Z0-9_]*(PASSWORD|PASSWD|SECRET|TOKEN)[A-Z0-9_]*=[\"']?[^\s\"'$]{12,}"
+    r"|\b[A-Z0-9_]*(PASSWORD|PASSWD|SECRET|TOKEN)[A-Z0-9_]*(?:(?<!_FILE)=|(?<=_FILE)=(?!/))[\"']?[^\s\"'$]{12,}"
     r"|(?i:\b\w*(password|passwd|secret|token)\w*:\s*[\"'][^\s\"']{12,}[\"']))",
 )
 # What would let a principal erase a backup or shorten how long it is kept (components/host.py denies all of it to the host).
@@ -168,6 +169,8 @@ CHECKOV_ACCEPTED: dict[tuple[str, str], str] = {
     ("CKV_AWS_18", "objects-replica"): "written only by S3 replication (its own role), read only in a disaster; a second "
                                        "access-log bucket in the replica region buys little",
     ("CKV2_AWS_62", "objects-replica"): "nothing consumes the replica's events; replication metrics show its lag",
+    ("CKV2_AWS_57", "runner-token-secret"): "the runner registration token is Gitea's global token, read at its start; "
+                                            "rotating it is a deploy with a new value (Gitea and the runner host restart)",
     ("CKV_AWS_144", "backups-access-logs"): "access logs are evidence for the stack's region; not replicated",
     ("CKV_AWS_145", "backups-access-logs"): "S3 delivers server access logs only to buckets encrypted with S3-managed keys "
                                             "(SSE-S3), never SSE-KMS",

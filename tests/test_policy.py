@@ -140,6 +140,17 @@ def test_user_data_scan_sees_through_gzip_and_ignores_code_that_handles_secrets(
     assert evaluate(one(INSTANCE, {**GOOD_INSTANCE, "userData": key})).mandatory
 
 
+
+@pytest.mark.parametrize(("text", "flagged"), [
+    ("--env GITEA_RUNNER_REGISTRATION_TOKEN_FILE=/run/secrets/runner_registration_token", False),  # a file's path
+    ("GITEA_RUNNER_REGISTRATION_TOKEN=Zq4VbN0mXw8Lr2Tc6Yd1", True),
+    ("ADMIN_PASSWORD_FILE=Zq4VbN0mXw8Lr2Tc6Yd1", True),  # named like a path, holding a value
+    ("API_TOKEN: 'Zq4VbN0mXw8Lr2Tc6Yd1'", True),
+])
+def test_a_secret_file_path_in_user_data_is_not_a_secret_but_a_value_is(text: str, flagged: bool) -> None:
+    assert bool(evaluate(one(INSTANCE, {**GOOD_INSTANCE, "userData": text})).mandatory) is flagged
+
+
 def test_admin_port_from_anywhere_via_an_all_ports_rule_is_caught() -> None:
     everything = one(RULE, {"ipProtocol": "-1", "cidrIpv4": "0.0.0.0/0"})
     names = {v.rule for v in evaluate(everything).violations}

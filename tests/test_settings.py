@@ -360,6 +360,7 @@ def test_admin_uis_limited_to_admin_cidrs_need_admin_cidrs() -> None:
     ("forgestack:haOpsInstanceType", "t4g.micro", "at least 2 GiB of memory"),
     ("forgestack:haOpsInstanceType", "small", "an EC2 instance type such as t4g.small"),
     ("forgestack:haOpsVolumeGb", "20", "an integer from 30 to 16384"),
+    ("forgestack:haRunnerInstanceType", "t4g.small", "at least 4 GiB of memory"),
     ("forgestack:haNatGateways", "two", "one of: one, per-zone"),
     ("forgestack:haDatabaseStorageGb", "10", "an integer from 20 to 16384"),
 ])

@@ -127,7 +127,10 @@ def test_no_secret_is_in_the_task_definition_or_the_environment(ha_rehearsal: tu
     definition = run.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"]
     assert generated and not [value for value in generated if value in definition]
     secrets = json.loads(definition)[0]["secrets"]
-    assert all(entry["valueFrom"].startswith(run.outputs["credentialsSecretArn"] + ":") for entry in secrets)
+    runner_token = run.one("aws:secretsmanager/secret:Secret", "runner-token-secret").outputs["arn"]
+    assert all(
+        entry["valueFrom"].startswith(run.outputs["credentialsSecretArn"] + ":") or entry["valueFrom"] == runner_token for entry in secrets
+    )
 
 
 def test_the_policy_pack_passes_with_only_listed_risks(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:

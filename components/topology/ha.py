@@ -1,9 +1,10 @@
 """topology ha: Gitea on ECS Fargate in two or three zones behind an ALB (web, WAF) and an NLB (git SSH), on RDS
 PostgreSQL Multi-AZ, ElastiCache Valkey with failover, EFS for the repositories and S3 for Gitea's objects.
 
-An ops host in a private subnet carries the admin tools (restore, the migration from a single host). What ha does not
-run yet: the CI runner and the monitoring stack (on the ops host, next); alerts come from CloudWatch alarms on every
-managed piece and from Route 53's outside-in health check."""
+An ops host in a private subnet carries the admin tools (restore, the migration from a single host) and runs the
+backups and restore drills; with ci actions a runner host of its own runs the CI jobs. What ha does not run yet: the
+monitoring stack; alerts come from CloudWatch alarms on every managed piece and from Route 53's outside-in health
+check."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from components.edge import OBJECTS_LOG_PREFIX, Edge, EdgeArgs
 from components.filesystem import FileSystem, FileSystemArgs
 from components.object_storage import ObjectStorage, ObjectStorageArgs
 from components.ops_host import OpsHost, OpsHostArgs
+from components.runner_host import RunnerHost, RunnerHostArgs, RunnerToken
 from components.services import gitea, images
-from components.settings import Settings, instance_architecture
+from components.settings import Settings, instance_architecture, instance_memory_gib
 from components.topology.shared import aws_base, export_forge, export_shared, stack_alarms, stack_backups, stack_credentials
 from components.zonal_network import ZonalNetwork, ZonalNetworkArgs, tier_rules
 
@@ -110,6 +112,8 @@ def compose(settings: Settings) -> None:
     )
     env = endpoints.apply(lambda values: gitea.gitea_env(settings, values))
     secret_files = endpoints.apply(lambda values: gitea.gitea_secret_files(settings, values))  # with the cache's address
+    # ci actions: one registration token, generated here, read by Gitea as its global token and by the runner host.
+    runner_token = RunnerToken("runner-token", settings.stack, settings.protect, base.opts) if settings.ci == "actions" else None
     service = Cluster(
         "cluster",
         ClusterArgs(
@@ -140,6 +144,8 @@ def compose(settings: Settings) -> None:
             log_retention_days=settings.flow_log_retention_days,  # a CloudWatch retention period the stack already chose
             admin_user=settings.gitea_admin_user,
             admin_email=settings.acme_email,
+            runner_token_secret_arn=runner_token.secret.arn if runner_token else None,
+            runner_token_key_arn=runner_token.key.arn if runner_token else None,
             protect=settings.protect,
         ),
         base.opts,
@@ -172,6 +178,28 @@ def compose(settings: Settings) -> None:
         base.opts,
     )
     repositories.allow_clients("filesystem", service.task_role.arn, ops.role.arn)
+    runner = (
+        RunnerHost(
+            "runner",
+            RunnerHostArgs(
+                stack=settings.stack,
+                region=settings.region,
+                instance_type=settings.ha_runner_instance_type,
+                instance_memory_mib=int(instance_memory_gib(settings.ha_runner_instance_type) * 1024),
+                architecture=instance_architecture(settings.ha_runner_instance_type),
+                subnet_id=network.private_subnet_ids[-1],  # the other zone than the ops host's
+                security_group_id=tiers["runner"].id,
+                token_secret_arn=runner_token.secret.arn,
+                token_key_arn=runner_token.key.arn,
+                instance_url=f"https://{settings.hostname(gitea.SUBDOMAIN)}/",
+                ssh_public_key=settings.ssh_public_key,
+                protect=settings.protect,
+            ),
+            base.opts,
+        )
+        if runner_token
+        else None
+    )
 
     alarms = stack_alarms(
         settings,
@@ -208,6 +236,8 @@ def compose(settings: Settings) -> None:
     pulumi.export("loadBalancerDnsName", edge.web.dns_name)
     export_shared(settings, credentials, backups, alarms)
     pulumi.export("opsInstanceId", ops.instance.id)
+    if runner:
+        pulumi.export("runnerInstanceId", runner.instance.id)
     pulumi.export("opsSessionCommand", ops.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}"))
     pulumi.export(
         "ecsExecCommand",
