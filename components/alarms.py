@@ -14,7 +14,7 @@ Each alarm notifies its region's KMS-encrypted topic on ALARM and on OK.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -283,6 +283,17 @@ class Alarms(pulumi.ComponentResource):
                 ok_actions=[here],
                 opts=child,
             )
+        # One dashboard of exactly what the alarms watch, each with its threshold: the same specs, so the two agree.
+        self.dashboard: aws.cloudwatch.Dashboard | None = None
+        if args.metric_alarms:
+            self.dashboard = aws.cloudwatch.Dashboard(
+                f"{name}-dashboard",
+                dashboard_name=dashboard_name(args.stack),
+                dashboard_body=pulumi.Output.all(*(pulumi.Output.from_input(spec.dimensions) for spec in args.metric_alarms)).apply(
+                    lambda dimensions: dashboard_body(args.region, args.metric_alarms, dimensions)
+                ),
+                opts=child,
+            )
 
         self.health_check = aws.route53.HealthCheck(
             f"{name}-gitea-health",
@@ -368,6 +379,37 @@ class Alarms(pulumi.ComponentResource):
             ok_actions=[here],
             opts=child,
         )
+
+
+DASHBOARD_COLUMNS: Final = 2  # widgets per row (the dashboard grid is 24 units wide)
+
+
+def dashboard_name(stack: str) -> str:
+    return f"forgestack-{stack}"
+
+
+def dashboard_url(region: str, stack: str) -> str:
+    return f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#dashboards:name={dashboard_name(stack)}"
+
+
+def dashboard_body(region: str, specs: Sequence[MetricAlarmSpec], dimensions: Sequence[Mapping[str, str]]) -> str:
+    """A CloudWatch dashboard: one graph per alarm spec (its metric, statistic and period, its threshold as a line).
+    dimensions: each spec's dimensions with their values resolved."""
+    width = 24 // DASHBOARD_COLUMNS
+    widgets = []
+    for index, (spec, resolved) in enumerate(zip(specs, dimensions, strict=True)):
+        metric: list[str] = [spec.namespace, spec.metric]
+        for name, value in resolved.items():
+            metric += [name, value]
+        widgets.append({
+            "type": "metric", "x": (index % DASHBOARD_COLUMNS) * width, "y": (index // DASHBOARD_COLUMNS) * 6, "width": width, "height": 6,
+            "properties": {
+                "title": f"{spec.name}: {spec.description.split(': ', 1)[-1]}", "region": region, "view": "timeSeries",
+                "metrics": [metric], "stat": spec.statistic, "period": spec.period,
+                "annotations": {"horizontal": [{"label": f"alarm ({spec.comparison})", "value": spec.threshold}]},
+            },
+        })  # fmt: skip
+    return json.dumps({"widgets": widgets})
 
 
 def topic_policy(topic_arn: str) -> str:

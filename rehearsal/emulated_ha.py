@@ -63,6 +63,7 @@ class HaHandlers:
             "aws:wafv2/webAclAssociation:WebAclAssociation": self._web_acl_association,
             "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration": self._web_acl_logging,
             "aws:ssm/document:Document": self._ssm_document,
+            "aws:cloudwatch/dashboard:Dashboard": self._dashboard,
             "aws:ssm/association:Association": self._ssm_association,
         }
 
@@ -638,3 +639,10 @@ class HaHandlers:
             f"aws:ssm/association:Association {name}",
         )
         return association_id, {"associationId": association_id}
+
+    # ------------------------------------------------------------ CloudWatch dashboard
+
+    def _dashboard(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        dashboard = inputs["dashboardName"]
+        self.account.client("cloudwatch").put_dashboard(DashboardName=dashboard, DashboardBody=inputs["dashboardBody"])
+        return dashboard, {"dashboardArn": f"arn:aws:cloudwatch::{ACCOUNT_ID}:dashboard/{dashboard}"}

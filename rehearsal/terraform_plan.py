@@ -95,6 +95,7 @@ TERRAFORM_TYPES: Final = {
     "aws:wafv2/webAcl:WebAcl": "aws_wafv2_web_acl",
     "aws:wafv2/webAclAssociation:WebAclAssociation": "aws_wafv2_web_acl_association",
     "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration": "aws_wafv2_web_acl_logging_configuration",
+    "aws:cloudwatch/dashboard:Dashboard": "aws_cloudwatch_dashboard",
 }
 # Repeated blocks: Pulumi names them in the plural, Terraform in the singular.
 BLOCK_NAMES: Final = {

@@ -335,3 +335,30 @@ esac
     created = [line for line in calls.read_text().splitlines() if line.startswith("admin user create")]
     assert len(created) == (0 if before == "present" else 1)
     assert all("--password admin-password-from-the-file" in line for line in created)
+
+
+def test_the_dashboard_graphs_exactly_what_the_alarms_watch(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
+    """One graph per managed-service, backup and drill alarm, on the alarm's own metric, dimensions, statistic and period,
+    with its threshold drawn: read back from CloudWatch for both, so the two cannot disagree."""
+    run, account = ha_rehearsal
+    cloudwatch = account.client("cloudwatch")
+    body = json.loads(cloudwatch.get_dashboard(DashboardName="forgestack-prod")["DashboardBody"])
+
+    def key(namespace: str, metric: str, dimensions: list[tuple[str, str]], stat: str, period: int) -> tuple[object, ...]:
+        return namespace, metric, tuple(sorted(dimensions)), stat, period
+
+    graphs = {}
+    for widget in body["widgets"]:
+        namespace, metric, *pairs = widget["properties"]["metrics"][0]
+        dimensions = list(zip(pairs[::2], pairs[1::2], strict=True))
+        threshold = widget["properties"]["annotations"]["horizontal"][0]["value"]
+        graphs[key(namespace, metric, dimensions, widget["properties"]["stat"], widget["properties"]["period"])] = threshold
+    watched = {
+        key(a["Namespace"], a["MetricName"], [(d["Name"], d["Value"]) for d in a["Dimensions"]], a["Statistic"], a["Period"]): a[
+            "Threshold"
+        ]
+        for a in cloudwatch.describe_alarms()["MetricAlarms"]
+        if a["AlarmName"].startswith("alarms-") and "gitea-unreachable" not in a["AlarmName"]
+    }
+    assert graphs == watched and len(graphs) == 13
+    assert run.outputs["dashboardUrl"].endswith("#dashboards:name=forgestack-prod")

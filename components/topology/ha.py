@@ -11,7 +11,7 @@ from __future__ import annotations
 import pulumi
 
 from components import cache, database
-from components.alarms import backup_alarm, managed_service_alarms, restore_drill_alarm
+from components.alarms import backup_alarm, dashboard_url, managed_service_alarms, restore_drill_alarm
 from components.cache import Cache, CacheArgs
 from components.cluster import GITEA_CONTAINER, Cluster, ClusterArgs
 from components.database import Database, DatabaseArgs
@@ -235,6 +235,7 @@ def compose(settings: Settings) -> None:
     pulumi.export("serviceName", service.service.name)
     pulumi.export("loadBalancerDnsName", edge.web.dns_name)
     export_shared(settings, credentials, backups, alarms)
+    pulumi.export("dashboardUrl", dashboard_url(settings.region, settings.stack))
     pulumi.export("opsInstanceId", ops.instance.id)
     if runner:
         pulumi.export("runnerInstanceId", runner.instance.id)
