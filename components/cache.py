@@ -13,10 +13,19 @@ import pulumi
 import pulumi_aws as aws
 
 from components.kms import rotating_key
+from components.services import images
 
 ENGINE: Final = "valkey"
-ENGINE_VERSION: Final = "8.0"
-PARAMETER_FAMILY: Final = "valkey8"
+
+
+def engine_version(image: str) -> str:
+    """ElastiCache's major.minor of the Valkey the single host runs (valkey/valkey:8.1.4-alpine -> 8.1): one version."""
+    major, minor = image.split(":", 1)[1].split("-", 1)[0].split(".")[:2]
+    return f"{major}.{minor}"
+
+
+ENGINE_VERSION: Final = engine_version(images.VALKEY)
+PARAMETER_FAMILY: Final = f"valkey{ENGINE_VERSION.split('.')[0]}"
 PORT: Final = 6379
 SNAPSHOT_DAYS: Final = 7
 SNAPSHOT_WINDOW: Final = "01:00-02:00"  # UTC, before the database's backup window

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from components import cluster
-from components.services import gitea, postgres
+from components.services import gitea, images, postgres
 from components.settings import parse
 from policy.forgestack_rules import evaluate
 from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse
@@ -83,6 +83,12 @@ def test_the_data_tier_is_managed_encrypted_and_spread(ha_rehearsal: tuple[Progr
     assert database["MasterUsername"] != postgres.USER  # Gitea has its own role
     group = account.client("elasticache").describe_replication_groups()["ReplicationGroups"][0]
     assert group["AutomaticFailover"] == "enabled" and group["TransitEncryptionEnabled"] and group["AtRestEncryptionEnabled"]
+    # ElastiCache runs the Valkey the single host runs (the image's major.minor, one pinned fact)
+    requested = run.one("aws:elasticache/replicationGroup:ReplicationGroup").inputs
+    image_version = images.VALKEY.split(":")[1].split("-")[0]
+    assert image_version.startswith(requested["engineVersion"] + ".") and requested["engine"] == "valkey"
+    family = run.one("aws:elasticache/parameterGroup:ParameterGroup").inputs["family"]
+    assert family == "valkey" + image_version.split(".")[0]
     efs = account.client("efs")
     system = efs.describe_file_systems(FileSystemId=run.outputs["fileSystemId"])["FileSystems"][0]
     assert system["Encrypted"] is True
