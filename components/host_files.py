@@ -22,6 +22,7 @@ from components.backup_job import (
     REPO_HOST_TOOLS,
     UNIT_NAME,
     BackupJob,
+    calendar_timer,
     drill_service_unit,
     drill_timer_unit,
     host_scripts,
@@ -128,17 +129,8 @@ Nice=10
 
 
 def prune_timer() -> str:
-    return """[Unit]
-Description=forgestack: prune unused Docker images daily (the root volume holds Docker's storage)
-
-[Timer]
-OnCalendar=*-*-* 04:41:00
-RandomizedDelaySec=10min
-Persistent=true
-
-[Install]
-WantedBy=timers.target
-"""
+    return calendar_timer("forgestack: prune unused Docker images daily (the root volume holds Docker's storage)",
+                          "*-*-* 04:41:00", "10min")
 
 
 def heartbeat_service(heartbeat: Heartbeat) -> str:

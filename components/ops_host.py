@@ -29,14 +29,25 @@ import pulumi_aws as aws
 
 from components import database, templates
 from components.alarms import BACKUP_METRIC, HEARTBEAT_NAMESPACE, RESTORE_DRILL_METRIC
-from components.backup_job import DRILL_TIMEOUT_HOURS, DRILL_UNIT, REPO_HOST_TOOLS, TIMEOUT_HOURS, UNIT_NAME, on_calendar
+from components.backup_job import (
+    BACKUP_DELAY,
+    DRILL_DELAY,
+    DRILL_TIMEOUT_HOURS,
+    DRILL_UNIT,
+    REPO_HOST_TOOLS,
+    TIMEOUT_HOURS,
+    UNIT_NAME,
+    OneshotUnit,
+    calendar_timer,
+    on_calendar,
+    oneshot_service,
+)
 from components.filesystem import ADMIN_ACTION, CLIENT_ACTIONS, ROOT_DIRECTORY
 from components.host import SSM_AGENT_STATEMENTS, encode_user_data
 from components.host_files import HostFile, pack
 from components.host_tools.backup import DEFAULT_PREFIX as BACKUP_PREFIX
 from components.host_tools.heartbeat import DIMENSION as HEARTBEAT_DIMENSION
-from components.kms import rotating_key
-from components.network import service_assume_role_policy
+from components.private_instance import PrivateInstanceArgs, private_instance
 from components.services import postgres
 from policy.forgestack_rules import BACKUP_ERASURE_ACTIONS
 
@@ -53,13 +64,6 @@ REQUIREMENTS_FILE: Final = "ops-requirements.txt"
 # Amazon Linux 2023 packages (the release's versions: the repository is locked to the image). python3-botocore: the mount
 # helper's IAM and mount-target lookups need it and do not declare it.
 PACKAGES: Final = ("amazon-efs-utils", "python3-botocore", "python3.11", "python3.11-pip", "docker", "zstd", "tar", "git")
-# IMDSv2, one hop: the tools on the host reach the role; containers (the PostgreSQL tools) do not.
-METADATA_HOP_LIMIT: Final = 1
-
-
-def ami_parameter(architecture: Literal["x86_64", "arm64"]) -> str:
-    """AWS's public SSM parameter naming the newest Amazon Linux 2023 image for the architecture."""
-    return f"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{architecture}"
 
 
 @dataclass(frozen=True)
@@ -127,76 +131,36 @@ class OpsBackupJob:
 def backup_service_unit(job: OpsBackupJob) -> str:
     # The dump comes first, then the archive: repositories a little newer than the database is the direction Gitea's
     # doctor repairs (several tasks cannot be paused for one moment the way the single host pauses its one Gitea).
-    return f"""[Unit]
-Description=forgestack backup of the database (RDS) and Gitea's /data (EFS) to S3
-Wants=network-online.target
-After=network-online.target docker.service
-RequiresMountsFor={MOUNT_POINT}
-
-[Service]
-Type=oneshot
-Environment=AWS_REGION={job.region} AWS_DEFAULT_REGION={job.region}
-ExecStart={shlex.join(job.argv)}
-ExecStartPost={shlex.join(job.success_argv(BACKUP_METRIC))}
-TimeoutStartSec={TIMEOUT_HOURS}h
-Nice=10
-IOSchedulingClass=best-effort
-IOSchedulingPriority=7
-ProtectSystem=full
-ProtectHome=yes
-PrivateTmp=yes
-NoNewPrivileges=yes
-"""
+    return oneshot_service(
+        OneshotUnit(
+            "forgestack backup of the database (RDS) and Gitea's /data (EFS) to S3", job.argv, job.region, MOUNT_POINT, TIMEOUT_HOURS,
+            success_argv=job.success_argv(BACKUP_METRIC),
+        )
+    )  # fmt: skip
 
 
 def backup_timer_unit(job: OpsBackupJob) -> str:
-    return f"""[Unit]
-Description=forgestack backup every {job.interval_hours} h (CloudWatch {HEARTBEAT_NAMESPACE}/{BACKUP_METRIC})
-
-[Timer]
-OnCalendar={on_calendar(job.interval_hours)}
-RandomizedDelaySec=5min
-Persistent=true
-
-[Install]
-WantedBy=timers.target
-"""
+    return calendar_timer(
+        f"forgestack backup every {job.interval_hours} h (CloudWatch {HEARTBEAT_NAMESPACE}/{BACKUP_METRIC})",
+        on_calendar(job.interval_hours),
+        BACKUP_DELAY,
+    )
 
 
 def drill_service_unit(job: OpsBackupJob) -> str:
-    return f"""[Unit]
-Description=forgestack restore drill: the latest backup restored into a scratch PostgreSQL and directory, and checked
-Wants=network-online.target
-After=network-online.target docker.service {UNIT_NAME}.service
-
-[Service]
-Type=oneshot
-Environment=AWS_REGION={job.region} AWS_DEFAULT_REGION={job.region}
-StateDirectory={DRILL_UNIT}
-ExecStart={shlex.join(job.drill_argv)}
-ExecStartPost={shlex.join(job.success_argv(RESTORE_DRILL_METRIC))}
-TimeoutStartSec={DRILL_TIMEOUT_HOURS}h
-Nice=15
-IOSchedulingClass=idle
-ProtectSystem=full
-ProtectHome=yes
-PrivateTmp=yes
-NoNewPrivileges=yes
-"""
+    return oneshot_service(
+        OneshotUnit(
+            "forgestack restore drill: the latest backup restored into a scratch PostgreSQL and directory, and checked",
+            job.drill_argv, job.region, MOUNT_POINT, DRILL_TIMEOUT_HOURS, idle=True, after=f"{UNIT_NAME}.service",
+            success_argv=job.success_argv(RESTORE_DRILL_METRIC), state_directory=DRILL_UNIT,
+        )
+    )  # fmt: skip
 
 
 def drill_timer_unit() -> str:
-    return f"""[Unit]
-Description=forgestack restore drill twice a week (CloudWatch {HEARTBEAT_NAMESPACE}/{RESTORE_DRILL_METRIC})
-
-[Timer]
-OnCalendar={DRILL_CALENDAR}
-RandomizedDelaySec=30min
-Persistent=true
-
-[Install]
-WantedBy=timers.target
-"""
+    return calendar_timer(
+        f"forgestack restore drill twice a week (CloudWatch {HEARTBEAT_NAMESPACE}/{RESTORE_DRILL_METRIC})", DRILL_CALENDAR, DRILL_DELAY
+    )
 
 
 def tools_bundle() -> tuple[str, str]:
@@ -324,47 +288,35 @@ class OpsHost(pulumi.ComponentResource):
     def __init__(self, name: str, args: OpsHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgestack:aws:OpsHost", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        image = aws.ssm.get_parameter_output(name=ami_parameter(args.architecture), opts=pulumi.InvokeOutputOptions(parent=self))
-
-        self.role = aws.iam.Role(f"{name}-role", assume_role_policy=service_assume_role_policy("ec2.amazonaws.com"), opts=child)
-        aws.iam.RolePolicy(
-            f"{name}-policy",
-            role=self.role.id,
-            policy=pulumi.Output.all(
-                args.backup_bucket_arn, args.backup_key_arn, args.credentials_secret_arn, args.credentials_key_arn, args.file_system_arn
-            ).apply(lambda values: ops_policy(*values)),
-            opts=child,
-        )
-        # Gitea's objects as the tasks may use them: move_objects.py uploads and verifies there.
-        aws.iam.RolePolicy(f"{name}-objects-policy", role=self.role.id, policy=args.objects_policy, opts=child)
-        profile = aws.iam.InstanceProfile(f"{name}-profile", role=self.role.name, opts=child)
-        self.volume_key = rotating_key(f"{name}-volume-key", f"forgestack {args.stack} ops host volume", self, args.protect)
-
-        self.instance = aws.ec2.Instance(
-            f"{name}-instance",
-            ami=image.value,
-            instance_type=args.instance_type,
-            subnet_id=args.subnet_id,
-            vpc_security_group_ids=[args.security_group_id],
-            associate_public_ip_address=False,
-            iam_instance_profile=profile.name,
-            monitoring=True,
-            ebs_optimized=True,
-            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
-                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=METADATA_HOP_LIMIT
+        self.instance, self.role = private_instance(
+            self,
+            name,
+            PrivateInstanceArgs(
+                stack=args.stack,
+                purpose="ops",
+                instance_type=args.instance_type,
+                architecture=args.architecture,
+                subnet_id=args.subnet_id,
+                security_group_id=args.security_group_id,
+                volume_gb=args.volume_gb,
+                user_data_base64=pulumi.Output.from_input(args.file_system_id).apply(
+                    lambda file_system_id: encode_user_data(render_user_data(file_system_id, args.postgres_image, args.ssh_public_key))
+                ),
+                policies=(
+                    (
+                        "policy",
+                        pulumi.Output.all(
+                            args.backup_bucket_arn, args.backup_key_arn, args.credentials_secret_arn, args.credentials_key_arn,
+                            args.file_system_arn,
+                        ).apply(lambda values: ops_policy(*values)),
+                    ),
+                    # Gitea's objects as the tasks may use them: move_objects.py uploads and verifies there.
+                    ("objects-policy", args.objects_policy),
+                ),
+                protect=args.protect,
+                depends_on=args.mount_targets,  # the first boot mounts the file system
             ),
-            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
-                volume_type="gp3", volume_size=args.volume_gb, encrypted=True, delete_on_termination=True, kms_key_id=self.volume_key.arn
-            ),
-            user_data_base64=pulumi.Output.from_input(args.file_system_id).apply(
-                lambda file_system_id: encode_user_data(render_user_data(file_system_id, args.postgres_image, args.ssh_public_key))
-            ),
-            # A changed user data replaces the host: it keeps nothing of its own (the data is in RDS, EFS and S3).
-            user_data_replace_on_change=True,
-            tags={"Name": f"forgestack-{args.stack}-ops"},
-            # A newer Amazon Linux image must not replace the host by itself.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"], depends_on=list(args.mount_targets)),
-        )
+        )  # fmt: skip
         # The tools arrive through SSM: the association runs the document on the instance once its agent is online, and
         # again whenever the document changes (a new version of the tools).
         job = pulumi.Output.all(args.backup_bucket_name, args.database_address, args.credentials_secret_arn).apply(

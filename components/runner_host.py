@@ -23,8 +23,7 @@ from components import templates
 from components.constants import CI_NETWORK, CONTAINER_PREFIX, DOCKER_NETWORKS
 from components.host import SSM_AGENT_STATEMENTS, encode_user_data
 from components.kms import rotating_key
-from components.network import service_assume_role_policy
-from components.ops_host import ami_parameter
+from components.private_instance import PrivateInstanceArgs, private_instance
 from components.services import ci, images
 
 RUNNER_CONTAINER: Final = f"{CONTAINER_PREFIX}{ci.RUNNER}"
@@ -35,7 +34,6 @@ TOKEN_LENGTH: Final = 48  # letters and digits; Gitea wants a long random global
 RUNNER_MEMORY: Final = "512m"
 RUNNER_PIDS_LIMIT: Final = 2048
 HOST_RESERVED_MIB: Final = 1024  # the OS, Docker and the runner itself; the rest is shared by the jobs
-METADATA_HOP_LIMIT: Final = 1  # jobs (containers, one hop further) never reach the instance role
 VOLUME_GB: Final = 40  # job images and their layers
 
 
@@ -171,17 +169,6 @@ class RunnerHost(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: RunnerHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgestack:aws:RunnerHost", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        image = aws.ssm.get_parameter_output(name=ami_parameter(args.architecture), opts=pulumi.InvokeOutputOptions(parent=self))
-        role = aws.iam.Role(f"{name}-role", assume_role_policy=service_assume_role_policy("ec2.amazonaws.com"), opts=child)
-        aws.iam.RolePolicy(
-            f"{name}-policy",
-            role=role.id,
-            policy=pulumi.Output.all(args.token_secret_arn, args.token_key_arn).apply(lambda arns: runner_policy(*arns)),
-            opts=child,
-        )
-        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=child)
-        volume_key = rotating_key(f"{name}-volume-key", f"forgestack {args.stack} runner host volume", self, args.protect)
         user_data = pulumi.Output.from_input(args.token_secret_arn).apply(
             lambda arn: encode_user_data(
                 render_user_data(
@@ -191,26 +178,23 @@ class RunnerHost(pulumi.ComponentResource):
                 )
             )
         )
-        self.instance = aws.ec2.Instance(
-            f"{name}-instance",
-            ami=image.value,
-            instance_type=args.instance_type,
-            subnet_id=args.subnet_id,
-            vpc_security_group_ids=[args.security_group_id],
-            associate_public_ip_address=False,
-            iam_instance_profile=profile.name,
-            monitoring=True,
-            ebs_optimized=True,
-            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
-                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=METADATA_HOP_LIMIT
+        # Nothing to keep on it: a replaced host registers again with the same token.
+        self.instance, self.role = private_instance(
+            self,
+            name,
+            PrivateInstanceArgs(
+                stack=args.stack,
+                purpose="runner",
+                instance_type=args.instance_type,
+                architecture=args.architecture,
+                subnet_id=args.subnet_id,
+                security_group_id=args.security_group_id,
+                volume_gb=VOLUME_GB,
+                user_data_base64=user_data,
+                policies=(
+                    ("policy", pulumi.Output.all(args.token_secret_arn, args.token_key_arn).apply(lambda arns: runner_policy(*arns))),
+                ),
+                protect=args.protect,
             ),
-            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
-                volume_type="gp3", volume_size=VOLUME_GB, encrypted=True, delete_on_termination=True, kms_key_id=volume_key.arn
-            ),
-            user_data_base64=user_data,
-            user_data_replace_on_change=True,  # nothing to keep: a new host registers again with the same token
-            tags={"Name": f"forgestack-{args.stack}-runner"},
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
         )
-        self.role = role
         self.register_outputs({"instanceId": self.instance.id})

@@ -27,7 +27,7 @@ import pulumi
 from moto import mock_aws
 
 from components.constants import CANONICAL_OWNER_ID, UBUNTU_RELEASE
-from components.ops_host import ami_parameter
+from components.private_instance import ami_parameter
 from rehearsal.emulated_ha import HaHandlers
 from rehearsal.engine import ACCOUNT_ID, ELB_ACCOUNTS, ForgeMocks, ProgramRun, Registered, run_program, unwrap_secrets
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import boto3
 
+from components import cluster
 from rehearsal.engine import REPO
-from tests.servers import PostgresServer, postgres_tool
+from tests.servers import DATABASE, USER, PostgresServer, postgres_tool
 from tests.shims import install_shim
 
 REGION = "eu-west-1"
@@ -96,3 +97,24 @@ if [ "$network" = none ]; then case "$*" in *--dbname*) echo "shim: no network h
 PATH="{server_bin}:$PATH" exec "$@"
 """)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+RDS_MASTER, RDS_MASTER_PASSWORD = "master", "master-password"
+
+
+def make_rds_like(server: PostgresServer) -> None:
+    """Set the server up as the ha stack's RDS is: Gitea's database owned by a master role without superuser, and no
+    Gitea role yet (the task's database-role container makes it: run_database_role_script)."""
+    admin = server.admin_url
+    server.psql(f"DROP DATABASE {DATABASE}", admin)
+    server.psql(f"DROP ROLE {USER}", admin)
+    server.psql(f"CREATE ROLE {RDS_MASTER} LOGIN CREATEROLE PASSWORD '{RDS_MASTER_PASSWORD}'", admin)
+    server.psql(f"CREATE DATABASE {DATABASE} OWNER {RDS_MASTER}", admin)
+
+
+def run_database_role_script(server: PostgresServer, gitea_password: str) -> None:
+    """The task's database-role container's script, as the master, with its environment."""
+    env = {"PATH": os.environ["PATH"], "PGHOST": "127.0.0.1", "PGPORT": str(server.port), "PGDATABASE": DATABASE,
+           "PGUSER": RDS_MASTER, "PGPASSWORD": RDS_MASTER_PASSWORD, "GITEA_DATABASE_PASSWORD": gitea_password}
+    result = subprocess.run(["sh", "-c", cluster.database_role_script()], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
+from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse
 from rehearsal.engine import ProgramRun, run_program, stack_config
 from tests.backup_support import REGION, SCHEMA, s3_of
 from tests.servers import PostgresServer, moto_s3_server, postgres_server
@@ -26,6 +27,13 @@ def moto_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         yield MOTO_REGION
+
+
+@pytest.fixture(scope="module")
+def ha_rehearsal() -> Iterator[tuple[ProgramRun, EmulatedAccount]]:
+    """prod with topology ha rehearsed against a fresh emulated account, once per test module that asks."""
+    with emulated_account(MOTO_REGION, "forge.example.com") as account:
+        yield rehearse("prod", stack_config("prod", {"forgestack:topology": "ha"}), account), account
 
 
 @functools.cache

@@ -77,7 +77,9 @@ def test_service_runs_the_installed_script_against_the_container() -> None:
                           "--prefix forgestack --postgres-container forgestack-postgres "
                           f"--metrics-file {METRICS_FILE} --path /srv/forgestack/gitea")
     assert f"RequiresMountsFor={DATA_MOUNT}" in unit
-    assert "Environment=AWS_DEFAULT_REGION=eu-west-1" in unit
+    environment = dict(pair.split("=", 1) for line in unit.splitlines() if line.startswith("Environment=")
+                       for pair in line.removeprefix("Environment=").split())
+    assert environment["AWS_DEFAULT_REGION"] == environment["AWS_REGION"] == "eu-west-1"
     assert METRIC_LAST_SUCCESS in timer_unit(JOB) and "Persistent=true" in timer_unit(JOB)
 
 

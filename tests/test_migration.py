@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +15,20 @@ from pathlib import Path
 import boto3
 import pytest
 
-from components import cluster, filesystem
+from components import filesystem
 from components.host_tools import move_objects
 from components.services import postgres as gitea_database
-from tests.backup_support import REGION, SNAPSHOT_SQL, backup, docker_run_shim, run_script, s3_of, tree_digest
+from tests.backup_support import (
+    REGION,
+    SNAPSHOT_SQL,
+    backup,
+    docker_run_shim,
+    make_rds_like,
+    run_database_role_script,
+    run_script,
+    s3_of,
+    tree_digest,
+)
 from tests.servers import PostgresServer, postgres_server
 
 ATTACHMENT_UUID = "8f3c1a52-1d0e-4b7c-9a66-2f1f0c5d7e11"
@@ -83,22 +92,8 @@ def rds_like() -> Iterator[PostgresServer]:
     """A PostgreSQL set up the way the ha stack's RDS is: a master without superuser owns the database, and Gitea's role
     is made by the task's database-role init container (the same SQL)."""
     with postgres_server() as server:
-        admin = server.admin_url
-        server.psql(f"DROP DATABASE {gitea_database.DATABASE}", admin)
-        server.psql(f"DROP ROLE {gitea_database.USER}", admin)
-        server.psql("CREATE ROLE master LOGIN CREATEROLE PASSWORD 'master-password'", admin)
-        server.psql(f"CREATE DATABASE {gitea_database.DATABASE} OWNER master", admin)
-        env = {
-            "PATH": os.environ["PATH"],
-            "PGHOST": "127.0.0.1",
-            "PGPORT": str(server.port),
-            "PGDATABASE": gitea_database.DATABASE,
-            "PGUSER": "master",
-            "PGPASSWORD": "master-password",
-            "GITEA_DATABASE_PASSWORD": GITEA_PASSWORD,
-        }
-        created = subprocess.run(["sh", "-c", cluster.database_role_script()], env=env, capture_output=True, text=True, check=False)
-        assert created.returncode == 0, created.stderr
+        make_rds_like(server)
+        run_database_role_script(server, GITEA_PASSWORD)
         yield server
 
 

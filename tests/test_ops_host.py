@@ -9,29 +9,22 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from components import alarms, ops_host
+from components import alarms, ops_host, private_instance
 from components.backup_job import REPO_HOST_TOOLS
 from components.host import decode_user_data
 from components.services import images
 from components.settings import parse
-from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse
+from rehearsal.emulated import EmulatedAccount
 from rehearsal.engine import REPO, DuplicateResourceError, ProgramRun, run_program, stack_config
 from tests.shims import install_shim
 
 HA = {"forgestack:topology": "ha"}
 SSM_COMMAND_DOCUMENT_LIMIT = 64 * 1024  # bytes of content AWS accepts for a Command document
-
-
-@pytest.fixture(scope="module")
-def ha_rehearsal() -> Iterator[tuple[ProgramRun, EmulatedAccount]]:
-    with emulated_account("eu-west-1", "forge.example.com") as account:
-        yield rehearse("prod", stack_config("prod", HA), account), account
 
 
 def test_the_ops_host_is_private_amazon_linux_with_imdsv2_and_its_own_key(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
@@ -40,7 +33,7 @@ def test_the_ops_host_is_private_amazon_linux_with_imdsv2_and_its_own_key(ha_reh
     (reservation,) = ec2.describe_instances(InstanceIds=[run.outputs["opsInstanceId"]])["Reservations"]
     (instance,) = reservation["Instances"]
     assert "PublicIpAddress" not in instance
-    latest = account.client("ssm").get_parameter(Name=ops_host.ami_parameter("arm64"))["Parameter"]["Value"]
+    latest = account.client("ssm").get_parameter(Name=private_instance.ami_parameter("arm64"))["Parameter"]["Value"]
     assert instance["ImageId"] == latest and instance["InstanceType"] == "t4g.small"  # haOpsInstanceType's default
     assert instance["MetadataOptions"]["HttpTokens"] == "required" and instance["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
     # A private subnet: one the database's subnet group uses, with no route to the Internet gateway.

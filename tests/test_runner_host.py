@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import yaml
 from components import cluster, runner_host
 from components.host import decode_user_data
 from components.services import ci
-from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse
+from rehearsal.emulated import EmulatedAccount
 from rehearsal.engine import ProgramRun, run_program, stack_config
 from tests.shims import install_shim
 
@@ -26,12 +25,6 @@ SERVICE = runner_host.RunnerService(
     stack="prod", region="eu-west-1", token_secret_arn="arn:aws:secretsmanager:eu-west-1:123456789012:secret:runner-token-AbCdEf",
     instance_url="https://git.forge.example.com/",
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def ha_rehearsal() -> Iterator[tuple[ProgramRun, EmulatedAccount]]:
-    with emulated_account("eu-west-1", "forge.example.com") as account:
-        yield rehearse("prod", stack_config("prod", HA), account), account
 
 
 def test_the_runner_host_is_private_and_reaches_the_internet_but_no_data_tier(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,12 @@ from components import cluster
 from components.services import gitea, images, postgres
 from components.settings import parse
 from policy.forgestack_rules import evaluate
-from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse
+from rehearsal.emulated import EmulatedAccount
 from rehearsal.engine import ProgramRun, policy_view, run_program, stack_config
+from tests.backup_support import make_rds_like, run_database_role_script
 from tests.servers import postgres_server
 
 HA = {"forgestack:topology": "ha"}
-
-
-@pytest.fixture(scope="module")
-def ha_rehearsal() -> Iterator[tuple[ProgramRun, EmulatedAccount]]:
-    with emulated_account("eu-west-1", "forge.example.com") as account:
-        yield rehearse("prod", stack_config("prod", HA), account), account
 
 
 def test_the_network_spans_two_zones_with_private_subnets_nat_and_endpoints(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
@@ -224,27 +218,10 @@ def test_the_init_containers_are_read_only_and_drop_what_they_do_not_need(ha_reh
 
 def test_the_database_role_script_makes_gitea_a_login_that_owns_its_tables_as_a_non_superuser_master() -> None:
     with postgres_server() as server:
-        admin = server.admin_url
-        server.psql(f"DROP DATABASE {postgres.DATABASE}", admin)
-        server.psql(f"DROP ROLE {postgres.USER}", admin)
-        server.psql("CREATE ROLE master LOGIN CREATEROLE PASSWORD 'master-password'", admin)  # RDS's master: no superuser
-        server.psql(f"CREATE DATABASE {postgres.DATABASE} OWNER master", admin)
+        make_rds_like(server)  # RDS's master: no superuser
 
-        def run_role_script(password: str) -> None:
-            env = {
-                "PATH": os.environ["PATH"],
-                "PGHOST": "127.0.0.1",
-                "PGPORT": str(server.port),
-                "PGDATABASE": postgres.DATABASE,
-                "PGUSER": "master",
-                "PGPASSWORD": "master-password",
-                "GITEA_DATABASE_PASSWORD": password,
-            }
-            result = subprocess.run(["sh", "-c", cluster.database_role_script()], env=env, capture_output=True, text=True)
-            assert result.returncode == 0, result.stderr
-
-        run_role_script("first-password")
-        run_role_script("second-password")  # every task start: idempotent, and a changed credential takes effect
+        run_database_role_script(server, "first-password")
+        run_database_role_script(server, "second-password")  # every task start: idempotent, and a changed credential takes effect
         gitea_url = f"postgresql://{postgres.USER}:second-password@127.0.0.1:{server.port}/{postgres.DATABASE}"
         server.psql("CREATE TABLE repository (id bigint primary key); INSERT INTO repository VALUES (1)", gitea_url)
         assert server.psql("SELECT count(*) FROM repository", gitea_url) == "1"
