@@ -24,6 +24,7 @@ import pulumi_aws as aws
 from components.backup_job import max_backup_age_seconds
 from components.host_tools.heartbeat import DIMENSION as HEARTBEAT_DIMENSION
 from components.kms import rotating_key
+from components.services.dashboards import CloudWatchPanel
 
 ROUTE53_METRICS_REGION: Final = "us-east-1"  # Route 53 publishes health-check metrics only here
 HEARTBEAT_NAMESPACE: Final = "forgestack"
@@ -392,6 +393,19 @@ def dashboard_url(region: str, stack: str) -> str:
     return f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#dashboards:name={dashboard_name(stack)}"
 
 
+def panel_title(spec: MetricAlarmSpec) -> str:
+    return f"{spec.name}: {spec.description.split(': ', 1)[-1]}"
+
+
+def grafana_panels(region: str, specs: Sequence[MetricAlarmSpec], dimensions: Sequence[Mapping[str, str]]) -> tuple[CloudWatchPanel, ...]:
+    """Grafana's view of what the alarms watch (the ops host's Grafana in topology ha): each spec's metric, statistic,
+    period and threshold. dimensions: each spec's dimensions with their values resolved."""
+    return tuple(
+        CloudWatchPanel(panel_title(spec), region, spec.namespace, spec.metric, resolved, spec.statistic, spec.period, spec.threshold)
+        for spec, resolved in zip(specs, dimensions, strict=True)
+    )
+
+
 def dashboard_body(region: str, specs: Sequence[MetricAlarmSpec], dimensions: Sequence[Mapping[str, str]]) -> str:
     """A CloudWatch dashboard: one graph per alarm spec (its metric, statistic and period, its threshold as a line).
     dimensions: each spec's dimensions with their values resolved."""
@@ -404,7 +418,7 @@ def dashboard_body(region: str, specs: Sequence[MetricAlarmSpec], dimensions: Se
         widgets.append({
             "type": "metric", "x": (index % DASHBOARD_COLUMNS) * width, "y": (index // DASHBOARD_COLUMNS) * 6, "width": width, "height": 6,
             "properties": {
-                "title": f"{spec.name}: {spec.description.split(': ', 1)[-1]}", "region": region, "view": "timeSeries",
+                "title": panel_title(spec), "region": region, "view": "timeSeries",
                 "metrics": [metric], "stat": spec.statistic, "period": spec.period,
                 "annotations": {"horizontal": [{"label": f"alarm ({spec.comparison})", "value": spec.threshold}]},
             },

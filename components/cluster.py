@@ -36,6 +36,7 @@ SECRETS_VOLUME: Final = "secrets"
 DATA_VOLUME: Final = "gitea-data"
 PLATFORM_VERSION: Final = "1.4.0"  # the first Fargate platform with EFS volumes; pinned, not LATEST
 CPU_ARCHITECTURE: Final = "ARM64"  # Graviton: cheaper per vCPU; every pinned image here is multi-arch
+DISCOVERY_TTL_SECONDS: Final = 10  # a stopped task's address leaves the answers within seconds
 HEALTH_CHECK_GRACE_SECONDS: Final = 180  # first start migrates the database and generates SSH host keys
 EXECUTION_ROLE_POLICY: Final = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 # ECS Exec: the SSM agent in the task opens its channels; these actions have no resource-level permissions.
@@ -86,6 +87,7 @@ class ClusterArgs:
     access_point_id: pulumi.Input[str]
     access_point_arn: pulumi.Input[str]
     objects_policy: pulumi.Input[str]
+    vpc_id: pulumi.Input[str]
     subnet_ids: Sequence[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
     web_target_group_arn: pulumi.Input[str]
@@ -100,6 +102,16 @@ class ClusterArgs:
     # ci actions: the runner registration token's own secret (whole string) and key; Gitea reads it as its global token.
     runner_token_secret_arn: pulumi.Input[str] | None = None
     runner_token_key_arn: pulumi.Input[str] | None = None
+
+
+def discovery_domain(stack: str) -> str:
+    """The private DNS namespace (Cloud Map) the stack's tasks register in; resolvable inside the VPC only."""
+    return f"{stack}.forgestack.internal"
+
+
+def gitea_discovery_name(stack: str) -> str:
+    """One A record per running Gitea task: what the ops host's Prometheus resolves to scrape every task."""
+    return f"{GITEA_CONTAINER}.{discovery_domain(stack)}"
 
 
 def secret_variable(secret_file: SecretFile) -> str:
@@ -376,6 +388,23 @@ class Cluster(pulumi.ComponentResource):
             ],
             opts=child,
         )
+        # Cloud Map: ECS registers each running task's address under gitea_discovery_name() and removes it when the task
+        # stops (and while its health check fails), so a scraper finds every task without asking the ECS API.
+        self.namespace = aws.servicediscovery.PrivateDnsNamespace(
+            f"{name}-namespace", name=discovery_domain(args.stack), vpc=args.vpc_id, description="forgestack tasks", opts=child
+        )
+        self.discovery = aws.servicediscovery.Service(
+            f"{name}-discovery",
+            name=GITEA_CONTAINER,
+            dns_config=aws.servicediscovery.ServiceDnsConfigArgs(
+                namespace_id=self.namespace.id,
+                dns_records=[aws.servicediscovery.ServiceDnsConfigDnsRecordArgs(ttl=DISCOVERY_TTL_SECONDS, type="A")],
+                routing_policy="MULTIVALUE",
+            ),
+            health_check_custom_config=aws.servicediscovery.ServiceHealthCheckCustomConfigArgs(),  # ECS reports task health
+            force_destroy=True,  # ECS's registrations go with the service; nothing else registers here
+            opts=child,
+        )
         self.service = aws.ecs.Service(
             f"{name}-service",
             cluster=self.cluster.arn,
@@ -394,6 +423,7 @@ class Cluster(pulumi.ComponentResource):
                     target_group_arn=args.ssh_target_group_arn, container_name=GITEA_CONTAINER, container_port=gitea.CONTAINER_SSH_PORT
                 ),
             ],
+            service_registries=aws.ecs.ServiceServiceRegistriesArgs(registry_arn=self.discovery.arn),
             # A deploy starts the new tasks before stopping old ones, and rolls back when they never become healthy.
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,

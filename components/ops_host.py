@@ -28,7 +28,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import database, templates
-from components.alarms import BACKUP_METRIC, HEARTBEAT_NAMESPACE, RESTORE_DRILL_METRIC
+from components.alarms import BACKUP_METRIC, HEARTBEAT_NAMESPACE, RESTORE_DRILL_METRIC, MetricAlarmSpec, grafana_panels
 from components.backup_job import (
     BACKUP_DELAY,
     DRILL_DELAY,
@@ -47,6 +47,9 @@ from components.host import SSM_AGENT_STATEMENTS, encode_user_data
 from components.host_files import HostFile, pack
 from components.host_tools.backup import DEFAULT_PREFIX as BACKUP_PREFIX
 from components.host_tools.heartbeat import DIMENSION as HEARTBEAT_DIMENSION
+from components.ops_monitoring import UNITS as MONITORING_UNITS
+from components.ops_monitoring import OpsMonitoring, monitoring_files
+from components.ops_monitoring import units as ops_monitoring_units
 from components.private_instance import PrivateInstanceArgs, private_instance
 from components.services import postgres
 from policy.forgestack_rules import BACKUP_ERASURE_ACTIONS
@@ -55,7 +58,16 @@ OPS_USER: Final = "ec2-user"  # Amazon Linux's login user
 MOUNT_POINT: Final = "/mnt/forge-files"  # the file system's root; Gitea's /data is MOUNT_POINT + filesystem.ROOT_DIRECTORY
 VENV: Final = "/opt/forgestack/venv"
 TOOLS_DIR: Final = "/opt/forgestack/host_tools"
-TOOLS: Final = ("backup.py", "restore.py", "drill.py", "move_objects.py")  # restore.py and drill.py import backup.py
+MONITORING_DIR: Final = "/opt/forgestack/monitoring"
+# restore.py, drill.py and credential_file.py import backup.py
+TOOLS: Final = ("backup.py", "restore.py", "drill.py", "move_objects.py", "credential_file.py")
+CREDENTIAL_TOOL: Final = (f"{VENV}/bin/python", f"{TOOLS_DIR}/credential_file.py")
+# Grafana's CloudWatch data source reads metrics (the AmazonGrafanaCloudWatchAccess managed policy's CloudWatch part
+# without logs, tags and the alarm reads that take a resource: the dashboards draw metrics); none of these takes one.
+GRAFANA_CLOUDWATCH_ACTIONS: Final = (
+    "cloudwatch:ListMetrics", "cloudwatch:GetMetricStatistics", "cloudwatch:GetMetricData", "cloudwatch:DescribeAlarmsForMetric",
+    "ec2:DescribeRegions",
+)  # fmt: skip
 DRILL_CALENDAR: Final = "Sun,Wed *-*-* 05:43:00"  # twice a week: one missed drill stays inside the alarm's 7 days
 UNITS_DIR: Final = "/etc/systemd/system"
 GITEA_DATA: Final = MOUNT_POINT + ROOT_DIRECTORY  # the access point's directory: what the tasks mount as /data
@@ -86,6 +98,9 @@ class OpsHostArgs:
     credentials_key_arn: pulumi.Input[str]
     objects_policy: pulumi.Input[str]  # ObjectStorage.access_policy: what Gitea's tasks may do with their objects
     postgres_image: str
+    domain: str
+    gitea_discovery_name: str  # cluster.gitea_discovery_name(): Prometheus scrapes every task found under it
+    metric_alarms: Sequence[MetricAlarmSpec] = ()  # what the alarms watch: Grafana draws the same
     ssh_public_key: str = ""
     protect: bool = False
     mount_targets: Sequence[pulumi.Resource] = ()  # the mount at first boot needs them
@@ -163,47 +178,68 @@ def drill_timer_unit() -> str:
     )
 
 
-def tools_bundle() -> tuple[str, str]:
-    """(base64 of a tar.gz of the ops tools, its sha256): the same bytes for the same files (host_files.pack)."""
-    files = tuple(HostFile(f"/{name}", (REPO_HOST_TOOLS / name).read_text(), 0o755) for name in TOOLS)  # relative to TOOLS_DIR
+def tools_files() -> tuple[HostFile, ...]:
+    return tuple(HostFile(f"/{name}", (REPO_HOST_TOOLS / name).read_text(), 0o755) for name in TOOLS)  # relative to TOOLS_DIR
+
+
+def bundle(files: tuple[HostFile, ...]) -> tuple[str, str]:
+    """(base64 of a tar.gz of the files, its sha256): the same bytes for the same files (host_files.pack)."""
     packed = pack(files)
     return base64.b64encode(packed).decode(), hashlib.sha256(packed).hexdigest()
 
 
-def tools_script(job: OpsBackupJob, tools_dir: str = TOOLS_DIR, units_dir: str = UNITS_DIR) -> list[str]:
-    """Shell lines that install the tools into tools_dir (unpacked into a fresh directory, checked against the bundle's
-    sha256, then swapped in, so a failed run leaves the previous tools in place), then the backup's units, and start
-    its timer."""
-    bundle, digest = tools_bundle()
-    staging = f"{tools_dir}.new"
+def install_lines(files: tuple[HostFile, ...], target: str) -> list[str]:
+    """Shell lines that put exactly these files into target: unpacked into a fresh directory, checked against the
+    bundle's sha256, then swapped in, so a failed run leaves the previous files in place."""
+    encoded, digest = bundle(files)
+    staging = f"{target}.new"
+    return [
+        f"rm -rf {staging} && mkdir -p {staging}",
+        f"printf '%s' '{encoded}' | base64 -d > {staging}.tar.gz",
+        f"echo '{digest}  {staging}.tar.gz' | sha256sum -c --quiet",
+        f"tar -xzf {staging}.tar.gz -C {staging} --no-same-owner && rm {staging}.tar.gz",
+        f"rm -rf {target}.old && if [ -d {target} ]; then mv {target} {target}.old; fi",
+        f"mv {staging} {target} && rm -rf {target}.old",
+        f"echo 'forgestack: {len(files)} files installed in {target} ({digest[:12]})'",
+    ]
+
+
+def tools_script(
+    job: OpsBackupJob, monitoring: OpsMonitoring, tools_dir: str = TOOLS_DIR, units_dir: str = UNITS_DIR
+) -> list[str]:
+    """Shell lines that install the tools into tools_dir and the monitoring configuration into monitoring.directory
+    (install_lines), then the backup's and the monitoring's units; start the timers and (re)start the monitoring."""
     units = {
         f"{UNIT_NAME}.service": backup_service_unit(job),
         f"{UNIT_NAME}.timer": backup_timer_unit(job),
         f"{DRILL_UNIT}.service": drill_service_unit(job),
         f"{DRILL_UNIT}.timer": drill_timer_unit(),
+        **ops_monitoring_units(monitoring),
     }
     return [
         "set -eu",
-        f"rm -rf {staging} && mkdir -p {staging}",
-        f"printf '%s' '{bundle}' | base64 -d > {staging}.tar.gz",
-        f"echo '{digest}  {staging}.tar.gz' | sha256sum -c --quiet",
-        f"tar -xzf {staging}.tar.gz -C {staging} --no-same-owner && rm {staging}.tar.gz",
-        f"rm -rf {tools_dir}.old && if [ -d {tools_dir} ]; then mv {tools_dir} {tools_dir}.old; fi",
-        f"mv {staging} {tools_dir} && rm -rf {tools_dir}.old",
+        *install_lines(tools_files(), tools_dir),
+        *install_lines(monitoring_files(monitoring), monitoring.directory),
         *(f"printf '%s' {shlex.quote(text)} > {units_dir}/{unit}" for unit, text in units.items()),
         "systemctl daemon-reload",
         f"systemctl enable --now {UNIT_NAME}.timer {DRILL_UNIT}.timer",
-        f"echo 'forgestack ops tools installed ({digest[:12]}), backup every {job.interval_hours} h'",
+        # restart, not start: a new document version brings new configuration
+        f"systemctl enable {' '.join(MONITORING_UNITS)} && systemctl restart {' '.join(MONITORING_UNITS)}",
+        f"echo 'forgestack ops tools and monitoring installed, backup every {job.interval_hours} h'",
     ]
 
 
-def tools_document(job: OpsBackupJob) -> str:
-    """The SSM Command document the ops host runs (through an association) to install the tools and the backup job."""
+def tools_document(job: OpsBackupJob, monitoring: OpsMonitoring) -> str:
+    """The SSM Command document the ops host runs (through an association) to install the tools, the backup job and
+    the monitoring."""
     return json.dumps(
         {
             "schemaVersion": "2.2",
-            "description": "Install forgestack's admin tools (backup, restore, drill, move_objects) and their timers on the ops host",
-            "mainSteps": [{"action": "aws:runShellScript", "name": "installTools", "inputs": {"runCommand": tools_script(job)}}],
+            "description": "Install forgestack's admin tools (backup, restore, drill, move_objects), their timers and Prometheus "
+            "and Grafana on the ops host",
+            "mainSteps": [
+                {"action": "aws:runShellScript", "name": "installTools", "inputs": {"runCommand": tools_script(job, monitoring)}}
+            ],
         }
     )
 
@@ -270,6 +306,7 @@ def ops_policy(
                     "Resource": credentials_secret_arn,
                 },
                 {"Sid": "DecryptCredentials", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": credentials_key_arn},
+                {"Sid": "GrafanaReadsCloudWatch", "Effect": "Allow", "Action": list(GRAFANA_CLOUDWATCH_ACTIONS), "Resource": "*"},
                 {
                     "Sid": "MountTheFileSystemRoot",
                     "Effect": "Allow",
@@ -319,20 +356,35 @@ class OpsHost(pulumi.ComponentResource):
         )  # fmt: skip
         # The tools arrive through SSM: the association runs the document on the instance once its agent is online, and
         # again whenever the document changes (a new version of the tools).
-        job = pulumi.Output.all(args.backup_bucket_name, args.database_address, args.credentials_secret_arn).apply(
-            lambda values: OpsBackupJob(
+        def document(bucket: str, database_address: str, secret_arn: str, *dimensions: dict[str, str]) -> str:
+            job = OpsBackupJob(
                 stack=args.stack,
                 region=args.region,
-                bucket=values[0],
-                database_address=values[1],
-                credentials_secret_arn=values[2],
+                bucket=bucket,
+                database_address=database_address,
+                credentials_secret_arn=secret_arn,
                 postgres_image=args.postgres_image,
                 interval_hours=args.backup_interval_hours,
             )
-        )
-        self.tools = aws.ssm.Document(
-            f"{name}-tools", document_type="Command", document_format="JSON", content=job.apply(tools_document), opts=child
-        )
+            monitoring = OpsMonitoring(
+                stack=args.stack,
+                region=args.region,
+                domain=args.domain,
+                gitea_discovery_name=args.gitea_discovery_name,
+                credentials_secret_arn=secret_arn,
+                panels=grafana_panels(args.region, args.metric_alarms, dimensions),
+                directory=MONITORING_DIR,
+                credential_tool=CREDENTIAL_TOOL,
+            )
+            return tools_document(job, monitoring)
+
+        content = pulumi.Output.all(
+            args.backup_bucket_name,
+            args.database_address,
+            args.credentials_secret_arn,
+            *(pulumi.Output.from_input(spec.dimensions) for spec in args.metric_alarms),
+        ).apply(lambda values: document(*values))
+        self.tools = aws.ssm.Document(f"{name}-tools", document_type="Command", document_format="JSON", content=content, opts=child)
         aws.ssm.Association(
             f"{name}-tools-install",
             name=self.tools.name,

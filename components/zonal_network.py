@@ -50,13 +50,14 @@ def tier_rules(public_ssh_port: int, web_port: int, ssh_port: int) -> tuple[Tier
         TierRule("file-system", NFS_PORT, "tasks", "NFS from the Gitea tasks"),
         TierRule("database", DATABASE_PORT, "ops", "PostgreSQL from the ops host (restore, migration)"),
         TierRule("file-system", NFS_PORT, "ops", "NFS from the ops host (restore, migration)"),
+        TierRule("tasks", web_port, "ops", "Gitea's /metrics from the ops host's Prometheus"),
     )
 
 
 # Egress per tier: the load balancers only to the tasks' ports; the tasks anywhere (webhooks, mail, images); the ops host
 # to the database and file system it restores into, and HTTPS (AWS APIs, package and image downloads); none else.
 TIER_EGRESS: Final = {
-    "web-lb": ("tasks",), "ssh-lb": ("tasks",), "tasks": (ANYWHERE,), "ops": ("database", "file-system"),
+    "web-lb": ("tasks",), "ssh-lb": ("tasks",), "tasks": (ANYWHERE,), "ops": ("database", "file-system", "tasks"),
     "runner": (ANYWHERE,),  # CI jobs fetch from anywhere; the runner host reaches no data tier and nothing reaches it
 }  # fmt: skip
 HTTPS_ONLY_EGRESS: Final = ("ops",)  # tiers whose way out is HTTPS alone

@@ -54,6 +54,8 @@ class HaHandlers:
             "aws:ecs/cluster:Cluster": self._ecs_cluster,
             "aws:ecs/taskDefinition:TaskDefinition": self._task_definition,
             "aws:ecs/service:Service": self._ecs_service,
+            "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace": self._dns_namespace,
+            "aws:servicediscovery/service:Service": self._discovery_service,
             "aws:lb/loadBalancer:LoadBalancer": self._load_balancer,
             "aws:lb/targetGroup:TargetGroup": self._target_group,
             "aws:lb/listener:Listener": self._listener,
@@ -396,6 +398,12 @@ class HaHandlers:
             "enableECSManagedTags": bool(inputs["enableEcsManagedTags"]),
             "availabilityZoneRebalancing": inputs["availabilityZoneRebalancing"],
         }
+        registries = inputs.get("serviceRegistries")
+        if registries:
+            registry = registries["registryArn"]
+            discovery = self.account.client("servicediscovery")
+            discovery.get_service(Id=registry.rsplit("/", 1)[-1])  # the registry exists
+            request["serviceRegistries"] = [{"registryArn": registry}]
         self._validated(
             "ecs",
             "create_service",
@@ -406,6 +414,28 @@ class HaHandlers:
         moto_request = {key: value for key, value in request.items() if key not in ("availabilityZoneRebalancing",)}
         service = self.account.client("ecs").create_service(**moto_request)["service"]
         return service["serviceArn"], {"name": service["serviceName"], "arn": service["serviceArn"]}
+
+    def _dns_namespace(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        discovery = self.account.client("servicediscovery")
+        discovery.create_private_dns_namespace(Name=inputs["name"], Vpc=inputs["vpc"], Description=inputs.get("description", ""))
+        namespace = next(n for n in discovery.list_namespaces()["Namespaces"] if n["Name"] == inputs["name"])
+        zone = namespace["Properties"]["DnsProperties"]["HostedZoneId"].rsplit("/", 1)[-1]
+        return namespace["Id"], {"arn": namespace["Arn"], "hostedZone": zone}
+
+    def _discovery_service(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        dns = inputs["dnsConfig"]
+        request: dict[str, Any] = {
+            "Name": inputs["name"],
+            "NamespaceId": dns["namespaceId"],
+            "DnsConfig": {
+                "RoutingPolicy": dns["routingPolicy"],
+                "DnsRecords": [{"Type": record["type"], "TTL": _number(record["ttl"])} for record in dns["dnsRecords"]],
+            },
+        }
+        if "healthCheckCustomConfig" in inputs:
+            request["HealthCheckCustomConfig"] = {}
+        service = self.account.client("servicediscovery").create_service(**request)["Service"]
+        return service["Id"], {"arn": service["Arn"]}
 
     # ------------------------------------------------------------ load balancers
 

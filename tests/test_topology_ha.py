@@ -51,7 +51,11 @@ def test_only_the_gitea_tasks_and_the_ops_host_reach_the_data_tier_and_the_data_
         assert by_tier[tier]["IpPermissionsEgress"] == [], tier
     web_lb_egress = by_tier["web-lb"]["IpPermissionsEgress"]
     assert [(rule["FromPort"], rule["UserIdGroupPairs"][0]["GroupId"]) for rule in web_lb_egress] == [(gitea.HTTP_PORT, tasks)]
-    # The ops host: nothing comes in; out only to the database, the file system, and HTTPS.
+    # The tasks' web port: from the load balancer, and from the ops host (Prometheus scrapes /metrics); nothing else.
+    web_sources = {pair["GroupId"] for rule in by_tier["tasks"]["IpPermissions"] if rule["FromPort"] == gitea.HTTP_PORT
+                   for pair in rule["UserIdGroupPairs"]}  # fmt: skip
+    assert web_sources == {by_tier["web-lb"]["GroupId"], ops}
+    # The ops host: nothing comes in; out only to the database, the file system, Gitea's web port, and HTTPS.
     assert by_tier["ops"]["IpPermissions"] == []
     ops_egress = {
         (rule["FromPort"], tuple(pair["GroupId"] for pair in rule["UserIdGroupPairs"]), tuple(r["CidrIp"] for r in rule["IpRanges"]))
@@ -60,6 +64,7 @@ def test_only_the_gitea_tasks_and_the_ops_host_reach_the_data_tier_and_the_data_
     assert ops_egress == {
         (5432, (by_tier["database"]["GroupId"],), ()),
         (2049, (by_tier["file-system"]["GroupId"],), ()),
+        (gitea.HTTP_PORT, (tasks,), ()),
         (443, (), ("0.0.0.0/0",)),
     }
 

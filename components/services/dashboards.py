@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +37,14 @@ CONTAINERS = [
           ' / sum by (name) (container_spec_memory_limit_bytes{name=~"forgestack-.+"} > 0)', "percentunit", "{{name}}"),
     Panel("Restarts (15 min)", 'changes(container_start_time_seconds{name=~"forgestack-.+"}[15m])', "short", "{{name}}"),
 ]
-GITEA = [
+GITEA_APP = [  # Gitea's own metrics: what any Prometheus scraping Gitea (job "gitea") can show
     Panel("Users", "gitea_users"),
     Panel("Repositories", "gitea_repositories"),
     Panel("Issues", "gitea_issues"),
-    Panel("Gitea up", 'up{job="gitea"}'),
+    Panel("Gitea up", 'up{job="gitea"}', "short", "{{instance}}"),
+]
+GITEA = [
+    *GITEA_APP,
     Panel("HTTPS probe", "probe_success", "short", "{{instance}}"),
     Panel("Certificate days left", "(probe_ssl_earliest_cert_expiry - time()) / 86400", "d", "{{instance}}"),
 ]
@@ -57,23 +61,65 @@ BACKUPS = [
 ]
 
 
-def dashboard(uid: str, title: str, panels: list[Panel]) -> dict[str, Any]:
-    width, height = 12, 8
+WIDTH, HEIGHT = 12, 8  # two panels per row (the grid is 24 units wide)
+
+
+@dataclass(frozen=True)
+class CloudWatchPanel:
+    """A graph of one CloudWatch metric as an alarm watches it, the alarm's threshold drawn as a red line."""
+
+    title: str
+    region: str
+    namespace: str
+    metric: str
+    dimensions: Mapping[str, str]
+    statistic: str
+    period: int  # seconds
+    threshold: float
+
+
+def _board(uid: str, title: str, panels: list[dict[str, Any]]) -> dict[str, Any]:
+    for index, panel in enumerate(panels):
+        panel["id"] = index + 1
+        panel["gridPos"] = {"x": (index % 2) * WIDTH, "y": (index // 2) * HEIGHT, "w": WIDTH, "h": HEIGHT}
     return {
         "uid": f"forgestack-{uid}", "title": f"forgestack / {title}", "tags": ["forgestack"], "editable": False,
-        "schemaVersion": 39, "time": {"from": "now-24h", "to": "now"}, "refresh": "1m",
-        "panels": [
-            {
-                "id": index + 1, "type": "timeseries", "title": panel.title,
-                "datasource": {"type": "prometheus", "uid": "prometheus"},
-                "gridPos": {"x": (index % 2) * width, "y": (index // 2) * height, "w": width, "h": height},
-                "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
-                "targets": [{"refId": "A", "expr": panel.expr, "legendFormat": panel.legend,
-                             "datasource": {"type": "prometheus", "uid": "prometheus"}}],
-            }
-            for index, panel in enumerate(panels)
-        ],
-    }
+        "schemaVersion": 39, "time": {"from": "now-24h", "to": "now"}, "refresh": "1m", "panels": panels,
+    }  # fmt: skip
+
+
+def dashboard(uid: str, title: str, panels: list[Panel]) -> dict[str, Any]:
+    return _board(uid, title, [
+        {
+            "type": "timeseries", "title": panel.title, "datasource": {"type": "prometheus", "uid": "prometheus"},
+            "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+            "targets": [{"refId": "A", "expr": panel.expr, "legendFormat": panel.legend,
+                         "datasource": {"type": "prometheus", "uid": "prometheus"}}],
+        }
+        for panel in panels
+    ])  # fmt: skip
+
+
+def cloudwatch_dashboard(uid: str, title: str, panels: list[CloudWatchPanel]) -> dict[str, Any]:
+    """Grafana's CloudWatch data source (uid "cloudwatch"), one metric query per panel."""
+    source = {"type": "cloudwatch", "uid": "cloudwatch"}
+    return _board(uid, title, [
+        {
+            "type": "timeseries", "title": panel.title, "datasource": source,
+            "fieldConfig": {"defaults": {
+                "custom": {"thresholdsStyle": {"mode": "line"}},
+                "thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                             {"color": "red", "value": panel.threshold}]},
+            }, "overrides": []},
+            "targets": [{
+                "refId": "A", "datasource": source, "queryMode": "Metrics", "metricQueryType": 0, "metricEditorMode": 0,
+                "region": panel.region, "namespace": panel.namespace, "metricName": panel.metric,
+                "dimensions": dict(panel.dimensions), "matchExact": True, "statistic": panel.statistic,
+                "period": str(panel.period), "id": "", "expression": "", "label": "",
+            }],
+        }
+        for panel in panels
+    ])  # fmt: skip
 
 
 def all_panels(backups: bool) -> dict[str, list[Panel]]:

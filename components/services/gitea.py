@@ -28,6 +28,8 @@ SUBDOMAIN = "git"
 # topology ha: git over SSH has its own name (the network load balancer), as the web name is the application load balancer's.
 SSH_SUBDOMAIN_HA = "git-ssh"
 HEALTH_PATH = "/api/healthz"  # 200 while Gitea and its database answer; no login
+METRICS_PATH = "/metrics"
+METRICS_CREDENTIAL = "metricsToken"  # the credentials key of the bearer token Prometheus sends
 GIT_UID = 1000  # the image's `git` user
 ADMIN_BOOTSTRAP_SCRIPT = "/usr/local/bin/forgestack-bootstrap-admin"
 ADMIN_PASSWORD_FILE = f"{SECRETS_DIR}/gitea_admin_password"
@@ -158,7 +160,7 @@ def gitea_secret_files(settings: Settings, endpoints: GiteaEndpoints) -> tuple[S
         SecretFile("postgresPassword", postgres.PASSWORD_FILE, GIT_UID),
         SecretFile("giteaSecretKey", f"{SECRETS_DIR}/gitea_secret_key", GIT_UID),
         SecretFile("giteaInternalToken", f"{SECRETS_DIR}/gitea_internal_token", GIT_UID),
-        SecretFile("metricsToken", f"{SECRETS_DIR}/gitea_metrics_token", GIT_UID),
+        SecretFile(METRICS_CREDENTIAL, f"{SECRETS_DIR}/gitea_metrics_token", GIT_UID),
         SecretFile("giteaAdminPassword", ADMIN_PASSWORD_FILE, GIT_UID),
         *(SecretFile("valkeyPassword", valkey_file(use), GIT_UID,
                      template=valkey.connection_template(use, endpoints.cache_address, endpoints.cache_tls))
@@ -186,7 +188,7 @@ def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         healthcheck=Healthcheck(("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{HTTP_PORT}{HEALTH_PATH}"),
                                 start_period="60s"),
         route=Route(SUBDOMAIN, HTTP_PORT, limits=GITEA_RATE_LIMITS, health_path=HEALTH_PATH),
-        metrics=MetricsEndpoint(HTTP_PORT, "/metrics", bearer_credential="metricsToken"),
+        metrics=MetricsEndpoint(HTTP_PORT, METRICS_PATH, bearer_credential=METRICS_CREDENTIAL),
         depends_on=(postgres.NAME, valkey.NAME),
     )
 

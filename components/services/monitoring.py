@@ -61,6 +61,8 @@ ALERTMANAGER_CONFIG = "/etc/alertmanager/alertmanager.yml"
 BLACKBOX_CONFIG = "/etc/blackbox_exporter/config.yml"
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
 GRAFANA_DASHBOARDS = "/etc/grafana/dashboards"
+GRAFANA_PASSWORD_FILE = f"{SECRETS_DIR}/grafana_admin_password"
+GRAFANA_PASSWORD_CREDENTIAL = "grafanaAdminPassword"  # noqa: S105 (the credentials key, not a password)
 SCRAPE_INTERVAL = "30s"
 CERT_EXPIRY_WARNING_DAYS = 10  # Let's Encrypt lifetimes shrink to 64 and then 45 days; certbot renews at 30 days left
 
@@ -385,12 +387,31 @@ def alertmanager_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
 # ------------------------------------------------------------------ Grafana
 
 
-def grafana_datasources(loki_url: str | None) -> str:
+def grafana_datasources(loki_url: str | None, prometheus_url: str = f"http://{PROMETHEUS}:{PROMETHEUS_PORT}",
+                        cloudwatch_region: str | None = None) -> str:
+    """Prometheus always; Loki where logs are collected; CloudWatch (topology ha: the managed services' metrics, read
+    with the instance role, the SDK's default credentials) where a region is given."""
     sources: list[dict[str, Any]] = [{"name": "Prometheus", "uid": "prometheus", "type": "prometheus", "access": "proxy",
-                                      "url": f"http://{PROMETHEUS}:{PROMETHEUS_PORT}", "isDefault": True, "editable": False}]
+                                      "url": prometheus_url, "isDefault": True, "editable": False}]
     if loki_url:
         sources.append({"name": "Loki", "uid": "loki", "type": "loki", "access": "proxy", "url": loki_url, "editable": False})
+    if cloudwatch_region:
+        sources.append({"name": "CloudWatch", "uid": "cloudwatch", "type": "cloudwatch", "editable": False,
+                        "jsonData": {"authType": "default", "defaultRegion": cloudwatch_region}})
     return _dump({"apiVersion": 1, "datasources": sources})
+
+
+def grafana_env(domain: str, root_url: str, password_file: str) -> dict[str, str]:
+    """Grafana's settings wherever it runs: one admin (password from a file), no sign-up, no anonymous access, no calls
+    home."""
+    return {
+        "GF_SERVER_DOMAIN": domain, "GF_SERVER_ROOT_URL": root_url,
+        "GF_SECURITY_ADMIN_USER": "admin", "GF_SECURITY_ADMIN_PASSWORD__FILE": password_file,
+        "GF_SECURITY_COOKIE_SECURE": "true", "GF_SECURITY_DISABLE_GRAVATAR": "true",
+        "GF_USERS_ALLOW_SIGN_UP": "false", "GF_AUTH_ANONYMOUS_ENABLED": "false",
+        "GF_ANALYTICS_REPORTING_ENABLED": "false", "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+        "GF_PATHS_PROVISIONING": GRAFANA_PROVISIONING,
+    }  # fmt: skip
 
 
 def grafana_dashboard_provider() -> str:
@@ -410,19 +431,11 @@ def grafana_url(settings: Settings) -> str:
 def grafana_spec(settings: Settings, memory_mb: int, loki_url: str | None) -> ServiceSpec:
     hostname = "localhost" if settings.admin_ui_private else settings.hostname(GRAFANA_SUBDOMAIN)
     root_url = grafana_url(settings)
-    password_file = f"{SECRETS_DIR}/grafana_admin_password"
     boards = dashboards.all_dashboards(backups=settings.is_aws)
     return ServiceSpec(
         name=GRAFANA, image=images.GRAFANA, memory_mb=memory_mb,
-        env={
-            "GF_SERVER_DOMAIN": hostname, "GF_SERVER_ROOT_URL": root_url,
-            "GF_SECURITY_ADMIN_USER": "admin", "GF_SECURITY_ADMIN_PASSWORD__FILE": password_file,
-            "GF_SECURITY_COOKIE_SECURE": "true", "GF_SECURITY_DISABLE_GRAVATAR": "true",
-            "GF_USERS_ALLOW_SIGN_UP": "false", "GF_AUTH_ANONYMOUS_ENABLED": "false",
-            "GF_ANALYTICS_REPORTING_ENABLED": "false", "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
-            "GF_PATHS_PROVISIONING": GRAFANA_PROVISIONING,
-        },
-        secret_files=(SecretFile("grafanaAdminPassword", password_file, GRAFANA_UID),),
+        env=grafana_env(hostname, root_url, GRAFANA_PASSWORD_FILE),
+        secret_files=(SecretFile(GRAFANA_PASSWORD_CREDENTIAL, GRAFANA_PASSWORD_FILE, GRAFANA_UID),),
         config_files=(
             ConfigFile(f"{GRAFANA_PROVISIONING}/datasources/forgestack.yaml", grafana_datasources(loki_url)),
             ConfigFile(f"{GRAFANA_PROVISIONING}/dashboards/forgestack.yaml", grafana_dashboard_provider()),

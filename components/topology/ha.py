@@ -13,12 +13,13 @@ import pulumi
 from components import cache, database
 from components.alarms import backup_alarm, dashboard_url, managed_service_alarms, restore_drill_alarm
 from components.cache import Cache, CacheArgs
-from components.cluster import GITEA_CONTAINER, Cluster, ClusterArgs
+from components.cluster import GITEA_CONTAINER, Cluster, ClusterArgs, gitea_discovery_name
 from components.database import Database, DatabaseArgs
 from components.edge import OBJECTS_LOG_PREFIX, Edge, EdgeArgs
 from components.filesystem import FileSystem, FileSystemArgs
 from components.object_storage import ObjectStorage, ObjectStorageArgs
 from components.ops_host import OpsHost, OpsHostArgs
+from components.ops_monitoring import port_forward_command
 from components.runner_host import RunnerHost, RunnerHostArgs, RunnerToken
 from components.services import gitea, images
 from components.settings import Settings, instance_architecture, instance_memory_gib
@@ -134,6 +135,7 @@ def compose(settings: Settings) -> None:
             access_point_id=repositories.access_point.id,
             access_point_arn=repositories.access_point.arn,
             objects_policy=objects.access_policy,
+            vpc_id=network.vpc.id,
             subnet_ids=network.private_subnet_ids,
             security_group_id=tiers["tasks"].id,
             web_target_group_arn=edge.web_targets.arn,
@@ -149,6 +151,23 @@ def compose(settings: Settings) -> None:
             protect=settings.protect,
         ),
         base.opts,
+    )
+    # What pages an operator; the ops host's Grafana draws the same specs.
+    metric_alarms = (
+        *managed_service_alarms(
+            settings.stack,
+            edge.web.arn_suffix,
+            edge.web_targets.arn_suffix,
+            db.instance.identifier,
+            valkey.group.id,
+            repositories.file_system.id,
+            service.cluster.name,
+            service.service.name,
+            settings.ha_gitea_tasks,
+            settings.ha_database_storage_gb,
+        ),
+        backup_alarm(settings.stack, settings.backup_interval_hours),
+        restore_drill_alarm(settings.stack),
     )
     ops = OpsHost(
         "ops",
@@ -171,6 +190,9 @@ def compose(settings: Settings) -> None:
             credentials_key_arn=credentials.key.arn,
             objects_policy=objects.access_policy,
             postgres_image=images.postgres(settings.postgres_version),
+            domain=settings.domain,
+            gitea_discovery_name=gitea_discovery_name(settings.stack),
+            metric_alarms=metric_alarms,
             ssh_public_key=settings.ssh_public_key,
             protect=settings.protect,
             mount_targets=repositories.mount_targets,
@@ -201,27 +223,7 @@ def compose(settings: Settings) -> None:
         else None
     )
 
-    alarms = stack_alarms(
-        settings,
-        base,
-        None,
-        (
-            *managed_service_alarms(
-                settings.stack,
-                edge.web.arn_suffix,
-                edge.web_targets.arn_suffix,
-                db.instance.identifier,
-                valkey.group.id,
-                repositories.file_system.id,
-                service.cluster.name,
-                service.service.name,
-                settings.ha_gitea_tasks,
-                settings.ha_database_storage_gb,
-            ),
-            backup_alarm(settings.stack, settings.backup_interval_hours),
-            restore_drill_alarm(settings.stack),
-        ),
-    )
+    alarms = stack_alarms(settings, base, None, metric_alarms)
 
     pulumi.export("topology", "ha")
     export_forge(settings, [settings.hostname(gitea.SUBDOMAIN), gitea.ssh_hostname(settings)])
@@ -237,6 +239,7 @@ def compose(settings: Settings) -> None:
     export_shared(settings, credentials, backups, alarms)
     pulumi.export("dashboardUrl", dashboard_url(settings.region, settings.stack))
     pulumi.export("opsInstanceId", ops.instance.id)
+    pulumi.export("grafanaPortForward", ops.instance.id.apply(lambda instance_id: port_forward_command(settings.region, instance_id)))
     if runner:
         pulumi.export("runnerInstanceId", runner.instance.id)
     pulumi.export("opsSessionCommand", ops.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}"))
