@@ -21,7 +21,9 @@ from typing import Final
 import pulumi
 import pulumi_aws as aws
 
+from components import budget
 from components.backup_job import max_backup_age_seconds
+from components.constants import TOPIC_PUBLISHERS
 from components.host_tools.heartbeat import DIMENSION as HEARTBEAT_DIMENSION
 from components.kms import rotating_key
 from components.services.dashboards import CloudWatchPanel
@@ -218,6 +220,7 @@ class AlarmsArgs:
     https_endpoints: tuple[str, ...] = ()  # subscribed too; each confirms by visiting the SubscribeURL SNS posts to it
     protect: bool = False
     metric_alarms: tuple[MetricAlarmSpec, ...] = ()
+    budget_usd: int = 0  # the monthly budget of the stack's tagged costs; 0: none
 
 
 def heartbeat_dimensions(stack: str) -> dict[str, str]:
@@ -293,6 +296,30 @@ class Alarms(pulumi.ComponentResource):
                 dashboard_body=pulumi.Output.all(*(pulumi.Output.from_input(spec.dimensions) for spec in args.metric_alarms)).apply(
                     lambda dimensions: dashboard_body(args.region, args.metric_alarms, dimensions)
                 ),
+                opts=child,
+            )
+
+        self.budget: aws.budgets.Budget | None = None
+        if args.budget_usd:
+            self.budget = aws.budgets.Budget(
+                f"{name}-budget",
+                name=f"forgestack-{args.stack}",
+                budget_type="COST",
+                limit_amount=str(args.budget_usd),
+                limit_unit="USD",
+                time_unit="MONTHLY",
+                cost_filters=[aws.budgets.BudgetCostFilterArgs(name="TagKeyValue", values=[budget.cost_filter(args.stack)])],
+                notifications=[
+                    aws.budgets.BudgetNotificationArgs(
+                        notification_type=kind,
+                        comparison_operator="GREATER_THAN",
+                        threshold=percent,
+                        threshold_type="PERCENTAGE",
+                        subscriber_sns_topic_arns=[here],
+                        subscriber_email_addresses=[args.email] if args.email else [],
+                    )
+                    for kind, percent in (("ACTUAL", budget.ACTUAL_PERCENT), ("FORECASTED", budget.FORECAST_PERCENT))
+                ],
                 opts=child,
             )
 
@@ -427,16 +454,16 @@ def dashboard_body(region: str, specs: Sequence[MetricAlarmSpec], dimensions: Se
 
 
 def topic_policy(topic_arn: str) -> str:
-    """Only CloudWatch alarms of this account publish; everything else (subscribe, change) is the account's IAM."""
+    """Only CloudWatch alarms and budgets of this account publish; everything else (subscribe, change) is the account's IAM."""
     account = topic_arn.split(":")[4]
     return json.dumps(
         {
             "Version": "2012-10-17",
             "Statement": [
                 {
-                    "Sid": "CloudWatchAlarmsOfThisAccount",
+                    "Sid": "AlarmsAndBudgetsOfThisAccount",
                     "Effect": "Allow",
-                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                    "Principal": {"Service": list(TOPIC_PUBLISHERS)},
                     "Action": "sns:Publish",
                     "Resource": topic_arn,
                     "Condition": {"StringEquals": {"aws:SourceAccount": account}},

@@ -3,6 +3,9 @@
 from typing import Final
 
 PROJECT: Final = "forgestack"
+# The services that notify through the stack's encrypted alarm topics: the topic policy and the key policy name them.
+TOPIC_PUBLISHERS: Final = ("cloudwatch.amazonaws.com", "budgets.amazonaws.com")
+COST_ALLOCATION_TAG: Final = "stack"  # a default tag on every AWS resource; budgets and cost reports filter on it
 
 # Ports the host exposes. Git over SSH takes 22 when no one administers the host over SSH from outside (admin access
 # goes through SSM, which reaches the host's sshd on loopback); with admin networks, 22 stays theirs and git uses 2222.

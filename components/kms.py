@@ -7,6 +7,8 @@ import json
 import pulumi
 import pulumi_aws as aws
 
+from components.constants import TOPIC_PUBLISHERS
+
 
 def key_policy(account_id: str, logs_region: str | None = None, alarms: bool = False) -> str:
     """The account root administers the key; IAM policies (scoped to this key's ARN) grant its use.
@@ -29,11 +31,11 @@ def key_policy(account_id: str, logs_region: str | None = None, alarms: bool = F
             "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{logs_region}:{account_id}:log-group:*"}},
         })
     if alarms:
-        # CloudWatch publishes alarm notifications to an encrypted SNS topic only if it may use the topic's key.
+        # CloudWatch (alarms) and AWS Budgets publish to an encrypted SNS topic only if they may use the topic's key.
         statements.append({
-            "Sid": "CloudWatchAlarmsPublishToTheEncryptedTopic",
+            "Sid": "AlarmsAndBudgetsPublishToTheEncryptedTopic",
             "Effect": "Allow",
-            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+            "Principal": {"Service": list(TOPIC_PUBLISHERS)},
             "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
             "Resource": "*",
             "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},

@@ -21,6 +21,7 @@ import pulumi
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from components import budget
 from components.constants import ADMIN_SSH_PORT, GIT_SSH_ALT_PORT, GIT_SSH_PORTS, PROJECT
 
 NAMESPACE = PROJECT
@@ -279,6 +280,12 @@ class Settings(BaseModel):
     log_retention_days: Annotated[
         int,
         _key("logRetentionDays", "Days Loki keeps logs (enforced by its compactor).", "an integer from 1 to 730 (days)", 7),
+    ]
+    budget_monthly_usd: Annotated[
+        int,
+        _key("budgetMonthlyUsd", "AWS: monthly AWS Budgets amount for the stack's tagged costs (mail at 80 % spent and at "
+             "100 % forecast); 0 takes the stack's estimate (scripts/cost.py) plus 25 %.",
+             "an integer from 0 to 1000000 (USD; 0: from the estimate)", 0),
     ]
     alert_email_to: Annotated[
         str,
@@ -627,7 +634,7 @@ class Settings(BaseModel):
     @field_validator("root_volume_gb", "data_volume_gb", "backup_retention_days", "backup_archive_after_days",
                      "backup_interval_hours", "snapshot_retention_days", "flow_log_retention_days", "metrics_retention_days",
                      "log_retention_days", "git_ssh_port_choice", "ha_zones", "ha_gitea_tasks", "ha_database_storage_gb",
-                     "ha_ops_volume_gb", mode="before")
+                     "ha_ops_volume_gb", "budget_monthly_usd", mode="before")
     @classmethod
     def _whole_number(cls, value: Any) -> Any:
         # Pulumi passes numbers as strings ("20") or, under mocks, floats (20.0); bools are not numbers.
@@ -647,6 +654,11 @@ class Settings(BaseModel):
         if value not in (0, *GIT_SSH_PORTS):
             raise ValueError("not a git SSH port")
         return value
+
+    @field_validator("budget_monthly_usd")
+    @classmethod
+    def _check_budget(cls, value: int) -> int:
+        return _within(value, 0, 1_000_000)
 
     @field_validator("root_volume_gb")
     @classmethod
@@ -841,6 +853,11 @@ class Settings(BaseModel):
         if self.topology == "ha" and self.ci == "drone":
             raise _KeyProblemError("ci", self.ci, "actions or none with topology ha: ha runs no Drone server (Gitea Actions "
                                    "works with runners you register)")
+        if self.is_aws and not self.budget_monthly_usd and budget.estimate(self.stack, self.topology) is None:
+            raise _KeyProblemError("budgetMonthlyUsd", self.budget_monthly_usd,
+                                   f"an amount in USD: there is no cost estimate for stack {self.stack} with topology "
+                                   f"{self.topology} in components/files/{budget.ESTIMATES_FILE} (python scripts/cost.py "
+                                   "--write-estimates adds one once Pulumi.<stack>.yaml exists)")
         if self.backup_archive_after_days and self.backup_archive_after_days >= self.backup_retention_days:
             raise _KeyProblemError("backupArchiveAfterDays", self.backup_archive_after_days,
                               f"0 or fewer days than backupRetentionDays ({self.backup_retention_days})")
@@ -851,6 +868,14 @@ class Settings(BaseModel):
     @property
     def is_aws(self) -> bool:
         return self.platform == "aws"
+
+    @property
+    def budget_usd(self) -> int:
+        """The budget's amount: the setting, or the estimate plus budget.MARGIN."""
+        if self.budget_monthly_usd:
+            return self.budget_monthly_usd
+        estimated = budget.estimate(self.stack, self.topology)
+        return budget.amount_from_estimate(estimated) if estimated is not None else 0
 
     @property
     def architecture(self) -> Literal["x86_64", "arm64"]:

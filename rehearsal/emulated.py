@@ -127,6 +127,7 @@ class MotoMocks(HaHandlers, ForgeMocks):
             "aws:sns/topicSubscription:TopicSubscription": self._topic_subscription,
             "aws:cloudwatch/metricAlarm:MetricAlarm": self._metric_alarm,
             "aws:route53/healthCheck:HealthCheck": self._health_check,
+            "aws:budgets/budget:Budget": self._budget,
             "aws:ses/domainIdentity:DomainIdentity": self._ses_identity,
             "aws:ses/domainDkim:DomainDkim": self._ses_dkim,
             "aws:ses/mailFrom:MailFrom": self._ses_mail_from,
@@ -536,6 +537,32 @@ class MotoMocks(HaHandlers, ForgeMocks):
         check = self.account.client("route53").create_health_check(CallerReference=f"{name}-{self._next()}",
                                                                    HealthCheckConfig=config)["HealthCheck"]
         return check["Id"], {"arn": f"arn:aws:route53:::healthcheck/{check['Id']}"}
+
+    def _budget(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        notifications = []
+        for notification in inputs["notifications"]:
+            topics = notification.get("subscriberSnsTopicArns") or []
+            for topic in topics:  # the topic exists (Budgets would refuse an unknown one)
+                self.account.client("sns", region=topic.split(":")[3]).get_topic_attributes(TopicArn=topic)
+            subscribers = [{"SubscriptionType": "SNS", "Address": topic} for topic in topics]
+            emails = notification.get("subscriberEmailAddresses") or []
+            subscribers += [{"SubscriptionType": "EMAIL", "Address": address} for address in emails]
+            notifications.append({
+                "Notification": {"NotificationType": notification["notificationType"],
+                                 "ComparisonOperator": notification["comparisonOperator"],
+                                 "Threshold": float(notification["threshold"]), "ThresholdType": notification["thresholdType"]},
+                "Subscribers": subscribers,
+            })  # fmt: skip
+        self.account.client("budgets", region="us-east-1").create_budget(
+            AccountId=ACCOUNT_ID,
+            Budget={
+                "BudgetName": inputs["name"], "BudgetType": inputs["budgetType"], "TimeUnit": inputs["timeUnit"],
+                "BudgetLimit": {"Amount": inputs["limitAmount"], "Unit": inputs["limitUnit"]},
+                "CostFilters": {f["name"]: f["values"] for f in inputs.get("costFilters") or []},
+            },
+            NotificationsWithSubscribers=notifications,
+        )  # fmt: skip
+        return f"{ACCOUNT_ID}:{inputs['name']}", {"arn": f"arn:aws:budgets::{ACCOUNT_ID}:budget/{inputs['name']}"}
 
     # ------------------------------------------------------------ SES and its SMTP user
 

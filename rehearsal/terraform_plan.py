@@ -19,6 +19,7 @@ from rehearsal.engine import ProgramRun, Registered, has_secret
 # Pulumi type token -> Terraform resource type, for every AWS type the stacks create. A type missing here
 # is an error, not a silent gap in the scan.
 TERRAFORM_TYPES: Final = {
+    "aws:budgets/budget:Budget": "aws_budgets_budget",
     "aws:cloudwatch/logGroup:LogGroup": "aws_cloudwatch_log_group",
     "aws:cloudwatch/metricAlarm:MetricAlarm": "aws_cloudwatch_metric_alarm",
     "aws:dlm/lifecyclePolicy:LifecyclePolicy": "aws_dlm_lifecycle_policy",

@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi
 
+from components import budget
 from components.alarms import HEARTBEAT_NAMESPACE
 from components.backups import ARCHIVE_STORAGE_CLASS
 from components.settings import ConfigError, Settings, parse
-from rehearsal.engine import ProgramRun, Registered, run_program, stack_config
+from rehearsal.engine import REPO, ProgramRun, Registered, run_program, stack_config
 from scripts.rehearse import add_set_option, set_overrides
 
 PRICES_FILE: Final = Path(__file__).resolve().parent / "cost_prices.json"
@@ -94,6 +95,7 @@ FREE: Final = {
     "aws:wafv2/webAclAssociation:WebAclAssociation": "part of the web ACL",
     "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration": "its records are priced in the log group",
     "aws:servicediscovery/service:Service": "its registered tasks are priced with the ECS service",
+    "aws:budgets/budget:Budget": "budgets that only notify (no actions) are free",
 }
 
 
@@ -466,6 +468,20 @@ def render(result: Estimate, assume: Assumptions, price: Prices) -> str:
     return "\n".join(out)
 
 
+BUDGET_KEY: Final = "forgestack:budgetMonthlyUsd"
+ESTIMATES_PATH: Final = REPO / "components" / "files" / budget.ESTIMATES_FILE
+ESTIMATE_STACKS: Final = (("dev", "single"), ("dev", "ha"), ("prod", "single"), ("prod", "ha"))
+
+
+def estimates_document(results: Sequence[Estimate], price: Prices) -> str:
+    """components/files/cost_estimates.json: what the budgets default to (budget.amount_from_estimate)."""
+    stacks: dict[str, dict[str, float]] = {}
+    for result in results:
+        stacks.setdefault(result.stack, {})[result.topology] = result.total
+    return json.dumps({"written_by": "python scripts/cost.py --write-estimates (default assumptions)",
+                       "prices_date": price.document["date"], "stacks": stacks}, indent=2) + "\n"  # fmt: skip
+
+
 README_STACKS: Final[tuple[tuple[str, dict[str, str]], ...]] = (("dev", {}), ("prod", {}), ("prod", {"forgestack:topology": "ha"}))
 
 
@@ -478,6 +494,27 @@ def readme_table(results: Sequence[Estimate]) -> str:
             parts[category(line)] += line.monthly
         amounts = " | ".join(f"{parts[name]:.0f}" for name in CATEGORIES)
         rows.append(f"| {result.stack} | {result.topology} | {result.total:.0f} | {amounts} |")
+    return "\n".join(rows)
+
+
+def stack_label(result: Estimate) -> str:
+    return f"{result.stack} ({result.topology})"
+
+
+def totals(results: Sequence[Estimate]) -> dict[str, float]:
+    """What the pull request comment compares: the README's stacks, each its total."""
+    return {stack_label(result): result.total for result in results}
+
+
+def compare(base: Mapping[str, float], head: Mapping[str, float]) -> str:
+    """Markdown: each stack's monthly cost on the pull request and the change from the base branch."""
+    rows = ["| stack | USD a month | change from the base branch |", "|---|---:|---:|"]
+    for label, amount in head.items():
+        before = base.get(label)
+        change = "new" if before is None else f"{amount - before:+.2f}" + (f" ({(amount - before) / before:+.1%})" if before else "")
+        rows.append(f"| {label} | {amount:.2f} | {change} |")
+    for label in base.keys() - head.keys():
+        rows.append(f"| {label} | gone | {-base[label]:+.2f} |")
     return "\n".join(rows)
 
 
@@ -495,7 +532,9 @@ def as_json(result: Estimate, assume: Assumptions, price: Prices) -> str:
 
 
 def compute(stack: str, overrides: Mapping[str, str], flags: Mapping[str, float | None]) -> tuple[Estimate, Assumptions, Prices]:
-    config = stack_config(stack, dict(overrides))
+    # The budget's amount changes no cost, and its default comes from this very estimate: a placeholder breaks the
+    # circle for a stack that has no estimate yet.
+    config = {BUDGET_KEY: "1", **stack_config(stack, dict(overrides))}
     settings = parse(config, stack=stack)
     if not settings.is_aws:
         raise ConfigError(f"stack {stack} runs on the local Docker engine: no AWS bill to estimate")
@@ -513,6 +552,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
     )
     parser.add_argument("--stack", choices=["dev", "prod"], help="the AWS stack to price")
     parser.add_argument("--readme-table", action="store_true", help="print the README's table: dev, prod, prod with topology ha")
+    parser.add_argument("--totals", action="store_true", help="print {stack (topology): total} of the README's stacks as JSON")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BASE", "HEAD"),
+                        help="two --totals files: print the pull request's Markdown table of costs and changes")
+    parser.add_argument("--write-estimates", action="store_true",
+                        help=f"write components/files/{budget.ESTIMATES_FILE} (the budgets' default) for dev and prod, single and ha")
     add_set_option(parser)
     parser.add_argument("--json", action="store_true", help="one JSON document instead of the table")
     for name, help_text in (
@@ -528,20 +572,37 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, parser = parse_args(argv)
-    if bool(args.stack) == args.readme_table:
-        parser.error("give --stack, or --readme-table alone")
+    if bool(args.stack) + args.readme_table + args.write_estimates + args.totals + bool(args.compare) != 1:
+        parser.error("give one of --stack, --readme-table, --totals, --compare or --write-estimates")
+    if args.compare:
+        try:
+            base, head = (json.loads(path.read_text()) if path.stat().st_size else {} for path in args.compare)
+        except (OSError, ValueError) as error:
+            print(f"cost: --compare: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        print(compare(base, head))
+        return EXIT_OK
     overrides = set_overrides(parser, args.set)
     flags = {"data_gb": args.data_gb, "egress_gb": args.egress_gb, "log_gb": args.log_gb, "nat_gb": args.nat_gb,
              "requests_million": args.requests_million}  # fmt: skip
     if any(value is not None and value < 0 for value in flags.values()):
         print("cost: amounts must be zero or more", file=sys.stderr)
         return EXIT_USAGE
-    if args.readme_table:
+    if args.write_estimates:
+        written = []
+        for stack, topology in ESTIMATE_STACKS:
+            print(f"cost: running __main__.py for stack {stack} (topology {topology}) under mocks", file=sys.stderr)
+            result, _, price = compute(stack, {"forgestack:topology": topology}, flags)
+            written.append(result)
+        ESTIMATES_PATH.write_text(estimates_document(written, price))
+        print(f"cost: wrote {ESTIMATES_PATH.relative_to(REPO)}", file=sys.stderr)
+        return EXIT_UNPRICED if any(result.unpriced for result in written) else EXIT_OK
+    if args.readme_table or args.totals:
         results = []
         for stack, stack_overrides in README_STACKS:
             print(f"cost: running __main__.py for stack {stack} {json.dumps(stack_overrides)} under mocks", file=sys.stderr)
             results.append(compute(stack, stack_overrides, flags)[0])
-        print(readme_table(results))
+        print(json.dumps(totals(results), indent=2) if args.totals else readme_table(results))
         return EXIT_UNPRICED if any(result.unpriced for result in results) else EXIT_OK
     print(f"cost: running __main__.py for stack {args.stack} under mocks", file=sys.stderr)
     try:

@@ -33,7 +33,7 @@ import boto3
 import botocore.exceptions
 
 from components.constants import PROJECT, SNAPSHOT_TAG_KEY
-from components.settings import ConfigError, parse
+from components.settings import ConfigError, Settings, parse
 from rehearsal.engine import stack_config
 
 SCENARIOS = ("host-lost", "volume-lost", "zone-lost", "region-lost")
@@ -96,7 +96,9 @@ def plan_region_loss(stack: str, outputs: dict[str, Any], replica_ec2: Any, now:
                    f"newest copied snapshot {copied['SnapshotId']}: {copied['StartTime'].isoformat()} ({age_hours:.1f} h old)"]
     plan.commands.append(["pulumi", "stack", "init", plan.stack, "--copy-config-from", stack])
     plan.commands.append(["pulumi", "config", "set", "--stack", plan.stack, "aws:region", region])
-    plan.config = {"backupReplicaRegion": "", "availabilityZone": "", "dataVolumeSnapshotId": copied["SnapshotId"]}
+    plan.config = {"backupReplicaRegion": "", "availabilityZone": "", "dataVolumeSnapshotId": copied["SnapshotId"],
+                   # the new stack name has no cost estimate: it keeps the old stack's budget
+                   "budgetMonthlyUsd": str(stack_settings(stack).budget_usd)}
     plan.commands.append(["pulumi", "up", "--stack", plan.stack, "--yes"])
     plan.rpo = (f"{age_hours:.1f} h from the copied snapshot; then restore the newest replicated backup on the new host: "
                 f"AWS_REGION={region} restore.py --bucket {outputs['backupReplicaBucketName']} (README, Restore)")
@@ -146,8 +148,12 @@ def _instance_zone(ec2: Any, instance_id: str) -> str:
 
 def stack_protected(stack: str) -> bool:
     """The stack file's `protect` setting: a protected data volume must be unprotected before it can be replaced."""
+    return stack_settings(stack).protect
+
+
+def stack_settings(stack: str) -> Settings:
     try:
-        return parse(stack_config(stack), stack).protect
+        return parse(stack_config(stack), stack)
     except (OSError, ValueError, ConfigError) as error:
         raise RecoveryRefusedError(f"cannot read the settings of stack {stack} (Pulumi.{stack}.yaml): {error}") from None
 

@@ -83,7 +83,7 @@ def test_every_topic_is_encrypted_and_mails_the_operator(rehearsed: Rehearsal) -
         key = account.client("kms", region).describe_key(KeyId=attributes["KmsMasterKeyId"])["KeyMetadata"]
         assert key["Arn"].split(":")[3] == region  # a key of the topic's own region
         policy = json.loads(account.client("kms", region).get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"])
-        assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in policy["Statement"])
+        assert any(s["Principal"] == {"Service": ["cloudwatch.amazonaws.com", "budgets.amazonaws.com"]} for s in policy["Statement"])
         subscriptions = sns.list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"]
         assert sorted((s["Protocol"], s["Endpoint"]) for s in subscriptions) == [("email", email), ("https", PAGER)]
         assert json.loads(attributes["Policy"]) == json.loads(topic_policy(arn))

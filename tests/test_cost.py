@@ -135,3 +135,20 @@ def test_bad_usage_exits_2_with_one_line(argv: list[str]) -> None:
 def test_the_readme_cost_table_is_the_scripts_current_output(estimates: dict[str, Any]) -> None:
     table = cost.readme_table([estimates["dev"][0], estimates["prod"][0], estimates["prod-ha"][0]])
     assert table in (REPO / "README.md").read_text(), "regenerate with: python scripts/cost.py --readme-table"
+
+
+def test_the_pull_request_table_shows_each_stacks_cost_and_its_change(tmp_path: Any) -> None:
+    base = {"dev (single)": 100.0, "prod (single)": 700.0, "prod (old)": 50.0}
+    head = {"dev (single)": 100.0, "prod (single)": 770.0, "prod (ha)": 1200.0}
+    rows = cost.compare(base, head).splitlines()[2:]
+    assert rows == [
+        "| dev (single) | 100.00 | +0.00 (+0.0%) |",
+        "| prod (single) | 770.00 | +70.00 (+10.0%) |",
+        "| prod (ha) | 1200.00 | new |",
+        "| prod (old) | gone | -50.00 |",
+    ]
+    (tmp_path / "base.json").write_text("")  # the base branch could not price itself
+    (tmp_path / "head.json").write_text(json.dumps(head))
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "cost.py"), "--compare", str(tmp_path / "base.json"),
+                             str(tmp_path / "head.json")], capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 0 and result.stdout.count("| new |") == 3

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from components.constants import SNAPSHOT_TAG_KEY
+from components.settings import parse
 from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse
 from rehearsal.engine import ProgramRun, run_program, stack_config
 from scripts import recover
@@ -196,6 +197,7 @@ def test_region_lost_rebuilds_the_stack_in_the_replica_region_from_copied_data(t
             ["pulumi", "config", "set", "--stack", plan.stack, "forgestack:backupReplicaRegion", ""],
             ["pulumi", "config", "set", "--stack", plan.stack, "forgestack:availabilityZone", ""],
             ["pulumi", "config", "set", "--stack", plan.stack, "forgestack:dataVolumeSnapshotId", copy],
+            ["pulumi", "config", "set", "--stack", plan.stack, "forgestack:budgetMonthlyUsd", str(parse(config, "prod").budget_usd)],
             ["pulumi", "up", "--stack", plan.stack, "--yes"]]
         assert f"AWS_REGION={replica_region} restore.py --bucket {run.outputs['backupReplicaBucketName']}" in plan.rpo
 

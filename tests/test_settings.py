@@ -245,10 +245,10 @@ def test_load_reads_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
     pulumi.runtime.set_all_config({})
     monkeypatch.setenv("PULUMI_CONFIG", '{"forgestack:domain": "x.example.com", "forgestack:hostedZone": "example.com", '
                                         '"forgestack:acmeEmail": "a@example.com", "aws:region": "us-east-1", '
-                                        '"forgestack:ci": "none"}')
+                                        '"forgestack:ci": "none", "forgestack:budgetMonthlyUsd": "50"}')  # qa has no estimate
     pulumi.runtime.set_mocks(ForgeMocks(), project="forgestack", stack="qa", preview=False)
     settings = stack_settings.load()
-    assert (settings.ci, settings.region, settings.stack) == ("none", "us-east-1", "qa")
+    assert (settings.ci, settings.region, settings.stack, settings.budget_usd) == ("none", "us-east-1", "qa", 50)
 
 
 # ------------------------------------------------------------ full matches, control characters, quoting

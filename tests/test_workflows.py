@@ -101,6 +101,12 @@ def test_triggers_match_the_delivery_process() -> None:
     assert set(triggers(flows["preview"])) == {"pull_request"}
     assert flows["preview"]["jobs"]["preview"]["strategy"]["matrix"]["stack"] == ["dev"]  # prod only in production
     assert "--policy-pack policy" in (REPO / ".github/workflows/preview.yml").read_text()
+    # The cost comment needs no AWS: no role, no OIDC token, a checkout that keeps no credentials.
+    cost_job = flows["preview"]["jobs"]["cost"]
+    assert cost_job["permissions"] == {"contents": "read", "pull-requests": "write"} and _role_of(cost_job) is None
+    checkout = next(step for step in cost_job["steps"] if step.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["persist-credentials"] is False
+    assert "scripts/cost.py --compare cost-base.json cost-head.json" in json.dumps(cost_job)
     assert triggers(flows["deploy-dev"]) == {"push": {"branches": ["main"]}}
     assert set(triggers(flows["deploy-prod"])) == {"workflow_dispatch"}
     assert flows["deploy-prod"]["jobs"]["up"]["environment"] == "production"

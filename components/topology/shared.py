@@ -9,7 +9,7 @@ import pulumi_aws as aws
 
 from components.alarms import Alarms, AlarmsArgs, MetricAlarmSpec
 from components.backups import Backups, BackupsArgs
-from components.constants import PROJECT
+from components.constants import COST_ALLOCATION_TAG, PROJECT
 from components.credentials import Credentials, CredentialsArgs
 from components.dns import public_zone_id
 from components.mail import Mail, MailArgs
@@ -32,7 +32,7 @@ def aws_base(settings: Settings) -> AwsBase:
     provider = aws.Provider(
         "aws",
         region=settings.region,
-        default_tags=aws.ProviderDefaultTagsArgs(tags={"project": PROJECT, "stack": settings.stack, "managed-by": "pulumi"}),
+        default_tags=aws.ProviderDefaultTagsArgs(tags={"project": PROJECT, COST_ALLOCATION_TAG: settings.stack, "managed-by": "pulumi"}),
     )
     opts = pulumi.ResourceOptions(providers={"aws": provider})
     zone_id = public_zone_id(settings.hosted_zone, pulumi.InvokeOutputOptions(provider=provider))
@@ -92,6 +92,7 @@ def stack_alarms(
             https_endpoints=settings.alarm_https_endpoints,
             protect=settings.protect,
             metric_alarms=metric_alarms,
+            budget_usd=settings.budget_usd,
         ),
         base.opts,
     )
