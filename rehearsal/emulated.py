@@ -12,8 +12,10 @@ Docker checks of scripts/rehearse.py.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -182,6 +184,9 @@ class MotoMocks(HaHandlers, ForgeMocks):
         if token == "aws:ssm/getParameter:getParameter":
             parameter = self.account.client("ssm").get_parameter(Name=request["name"], WithDecryption=bool(request.get("withDecryption")))
             value = parameter["Parameter"]
+            for architecture in ("x86_64", "arm64"):
+                if request["name"] == ami_parameter(architecture):
+                    register_amazon_linux_image(self.account.region, architecture, value["Value"])
             return {"id": value["Name"], "name": value["Name"], "value": value["Value"], "type": value["Type"],
                     "arn": value.get("ARN", ""), "version": value.get("Version", 1), "insecureValue": value["Value"]}, []
         if token == "aws:route53/getZone:getZone":
@@ -699,21 +704,69 @@ def register_ubuntu_images(region: str) -> None:
 AMAZON_OWNER_ID = "137112412989"  # the account that publishes Amazon Linux images
 
 
-def register_amazon_linux_images(region: str) -> None:
-    """Amazon Linux 2023 images under the ids AWS's public SSM parameters name (moto serves those parameters; with its
-    default images off, the images themselves must be registered for an instance to launch from them)."""
+def register_amazon_linux_image(region: str, architecture: str, ami_id: str) -> None:
+    """The Amazon Linux 2023 image AWS's public SSM parameter names (moto serves the parameter; with its default images
+    off, the image itself must be registered for an instance to launch from it). Registered when the program reads the
+    parameter: loading moto's parameters costs a stack that never asks for them a third of a second."""
     from moto.ec2.models import ec2_backends
     from moto.ec2.models.amis import Ami
 
     backend = ec2_backends[ACCOUNT_ID][region]
-    ssm = boto3.client("ssm", region_name=region)
-    for architecture in ("x86_64", "arm64"):
-        ami_id = ssm.get_parameter(Name=ami_parameter(architecture))["Parameter"]["Value"]
+    if ami_id not in backend.amis:
         backend.amis[ami_id] = Ami(
             backend, ami_id=ami_id, owner_id=AMAZON_OWNER_ID, public=True, architecture=architecture,
             name=f"al2023-ami-2023.9.20261101.0-kernel-6.12-{architecture}", virtualization_type="hvm", root_device_type="ebs",
             root_device_name="/dev/xvda", creation_date=datetime(2026, 11, 1, tzinfo=UTC), region_name=region,
         )
+
+
+AWS_MANAGED_POLICY_PREFIX = "arn:aws:iam::aws:policy/"
+ATTACH_METHODS = ("attach_role_policy", "attach_user_policy", "attach_group_policy", "get_policy")
+
+
+@functools.cache
+def _aws_managed_policies() -> dict[str, Any]:
+    """moto's copy of AWS's managed policies, by name, parsed once per process."""
+    from moto.iam.aws_managed_policies import aws_managed_policies_data
+
+    return dict(json.loads(aws_managed_policies_data))
+
+
+@contextmanager
+def managed_policies_on_demand() -> Iterator[None]:
+    """AWS's managed policies exist in every real account. moto can load all of them (about 1,300) into every IAM
+    backend it makes, which costs about a second per rehearsal; instead each one is loaded from moto's same data when
+    something first attaches or reads it: attachable exactly when moto's full set would have it, refused otherwise."""
+    from moto.iam.models import AWSManagedPolicy, IAMBackend
+
+    def load(backend: Any, policy_arn: str) -> None:
+        if not policy_arn.startswith(AWS_MANAGED_POLICY_PREFIX) or policy_arn in backend.managed_policies:
+            return
+        name = policy_arn.rsplit("/", 1)[-1]
+        data = _aws_managed_policies().get(name)
+        if data is None:
+            return  # not an AWS managed policy: the original call refuses it
+        policy = AWSManagedPolicy.from_data(name, backend.account_id, backend.region_name, data)
+        if policy.arn == policy_arn:  # the same path too (service-role/...)
+            backend.managed_policies[policy.arn] = policy
+
+    originals = {method: getattr(IAMBackend, method) for method in ATTACH_METHODS}
+
+    def on_demand(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def call(backend: Any, policy_arn: str, *args: Any, **kwargs: Any) -> Any:
+            load(backend, policy_arn)
+            return original(backend, policy_arn, *args, **kwargs)
+
+        return call
+
+    for method, original in originals.items():
+        setattr(IAMBackend, method, on_demand(original))
+    try:
+        yield
+    finally:
+        for method, original in originals.items():
+            setattr(IAMBackend, method, original)
 
 
 @contextmanager
@@ -722,14 +775,13 @@ def emulated_account(region: str, hosted_zone: str | None) -> Iterator[EmulatedA
     saved = {key: os.environ.get(key) for key in (*FAKE_CREDENTIALS, "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
                                                   "MOTO_IAM_LOAD_MANAGED_POLICIES", "MOTO_EC2_LOAD_DEFAULT_AMIS")}
     os.environ.update(FAKE_CREDENTIALS)
-    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"  # AWS's managed policies exist in a real account
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "false"  # loaded one by one when used: managed_policies_on_demand()
     os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"  # only the Ubuntu images registered below: the lookup must find them
     os.environ["AWS_DEFAULT_REGION"] = region
     os.environ.pop("AWS_ENDPOINT_URL", None)
     try:
-        with mock_aws():
+        with mock_aws(), managed_policies_on_demand():
             register_ubuntu_images(region)
-            register_amazon_linux_images(region)
             if hosted_zone:
                 boto3.client("route53", region_name=region).create_hosted_zone(
                     Name=hosted_zone, CallerReference=f"rehearsal-{hosted_zone}")
