@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ def triggers(workflow: dict[Any, Any]) -> dict[str, Any]:
 
 @pytest.mark.validator
 def test_actionlint_accepts_every_workflow() -> None:
-    assert {p.name for p in WORKFLOWS} == {"test.yml", "preview.yml", "deploy-dev.yml", "deploy-prod.yml", "destroy.yml"}
+    assert {p.name for p in WORKFLOWS} == {"test.yml", "preview.yml", "deploy-dev.yml", "deploy-prod.yml", "destroy.yml",
+                                           "supply-chain.yml"}
     result = actionlint(*WORKFLOWS)
     assert result.returncode == 0, result.stdout
 
@@ -236,5 +238,29 @@ def test_every_action_is_pinned_to_a_commit_with_its_version_named() -> None:
         for line in path.read_text().splitlines():
             match = re.search(r"uses: (\S+)(.*)", line)
             if match and not match.group(1).startswith("./"):
-                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", match.group(1)), f"{path.name}: {line.strip()}"
+                assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", match.group(1)), f"{path.name}: {line.strip()}"
                 assert re.fullmatch(r" # v\d+\.\d+\.\d+", match.group(2)), f"{path.name}: the version comment of {line.strip()}"
+
+
+def test_the_supply_chain_scans_fail_on_fixable_critical_findings_and_report_to_code_scanning() -> None:
+    jobs = load(REPO / ".github/workflows/supply-chain.yml")["jobs"]
+    for name in ("image", "repository"):
+        steps = jobs[name]["steps"]
+        gate = next(step for step in steps if step.get("with", {}).get("exit-code") == "1")
+        assert gate["uses"].startswith("aquasecurity/trivy-action@")
+        assert (gate["with"]["severity"], gate["with"]["ignore-unfixed"], gate["with"]["format"]) == ("CRITICAL", True, "sarif")
+        upload = next(step for step in steps if step.get("uses", "").startswith("github/codeql-action/upload-sarif@"))
+        assert upload["if"] == "always()" and upload["with"]["sarif_file"] == gate["with"]["output"]
+    assert jobs["image"]["strategy"]["matrix"]["image"] == "${{ fromJSON(needs.images.outputs.list) }}"
+    assert any(step.get("with", {}).get("format") == "cyclonedx" for step in jobs["image"]["steps"])
+    python = "\n".join(step.get("run", "") for step in jobs["python"]["steps"])
+    assert "pip-audit" in python and "cyclonedx-py requirements" in python and "--require-hashes" in python
+
+
+def test_the_image_list_the_scans_read_holds_every_image_a_stack_runs(dev_run: Any, prod_run: Any, local_run: Any) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "images.py")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    listed = set(json.loads(result.stdout))
+    deployed = {image.inputs["name"] for run in (dev_run, prod_run, local_run)
+                for image in run.of_type("docker:index/remoteImage:RemoteImage")}  # fmt: skip
+    assert deployed and deployed <= listed, deployed - listed
