@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -264,3 +265,25 @@ def test_the_image_list_the_scans_read_holds_every_image_a_stack_runs(dev_run: A
     deployed = {image.inputs["name"] for run in (dev_run, prod_run, local_run)
                 for image in run.of_type("docker:index/remoteImage:RemoteImage")}  # fmt: skip
     assert deployed and deployed <= listed, deployed - listed
+
+
+def test_ci_measures_coverage_on_github_and_reports_it_in_the_job_summary(tmp_path: Path) -> None:
+    """The test workflow sets COVERAGE=1 and passes it through sudo; .ci/run then measures (pytest-cov) and writes
+    coverage.md, which the next step appends to the job summary. The same options run for real on one small test file."""
+    job = load(REPO / ".github/workflows/test.yml")["jobs"]["test"]
+    run_step = next(step for step in job["steps"] if ".ci/run" in step.get("run", ""))
+    assert run_step["env"]["COVERAGE"] == "1" and "COVERAGE" in run_step["run"].split("--preserve-env=")[1].split()[0].split(",")
+    assert any("coverage.md" in step.get("run", "") and "GITHUB_STEP_SUMMARY" in step["run"] for step in job["steps"])
+    lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    command = shlex.split(next(line for line in lines if line.startswith("python -m pytest -n 2 --cov")))
+    report = shlex.split(next(line for line in lines if line.startswith("coverage report")).split(">")[0])
+    env = {**os.environ, "COVERAGE_FILE": str(tmp_path / ".coverage")}
+    options = [arg for arg in command[3:] if arg not in ("-n", "2")]
+    measured = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", *options,
+                               "tests/test_refresh_prices.py"], cwd=REPO, env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert measured.returncode == 0, measured.stdout[-2000:]
+    markdown = subprocess.run([sys.executable, "-m", *report], cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert markdown.returncode == 0, markdown.stderr
+    total = re.search(r"\| \*\*TOTAL\*\* +\| \*\*(\d+)\*\* +\| \*\*(\d+)\*\*", markdown.stdout)
+    assert total and int(total.group(1)) > 1000  # every measured package, not only what this one file imports
+    assert "skipped due to complete coverage" in markdown.stdout  # refresh_prices.py, whose own tests just ran
