@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from components.backup_job import (
     DRILL_UNIT,
     REPO_HOST_TOOLS,
+    TIMEOUT_HOURS,
     UNIT_NAME,
     BackupJob,
     calendar_timer,
@@ -30,6 +31,7 @@ from components.backup_job import (
     timer_unit,
 )
 from components.constants import DATA_MOUNT, HOST_TOOLS_DIR, TEXTFILE_COLLECTOR_DIR
+from components.templates import read
 
 SYSTEMD_DIR = "/etc/systemd/system"
 # Docker starts only once the data volume is mounted: without it, a boot where the volume comes late (it is
@@ -39,6 +41,9 @@ PRUNE_UNIT = "forgestack-docker-prune"
 # Images unused by any container (running or stopped) for a week go; CI job images are the usual bulk. Stopped
 # containers are kept (an operator may have stopped Gitea for a restore), so their images are too.
 PRUNE_UNUSED_FOR = "168h"
+REBOOT_UNIT = "forgestack-reboot-window"
+REBOOT_SCRIPT = "/usr/local/sbin/forgestack-reboot-if-required"
+UNATTENDED_UPGRADES_CONFIG = "/etc/apt/apt.conf.d/52forgestack-unattended-upgrades"
 HEARTBEAT_UNIT = "forgestack-heartbeat"
 HEARTBEAT_SCRIPT = f"{HOST_TOOLS_DIR}/host_tools/heartbeat.py"
 # Git over SSH on the host's port 22 (settings.host_sshd_loopback_only): the host's own sshd keeps port 22 on loopback
@@ -164,6 +169,43 @@ WantedBy=timers.target
 """
 
 
+def unattended_upgrades_config() -> str:
+    """Ubuntu's security updates every day (unattended-upgrades is part of the image), never an automatic reboot: the
+    reboot window decides, after a backup."""
+    return """// forgestack: security updates install daily; forgestack-reboot-window.timer reboots when one asks for it.
+APT::Periodic::Update-Package-Lists "1";
+APT::Periodic::Unattended-Upgrade "1";
+Unattended-Upgrade::Automatic-Reboot "false";
+Unattended-Upgrade::Remove-Unused-Kernel-Packages "true";
+"""
+
+
+def reboot_service() -> str:
+    return f"""[Unit]
+Description=forgestack: reboot for an installed update, after a backup, when one asks for it
+After=docker.service
+
+[Service]
+Type=oneshot
+ExecStart={REBOOT_SCRIPT}
+TimeoutStartSec={TIMEOUT_HOURS}h
+"""
+
+
+def reboot_timer(window: str) -> str:
+    # Not Persistent: a missed window waits for the next one rather than rebooting right after a boot.
+    return f"""[Unit]
+Description=forgestack reboot window ({window} UTC): reboot only if an update requires it, after a backup
+
+[Timer]
+OnCalendar={window}
+AccuracySec=1min
+
+[Install]
+WantedBy=timers.target
+"""
+
+
 def sshd_loopback_config() -> str:
     return """# forgestack: git over SSH holds port 22 on the host's address; this sshd answers on loopback only (SSM).
 ListenAddress 127.0.0.1
@@ -180,7 +222,8 @@ ListenStream=[::1]:22
 """
 
 
-def host_files(job: BackupJob | None, heartbeat: Heartbeat | None = None, sshd_loopback: bool = False) -> tuple[HostFile, ...]:
+def host_files(job: BackupJob | None, heartbeat: Heartbeat | None = None, sshd_loopback: bool = False,
+               reboot_window: str = "") -> tuple[HostFile, ...]:
     files = [
         HostFile(DOCKER_DROP_IN, docker_drop_in()),
         HostFile(f"{SYSTEMD_DIR}/{PRUNE_UNIT}.service", prune_service()),
@@ -193,7 +236,12 @@ def host_files(job: BackupJob | None, heartbeat: Heartbeat | None = None, sshd_l
         files += [HostFile(f"{SYSTEMD_DIR}/{UNIT_NAME}.service", service_unit(job)),
                   HostFile(f"{SYSTEMD_DIR}/{UNIT_NAME}.timer", timer_unit(job)),
                   HostFile(f"{SYSTEMD_DIR}/{DRILL_UNIT}.service", drill_service_unit(job)),
-                  HostFile(f"{SYSTEMD_DIR}/{DRILL_UNIT}.timer", drill_timer_unit())]
+                  HostFile(f"{SYSTEMD_DIR}/{DRILL_UNIT}.timer", drill_timer_unit()),
+                  HostFile(UNATTENDED_UPGRADES_CONFIG, unattended_upgrades_config())]
+        if reboot_window:  # the reboot backs up first: only where the host backs up
+            files += [HostFile(REBOOT_SCRIPT, read("reboot-if-required.sh"), 0o755),
+                      HostFile(f"{SYSTEMD_DIR}/{REBOOT_UNIT}.service", reboot_service()),
+                      HostFile(f"{SYSTEMD_DIR}/{REBOOT_UNIT}.timer", reboot_timer(reboot_window))]
     if heartbeat is not None:
         files += [HostFile(HEARTBEAT_SCRIPT, (REPO_HOST_TOOLS / "heartbeat.py").read_text(), 0o755),
                   HostFile(f"{SYSTEMD_DIR}/{HEARTBEAT_UNIT}.service", heartbeat_service(heartbeat)),
@@ -201,8 +249,9 @@ def host_files(job: BackupJob | None, heartbeat: Heartbeat | None = None, sshd_l
     return tuple(files)
 
 
-def timers(job: BackupJob | None, heartbeat: Heartbeat | None = None) -> tuple[str, ...]:
+def timers(job: BackupJob | None, heartbeat: Heartbeat | None = None, reboot_window: str = "") -> tuple[str, ...]:
     return (f"{PRUNE_UNIT}.timer", *((f"{UNIT_NAME}.timer", f"{DRILL_UNIT}.timer") if job is not None else ()),
+            *((f"{REBOOT_UNIT}.timer",) if job is not None and reboot_window else ()),
             *((f"{HEARTBEAT_UNIT}.timer",) if heartbeat is not None else ()))
 
 
@@ -223,7 +272,8 @@ def pack(files: tuple[HostFile, ...]) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-def host_bundle(job: BackupJob | None, heartbeat: Heartbeat | None = None, sshd_loopback: bool = False) -> HostBundle:
-    packed = pack(host_files(job, heartbeat, sshd_loopback))
+def host_bundle(job: BackupJob | None, heartbeat: Heartbeat | None = None, sshd_loopback: bool = False,
+                reboot_window: str = "") -> HostBundle:
+    packed = pack(host_files(job, heartbeat, sshd_loopback, reboot_window))
     return HostBundle(stdin=base64.b64encode(packed).decode(), digest=hashlib.sha256(packed).hexdigest(),
-                      timers=timers(job, heartbeat), sshd_loopback=sshd_loopback)
+                      timers=timers(job, heartbeat, reboot_window), sshd_loopback=sshd_loopback)

@@ -46,6 +46,9 @@ _INSTANCE_TYPE = re.compile(
     r"\.(?P<size>nano|micro|small|medium|large|\d*xlarge|metal(-\d+xl)?)"
 )
 _REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d")
+_WEEKDAY = r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+# A systemd calendar event of this shape only: weekdays (optional), every date, a time of day (UTC on the host).
+_REBOOT_WINDOW = re.compile(rf"({_WEEKDAY}(,{_WEEKDAY})* )?\*-\*-\* ([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?")
 _SNAPSHOT_ID = re.compile(r"snap-([0-9a-f]{8}|[0-9a-f]{17})")
 _AVAILABILITY_ZONE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d[a-z]")
 _GITEA_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
@@ -231,6 +234,12 @@ class Settings(BaseModel):
         int,
         _key("backupIntervalHours", "Hours between scheduled backups of the database and data directories to S3 (the RPO).",
              f"one of: {', '.join(map(str, BACKUP_INTERVALS_HOURS))} (hours; divides a day evenly)", 24),
+    ]
+    reboot_window: Annotated[
+        str,
+        _key("rebootWindow", "AWS single host: when (systemd calendar, UTC) the host reboots if an installed security update "
+             "asks for it, after a backup; empty never reboots on its own (updates still install daily).",
+             "a calendar such as 'Sun *-*-* 03:30' or 'Mon,Thu *-*-* 02:00:00', or empty", "Sun *-*-* 03:30"),
     ]
     snapshot_retention_days: Annotated[
         int,
@@ -542,6 +551,13 @@ class Settings(BaseModel):
     def _check_replica_region(cls, value: str) -> str:
         if value and not _REGION.fullmatch(value):
             raise ValueError("malformed region")
+        return value
+
+    @field_validator("reboot_window")
+    @classmethod
+    def _check_reboot_window(cls, value: str) -> str:
+        if value and not _REBOOT_WINDOW.fullmatch(value):
+            raise ValueError("not a calendar of that shape")
         return value
 
     @field_validator("data_volume_snapshot_id")

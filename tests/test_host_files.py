@@ -237,3 +237,68 @@ def test_a_loopback_sshd_leaves_the_hosts_address_to_the_git_container(tmp_path:
         assert _listening(private, port)
         with pytest.raises(OSError, match="Address already in use"):
             _bind(private, port)
+
+
+# ------------------------------------------------------------ security updates and the reboot window
+
+REBOOT_SCRIPT = Path(__file__).resolve().parent.parent / "components" / "files" / "reboot-if-required.sh"
+
+
+def run_reboot_script(tmp_path: Path, required: bool, backup_ok: bool) -> tuple[int, list[str], str]:
+    """The host's script with systemctl played by a shim that records its calls (and fails the backup on request)."""
+    calls = tmp_path / "calls"
+    failing = "exit 3" if not backup_ok else "exit 0"
+    install_shim(tmp_path / "bin", "systemctl", f'#!/bin/sh\necho "$*" >> {calls}\nif [ "$1" = start ]; then {failing}; fi\n')
+    marker = tmp_path / "reboot-required"
+    if required:
+        marker.write_text("*** System restart required ***\n")
+        (tmp_path / "reboot-required.pkgs").write_text("linux-image-6.8.0-90-generic\nlibc6\n")
+    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "REBOOT_REQUIRED": str(marker)}
+    result = subprocess.run(["sh", str(REBOOT_SCRIPT)], capture_output=True, text=True, check=False, env=env)
+    return result.returncode, calls.read_text().splitlines() if calls.exists() else [], result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("required", "backup_ok", "code", "calls"), [
+    (False, True, 0, []),  # nothing asks for a reboot: nothing happens
+    (True, False, 1, ["start forgestack-backup.service"]),  # the backup failed: no reboot
+    (True, True, 0, ["start forgestack-backup.service", "reboot"]),  # backed up, then rebooted
+])  # fmt: skip
+def test_the_host_reboots_only_when_an_update_asks_and_only_after_a_good_backup(
+    tmp_path: Path, required: bool, backup_ok: bool, code: int, calls: list[str]
+) -> None:
+    returned, made, output = run_reboot_script(tmp_path, required, backup_ok)
+    assert (returned, made) == (code, calls), output
+    if required:
+        assert "linux-image-6.8.0-90-generic libc6" in output  # the log names what asked for it
+
+
+@pytest.mark.validator
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_accepts_the_reboot_window_units_and_the_windows_calendar(tmp_path: Path) -> None:
+    from components.host_files import REBOOT_UNIT, UNATTENDED_UPGRADES_CONFIG, timers
+
+    window = parse_settings_window()
+    unpacked = unpack_bundle(host_bundle(JOB, reboot_window=window).stdin, tmp_path)
+    assert f"{REBOOT_UNIT}.timer" in timers(JOB, reboot_window=window) and f"{REBOOT_UNIT}.timer" not in timers(JOB)
+    assert 'Unattended-Upgrade::Automatic-Reboot "false";' in unpacked[UNATTENDED_UPGRADES_CONFIG]
+    (tmp_path / "none").mkdir()
+    assert f"{REBOOT_UNIT}.service" not in {Path(path).name for path in unpack_bundle(host_bundle(JOB).stdin, tmp_path / "none")}
+    units = tmp_path / "etc/systemd/system"
+    (units / "docker.service").write_text("[Service]\nExecStart=/bin/true\n")
+    script = install_shim(tmp_path / "sbin", "forgestack-reboot-if-required", "#!/bin/sh\n")
+    service = units / f"{REBOOT_UNIT}.service"
+    service.write_text(service.read_text().replace("ExecStart=/usr/local/sbin/forgestack-reboot-if-required", f"ExecStart={script}"))
+    timer = units / f"{REBOOT_UNIT}.timer"
+    assert f"OnCalendar={window}" in timer.read_text() and "Persistent" not in timer.read_text()  # a missed window waits
+    verify = ["systemd-analyze", "verify", "--man=no", str(timer), str(service), str(units / "docker.service")]
+    result = subprocess.run(verify, capture_output=True, text=True, check=False, env={**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"})
+    assert result.returncode == 0, result.stderr
+    for calendar in (window, "Mon,Thu *-*-* 02:00:00", "*-*-* 23:59"):  # the shapes the setting accepts
+        parsed = subprocess.run(["systemd-analyze", "calendar", calendar], capture_output=True, text=True, check=False)
+        assert parsed.returncode == 0, parsed.stderr
+
+
+def parse_settings_window() -> str:
+    from components.settings import parse
+
+    return parse(stack_config("prod"), stack="prod").reboot_window

@@ -255,7 +255,7 @@ def test_load_reads_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
 
 PATTERN_EXAMPLES = {
     "_DNS_NAME": "forge.example.com", "_EMAIL": "ops@example.com", "_INSTANCE_TYPE": "t3.medium", "_REGION": "eu-west-1",
-    "_GITEA_VERSION": "1.27.3", "_POSTGRES_VERSION": "18.1", "_HTTP_URL": "https://chat.example.com/hooks/x",
+    "_REBOOT_WINDOW": "Sun *-*-* 03:30", "_GITEA_VERSION": "1.27.3", "_POSTGRES_VERSION": "18.1", "_HTTP_URL": "https://chat.example.com/hooks/x",
     "_SSH_PUBLIC_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey op@host", "_NGINX_SIZE": "512m",
     "_HTTPS_URL": "https://prod-12.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=x",
     "_SLACK_WEBHOOK": "https://hooks.slack.com/services/T000/B000/XXXX", "_PAGERDUTY_KEY": "0123456789abcdef0123456789abcdef",

@@ -100,6 +100,7 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
     "haDatabaseStorageGb": out_of(20, 16384),
     "haOpsVolumeGb": out_of(30, 16384),
     "budgetMonthlyUsd": out_of(0, 1_000_000),
+    "rebootWindow": st.sampled_from(["sunday 03:30", "Sun 03:30", "*-*-* 24:00", "Sun,, *-*-* 03:30", "daily", "Sun *-*-* 3:30"]),
     "haRunnerInstanceType": st.sampled_from(["t4g.small", "t3.micro", "c7g", "cache.t4g.medium"]),
     "haCacheNodeType": not_matching(r"cache\.[a-z]+\d+[a-z]*\.(micro|small|medium|large|\d*xlarge)").filter(bool),
     "haOpsInstanceType": st.one_of(st.sampled_from(["t4g.micro", "t3.nano", "m7g", "db.t4g.small"]),
@@ -227,6 +228,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "haOpsInstanceType": draw(st.sampled_from(["t4g.small", "t3.medium", "m7g.large"])),
         "haOpsVolumeGb": draw(st.integers(30, 16384)),
         "budgetMonthlyUsd": draw(st.integers(1, 1_000_000)),  # the fuzz stack has no estimate: an amount is required
+        "rebootWindow": draw(st.sampled_from(["", "Sun *-*-* 03:30", "Mon,Thu *-*-* 02:00:00", "*-*-* 23:59"])),
         "haRunnerInstanceType": draw(st.sampled_from(["t4g.medium", "m7g.large", "t3.xlarge"])),
         "backupRetentionDays": retention, "backupArchiveAfterDays": archive,
         "backupIntervalHours": draw(st.sampled_from(BACKUP_INTERVALS_HOURS)), "snapshotRetentionDays": draw(st.integers(1, 365)),

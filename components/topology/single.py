@@ -64,7 +64,7 @@ def compose(settings: Settings) -> None:
             watchdog=monitoring.WATCHDOG,
         )
         # The backup job, the heartbeat and the host's other units, installed by the deploy.
-        bundle = job.apply(lambda backup: host_bundle(backup, heartbeat, settings.host_sshd_loopback_only))
+        bundle = job.apply(lambda backup: host_bundle(backup, heartbeat, settings.host_sshd_loopback_only, settings.reboot_window))
         host = Host(
             "host",
             HostArgs(
