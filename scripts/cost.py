@@ -445,9 +445,13 @@ def estimate(stack: str, run: ProgramRun, settings: Settings, assume: Assumption
                 result.lines.append(Line(resource.type, resource.name, region, round(amount, 4), detail))
         except UnpricedError as error:
             result.unpriced.append(Line(resource.type, resource.name, region, 0.0, str(error)))
-    egress = assume.egress_gb * price(settings.region, "internet_egress_gb")
-    result.lines.append(Line("data transfer", "internet-egress", settings.region, round(egress, 4),
-                             f"{assume.egress_gb:g} GB out a month x {price(settings.region, 'internet_egress_gb')} $/GB"))  # fmt: skip
+    try:
+        rate = price(settings.region, "internet_egress_gb")
+    except UnpricedError as error:
+        result.unpriced.append(Line("data transfer", "internet-egress", settings.region, 0.0, str(error)))
+        return result
+    result.lines.append(Line("data transfer", "internet-egress", settings.region, round(assume.egress_gb * rate, 4),
+                             f"{assume.egress_gb:g} GB out a month x {rate} $/GB"))
     return result
 
 

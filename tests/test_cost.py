@@ -152,3 +152,10 @@ def test_the_pull_request_table_shows_each_stacks_cost_and_its_change(tmp_path: 
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "cost.py"), "--compare", str(tmp_path / "base.json"),
                              str(tmp_path / "head.json")], capture_output=True, text=True, check=False)  # fmt: skip
     assert result.returncode == 0 and result.stdout.count("| new |") == 3
+
+
+def test_a_region_without_prices_is_listed_as_unpriced_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cost.main(["--stack", "dev", "--set", "aws:region=ap-south-1"]) == cost.EXIT_UNPRICED
+    out = capsys.readouterr().out
+    assert "UNPRICED data transfer internet-egress (ap-south-1): no prices for region ap-south-1" in out
+    assert "UNPRICED aws:ec2/instance:Instance host-instance (ap-south-1)" in out
