@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None, client: Any = None) -> int:
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         print(f"refresh-prices: the Price List API refused: {error}; nothing written", file=sys.stderr)
         return EXIT_KEPT
+    except (ValueError, KeyError, TypeError) as error:  # an answer not shaped like a price list
+        print(f"refresh-prices: the Price List API answered something unreadable ({error!r}); nothing written", file=sys.stderr)
+        return EXIT_KEPT
     for line in outcome.changed:
         print(f"changed {line}")
     for line in outcome.kept:

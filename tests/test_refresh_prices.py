@@ -119,3 +119,9 @@ def test_the_repositorys_prices_file_is_one_the_script_reads_and_has_help() -> N
     script = REPO / "scripts" / "refresh_prices.py"
     result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "--dry-run" in result.stdout
+
+
+def test_an_unreadable_answer_writes_nothing_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, path, _ = run(tmp_path, [("ec2_hour", "t3.large", ["{not json"])])
+    assert code == refresh_prices.EXIT_KEPT and json.loads(path.read_text()) == document()
+    assert "answered something unreadable" in capsys.readouterr().err
