@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -49,6 +50,11 @@ DOCKER_DAEMON_CONFIG: Final = {
 # IMDSv2 only, one hop: the host's processes (backup timer) reach the instance role; containers on
 # Docker's bridge network (one hop further) do not.
 METADATA_HOP_LIMIT: Final = 1
+
+
+def ssm_session_command(region: str, instance_id: str, *options: str) -> str:
+    """The AWS CLI line that opens an SSM session on an instance (options: a document and its parameters)."""
+    return shlex.join(["aws", "ssm", "start-session", "--region", region, "--target", instance_id, *options])
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,7 @@ After=docker.service
 
 [Service]
 Type=oneshot
+Environment=BACKUP_UNIT={UNIT_NAME}.service
 ExecStart={REBOOT_SCRIPT}
 TimeoutStartSec={TIMEOUT_HOURS}h
 """
@@ -272,8 +273,13 @@ def pack(files: tuple[HostFile, ...]) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
+def encode(files: tuple[HostFile, ...]) -> tuple[str, str]:
+    """(base64 of pack(files), its sha256): what travels to a host and what it checks there."""
+    packed = pack(files)
+    return base64.b64encode(packed).decode(), hashlib.sha256(packed).hexdigest()
+
+
 def host_bundle(job: BackupJob | None, heartbeat: Heartbeat | None = None, sshd_loopback: bool = False,
                 reboot_window: str = "") -> HostBundle:
-    packed = pack(host_files(job, heartbeat, sshd_loopback, reboot_window))
-    return HostBundle(stdin=base64.b64encode(packed).decode(), digest=hashlib.sha256(packed).hexdigest(),
-                      timers=timers(job, heartbeat, reboot_window), sshd_loopback=sshd_loopback)
+    stdin, digest = encode(host_files(job, heartbeat, sshd_loopback, reboot_window))
+    return HostBundle(stdin=stdin, digest=digest, timers=timers(job, heartbeat, reboot_window), sshd_loopback=sshd_loopback)

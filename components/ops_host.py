@@ -16,8 +16,6 @@ database password), and reads and writes Gitea's objects bucket."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import shlex
 from collections.abc import Sequence
@@ -44,7 +42,7 @@ from components.backup_job import (
 )
 from components.filesystem import ADMIN_ACTION, CLIENT_ACTIONS, ROOT_DIRECTORY
 from components.host import SSM_AGENT_STATEMENTS, encode_user_data
-from components.host_files import HostFile, pack
+from components.host_files import HostFile, encode
 from components.host_tools.backup import DEFAULT_PREFIX as BACKUP_PREFIX
 from components.host_tools.heartbeat import DIMENSION as HEARTBEAT_DIMENSION
 from components.ops_monitoring import UNITS as MONITORING_UNITS
@@ -182,16 +180,10 @@ def tools_files() -> tuple[HostFile, ...]:
     return tuple(HostFile(f"/{name}", (REPO_HOST_TOOLS / name).read_text(), 0o755) for name in TOOLS)  # relative to TOOLS_DIR
 
 
-def bundle(files: tuple[HostFile, ...]) -> tuple[str, str]:
-    """(base64 of a tar.gz of the files, its sha256): the same bytes for the same files (host_files.pack)."""
-    packed = pack(files)
-    return base64.b64encode(packed).decode(), hashlib.sha256(packed).hexdigest()
-
-
 def install_lines(files: tuple[HostFile, ...], target: str) -> list[str]:
     """Shell lines that put exactly these files into target: unpacked into a fresh directory, checked against the
     bundle's sha256, then swapped in, so a failed run leaves the previous files in place."""
-    encoded, digest = bundle(files)
+    encoded, digest = encode(files)
     staging = f"{target}.new"
     return [
         f"rm -rf {staging} && mkdir -p {staging}",

@@ -15,6 +15,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Final
 
+from components.host import ssm_session_command
 from components.host_files import HostFile
 from components.services import dashboards, gitea, images, monitoring
 
@@ -25,7 +26,7 @@ LOOPBACK: Final = "127.0.0.1"
 PROMETHEUS_RETENTION: Final = "15d"
 PROMETHEUS_MEMORY: Final = "384m"  # two to a few Gitea tasks: a few thousand series
 GRAFANA_MEMORY: Final = "320m"
-GITEA_JOB: Final = "gitea"  # the single host's job name too (the Gitea dashboard's up{job="gitea"})
+GITEA_JOB: Final = gitea.NAME  # the single host's job name too (its spec's name; the Gitea dashboard's up{job="gitea"})
 DISCOVERY_REFRESH: Final = "30s"
 PROMETHEUS_DATA: Final = "/prometheus"  # the image's storage path, a named volume
 GRAFANA_DATA: Final = "/var/lib/grafana"
@@ -156,8 +157,8 @@ def container_units(monitoring_args: OpsMonitoring) -> tuple[ContainerUnit, ...]
             f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION}", f"--web.listen-address={LOOPBACK}:{monitoring.PROMETHEUS_PORT}",
         ),
     )  # fmt: skip
-    root_url = f"http://localhost:{monitoring.GRAFANA_PORT}/"  # what the operator's browser opens through the port forward
-    env = {**monitoring.grafana_env("localhost", root_url, monitoring.GRAFANA_PASSWORD_FILE), "GF_SERVER_HTTP_ADDR": LOOPBACK}
+    env = {**monitoring.grafana_env("localhost", monitoring.PRIVATE_GRAFANA_URL, monitoring.GRAFANA_PASSWORD_FILE),
+           "GF_SERVER_HTTP_ADDR": LOOPBACK}
     grafana = ContainerUnit(
         name=GRAFANA_UNIT,
         description="forgestack Grafana: Gitea's and the managed services' metrics, loopback only (SSM port forward)",
@@ -184,8 +185,5 @@ def units(monitoring_args: OpsMonitoring) -> dict[str, str]:
 def port_forward_command(region: str, instance_id: str) -> str:
     """What an operator runs to open Grafana at http://localhost:3000/ (the Session Manager plugin does the rest)."""
     parameters = json.dumps({"portNumber": [str(monitoring.GRAFANA_PORT)], "localPortNumber": [str(monitoring.GRAFANA_PORT)]})
-    return shlex.join(
-        ["aws", "ssm", "start-session", "--region", region, "--target", instance_id,
-         "--document-name", "AWS-StartPortForwardingSession", "--parameters", parameters]
-    )  # fmt: skip
+    return ssm_session_command(region, instance_id, "--document-name", "AWS-StartPortForwardingSession", "--parameters", parameters)
 

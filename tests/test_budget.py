@@ -13,7 +13,7 @@ import pytest
 from components import budget
 from components.settings import ConfigError, parse
 from rehearsal.emulated import EmulatedAccount
-from rehearsal.engine import ACCOUNT_ID, REPO, ProgramRun, run_program, stack_config
+from rehearsal.engine import ACCOUNT_ID, REPO, ForgeMocks, ProgramRun, run_program, stack_config
 from scripts import cost
 
 
@@ -60,8 +60,10 @@ def test_a_stack_without_an_estimate_must_name_its_amount_before_anything_is_cre
     with pytest.raises(ConfigError, match=r"budgetMonthlyUsd: got 0; expected an amount in USD: there is no cost estimate for stack stag"):
         parse(config, stack="staging")
     assert parse({**config, "forgestack:budgetMonthlyUsd": "300"}, stack="staging").budget_usd == 300
+    mocks = ForgeMocks()
     with pytest.raises(ConfigError, match="budgetMonthlyUsd"):
-        run_program("staging", config)  # refused by the settings: no resource registered first
+        run_program("staging", config, mocks)
+    assert [r for r in mocks.registered if r.custom] == []  # refused by the settings before the first resource
 
 
 def test_the_estimates_file_is_the_scripts_current_output() -> None:

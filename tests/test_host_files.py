@@ -253,7 +253,7 @@ def run_reboot_script(tmp_path: Path, required: bool, backup_ok: bool) -> tuple[
     if required:
         marker.write_text("*** System restart required ***\n")
         (tmp_path / "reboot-required.pkgs").write_text("linux-image-6.8.0-90-generic\nlibc6\n")
-    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "REBOOT_REQUIRED": str(marker)}
+    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "REBOOT_REQUIRED": str(marker), "BACKUP_UNIT": f"{UNIT_NAME}.service"}
     result = subprocess.run(["sh", str(REBOOT_SCRIPT)], capture_output=True, text=True, check=False, env=env)
     return result.returncode, calls.read_text().splitlines() if calls.exists() else [], result.stdout + result.stderr
 
@@ -290,6 +290,7 @@ def test_systemd_accepts_the_reboot_window_units_and_the_windows_calendar(tmp_pa
     service.write_text(service.read_text().replace("ExecStart=/usr/local/sbin/forgestack-reboot-if-required", f"ExecStart={script}"))
     timer = units / f"{REBOOT_UNIT}.timer"
     assert f"OnCalendar={window}" in timer.read_text() and "Persistent" not in timer.read_text()  # a missed window waits
+    assert f"Environment=BACKUP_UNIT={UNIT_NAME}.service" in service.read_text()  # what the script backs up first
     verify = ["systemd-analyze", "verify", "--man=no", str(timer), str(service), str(units / "docker.service")]
     result = subprocess.run(verify, capture_output=True, text=True, check=False, env={**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"})
     assert result.returncode == 0, result.stderr

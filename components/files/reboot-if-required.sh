@@ -4,7 +4,7 @@
 # and never reboot on their own (52forgestack-unattended-upgrades).
 set -eu
 REBOOT_REQUIRED="${REBOOT_REQUIRED:-/run/reboot-required}"
-BACKUP_UNIT="${BACKUP_UNIT:-forgestack-backup.service}"
+BACKUP_UNIT="${BACKUP_UNIT:?the backup unit: forgestack-reboot-window.service sets it}"
 
 if [ ! -e "$REBOOT_REQUIRED" ]; then
   echo "forgestack-reboot: no update asks for a reboot"

@@ -61,6 +61,7 @@ ALERTMANAGER_CONFIG = "/etc/alertmanager/alertmanager.yml"
 BLACKBOX_CONFIG = "/etc/blackbox_exporter/config.yml"
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
 GRAFANA_DASHBOARDS = "/etc/grafana/dashboards"
+PRIVATE_GRAFANA_URL = f"http://localhost:{GRAFANA_PORT}/"  # through an SSM port forward to the host's loopback
 GRAFANA_PASSWORD_FILE = f"{SECRETS_DIR}/grafana_admin_password"
 GRAFANA_PASSWORD_CREDENTIAL = "grafanaAdminPassword"  # noqa: S105 (the credentials key, not a password)
 SCRAPE_INTERVAL = "30s"
@@ -424,7 +425,7 @@ def grafana_dashboard_provider() -> str:
 def grafana_url(settings: Settings) -> str:
     """Private: no public name; operators forward the host's loopback port to theirs (README, Admin UIs)."""
     if settings.admin_ui_private:
-        return f"http://localhost:{GRAFANA_PORT}/"
+        return PRIVATE_GRAFANA_URL
     return f"https://{settings.hostname(GRAFANA_SUBDOMAIN)}/"
 
 

@@ -17,6 +17,7 @@ from components.cluster import GITEA_CONTAINER, Cluster, ClusterArgs, gitea_disc
 from components.database import Database, DatabaseArgs
 from components.edge import OBJECTS_LOG_PREFIX, Edge, EdgeArgs
 from components.filesystem import FileSystem, FileSystemArgs
+from components.host import ssm_session_command
 from components.object_storage import ObjectStorage, ObjectStorageArgs
 from components.ops_host import OpsHost, OpsHostArgs
 from components.ops_monitoring import port_forward_command
@@ -242,7 +243,7 @@ def compose(settings: Settings) -> None:
     pulumi.export("grafanaPortForward", ops.instance.id.apply(lambda instance_id: port_forward_command(settings.region, instance_id)))
     if runner:
         pulumi.export("runnerInstanceId", runner.instance.id)
-    pulumi.export("opsSessionCommand", ops.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}"))
+    pulumi.export("opsSessionCommand", ops.instance.id.apply(lambda i: ssm_session_command(settings.region, i)))
     pulumi.export(
         "ecsExecCommand",
         service.cluster.name.apply(

@@ -8,7 +8,7 @@ from components.alarms import HEARTBEAT_METRIC, HEARTBEAT_NAMESPACE
 from components.backup_job import backup_job, pre_upgrade_backup_argv
 from components.constants import CONTAINER_PREFIX, PROJECT
 from components.dns import Dns, DnsArgs
-from components.host import Host, HostArgs
+from components.host import Host, HostArgs, ssm_session_command
 from components.host_files import Heartbeat, HostBundle, host_bundle
 from components.network import Network, NetworkArgs
 from components.services import ci, gitea, monitoring, postgres
@@ -110,7 +110,7 @@ def compose(settings: Settings) -> None:
         pulumi.export("dataVolumeId", host.data_volume.id)
         export_shared(settings, credentials, backups, alarms)
         pulumi.export(
-            "ssmSessionCommand", host.instance.id.apply(lambda i: f"aws ssm start-session --region {settings.region} --target {i}")
+            "ssmSessionCommand", host.instance.id.apply(lambda i: ssm_session_command(settings.region, i))
         )
     else:
         connection = pulumi.Output.from_input(local_connection())
