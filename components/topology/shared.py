@@ -104,11 +104,23 @@ def export_forge(settings: Settings, hostnames: list[str]) -> None:
     pulumi.export("gitSshUrl", gitea.ssh_clone_base(settings))
     pulumi.export("hostnames", hostnames)
     pulumi.export("giteaAdminUser", settings.gitea_admin_user)
+    # What scripts/smoke.py needs to know to check the forge as deployed.
+    pulumi.export("tlsPubliclyTrusted", tls_publicly_trusted(settings))
+    pulumi.export("ci", settings.ci)
+
+
+def tls_publicly_trusted(settings: Settings) -> bool:
+    """ACM (ha) and Let's Encrypt's production CA chain to public roots; its staging CA and the local stack's
+    self-signed certificate do not."""
+    if not settings.is_aws:
+        return False
+    return settings.topology == "ha" or not settings.acme_staging
 
 
 def export_shared(settings: Settings, credentials: Credentials, backups: Backups, alarms: Alarms) -> None:
     """The AWS outputs every topology has."""
     pulumi.export("backupBucketName", backups.bucket.bucket)
+    pulumi.export("backupIntervalHours", settings.backup_interval_hours)
     if backups.replica is not None:
         pulumi.export("backupReplicaBucketName", backups.replica.bucket)
         pulumi.export("backupReplicaRegion", settings.backup_replica_region)
