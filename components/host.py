@@ -8,7 +8,7 @@ import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import pulumi
 import pulumi_aws as aws
@@ -74,6 +74,9 @@ class HostArgs:
     # The stack's own KMS key for both volumes (CKV_AWS_189); False keeps EBS's default aws/ebs key.
     customer_managed_key: bool = True
     data_volume_snapshot_id: str = ""  # create the data volume from this snapshot (restore, zone move, key move)
+    # ACME DNS-01 (an allow-listed web): the hosted zone and the names certbot may put _acme-challenge TXT records for.
+    acme_dns_zone_id: pulumi.Input[str] | None = None
+    acme_dns_names: tuple[str, ...] = ()
 
 
 def ami_name_pattern(architecture: Literal["x86_64", "arm64"]) -> str:
@@ -126,10 +129,26 @@ SSM_AGENT_STATEMENTS: Final = (
 )
 
 
-def host_policy(bucket_arn: str, backup_key_arn: str) -> str:
-    """Least privilege: the SSM agent's own needs, this bucket and its key; no wildcard action, no delete.
-    No secret: nothing on the host reads the credentials (Pulumi hands each container its files; the backup
-    job dumps through `docker exec` inside the PostgreSQL container)."""
+def acme_dns_statements(zone_id: str, names: Sequence[str]) -> list[dict[str, Any]]:
+    """What certbot's Route 53 plugin needs for DNS-01, and no more: TXT records named _acme-challenge.<name> for the
+    stack's own names in one zone (IAM's record-set condition keys), the change's status, and the zone lookup."""
+    return [
+        {"Sid": "AcmeChallengeRecords", "Effect": "Allow", "Action": "route53:ChangeResourceRecordSets",
+         "Resource": f"arn:aws:route53:::hostedzone/{zone_id}",
+         "Condition": {"ForAllValues:StringEquals": {
+             "route53:ChangeResourceRecordSetsRecordTypes": ["TXT"],
+             "route53:ChangeResourceRecordSetsNormalizedRecordNames": sorted(f"_acme-challenge.{n.lower()}" for n in names)}}},
+        {"Sid": "AcmeChallengeStatus", "Effect": "Allow", "Action": "route53:GetChange", "Resource": "arn:aws:route53:::change/*"},
+        # ListHostedZones takes no resource: the plugin finds the zone of each name with it.
+        {"Sid": "AcmeZoneLookup", "Effect": "Allow", "Action": "route53:ListHostedZones", "Resource": "*"},
+    ]
+
+
+def host_policy(bucket_arn: str, backup_key_arn: str, acme_zone_id: str | None = None, acme_names: Sequence[str] = ()) -> str:
+    """Least privilege: the SSM agent's own needs, this bucket and its key; no wildcard action, no delete; with DNS-01,
+    the challenge records. No secret: nothing on the host reads the credentials (Pulumi hands each container its files;
+    the backup job dumps through `docker exec` inside the PostgreSQL container)."""
+    acme = acme_dns_statements(acme_zone_id, acme_names) if acme_zone_id else []
     return json.dumps({
         "Version": "2012-10-17",
         "Statement": [
@@ -147,6 +166,7 @@ def host_policy(bucket_arn: str, backup_key_arn: str) -> str:
             # The heartbeat (components/alarms.py). PutMetricData takes no resource; the condition keeps it to one namespace.
             {"Sid": "Heartbeat", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
              "Condition": {"StringEquals": {"cloudwatch:namespace": HEARTBEAT_NAMESPACE}}},
+            *acme,
         ],
     })
 
@@ -179,7 +199,8 @@ class Host(pulumi.ComponentResource):
         )
         self.policy = aws.iam.RolePolicy(
             f"{name}-policy", role=self.role.id,
-            policy=pulumi.Output.all(args.backup_bucket_arn, args.backup_key_arn).apply(lambda arns: host_policy(*arns)),
+            policy=pulumi.Output.all(args.backup_bucket_arn, args.backup_key_arn, args.acme_dns_zone_id).apply(
+                lambda values: host_policy(values[0], values[1], values[2], args.acme_dns_names)),
             opts=child,
         )
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=self.role.name, opts=child)

@@ -16,13 +16,19 @@ from components.settings import ConfigError
 ANYWHERE = "0.0.0.0/0"
 
 
+# Route 53's health checkers (the outside-in alarm on Gitea): an AWS-managed prefix list per region.
+def health_checkers_prefix_list(region: str) -> str:
+    return f"com.amazonaws.{region}.route53-healthchecks"
+
+
 @dataclass(frozen=True)
 class IngressRule:
-    """One inbound rule of a host security group."""
+    """One inbound rule of a host security group: from a network, or from a managed prefix list (by name)."""
 
     port: int
     cidr: str
     description: str
+    prefix_list: str = ""  # when set, the rule's source is this prefix list and cidr is empty
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class NetworkArgs:
     protect: bool = False  # the flow-log key: deleting it makes the logs unreadable
     availability_zone: str = ""  # empty: the region's first available zone
     git_ssh_port: int = GIT_SSH_ALT_PORT
+    allowed_cidrs: tuple[str, ...] = ()  # who may reach web and git; empty: the Internet
 
 
 def public_subnet_cidr(vpc_cidr: str) -> str:
@@ -42,19 +49,28 @@ def public_subnet_cidr(vpc_cidr: str) -> str:
     return str(next(network.subnets(new_prefix=max(network.prefixlen, 24))))
 
 
-def host_ingress_rules(admin_cidrs: tuple[str, ...], git_ssh_port: int = GIT_SSH_ALT_PORT) -> dict[str, tuple[IngressRule, ...]]:
+def host_ingress_rules(admin_cidrs: tuple[str, ...], git_ssh_port: int = GIT_SSH_ALT_PORT, allowed_cidrs: tuple[str, ...] = (),
+                       region: str = "") -> dict[str, tuple[IngressRule, ...]]:
     """Security group name -> inbound rules. Admin SSH exists only when admin networks are given (and git SSH is
-    then never on 22: the settings refuse it).
+    then never on 22: the settings refuse it). With allowed networks, web and git answer only them, and HTTPS also
+    Route 53's health checkers (the region's managed prefix list), so the outside-in alarm keeps working.
 
     The VPC is IPv4-only, so there are no IPv6 rules.
     """
-    rules: dict[str, tuple[IngressRule, ...]] = {
-        "web": (
+    if allowed_cidrs:
+        web = (
+            *(IngressRule(HTTP_PORT, cidr, f"HTTP from {cidr} (redirect to HTTPS)") for cidr in allowed_cidrs),
+            *(IngressRule(HTTPS_PORT, cidr, f"HTTPS from {cidr}") for cidr in allowed_cidrs),
+            IngressRule(HTTPS_PORT, "", "HTTPS from Route 53 health checkers", health_checkers_prefix_list(region)),
+        )
+        git = tuple(IngressRule(git_ssh_port, cidr, f"git over SSH from {cidr}") for cidr in allowed_cidrs)
+    else:
+        web = (
             IngressRule(HTTP_PORT, ANYWHERE, "HTTP from anywhere (redirect to HTTPS, ACME challenge)"),
             IngressRule(HTTPS_PORT, ANYWHERE, "HTTPS from anywhere"),
-        ),
-        "git-ssh": (IngressRule(git_ssh_port, ANYWHERE, "git over SSH from anywhere"),),
-    }
+        )
+        git = (IngressRule(git_ssh_port, ANYWHERE, "git over SSH from anywhere"),)
+    rules: dict[str, tuple[IngressRule, ...]] = {"web": web, "git-ssh": git}
     if admin_cidrs:
         rules["admin-ssh"] = tuple(
             IngressRule(ADMIN_SSH_PORT, cidr, f"administrative SSH from {cidr}") for cidr in admin_cidrs
@@ -148,16 +164,18 @@ class Network(pulumi.ComponentResource):
             name, self, self.vpc.id, args.region, args.flow_log_retention_days, args.protect)
 
         self.security_groups = {}
-        for group_name, rules in host_ingress_rules(args.admin_cidrs, args.git_ssh_port).items():
+        for group_name, rules in host_ingress_rules(args.admin_cidrs, args.git_ssh_port, args.allowed_cidrs, args.region).items():
             group = aws.ec2.SecurityGroup(
                 f"{name}-{group_name}", vpc_id=self.vpc.id,
                 description=f"forgestack host: {group_name}", opts=child,
             )
             for index, rule in enumerate(rules):
+                prefix_list_id = aws.ec2.get_managed_prefix_list_output(
+                    name=rule.prefix_list, opts=pulumi.InvokeOutputOptions(parent=self)).id if rule.prefix_list else None
                 aws.vpc.SecurityGroupIngressRule(
                     f"{name}-{group_name}-in-{index}", security_group_id=group.id, ip_protocol="tcp",
                     from_port=rule.port, to_port=rule.port, description=rule.description,
-                    cidr_ipv4=rule.cidr,
+                    cidr_ipv4=rule.cidr or None, prefix_list_id=prefix_list_id,
                     opts=child,
                 )
             self.security_groups[group_name] = group

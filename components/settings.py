@@ -95,6 +95,9 @@ _JSON_LIST_ALIASES = ("adminCidrs", "relayTargets", "relayEvents")
 DEFAULT_PROXY_MAX_BODY_SIZE = "512m"  # Nginx's client_max_body_size unless forgestack:proxyMaxBodySize says otherwise
 # The SSH allow-list is for operators' own networks: together at most this many addresses (a /8).
 MAX_ADMIN_ADDRESSES = 2**24
+# The web security group holds 2 rules per allowed network plus the Route 53 health checkers' prefix list, which counts
+# as 25 of a group's 60 inbound rules.
+MAX_ALLOWED_NETWORKS = 15
 
 # Memory of the burstable sizes, in GiB (AWS instance type documentation).
 _BURSTABLE_MEMORY_GIB = {"nano": 0.5, "micro": 1, "small": 2, "medium": 4, "large": 8, "xlarge": 16, "2xlarge": 32}
@@ -180,6 +183,14 @@ class Settings(BaseModel):
         _key("adminCidrs", "Networks allowed to reach SSH on port 22; empty means no SSH port at all (use SSM Session Manager).",
              "a JSON list of distinct IPv4 networks such as [\"203.0.113.7/32\"] (host bits zero) covering together "
              "at most 2^24 addresses (a /8), never the Internet", ()),
+    ]
+    allowed_cidrs: Annotated[
+        tuple[str, ...],
+        _key("allowedCidrs", "Networks allowed to reach the forge (HTTP/HTTPS and git over SSH); empty means the Internet. "
+             "With a list, certificates are issued through Route 53 (ACME DNS-01) and Route 53's health checkers may "
+             "still reach HTTPS for the outside-in alarm.",
+             f"a JSON list of at most {MAX_ALLOWED_NETWORKS} distinct IPv4 networks such as [\"198.51.100.0/24\"] (host bits "
+             f"zero) covering together at most 2^24 addresses, never the Internet (leave it empty for that)", ()),
     ]
     root_volume_gb: Annotated[
         int, _key("rootVolumeGb", "Size of the host's root volume in GiB.", "an integer from 10 to 500 (GiB)", 20)
@@ -603,7 +614,7 @@ class Settings(BaseModel):
             raise ValueError("not a private /16../24 network")
         return value
 
-    @field_validator("admin_cidrs", "relay_targets", "relay_events", "alarm_https_endpoints", mode="before")
+    @field_validator("admin_cidrs", "allowed_cidrs", "relay_targets", "relay_events", "alarm_https_endpoints", mode="before")
     @classmethod
     def _parse_json_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -635,9 +646,9 @@ class Settings(BaseModel):
             raise ValueError("unknown or repeated event")
         return value
 
-    @field_validator("admin_cidrs")
+    @field_validator("admin_cidrs", "allowed_cidrs")
     @classmethod
-    def _check_admin_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _check_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         networks = [ipaddress.IPv4Network(cidr, strict=True) for cidr in value]  # the VPC is IPv4-only
         if len(set(networks)) != len(networks):
             raise ValueError("duplicate network")
@@ -864,6 +875,13 @@ class Settings(BaseModel):
             raise _KeyProblemError("backupLockMode", self.backup_lock_mode,
                                    "governance on a stack without protect: compliance-locked backups cannot be removed by "
                                    f"anyone for backupRetentionDays ({self.backup_retention_days}), so destroy would fail")
+        if self.allowed_cidrs and not (self.is_aws and self.topology == "single"):
+            raise _KeyProblemError("allowedCidrs", list(self.allowed_cidrs),
+                                   "empty here: the allow-list is built for topology single on AWS (the local stack is "
+                                   "loopback only; ha's load balancers would need a WAF IP set, not built yet)")
+        if len(self.allowed_cidrs) > MAX_ALLOWED_NETWORKS:
+            raise _KeyProblemError("allowedCidrs", list(self.allowed_cidrs),
+                                   f"at most {MAX_ALLOWED_NETWORKS} networks (a security group holds 60 inbound rules)")
         if self.topology == "ha" and not self.is_aws:
             raise _KeyProblemError("topology", self.topology, "single on the local stack: ha runs on managed AWS services")
         if self.topology == "ha" and self.ci == "drone":
@@ -911,6 +929,11 @@ class Settings(BaseModel):
         if self.git_ssh_port_choice:
             return self.git_ssh_port_choice
         return ADMIN_SSH_PORT if self.is_aws and not self.admin_cidrs else GIT_SSH_ALT_PORT
+
+    @property
+    def acme_challenge(self) -> Literal["http-01", "dns-01"]:
+        """Let's Encrypt cannot reach port 80 behind an allow-list: then it checks a TXT record in Route 53 instead."""
+        return "dns-01" if self.allowed_cidrs else "http-01"
 
     @property
     def host_sshd_loopback_only(self) -> bool:

@@ -110,6 +110,11 @@ ACCEPTED_RISKS: dict[tuple[str, str], str] = {
     ("sg-no-admin-port-from-world", "network-git-ssh-in-0"): "git over SSH on 22 (gitSshPort) is Gitea's own sshd in its "
                                                              "container, keys only, git commands only; the host's sshd "
                                                              "listens on loopback only (SSM), and 22 is refused with adminCidrs",
+    ("container-not-privileged", "services-certbot"): "only with allowedCidrs (staging): certbot answers ACME DNS-01 "
+                                                      "through Route 53 with the instance role, which IMDSv2's hop limit of 1 "
+                                                      "keeps from bridged containers; it publishes nothing, runs with every "
+                                                      "capability dropped and no-new-privileges, and the role may only write "
+                                                      "_acme-challenge TXT records of the stack's names",
     ("container-no-docker-socket", "services-cadvisor"): "cAdvisor names containers through the Docker API; read-only mount, "
                                                          "no published port, reachable only by Prometheus",
     ("container-no-docker-socket", "services-runner"): "the Gitea Runner starts CI jobs as containers on the host's engine; "

@@ -197,12 +197,26 @@ class MotoMocks(HaHandlers, ForgeMocks):
                 raise pulumi.RunError(f"rehearsal: the account has no hosted zone {name}")
             zone_id = zones[0]["Id"].split("/")[-1]
             return {"id": zone_id, "zoneId": zone_id, "name": name.rstrip("."), "arn": f"arn:aws:route53:::hostedzone/{zone_id}"}, []
+        if token == "aws:ec2/getManagedPrefixList:getManagedPrefixList":
+            return self._managed_prefix_list(ec2, request["name"]), []
         if token == "aws:elb/getServiceAccount:getServiceAccount":
             account = ELB_ACCOUNTS.get(self.account.region)
             if account is None:
                 raise UnemulatedTypeError(f"rehearsal: no ELB log-delivery account known for {self.account.region}; add it to ELB_ACCOUNTS")
             return {"id": account, "arn": f"arn:aws:iam::{account}:root"}, []
         raise UnemulatedTypeError(f"rehearsal: invoke {token} has no emulation")
+
+    def _managed_prefix_list(self, ec2: Any, name: str) -> dict[str, Any]:
+        """An AWS-managed prefix list by name. moto holds S3's and DynamoDB's but not Route 53's health checkers', which
+        AWS publishes in every region: that one is stood in for by a list of the same name, created on first read."""
+        found = ec2.describe_managed_prefix_lists(Filters=[{"Name": "prefix-list-name", "Values": [name]}])["PrefixLists"]
+        if not found and name == f"com.amazonaws.{self.account.region}.route53-healthchecks":
+            found = [ec2.create_managed_prefix_list(PrefixListName=name, MaxEntries=25, AddressFamily="IPv4")["PrefixList"]]
+        if not found:
+            raise pulumi.RunError(f"rehearsal: no managed prefix list named {name} in {self.account.region}")
+        prefix_list = found[0]
+        return {"id": prefix_list["PrefixListId"], "name": name, "arn": prefix_list.get("PrefixListArn", ""),
+                "maxEntries": prefix_list.get("MaxEntries", 0)}
 
     # ------------------------------------------------------------ network
 
@@ -274,6 +288,8 @@ class MotoMocks(HaHandlers, ForgeMocks):
         if inputs.get("referencedSecurityGroupId"):
             permission["UserIdGroupPairs"] = [{"GroupId": inputs["referencedSecurityGroupId"],
                                                "Description": inputs.get("description", "")}]
+        elif inputs.get("prefixListId"):
+            permission["PrefixListIds"] = [{"PrefixListId": inputs["prefixListId"], "Description": inputs.get("description", "")}]
         else:
             permission["IpRanges"] = [{"CidrIp": inputs["cidrIpv4"], "Description": inputs.get("description", "")}]
         if inputs["ipProtocol"] != "-1":

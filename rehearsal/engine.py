@@ -24,6 +24,9 @@ from pulumi.runtime.sync_await import _sync_await
 
 REPO = Path(__file__).resolve().parent.parent  # the repository root
 MAIN = REPO / "__main__.py"
+# Every stack is a Pulumi.<stack>.yaml beside the program; the local one runs on Docker, the others on AWS.
+STACKS = tuple(sorted(path.name.split(".")[1] for path in REPO.glob("Pulumi.*.yaml")))
+AWS_STACKS = tuple(stack for stack in STACKS if stack != "local")
 ACCOUNT_ID = "123456789012"  # moto's default account; the mocks use it too
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 # Elastic Load Balancing's log-delivery account per region, as the provider's aws.elb.getServiceAccount answers it.
@@ -182,6 +185,8 @@ class ForgeMocks(pulumi.runtime.Mocks):
             return {"id": args.args["name"], "name": args.args["name"], "value": "ami-0fedcba9876543210", "type": "String"}, []
         if token == "aws:route53/getZone:getZone":
             return {"zoneId": "Z0123456789ABCDEFGHIJ", "id": "Z0123456789ABCDEFGHIJ", "name": args.args.get("name")}, []
+        if token == "aws:ec2/getManagedPrefixList:getManagedPrefixList":
+            return {"id": "pl-0123456789abcdef0", "name": args.args["name"]}, []
         if token == "aws:elb/getServiceAccount:getServiceAccount":
             return {"id": ELB_ACCOUNTS["eu-west-1"], "arn": f"arn:aws:iam::{ELB_ACCOUNTS['eu-west-1']}:root"}, []
         raise AssertionError(f"unexpected invoke {token} with {args.args}")

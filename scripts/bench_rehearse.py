@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark scripts/rehearse.py as a whole process, the way an operator runs it.
 
-    python scripts/bench_rehearse.py                 # dev, prod and local, 3 runs each
+    python scripts/bench_rehearse.py                 # every stack (dev, local, prod, staging), 3 runs each
     python scripts/bench_rehearse.py --runs 5 --stack prod
 
 Prints min / median / max wall-clock seconds per stack. The floor is 10 s per stack (median).
@@ -17,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rehearsal.engine import REPO, STACKS
+
 FLOOR_SECONDS = 10.0
 
 
@@ -34,14 +37,14 @@ def time_one(stack: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--stack", action="append", choices=["dev", "prod", "local"], help="stack(s) to time (default: all)")
+    parser.add_argument("--stack", action="append", choices=STACKS, help="stack(s) to time (default: all)")
     parser.add_argument("--runs", type=int, default=3, help="runs per stack (default 3)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         print("bench: --runs must be at least 1", file=sys.stderr)
         return 2
     missed = []
-    for stack in args.stack or ["dev", "prod", "local"]:
+    for stack in args.stack or STACKS:
         try:
             timings = []
             for run in range(args.runs):

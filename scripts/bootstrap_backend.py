@@ -27,7 +27,7 @@ import botocore.exceptions
 
 DEFAULT_KEY_ALIAS = "alias/forgestack-pulumi"
 DEFAULT_KEEP_VERSIONS_DAYS = 90
-DEFAULT_STACKS = ("dev", "prod")
+DEFAULT_STACKS = ("dev", "staging", "prod")
 _STACK_NAME = re.compile(r"[a-z][a-z0-9-]{0,19}")
 
 

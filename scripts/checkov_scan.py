@@ -27,11 +27,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policy.forgestack_rules import CHECKOV_ACCEPTED
-from rehearsal.engine import REPO, ProgramRun
+from rehearsal.engine import AWS_STACKS, REPO, ProgramRun
 from rehearsal.terraform_plan import aws_resources, plan_document, terraform_address
 
 CHECKOV = REPO / "tools" / "checkov" / ".venv" / "bin" / "checkov"
-AWS_STACKS = ("dev", "prod")
 CHECKOV_TIMEOUT_SECONDS = 300
 
 

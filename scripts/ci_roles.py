@@ -39,6 +39,7 @@ import botocore.exceptions
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.bootstrap_backend import DEFAULT_KEY_ALIAS, DEFAULT_STACKS, UsageError, error_code, parse_stacks, secrets_key_alias
+from scripts.promotion import RECORD_PREFIX
 
 GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
@@ -46,7 +47,7 @@ OIDC_AUDIENCE = "sts.amazonaws.com"
 # IAM no longer checks this for GitHub's provider (it trusts its own CA list), but the API still wants one.
 GITHUB_OIDC_THUMBPRINT = "6938fd4d98bab03faadb97b34396831e3780aea1"
 PROJECT = "forgestack"
-ENVIRONMENTS = {"dev": "dev", "prod": "production"}  # the GitHub environment that may deploy each stack
+ENVIRONMENTS = {"dev": "dev", "staging": "staging", "prod": "production"}  # the GitHub environment that may deploy each stack
 POWER_USER = "arn:aws:iam::aws:policy/PowerUserAccess"
 HOST_USER = "ubuntu"  # the host's login user (components/host.py), for EC2 Instance Connect
 SESSION_PREFIX = "forgestack-"  # role-session-name of the workflows (pulumi-setup action)
@@ -169,6 +170,11 @@ def deploy_policy(bucket: str, bucket_key_arn: str, stack: str, secrets_key_arn:
         statements += [
             {"Sid": f"NoStateOf{other.capitalize()}", "Effect": "Deny", "Action": "s3:*", "Resource": state_paths(bucket, other)},
             {"Sid": f"NoSecretsOf{other.capitalize()}", "Effect": "Deny", "Action": "kms:*", "Resource": other_key},
+            # Another stack's promotion records (scripts/promotion.py) are read, never written: only its own deploy
+            # job says what it deployed and smoke-tested.
+            {"Sid": f"NoPromotionRecordsOf{other.capitalize()}", "Effect": "Deny",
+             "Action": ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
+             "Resource": f"arn:aws:s3:::{bucket}/{RECORD_PREFIX}/{other}/*"},
             {"Sid": f"NoResourcesOf{other.capitalize()}", "Effect": "Deny", "Action": "*", "Resource": "*",
              "Condition": {"StringEquals": {"aws:ResourceTag/stack": other}}},
         ]

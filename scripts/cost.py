@@ -474,7 +474,7 @@ def render(result: Estimate, assume: Assumptions, price: Prices) -> str:
 
 BUDGET_KEY: Final = "forgestack:budgetMonthlyUsd"
 ESTIMATES_PATH: Final = REPO / "components" / "files" / budget.ESTIMATES_FILE
-ESTIMATE_STACKS: Final = (("dev", "single"), ("dev", "ha"), ("prod", "single"), ("prod", "ha"))
+ESTIMATE_STACKS: Final = (("dev", "single"), ("dev", "ha"), ("staging", "single"), ("prod", "single"), ("prod", "ha"))
 
 
 def estimates_document(results: Sequence[Estimate], price: Prices) -> str:
@@ -486,7 +486,8 @@ def estimates_document(results: Sequence[Estimate], price: Prices) -> str:
                        "prices_date": price.document["date"], "stacks": stacks}, indent=2) + "\n"  # fmt: skip
 
 
-README_STACKS: Final[tuple[tuple[str, dict[str, str]], ...]] = (("dev", {}), ("prod", {}), ("prod", {"forgestack:topology": "ha"}))
+README_STACKS: Final[tuple[tuple[str, dict[str, str]], ...]] = (
+    ("dev", {}), ("staging", {}), ("prod", {}), ("prod", {"forgestack:topology": "ha"}))
 
 
 def readme_table(results: Sequence[Estimate]) -> str:

@@ -34,7 +34,7 @@ from components.constants import DATA_MOUNT
 from components.settings import ConfigError
 from policy.forgestack_rules import PINNED_IMAGE, Report, evaluate
 from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse, stack_region
-from rehearsal.engine import ProgramRun, Registered, policy_view, run_program, stack_config
+from rehearsal.engine import STACKS, ProgramRun, Registered, policy_view, run_program, stack_config
 from rehearsal.graph import mermaid
 
 KEY_PROPERTIES = {
@@ -149,7 +149,7 @@ def set_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--stack", required=True, choices=["dev", "prod", "local"], help="stack to rehearse")
+    parser.add_argument("--stack", required=True, choices=STACKS, help="stack to rehearse")
     parser.add_argument("--stack-file", type=Path, help="use this stack file instead of Pulumi.<stack>.yaml")
     add_set_option(parser)
     output = parser.add_mutually_exclusive_group()

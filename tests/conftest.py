@@ -61,7 +61,12 @@ def local_run() -> ProgramRun:
     return _cached_run("local")
 
 
-@pytest.fixture(scope="session", params=["dev", "prod", "local"])
+@pytest.fixture(scope="session")
+def staging_run() -> ProgramRun:
+    return _cached_run("staging")
+
+
+@pytest.fixture(scope="session", params=["dev", "staging", "prod", "local"])
 def any_run(request: pytest.FixtureRequest) -> ProgramRun:
     return _cached_run(request.param)
 

@@ -42,10 +42,12 @@ def test_first_run_creates_a_locked_down_backend(account: str, capsys: pytest.Ca
     out = capsys.readouterr().out.splitlines()
     assert out == [f"pulumi login 's3://{BUCKET}?region={REGION}&awssdk=v2'",
                    f"pulumi stack init dev --secrets-provider 'awskms://alias/forgestack-pulumi-dev?region={REGION}'",
+                   f"pulumi stack init staging --secrets-provider 'awskms://alias/forgestack-pulumi-staging?region={REGION}'",
                    f"pulumi stack init prod --secrets-provider 'awskms://alias/forgestack-pulumi-prod?region={REGION}'"]
     created = state()
     # The bucket's own key, and one secrets key per stack: decrypting dev's secrets never decrypts prod's.
-    assert created["aliases"] == ["alias/forgestack-pulumi", "alias/forgestack-pulumi-dev", "alias/forgestack-pulumi-prod"]
+    assert created["aliases"] == ["alias/forgestack-pulumi", "alias/forgestack-pulumi-dev", "alias/forgestack-pulumi-prod",
+                                  "alias/forgestack-pulumi-staging"]
     assert created["keys"] == 3
     assert created["versioning"] == "Enabled" and created["rotation"] is True
     assert created["encryption"] == [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": created["key"]},

@@ -57,12 +57,12 @@ def test_budgets_may_publish_to_the_encrypted_alarm_topic(ha_rehearsal: tuple[Pr
 
 def test_a_stack_without_an_estimate_must_name_its_amount_before_anything_is_created() -> None:
     config = stack_config("dev")
-    with pytest.raises(ConfigError, match=r"budgetMonthlyUsd: got 0; expected an amount in USD: there is no cost estimate for stack stag"):
-        parse(config, stack="staging")
-    assert parse({**config, "forgestack:budgetMonthlyUsd": "300"}, stack="staging").budget_usd == 300
+    with pytest.raises(ConfigError, match=r"budgetMonthlyUsd: got 0; expected an amount in USD: there is no cost estimate for stack qa"):
+        parse(config, stack="qa")
+    assert parse({**config, "forgestack:budgetMonthlyUsd": "300"}, stack="qa").budget_usd == 300
     mocks = ForgeMocks()
     with pytest.raises(ConfigError, match="budgetMonthlyUsd"):
-        run_program("staging", config, mocks)
+        run_program("qa", config, mocks)
     assert [r for r in mocks.registered if r.custom] == []  # refused by the settings before the first resource
 
 

@@ -56,12 +56,13 @@ def roles() -> dict[str, dict[str, Any]]:
     return found
 
 
-def test_first_run_creates_the_provider_and_three_roles(account: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_first_run_creates_the_provider_and_a_role_per_purpose_and_stack(account: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert ci_roles.main(["--github-repo", REPO, "--bucket", BUCKET, "--region", REGION]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[3] for line in out] == ["AWS_PREVIEW_ROLE_ARN", "AWS_DEPLOY_DEV_ROLE_ARN", "AWS_DEPLOY_PROD_ROLE_ARN"]
+    assert [line.split()[3] for line in out] == ["AWS_PREVIEW_ROLE_ARN", "AWS_DEPLOY_DEV_ROLE_ARN", "AWS_DEPLOY_STAGING_ROLE_ARN",
+                                                 "AWS_DEPLOY_PROD_ROLE_ARN"]
     created = roles()
-    assert set(created) == {"forgestack-preview-dev", "forgestack-deploy-dev", "forgestack-deploy-prod"}
+    assert set(created) == {"forgestack-preview-dev", "forgestack-deploy-dev", "forgestack-deploy-staging", "forgestack-deploy-prod"}
     assert created["forgestack-preview-dev"]["managed"] == []
     assert created["forgestack-deploy-prod"]["managed"] == [ci_roles.POWER_USER]
     providers = boto3.client("iam", region_name=REGION).list_open_id_connect_providers()["OpenIDConnectProviderList"]
@@ -75,7 +76,7 @@ def test_second_run_changes_nothing(account: str, capsys: pytest.CaptureFixture[
     assert ci_roles.main(["--github-repo", REPO, "--bucket", BUCKET, "--region", REGION]) == 0
     assert roles() == before
     progress = capsys.readouterr().err.splitlines()
-    assert len(progress) == 4 and all(line.endswith(": unchanged") for line in progress), progress
+    assert len(progress) == 5 and all(line.endswith(": unchanged") for line in progress), progress
 
 
 def test_a_drifted_trust_policy_is_put_back(account: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,6 +105,7 @@ def _may_assume(trust: dict[str, Any], claims: dict[str, str]) -> bool:
 @pytest.mark.parametrize(("sub", "assumable"), [
     ("repo:acme/forgestack:pull_request", {"forgestack-preview-dev"}),
     ("repo:acme/forgestack:environment:dev", {"forgestack-deploy-dev"}),
+    ("repo:acme/forgestack:environment:staging", {"forgestack-deploy-staging"}),
     ("repo:acme/forgestack:environment:production", {"forgestack-deploy-prod"}),
     ("repo:acme/forgestack:ref:refs/heads/main", set()),  # a job must name its environment to deploy
     ("repo:acme/forgestack:environment:prod", set()),
@@ -135,7 +137,9 @@ def test_missing_backend_keys_are_a_clear_prerequisite(moto_account: str, capsys
 # ------------------------------------------------------------ what each role can do, with moto enforcing IAM
 
 
-STATE = {stack: f".pulumi/stacks/forgestack/{stack}.json" for stack in ("dev", "prod")}
+STATE = {stack: f".pulumi/stacks/forgestack/{stack}.json" for stack in ("dev", "staging", "prod")}
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+RECORD = {stack: f"promotions/{stack}/{COMMIT}.json" for stack in ("dev", "staging", "prod")}
 LOCK = ".pulumi/locks/organization/forgestack/{stack}/0b5e7a3c.json"  # pkg/backend/diy stackLockDir
 
 
@@ -152,15 +156,16 @@ def in_enforced_account(checks: Callable[[dict[str, Any]], None]) -> None:
         admin = boto3.Session(aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"], region_name=REGION)
         kms, s3 = admin.client("kms"), admin.client("s3")
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        for stack in ("dev", "prod"):
+        for stack in STATE:
             s3.put_object(Bucket=BUCKET, Key=STATE[stack], Body=f'{{"stack": "{stack}"}}'.encode())
+            s3.put_object(Bucket=BUCKET, Key=RECORD[stack], Body=b'{"smoke": "passed"}')
         keys = {}
-        for alias in ("alias/forgestack-pulumi", "alias/forgestack-pulumi-dev", "alias/forgestack-pulumi-prod"):
+        for alias in ("alias/forgestack-pulumi", *(f"alias/forgestack-pulumi-{stack}" for stack in STATE)):
             keys[alias] = kms.create_key()["KeyMetadata"]["Arn"]
             kms.create_alias(AliasName=alias, TargetKeyId=keys[alias])
-        ci_roles.run(REPO, BUCKET, REGION, "alias/forgestack-pulumi", ["dev", "prod"], admin)
+        ci_roles.run(REPO, BUCKET, REGION, "alias/forgestack-pulumi", list(STATE), admin)
         admin_arn = admin.client("iam").get_user(UserName="admin")["User"]["Arn"]
-        for name in ("forgestack-preview-dev", "forgestack-deploy-dev", "forgestack-deploy-prod"):
+        for name in ("forgestack-preview-dev", *(f"forgestack-deploy-{stack}" for stack in STATE)):
             # moto 5 treats a Deny whose condition does not match as a deny (the README notes the same for bucket
             # policies): the conditional denies (other stacks' tagged resources) are checked on the document below.
             policy = json.loads(json.dumps(admin.client("iam").get_role_policy(RoleName=name, PolicyName="forgestack")["PolicyDocument"]))
@@ -224,6 +229,22 @@ def test_a_deploy_role_reaches_its_own_stack_only(managed_policies: None, aws_en
     in_enforced_account(checks)
 
 
+def test_each_deploy_role_records_only_its_own_promotions_and_reads_its_predecessors(managed_policies: None, aws_env: None) -> None:
+    """scripts/promotion.py's records: staging's deploy job writes staging's, prod's reads them and cannot forge them."""
+    def checks(world: dict[str, Any]) -> None:
+        for stack in ("dev", "staging", "prod"):
+            s3 = world[f"forgestack-deploy-{stack}"].client("s3")
+            writable = {other for other in RECORD
+                        if allowed(lambda c=s3, o=other: c.put_object(Bucket=BUCKET, Key=RECORD[o], Body=b"{}"))}
+            assert writable == {stack}, stack
+        prod = world["forgestack-deploy-prod"].client("s3")
+        assert allowed(lambda: prod.get_object(Bucket=BUCKET, Key=RECORD["staging"]))
+        assert not allowed(lambda: prod.delete_object(Bucket=BUCKET, Key=RECORD["staging"]))
+        preview = world["forgestack-preview-dev"].client("s3")
+        assert not any(allowed(lambda o=other: preview.put_object(Bucket=BUCKET, Key=RECORD[o], Body=b"{}")) for other in RECORD)
+    in_enforced_account(checks)
+
+
 def _document_allows(policy: dict[str, Any], action: str, resource: str) -> bool:
     """IAM's evaluation for unconditional statements: an explicit deny wins, else some allow must match."""
     def matches(statement: dict[str, Any]) -> bool:
@@ -271,11 +292,14 @@ def _kms_grants(policy: dict[str, Any]) -> dict[str, set[str]]:
 def test_each_role_may_use_only_its_own_stacks_secrets_key(account: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert ci_roles.main(["--github-repo", REPO, "--bucket", BUCKET, "--region", REGION]) == 0
     kms = boto3.client("kms", region_name=REGION)
-    key = {alias: kms.describe_key(KeyId=f"alias/forgestack-pulumi{alias}")["KeyMetadata"]["Arn"] for alias in ("", "-dev", "-prod")}
+    key = {alias: kms.describe_key(KeyId=f"alias/forgestack-pulumi{alias}")["KeyMetadata"]["Arn"]
+           for alias in ("", "-dev", "-staging", "-prod")}
     policies = {name: role["policy"] for name, role in roles().items()}
     assert _kms_grants(policies["forgestack-preview-dev"]) == {"Allow": {key[""], key["-dev"]}, "Deny": set()}
-    assert _kms_grants(policies["forgestack-deploy-dev"]) == {"Allow": {key[""], key["-dev"]}, "Deny": {key["-prod"]}}
-    assert _kms_grants(policies["forgestack-deploy-prod"]) == {"Allow": {key[""], key["-prod"]}, "Deny": {key["-dev"]}}
+    assert _kms_grants(policies["forgestack-deploy-dev"]) == {"Allow": {key[""], key["-dev"]}, "Deny": {key["-staging"], key["-prod"]}}
+    assert _kms_grants(policies["forgestack-deploy-staging"]) == {"Allow": {key[""], key["-staging"]},
+                                                                  "Deny": {key["-dev"], key["-prod"]}}
+    assert _kms_grants(policies["forgestack-deploy-prod"]) == {"Allow": {key[""], key["-prod"]}, "Deny": {key["-dev"], key["-staging"]}}
     # The state bucket's own key only through S3, never for decrypting anything else.
     bucket_key = [s for s in policies["forgestack-preview-dev"]["Statement"] if s["Resource"] == key[""]]
     assert [s["Condition"] for s in bucket_key] == [{"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}}]
@@ -283,11 +307,13 @@ def test_each_role_may_use_only_its_own_stacks_secrets_key(account: str, capsys:
 
 def test_deploy_roles_are_fenced_off_the_other_stacks_tagged_resources(account: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert ci_roles.main(["--github-repo", REPO, "--bucket", BUCKET, "--region", REGION]) == 0
-    for stack, other in (("dev", "prod"), ("prod", "dev")):
+    stacks = ("dev", "prod", "staging")
+    for stack in stacks:
         policy = roles()[f"forgestack-deploy-{stack}"]["policy"]
         fence = [s for s in policy["Statement"] if s["Effect"] == "Deny" and s["Action"] == "*"]
         assert fence == [{"Sid": f"NoResourcesOf{other.capitalize()}", "Effect": "Deny", "Action": "*", "Resource": "*",
-                          "Condition": {"StringEquals": {"aws:ResourceTag/stack": other}}}]
+                          "Condition": {"StringEquals": {"aws:ResourceTag/stack": other}}}
+                         for other in sorted(stacks) if other != stack]
         host_access = {s["Sid"]: s for s in policy["Statement"] if s["Sid"] in ("PushEphemeralKey", "SshThroughSessionManager")}
         assert host_access["PushEphemeralKey"]["Condition"] == {"StringEquals": {"ec2:osuser": "ubuntu", "aws:ResourceTag/stack": stack}}
         assert "arn:aws:ssm:*::document/AWS-StartSSHSession" in host_access["SshThroughSessionManager"]["Resource"]

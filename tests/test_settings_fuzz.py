@@ -77,6 +77,10 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
                                              '["203.0.113.7/32", "203.0.113.7/32"]', '["::/0"]', '{"a": 1}',
                                              '["0.0.0.0/1", "128.0.0.0/1"]', '["8.0.0.0/7"]', '["203.0.113.0/24\\n"]']),
                             INTERNET_SPLITS),
+    "allowedCidrs": st.one_of(st.sampled_from(['["0.0.0.0/0"]', '["198.51.100.7/24"]', '"198.51.100.0/24"', "[1, 2]", "not json",
+                                               '["198.51.100.0/24", "198.51.100.0/24"]', '["::/0"]', '["0.0.0.0/1", "128.0.0.0/1"]',
+                                               json.dumps([f"198.51.{i}.0/24" for i in range(16)])]),
+                              INTERNET_SPLITS),
     "rootVolumeGb": out_of(10, 500),
     "dataVolumeGb": out_of(10, 16384),
     "gitSshPort": st.one_of(st.integers().filter(lambda n: n not in (0, 22, 2222)).map(str), st.sampled_from(["ssh", "22.5", "-22"])),
@@ -213,6 +217,8 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
         "instanceType": draw(st.sampled_from(["t3.small", "t3.medium", "t3.xlarge", "m7g.large", "c7g.2xlarge", "r6i.large",
                                               "t4g.large", "m7i-flex.large"])),
         "vpcCidr": vpc, "adminCidrs": json.dumps(admin_networks),
+        # The allow-list exists for topology single only (ha would need a WAF IP set).
+        "allowedCidrs": json.dumps(sorted(set(draw(st.lists(PUBLIC_NETWORK, max_size=3)))) if topology == "single" else []),
         "rootVolumeGb": draw(st.integers(10, 500)), "dataVolumeGb": draw(st.integers(10, 16384)),
         "volumeKey": draw(st.sampled_from(["customer-managed", "aws-managed"])),
         "backupReplicaRegion": draw(st.sampled_from(["", "ca-central-1"])),
@@ -282,7 +288,7 @@ def test_every_valid_combination_loads() -> None:
     assert ran["valid"] >= VALID_EXAMPLES // 2
 
 
-JSON_LIST_KEYS = {"forgestack:adminCidrs", "forgestack:relayTargets", "forgestack:relayEvents"}
+JSON_LIST_KEYS = {"forgestack:adminCidrs", "forgestack:allowedCidrs", "forgestack:relayTargets", "forgestack:relayEvents"}
 
 
 def test_a_control_character_in_any_value_is_refused_naming_its_key() -> None:

@@ -297,7 +297,9 @@ class Services(pulumi.ComponentResource):
             # Wait for healthy so that dependants (Gitea after PostgreSQL) start on a working service.
             wait=spec.healthcheck is not None,
             wait_timeout=WAIT_TIMEOUT_SECONDS,
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[spec.name]) for network in networks],
+            network_mode="host" if spec.host_network else None,
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[spec.name]) for network in networks]
+            or None,
             command=list(spec.command) or None,
             user=spec.user or None,
             entrypoints=list(spec.entrypoint) or None,

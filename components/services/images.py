@@ -4,6 +4,7 @@ from typing import Final
 
 NGINX: Final = "nginx:1.28.3-alpine"
 CERTBOT: Final = "certbot/certbot:v5.7.0"
+CERTBOT_DNS_ROUTE53: Final = "certbot/dns-route53:v5.7.0"  # the same certbot with its Route 53 plugin (ACME DNS-01)
 
 
 def gitea(version: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from components.constants import HTTP_PORT, HTTPS_PORT
 from components.services import images
@@ -107,15 +107,23 @@ def proxy_spec(settings: Settings, routed: Sequence[ServiceSpec], memory_mb: int
 
 
 def certbot_spec(settings: Settings, hostnames: Sequence[str], memory_mb: int) -> ServiceSpec:
-    return ServiceSpec(
+    """HTTP-01 through the webroot Nginx serves; DNS-01 through Route 53 when an allow-list keeps Let's Encrypt off
+    port 80. DNS-01 runs on the host's network: the plugin signs its Route 53 calls with the instance role, which IMDSv2's
+    hop limit of 1 keeps from bridged containers."""
+    env = {"CERT_DOMAINS": ",".join(hostnames), "ACME_EMAIL": settings.acme_email,
+           "ACME_STAGING": "true" if settings.acme_staging else "false", "ACME_CHALLENGE": settings.acme_challenge}
+    webroot = ServiceSpec(
         name=CERTBOT_NAME,
         image=images.CERTBOT,
         memory_mb=memory_mb,
-        env={"CERT_DOMAINS": ",".join(hostnames), "ACME_EMAIL": settings.acme_email,
-             "ACME_STAGING": "true" if settings.acme_staging else "false"},
+        env=env,
         config_files=(ConfigFile(CERTBOT_SCRIPT, read("certbot-loop.sh"), executable=True),),
         volumes=(Volume("letsencrypt", LETSENCRYPT_DIR), Volume("acme-webroot", ACME_WEBROOT)),
         entrypoint=("/bin/sh",),  # the image's entrypoint is `certbot`; the loop script drives it
         command=(CERTBOT_SCRIPT,),
         depends_on=(NAME,),  # the webroot must be served before the first challenge
     )
+    if settings.acme_challenge == "http-01":
+        return webroot
+    return replace(webroot, image=images.CERTBOT_DNS_ROUTE53, env={**env, "AWS_DEFAULT_REGION": settings.region},
+                   volumes=(Volume("letsencrypt", LETSENCRYPT_DIR),), depends_on=(), host_network=True, networks=())

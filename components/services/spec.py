@@ -141,6 +141,9 @@ class ServiceSpec:
     capabilities: tuple[str, ...] = ()  # added back after dropping ALL; empty for images that run as a non-root user
     pids_limit: int = DEFAULT_PIDS_LIMIT
     networks: tuple[str, ...] = (DOCKER_NETWORK,)  # Docker networks it joins (keys of DOCKER_NETWORKS), as `name`
+    # The host's network namespace instead of Docker networks: for a client that needs the instance role (IMDSv2's hop
+    # limit of 1 keeps bridged containers out) and serves nothing. No ports, no route, no Docker networks.
+    host_network: bool = False
 
     def __post_init__(self) -> None:
         if not PINNED_IMAGE.match(self.image):  # the policy pack's rule: exact tags, MinIO's RELEASE stamps, digests
@@ -148,6 +151,10 @@ class ServiceSpec:
         secret_env = [key for key in self.env if re.search(r"PASSW|SECRET|TOKEN", key) and not key.endswith("_FILE")]
         if secret_env:
             raise ValueError(f"service {self.name}: {secret_env} look like secrets in plain env; use secret_files")
+        if self.host_network:
+            if self.networks or self.ports or self.route or self.metrics:
+                raise ValueError(f"service {self.name}: on the host's network it joins no Docker network and publishes nothing")
+            return
         unknown = [network for network in self.networks if network not in DOCKER_NETWORKS]
         if unknown or not self.networks:
             raise ValueError(f"service {self.name}: networks {list(self.networks)}; expected some of {list(DOCKER_NETWORKS)}")

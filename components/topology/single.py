@@ -47,6 +47,7 @@ def compose(settings: Settings) -> None:
                 protect=settings.protect,
                 availability_zone=settings.availability_zone,
                 git_ssh_port=settings.git_ssh_port,
+                allowed_cidrs=settings.allowed_cidrs,
             ),
             aws_opts,
         )
@@ -82,6 +83,8 @@ def compose(settings: Settings) -> None:
                 protect=settings.protect,
                 customer_managed_key=settings.volume_key == "customer-managed",
                 data_volume_snapshot_id=settings.data_volume_snapshot_id,
+                acme_dns_zone_id=base.zone_id if settings.acme_challenge == "dns-01" else None,
+                acme_dns_names=tuple(hostnames) if settings.acme_challenge == "dns-01" else (),
             ),
             aws_opts,
         )
