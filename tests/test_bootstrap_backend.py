@@ -48,7 +48,7 @@ def test_first_run_creates_a_locked_down_backend(account: str, capsys: pytest.Ca
     # The bucket's own key, and one secrets key per stack: decrypting dev's secrets never decrypts prod's.
     assert created["aliases"] == ["alias/forgestack-pulumi", "alias/forgestack-pulumi-dev", "alias/forgestack-pulumi-prod",
                                   "alias/forgestack-pulumi-staging"]
-    assert created["keys"] == 3
+    assert created["keys"] == 4
     assert created["versioning"] == "Enabled" and created["rotation"] is True
     assert created["encryption"] == [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": created["key"]},
                                       "BucketKeyEnabled": True}]
