@@ -22,7 +22,8 @@ from tests.shims import install_shim
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 SETUP_ACTION = REPO / ".github" / "actions" / "pulumi-setup" / "action.yml"
 HOST_ACCESS = REPO / ".github" / "actions" / "host-access"
-ACTIONS = [SETUP_ACTION, HOST_ACCESS / "action.yml"]
+DEPLOY_REPORT = REPO / ".github" / "actions" / "deploy-report" / "action.yml"
+ACTIONS = [SETUP_ACTION, HOST_ACCESS / "action.yml", DEPLOY_REPORT]
 
 
 def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
@@ -42,8 +43,8 @@ def triggers(workflow: dict[Any, Any]) -> dict[str, Any]:
 
 @pytest.mark.validator
 def test_actionlint_accepts_every_workflow() -> None:
-    assert {p.name for p in WORKFLOWS} == {"test.yml", "preview.yml", "deploy-dev.yml", "deploy-prod.yml", "destroy.yml",
-                                           "supply-chain.yml"}
+    assert {p.name for p in WORKFLOWS} == {"test.yml", "preview.yml", "deploy-dev.yml", "deploy-staging.yml", "deploy-prod.yml",
+                                           "destroy.yml", "supply-chain.yml"}
     result = actionlint(*WORKFLOWS)
     assert result.returncode == 0, result.stdout
 
@@ -108,6 +109,8 @@ def test_triggers_match_the_delivery_process() -> None:
     assert "scripts/cost.py --compare cost-base.json cost-head.json" in json.dumps(cost_job)
     assert triggers(flows["deploy-dev"]) == {"push": {"branches": ["main"]}}
     assert set(triggers(flows["deploy-prod"])) == {"workflow_dispatch"}
+    assert set(triggers(flows["deploy-staging"])) == {"workflow_dispatch"}
+    assert flows["deploy-staging"]["jobs"]["up"]["environment"] == "staging"
     assert flows["deploy-prod"]["jobs"]["up"]["environment"] == "production"
     assert set(triggers(flows["destroy"])) == {"workflow_dispatch"}
 
@@ -155,9 +158,11 @@ def test_each_deploy_role_is_used_only_in_its_environment() -> None:
             used[f"{workflow}:{name}"] = (role, job.get("environment"))
     assert used == {
         "deploy-dev:up": ("${{ vars.AWS_DEPLOY_DEV_ROLE_ARN }}", "dev"),
+        "deploy-staging:up": ("${{ vars.AWS_DEPLOY_STAGING_ROLE_ARN }}", "staging"),
         "deploy-prod:up": ("${{ vars.AWS_DEPLOY_PROD_ROLE_ARN }}", "production"),
-        "destroy:destroy": ("${{ inputs.stack == 'prod' && vars.AWS_DEPLOY_PROD_ROLE_ARN || vars.AWS_DEPLOY_DEV_ROLE_ARN }}",
-                            "${{ inputs.stack == 'prod' && 'production' || 'dev' }}"),
+        "destroy:destroy": ("${{ inputs.stack == 'prod' && vars.AWS_DEPLOY_PROD_ROLE_ARN || inputs.stack == 'staging' && "
+                            "vars.AWS_DEPLOY_STAGING_ROLE_ARN || vars.AWS_DEPLOY_DEV_ROLE_ARN }}",
+                            "${{ inputs.stack == 'prod' && 'production' || inputs.stack }}"),
     }
 
 
@@ -287,3 +292,66 @@ def test_ci_measures_coverage_on_github_and_reports_it_in_the_job_summary(tmp_pa
     total = re.search(r"\| \*\*TOTAL\*\* +\| \*\*(\d+)\*\* +\| \*\*(\d+)\*\*", markdown.stdout)
     assert total and int(total.group(1)) > 1000  # every measured package, not only what this one file imports
     assert "skipped due to complete coverage" in markdown.stdout  # refresh_prices.py, whose own tests just ran
+
+
+# ------------------------------------------------------------ delivery: dev -> staging -> prod, smoke-tested
+
+
+def _deploy_job(stack: str) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = load(REPO / f".github/workflows/deploy-{stack}.yml")["jobs"]["up"]["steps"]
+    return steps
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_deploy_is_smoke_tested_recorded_and_reported(stack: str) -> None:
+    steps = _deploy_job(stack)
+    up = next(i for i, step in enumerate(steps) if step.get("id") == "up")
+    assert f"pulumi up --stack {stack} " in steps[up]["run"]
+    report = steps[up + 1]
+    assert report["uses"] == "./.github/actions/deploy-report" and report["if"].startswith("always()")
+    assert report["with"]["stack"] == stack and report["with"]["deploy-outcome"] == "${{ steps.up.outcome }}"
+    assert report["with"]["chat-webhook-url"] == "${{ secrets.DEPLOY_CHAT_WEBHOOK_URL }}"
+
+
+@pytest.mark.parametrize(("stack", "source"), [("staging", "dev"), ("prod", "staging")])
+def test_a_stack_takes_only_a_commit_its_predecessor_passed_before_anything_changes(stack: str, source: str) -> None:
+    from scripts.promotion import PROMOTED_FROM
+
+    assert PROMOTED_FROM[stack] == source
+    steps = _deploy_job(stack)
+    gate = next(i for i, step in enumerate(steps) if "scripts/promotion.py check" in step.get("run", ""))
+    assert f"--stack {stack} --commit \"$GITHUB_SHA\"" in steps[gate]["run"]
+    access = next(i for i, step in enumerate(steps) if step.get("uses") == "./.github/actions/host-access")
+    up = next(i for i, step in enumerate(steps) if step.get("id") == "up")
+    assert gate < access < up and "if" not in steps[gate]  # a refused check stops the job before the host is touched
+    assert load(REPO / f".github/workflows/deploy-{stack}.yml")["jobs"]["up"]["if"] == "github.ref == 'refs/heads/main'"
+
+
+def test_the_report_smoke_tests_and_records_only_a_successful_deploy() -> None:
+    steps = {step["name"]: step for step in load(DEPLOY_REPORT)["runs"]["steps"]}
+    assert steps["Smoke test"]["if"] == steps["Record the commit as passed"]["if"] == "inputs.deploy-outcome == 'success'"
+    assert "scripts/smoke.py --stack" in steps["Smoke test"]["run"] and "promotion.py record" in steps["Record the commit as passed"]["run"]
+    assert steps["Post the result"]["if"] == "always()"
+
+
+@pytest.mark.parametrize("webhook", [True, False])
+def test_the_result_line_goes_to_the_summary_and_to_the_chat_webhook_when_set(tmp_path: Path, webhook: bool) -> None:
+    post = next(step for step in load(DEPLOY_REPORT)["runs"]["steps"] if step["name"] == "Post the result")
+    posted = tmp_path / "posted.json"
+    install_shim(tmp_path / "bin", "curl", f"#!/bin/sh\ncat > {posted}\n")
+    summary = tmp_path / "summary.md"
+    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "STACK": "staging", "DEPLOY_OUTCOME": "success",
+           "SMOKE_OUTCOME": "failure", "WEBHOOK": "https://hooks.example.com/T0" if webhook else "",
+           "GITHUB_SHA": "4f2a9c0de1b2c3d4e5f60718293a4b5c6d7e8f90", "GITHUB_SERVER_URL": "https://github.com",
+           "GITHUB_REPOSITORY": "acme/forgestack", "GITHUB_RUN_ID": "42", "GITHUB_STEP_SUMMARY": str(summary)}
+    if shutil.which("jq") is None:
+        message = "jq is missing (GitHub's runners have it; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    run = subprocess.run(["bash", "-e", "-c", post["run"]], env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    line = ("forgestack staging at 4f2a9c0de1b2: deploy success, smoke test failure "
+            "(https://github.com/acme/forgestack/actions/runs/42)")
+    assert summary.read_text() == f"### {line}\n"
+    assert (json.loads(posted.read_text()) == {"text": line}) if webhook else not posted.exists()
