@@ -8,6 +8,10 @@ Run it after scripts/bootstrap_backend.py (it needs the state bucket and the per
 
   forgestack-preview-dev   trusted by pull requests (sub repo:R:pull_request): reads dev's state, decrypts
                            dev's secrets, looks up AMIs, zones and hosted zones. Nothing of prod, ever.
+  forgestack-drift-<s>     trusted only by jobs in the GitHub environment `drift` (the nightly drift check): reads
+                           everything of stack s that a refresh reads (ReadOnlyAccess, its state, its secrets key,
+                           its credentials secret) and reaches its host like a deploy (the Docker resources refresh
+                           through it); writes nothing but its lock. Denied the other stacks' state and keys.
   forgestack-deploy-<s>    trusted only by jobs in the GitHub environment of stack s (sub
                            repo:R:environment:dev or repo:R:environment:production): writes s's state,
                            its secrets key, manages its resources (PowerUserAccess plus the IAM the
@@ -49,6 +53,8 @@ GITHUB_OIDC_THUMBPRINT = "6938fd4d98bab03faadb97b34396831e3780aea1"
 PROJECT = "forgestack"
 ENVIRONMENTS = {"dev": "dev", "staging": "staging", "prod": "production"}  # the GitHub environment that may deploy each stack
 POWER_USER = "arn:aws:iam::aws:policy/PowerUserAccess"
+READ_ONLY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+DRIFT_ENVIRONMENT = "drift"  # the GitHub environment of the nightly drift check (deployment branch main)
 HOST_USER = "ubuntu"  # the host's login user (components/host.py), for EC2 Instance Connect
 SESSION_PREFIX = "forgestack-"  # role-session-name of the workflows (pulumi-setup action)
 MAX_SESSION_SECONDS = 3 * 3600  # the longest deploy job (90 min) with room
@@ -68,7 +74,11 @@ def role_name(purpose: str, stack: str) -> str:
 
 def subject(repo: str, purpose: str, stack: str) -> str:
     """The OIDC `sub` claim a run must present: pull requests for previews, the stack's environment for deploys."""
-    return f"repo:{repo}:pull_request" if purpose == "preview" else f"repo:{repo}:environment:{ENVIRONMENTS.get(stack, stack)}"
+    if purpose == "preview":
+        return f"repo:{repo}:pull_request"
+    if purpose == "drift":
+        return f"repo:{repo}:environment:{DRIFT_ENVIRONMENT}"
+    return f"repo:{repo}:environment:{ENVIRONMENTS.get(stack, stack)}"
 
 
 def trust_policy(provider_arn: str, repo: str, purpose: str, stack: str) -> dict[str, Any]:
@@ -128,7 +138,6 @@ def deploy_policy(bucket: str, bucket_key_arn: str, stack: str, secrets_key_arn:
                   other_stacks: dict[str, str]) -> dict[str, Any]:
     """What PowerUserAccess leaves out (IAM for the program's roles, host access), and fences around other stacks.
     other_stacks: stack -> its secrets key ARN."""
-    instance = f"arn:aws:ec2:*:{account}:instance/*"
     statements: list[dict[str, Any]] = [
         *state_statements(bucket, bucket_key_arn, stack, write=True),
         {"Sid": "UseOwnSecretsKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
@@ -157,7 +166,15 @@ def deploy_policy(bucket: str, bucket_key_arn: str, stack: str, secrets_key_arn:
         # Only the one managed policy the program attaches (Data Lifecycle Manager's service role).
         {"Sid": "NoOtherManagedPolicy", "Effect": "Deny", "Action": ["iam:AttachRolePolicy"], "Resource": "*",
          "Condition": {"ArnNotEquals": {"iam:PolicyARN": "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"}}},
-        # The deploy's path to its own host: a 60-second key through EC2 Instance Connect, ssh through Session Manager.
+        *host_access_statements(stack, account),
+    ]
+    return {"Version": "2012-10-17", "Statement": statements + fence_statements(bucket, other_stacks)}
+
+
+def host_access_statements(stack: str, account: str) -> list[dict[str, Any]]:
+    """The path to the stack's own host: a 60-second key through EC2 Instance Connect, ssh through Session Manager."""
+    instance = f"arn:aws:ec2:*:{account}:instance/*"
+    return [
         {"Sid": "PushEphemeralKey", "Effect": "Allow", "Action": "ec2-instance-connect:SendSSHPublicKey", "Resource": instance,
          "Condition": {"StringEquals": {"ec2:osuser": HOST_USER, "aws:ResourceTag/stack": stack}}},
         {"Sid": "SshThroughSessionManager", "Effect": "Allow", "Action": "ssm:StartSession",
@@ -166,6 +183,11 @@ def deploy_policy(bucket: str, bucket_key_arn: str, stack: str, secrets_key_arn:
         {"Sid": "EndOwnSessions", "Effect": "Allow", "Action": "ssm:TerminateSession",
          "Resource": f"arn:aws:ssm:*:{account}:session/{SESSION_PREFIX}*"},
     ]
+
+
+def fence_statements(bucket: str, other_stacks: dict[str, str]) -> list[dict[str, Any]]:
+    """Explicit denies around the other stacks (managed policies would otherwise reach them)."""
+    statements: list[dict[str, Any]] = []
     for other, other_key in sorted(other_stacks.items()):
         statements += [
             {"Sid": f"NoStateOf{other.capitalize()}", "Effect": "Deny", "Action": "s3:*", "Resource": state_paths(bucket, other)},
@@ -178,7 +200,25 @@ def deploy_policy(bucket: str, bucket_key_arn: str, stack: str, secrets_key_arn:
             {"Sid": f"NoResourcesOf{other.capitalize()}", "Effect": "Deny", "Action": "*", "Resource": "*",
              "Condition": {"StringEquals": {"aws:ResourceTag/stack": other}}},
         ]
-    return {"Version": "2012-10-17", "Statement": statements}
+    return statements
+
+
+def drift_policy(bucket: str, bucket_key_arn: str, stack: str, secrets_key_arn: str, account: str,
+                 other_stacks: dict[str, str]) -> dict[str, Any]:
+    """What `pulumi preview --refresh` needs beyond ReadOnlyAccess: the stack's state and secrets (read, and its lock),
+    the values of its own secrets (ReadOnlyAccess leaves GetSecretValue out), its host (the Docker resources refresh
+    over SSH), and the fences around the other stacks."""
+    return {"Version": "2012-10-17", "Statement": [
+        *state_statements(bucket, bucket_key_arn, stack, write=False),
+        {"Sid": "DecryptOwnSecrets", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": secrets_key_arn},
+        {"Sid": "ReadOwnCredentials", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+         "Resource": f"arn:aws:secretsmanager:*:{account}:secret:*",
+         "Condition": {"StringEquals": {"aws:ResourceTag/stack": stack}}},
+        {"Sid": "DecryptOwnCredentials", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": f"arn:aws:kms:*:{account}:key/*",
+         "Condition": {"StringEquals": {"aws:ResourceTag/stack": stack}}},
+        *host_access_statements(stack, account),
+        *fence_statements(bucket, other_stacks),
+    ]}
 
 
 # ---------------------------------------------------------------- AWS (idempotent)
@@ -262,6 +302,9 @@ def run(repo: str, bucket: str, region: str, key_alias: str, stacks: list[str], 
         variables[f"AWS_DEPLOY_{stack.upper()}_ROLE_ARN"] = ensure_role(
             iam, role_name("deploy", stack), trust_policy(provider, repo, "deploy", stack),
             deploy_policy(bucket, bucket_key, stack, secrets_keys[stack], account, others), managed=[POWER_USER])
+        variables[f"AWS_DRIFT_{stack.upper()}_ROLE_ARN"] = ensure_role(
+            iam, role_name("drift", stack), trust_policy(provider, repo, "drift", stack),
+            drift_policy(bucket, bucket_key, stack, secrets_keys[stack], account, others), managed=[READ_ONLY])
     return variables
 
 

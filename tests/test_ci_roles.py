@@ -59,10 +59,13 @@ def roles() -> dict[str, dict[str, Any]]:
 def test_first_run_creates_the_provider_and_a_role_per_purpose_and_stack(account: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert ci_roles.main(["--github-repo", REPO, "--bucket", BUCKET, "--region", REGION]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[3] for line in out] == ["AWS_PREVIEW_ROLE_ARN", "AWS_DEPLOY_DEV_ROLE_ARN", "AWS_DEPLOY_STAGING_ROLE_ARN",
-                                                 "AWS_DEPLOY_PROD_ROLE_ARN"]
+    assert [line.split()[3] for line in out] == ["AWS_PREVIEW_ROLE_ARN", "AWS_DEPLOY_DEV_ROLE_ARN", "AWS_DRIFT_DEV_ROLE_ARN",
+                                                 "AWS_DEPLOY_STAGING_ROLE_ARN", "AWS_DRIFT_STAGING_ROLE_ARN",
+                                                 "AWS_DEPLOY_PROD_ROLE_ARN", "AWS_DRIFT_PROD_ROLE_ARN"]
     created = roles()
-    assert set(created) == {"forgestack-preview-dev", "forgestack-deploy-dev", "forgestack-deploy-staging", "forgestack-deploy-prod"}
+    assert set(created) == {"forgestack-preview-dev", *(f"forgestack-{purpose}-{stack}" for purpose in ("deploy", "drift")
+                                                         for stack in ("dev", "staging", "prod"))}
+    assert created["forgestack-drift-prod"]["managed"] == [ci_roles.READ_ONLY]
     assert created["forgestack-preview-dev"]["managed"] == []
     assert created["forgestack-deploy-prod"]["managed"] == [ci_roles.POWER_USER]
     providers = boto3.client("iam", region_name=REGION).list_open_id_connect_providers()["OpenIDConnectProviderList"]
@@ -76,7 +79,7 @@ def test_second_run_changes_nothing(account: str, capsys: pytest.CaptureFixture[
     assert ci_roles.main(["--github-repo", REPO, "--bucket", BUCKET, "--region", REGION]) == 0
     assert roles() == before
     progress = capsys.readouterr().err.splitlines()
-    assert len(progress) == 5 and all(line.endswith(": unchanged") for line in progress), progress
+    assert len(progress) == 8 and all(line.endswith(": unchanged") for line in progress), progress
 
 
 def test_a_drifted_trust_policy_is_put_back(account: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,6 +110,7 @@ def _may_assume(trust: dict[str, Any], claims: dict[str, str]) -> bool:
     ("repo:acme/forgestack:environment:dev", {"forgestack-deploy-dev"}),
     ("repo:acme/forgestack:environment:staging", {"forgestack-deploy-staging"}),
     ("repo:acme/forgestack:environment:production", {"forgestack-deploy-prod"}),
+    ("repo:acme/forgestack:environment:drift", {"forgestack-drift-dev", "forgestack-drift-staging", "forgestack-drift-prod"}),
     ("repo:acme/forgestack:ref:refs/heads/main", set()),  # a job must name its environment to deploy
     ("repo:acme/forgestack:environment:prod", set()),
     ("repo:evil/forgestack:environment:production", set()),  # a fork or another repository
@@ -165,7 +169,7 @@ def in_enforced_account(checks: Callable[[dict[str, Any]], None]) -> None:
             kms.create_alias(AliasName=alias, TargetKeyId=keys[alias])
         ci_roles.run(REPO, BUCKET, REGION, "alias/forgestack-pulumi", list(STATE), admin)
         admin_arn = admin.client("iam").get_user(UserName="admin")["User"]["Arn"]
-        for name in ("forgestack-preview-dev", *(f"forgestack-deploy-{stack}" for stack in STATE)):
+        for name in ("forgestack-preview-dev", *(f"forgestack-{purpose}-{stack}" for purpose in ("deploy", "drift") for stack in STATE)):
             # moto 5 treats a Deny whose condition does not match as a deny (the README notes the same for bucket
             # policies): the conditional denies (other stacks' tagged resources) are checked on the document below.
             policy = json.loads(json.dumps(admin.client("iam").get_role_policy(RoleName=name, PolicyName="forgestack")["PolicyDocument"]))
@@ -211,6 +215,18 @@ def test_the_pull_request_role_reaches_dev_only_and_writes_nothing_but_its_lock(
         session = world["forgestack-preview-dev"]
         assert can(session) == {"read dev state": True, "read prod state": False, "write dev state": False,
                                 "write prod state": False, "lock dev": True}
+    in_enforced_account(checks)
+
+
+def test_the_drift_roles_read_their_own_stack_only_and_write_nothing_but_their_lock(managed_policies: None, aws_env: None) -> None:
+    """ReadOnlyAccess would read every state file; the fences keep each drift role on its own stack."""
+    def checks(world: dict[str, Any]) -> None:
+        assert can(world["forgestack-drift-dev"]) == {"read dev state": True, "read prod state": False, "write dev state": False,
+                                                      "write prod state": False, "lock dev": True}
+        prod = can(world["forgestack-drift-prod"])
+        assert prod["read prod state"] and not prod["read dev state"] and not prod["write prod state"]
+        s3 = world["forgestack-drift-staging"].client("s3")
+        assert not allowed(lambda: s3.put_object(Bucket=BUCKET, Key=RECORD["staging"], Body=b"{}"))
     in_enforced_account(checks)
 
 

@@ -23,12 +23,13 @@ NO_FLAGS: dict[str, float | None] = {}
 def estimates() -> dict[str, tuple[cost.Estimate, cost.Assumptions, cost.Prices]]:
     return {
         "dev": cost.compute("dev", {}, NO_FLAGS),
+        "staging": cost.compute("staging", {}, NO_FLAGS),
         "prod": cost.compute("prod", {}, NO_FLAGS),
         "prod-ha": cost.compute("prod", HA, NO_FLAGS),
     }
 
 
-def test_every_resource_of_dev_prod_and_ha_is_priced_or_named_free(estimates: dict[str, Any]) -> None:
+def test_every_resource_of_dev_staging_prod_and_ha_is_priced_or_named_free(estimates: dict[str, Any]) -> None:
     for label, (result, _, _) in estimates.items():
         assert result.unpriced == [], label
         assert result.total > 0 and result.free, label
@@ -133,7 +134,9 @@ def test_bad_usage_exits_2_with_one_line(argv: list[str]) -> None:
 
 
 def test_the_readme_cost_table_is_the_scripts_current_output(estimates: dict[str, Any]) -> None:
-    table = cost.readme_table([estimates["dev"][0], estimates["prod"][0], estimates["prod-ha"][0]])
+    table = cost.readme_table([estimates[label][0] for label in ("dev", "staging", "prod", "prod-ha")])
+    assert [(stack, overrides) for stack, overrides in cost.README_STACKS] == [
+        ("dev", {}), ("staging", {}), ("prod", {}), ("prod", HA)]  # the rows the script writes are the ones compared
     assert table in (REPO / "README.md").read_text(), "regenerate with: python scripts/cost.py --readme-table"
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rehearsal.engine import REPO
+from rehearsal.engine import AWS_STACKS, REPO
 from tests.node_tools import run_node_validator
 from tests.shims import install_shim
 
@@ -44,7 +44,7 @@ def triggers(workflow: dict[Any, Any]) -> dict[str, Any]:
 @pytest.mark.validator
 def test_actionlint_accepts_every_workflow() -> None:
     assert {p.name for p in WORKFLOWS} == {"test.yml", "preview.yml", "deploy-dev.yml", "deploy-staging.yml", "deploy-prod.yml",
-                                           "destroy.yml", "supply-chain.yml"}
+                                           "destroy.yml", "supply-chain.yml", "drift.yml"}
     result = actionlint(*WORKFLOWS)
     assert result.returncode == 0, result.stdout
 
@@ -355,3 +355,26 @@ def test_the_result_line_goes_to_the_summary_and_to_the_chat_webhook_when_set(tm
             "(https://github.com/acme/forgestack/actions/runs/42)")
     assert summary.read_text() == f"### {line}\n"
     assert (json.loads(posted.read_text()) == {"text": line}) if webhook else not posted.exists()
+
+
+def test_drift_is_checked_nightly_per_stack_with_its_read_only_role() -> None:
+    from scripts.ci_roles import DRIFT_ENVIRONMENT, role_name
+
+    workflow = load(REPO / ".github/workflows/drift.yml")
+    assert set(triggers(workflow)) == {"schedule", "workflow_dispatch"}
+    job = workflow["jobs"]["drift"]
+    assert job["environment"] == DRIFT_ENVIRONMENT and job["permissions"] == {"contents": "read", "id-token": "write",
+                                                                              "issues": "write"}
+    matrix = {entry["stack"]: entry["role"] for entry in job["strategy"]["matrix"]["include"]}
+    assert matrix == {stack: f"AWS_DRIFT_{stack.upper()}_ROLE_ARN" for stack in AWS_STACKS}
+    assert {role_name("drift", stack) for stack in matrix} == {f"forgestack-drift-{stack}" for stack in AWS_STACKS}
+    assert _role_of(job) == "${{ vars[matrix.role] }}"
+    steps = job["steps"]
+    names = [step.get("name", step.get("uses", "")) for step in steps]
+    preview = steps[names.index("pulumi preview --refresh --expect-no-changes")]
+    assert "--refresh --expect-no-changes" in preview["run"] and preview["continue-on-error"] is True
+    assert "pulumi up" not in json.dumps(job) and "pulumi destroy" not in json.dumps(job)
+    assert names.index("./.github/actions/host-access") < names.index("pulumi preview --refresh --expect-no-changes")
+    issue = steps[names.index("Open, update or close the drift issue")]
+    assert "${{" not in issue["with"]["script"]  # inputs reach the script as environment, never as expanded text
+    assert steps[-1]["if"] == "steps.preview.outcome != 'success'" and "exit 1" in steps[-1]["run"]
