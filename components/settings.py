@@ -15,6 +15,7 @@ import ipaddress
 import json
 import re
 import unicodedata
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import pulumi
@@ -306,6 +307,12 @@ class Settings(BaseModel):
         _key("budgetMonthlyUsd", "AWS: monthly AWS Budgets amount for the stack's tagged costs (mail at 80 % spent and at "
              "100 % forecast); 0 takes the stack's estimate (scripts/cost.py) plus 25 %.",
              "an integer from 0 to 1000000 (USD; 0: from the estimate)", 0),
+    ]
+    expires_at: Annotated[
+        str,
+        _key("expiresAt", "AWS: when an ephemeral stack (a review stack) may be destroyed by the sweeper; tagged "
+             "expires-at on every resource and exported. Empty for stacks that live.",
+             "empty, or a UTC time as YYYY-MM-DDTHH:MM:SSZ such as 2026-12-02T18:00:00Z", ""),
     ]
     alert_email_to: Annotated[
         str,
@@ -729,6 +736,15 @@ class Settings(BaseModel):
     @classmethod
     def _check_observability_retention(cls, value: int) -> int:
         return _within(value, 1, 730)
+
+    @field_validator("expires_at")
+    @classmethod
+    def _check_expires_at(cls, value: str) -> str:
+        if value and not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", value):
+            raise ValueError("not a UTC time YYYY-MM-DDTHH:MM:SSZ")
+        if value:
+            datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")  # a ValueError for 2026-02-30
+        return value
 
     @field_validator("alert_email_to", "alert_smtp_from")
     @classmethod

@@ -24,8 +24,10 @@ from pulumi.runtime.sync_await import _sync_await
 
 REPO = Path(__file__).resolve().parent.parent  # the repository root
 MAIN = REPO / "__main__.py"
+REVIEW_STACK_PREFIX = "review-"  # ephemeral stacks of pull requests (scripts/review_stack.py); their files are not committed
 # Every stack is a Pulumi.<stack>.yaml beside the program; the local one runs on Docker, the others on AWS.
-STACKS = tuple(sorted(path.name.split(".")[1] for path in REPO.glob("Pulumi.*.yaml")))
+STACKS = tuple(sorted(name for name in (path.name.split(".")[1] for path in REPO.glob("Pulumi.*.yaml"))
+                      if not name.startswith(REVIEW_STACK_PREFIX)))
 AWS_STACKS = tuple(stack for stack in STACKS if stack != "local")
 ACCOUNT_ID = "123456789012"  # moto's default account; the mocks use it too
 SECRET_SIG = "4dabf18193072939515e22adb298388d"

@@ -42,6 +42,7 @@ import botocore.exceptions
 # Run as a file (python scripts/ci_roles.py) from the repository.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from rehearsal.engine import REVIEW_STACK_PREFIX
 from scripts.bootstrap_backend import DEFAULT_KEY_ALIAS, DEFAULT_STACKS, UsageError, error_code, parse_stacks, secrets_key_alias
 from scripts.promotion import RECORD_PREFIX
 
@@ -55,6 +56,11 @@ ENVIRONMENTS = {"dev": "dev", "staging": "staging", "prod": "production"}  # the
 POWER_USER = "arn:aws:iam::aws:policy/PowerUserAccess"
 READ_ONLY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
 DRIFT_ENVIRONMENT = "drift"  # the GitHub environment of the nightly drift check (deployment branch main)
+# Review stacks (scripts/review_stack.py) are named review-<pr>; one role and one secrets key ("review") serve them all,
+# in an AWS account of their own. Deploys run in `review` (required reviewers), the sweeper in `review-sweep` (main).
+REVIEW = "review"
+REVIEW_STACKS = f"{REVIEW_STACK_PREFIX}*"
+REVIEW_ENVIRONMENTS = ("review", "review-sweep")
 HOST_USER = "ubuntu"  # the host's login user (components/host.py), for EC2 Instance Connect
 SESSION_PREFIX = "forgestack-"  # role-session-name of the workflows (pulumi-setup action)
 MAX_SESSION_SECONDS = 3 * 3600  # the longest deploy job (90 min) with room
@@ -82,11 +88,14 @@ def subject(repo: str, purpose: str, stack: str) -> str:
 
 
 def trust_policy(provider_arn: str, repo: str, purpose: str, stack: str) -> dict[str, Any]:
+    # The review stacks' role: the reviewed deploys of pull requests and the sweeper on main, two exact subjects.
+    subjects: str | list[str] = subject(repo, purpose, stack)
+    if stack == REVIEW_STACKS:
+        subjects = [f"repo:{repo}:environment:{environment}" for environment in REVIEW_ENVIRONMENTS]
     return {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"Federated": provider_arn}, "Action": "sts:AssumeRoleWithWebIdentity",
-        # StringEquals, never StringLike: one exact subject, no wildcard a fork or branch could match.
-        "Condition": {"StringEquals": {f"{GITHUB_OIDC_HOST}:aud": OIDC_AUDIENCE,
-                                       f"{GITHUB_OIDC_HOST}:sub": subject(repo, purpose, stack)}},
+        # StringEquals, never StringLike: exact subjects, no wildcard a fork or branch could match.
+        "Condition": {"StringEquals": {f"{GITHUB_OIDC_HOST}:aud": OIDC_AUDIENCE, f"{GITHUB_OIDC_HOST}:sub": subjects}},
     }]}
 
 
@@ -174,12 +183,13 @@ def deploy_policy(bucket: str, bucket_key_arn: str, stack: str, secrets_key_arn:
 def host_access_statements(stack: str, account: str) -> list[dict[str, Any]]:
     """The path to the stack's own host: a 60-second key through EC2 Instance Connect, ssh through Session Manager."""
     instance = f"arn:aws:ec2:*:{account}:instance/*"
+    like = "*" in stack  # review-*: every review stack's host; otherwise the one name exactly
     return [
         {"Sid": "PushEphemeralKey", "Effect": "Allow", "Action": "ec2-instance-connect:SendSSHPublicKey", "Resource": instance,
-         "Condition": {"StringEquals": {"ec2:osuser": HOST_USER, "aws:ResourceTag/stack": stack}}},
+         "Condition": {"StringLike" if like else "StringEquals": {"ec2:osuser": HOST_USER, "aws:ResourceTag/stack": stack}}},
         {"Sid": "SshThroughSessionManager", "Effect": "Allow", "Action": "ssm:StartSession",
          "Resource": [instance, "arn:aws:ssm:*::document/AWS-StartSSHSession"],
-         "Condition": {"StringEqualsIfExists": {"aws:ResourceTag/stack": stack}}},
+         "Condition": {"StringLikeIfExists" if like else "StringEqualsIfExists": {"aws:ResourceTag/stack": stack}}},
         {"Sid": "EndOwnSessions", "Effect": "Allow", "Action": "ssm:TerminateSession",
          "Resource": f"arn:aws:ssm:*:{account}:session/{SESSION_PREFIX}*"},
     ]
@@ -289,6 +299,16 @@ def run(repo: str, bucket: str, region: str, key_alias: str, stacks: list[str], 
     """Create or update everything; returns the repository variables to set."""
     account = str(session.client("sts").get_caller_identity()["Account"])
     kms, iam = session.client("kms", region_name=region), session.client("iam")
+    if REVIEW in stacks:
+        if stacks != [REVIEW]:
+            raise UsageError("review stacks run pull requests' code with the right to create IAM roles: give them an AWS "
+                             "account of their own and run this there with --stacks review alone")
+        bucket_key = key_arn(kms, key_alias)
+        provider = ensure_oidc_provider(iam, account)
+        role = ensure_role(iam, role_name("deploy", REVIEW), trust_policy(provider, repo, "deploy", REVIEW_STACKS),
+                           deploy_policy(bucket, bucket_key, REVIEW_STACKS, key_arn(kms, secrets_key_alias(key_alias, REVIEW)),
+                                         account, {}), managed=[POWER_USER])
+        return {"AWS_DEPLOY_REVIEW_ROLE_ARN": role}
     bucket_key = key_arn(kms, key_alias)
     secrets_keys = {stack: key_arn(kms, secrets_key_alias(key_alias, stack)) for stack in stacks}
     provider = ensure_oidc_provider(iam, account)

@@ -519,11 +519,16 @@ SKIP_REASONS: Final = {
 }
 
 
-def run_checks(run: Run) -> list[Result]:
+SKIPPABLE: Final = ("git-ssh", "runner", "grafana", "backup")  # no other check needs these
+
+
+def run_checks(run: Run, skip: tuple[str, ...] = ()) -> list[Result]:
     passed: set[str] = set()
     for name, method, needs in CHECKS:
         blocking = [need for need in needs if need not in passed]
-        if blocking:
+        if name in skip:
+            result = Result(name, "skip", "skipped by --skip")
+        elif blocking:
             result = Result(name, "blocked", f"needs {', '.join(blocking)}")
         else:
             say(f"{name}: checking")
@@ -568,6 +573,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-cert-days", type=int, default=14,
                         help="fail when the certificate expires sooner (default 14; renewals happen 30 days ahead)")
     parser.add_argument("--wait", type=float, default=120, help="seconds to wait for /api/healthz to pass (default 120)")
+    parser.add_argument("--skip", action="append", default=[], choices=SKIPPABLE,
+                        help="leave this check out (repeatable), e.g. backup on a stack younger than its first backup")
     parser.add_argument("--summary", type=Path, help="append a Markdown table of the results here ($GITHUB_STEP_SUMMARY)")
     return parser.parse_args(argv)
 
@@ -585,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     with workdir() as directory:
         run = Run(target, password, directory, args.ca_file, args.min_cert_days, args.wait)
         try:
-            results = run_checks(run)
+            results = run_checks(run, tuple(args.skip))
         finally:
             run.clean_up()
     if args.summary is not None:

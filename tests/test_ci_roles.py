@@ -133,6 +133,26 @@ def test_bad_usage_is_one_line(account: str, capsys: pytest.CaptureFixture[str],
     assert "\n" not in error and expected in error
 
 
+def test_review_stacks_get_one_role_in_an_account_of_their_own(managed_policies: None, moto_account: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert bootstrap_backend.main(["--bucket", BUCKET, "--region", REGION, "--stacks", "review"]) == 0
+    capsys.readouterr()
+    mixed = ["--github-repo", REPO, "--bucket", BUCKET, "--region", REGION, "--stacks", "dev,review"]
+    assert ci_roles.main(mixed) == 2 and "an AWS account of their own" in capsys.readouterr().err
+    assert ci_roles.main(["--github-repo", REPO, "--bucket", BUCKET, "--region", REGION, "--stacks", "review"]) == 0
+    assert [line.split()[3] for line in capsys.readouterr().out.splitlines()] == ["AWS_DEPLOY_REVIEW_ROLE_ARN"]
+    created = roles()
+    assert set(created) == {"forgestack-deploy-review"}
+    role = created["forgestack-deploy-review"]
+    for sub, assumable in (("repo:acme/forgestack:environment:review", True), ("repo:acme/forgestack:environment:review-sweep", True),
+                           ("repo:acme/forgestack:pull_request", False), ("repo:acme/forgestack:environment:dev", False)):
+        claims = {"token.actions.githubusercontent.com:sub": sub, "token.actions.githubusercontent.com:aud": "sts.amazonaws.com"}
+        assert _may_assume(role["trust"], claims) == assumable, sub
+    statements = {statement["Sid"]: statement for statement in role["policy"]["Statement"]}
+    assert f"arn:aws:s3:::{BUCKET}/.pulumi/stacks/forgestack/review-*.json*" in statements["WriteOwnState"]["Resource"]
+    assert statements["PushEphemeralKey"]["Condition"] == {"StringLike": {"ec2:osuser": "ubuntu", "aws:ResourceTag/stack": "review-*"}}
+
+
 def test_missing_backend_keys_are_a_clear_prerequisite(moto_account: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert ci_roles.main(["--github-repo", REPO, "--bucket", BUCKET, "--region", REGION]) == 2
     assert "run scripts/bootstrap_backend.py first" in capsys.readouterr().err

@@ -155,6 +155,17 @@ def test_what_the_stack_does_not_run_is_skipped_not_failed(forge: Forge, tmp_pat
     assert set(lines(run, "SKIP")) == {"runner", "grafana", "backup"}
 
 
+def test_a_skipped_check_is_reported_and_does_not_fail_the_run(forge: Forge, tmp_path: Path, aws_env: dict[str, str],
+                                                                bucket: str) -> None:
+    """A review stack is smoke-tested before its first backup exists: --skip backup, said as such."""
+    run = smoke(tmp_path, aws_env, forge.outputs(backupBucketName=bucket, backupIntervalHours=24), "--skip", "backup",
+                ca=forge.pki.ca)
+    assert run.returncode == 0, run.stderr
+    assert lines(run, "SKIP") == {"backup": "skipped by --skip"}
+    refused = smoke(tmp_path, None, forge.outputs(), "--skip", "tls", ca=forge.pki.ca)
+    assert refused.returncode == 2 and "invalid choice: 'tls'" in refused.stderr
+
+
 def test_a_grafana_without_its_database_fails(forge: Forge, tmp_path: Path) -> None:
     forge.state.grafana_database = "failing"
     run = smoke(tmp_path, None, forge.outputs(), ca=forge.pki.ca)

@@ -44,7 +44,7 @@ def triggers(workflow: dict[Any, Any]) -> dict[str, Any]:
 @pytest.mark.validator
 def test_actionlint_accepts_every_workflow() -> None:
     assert {p.name for p in WORKFLOWS} == {"test.yml", "preview.yml", "deploy-dev.yml", "deploy-staging.yml", "deploy-prod.yml",
-                                           "destroy.yml", "supply-chain.yml", "drift.yml"}
+                                           "destroy.yml", "supply-chain.yml", "drift.yml", "review.yml"}
     result = actionlint(*WORKFLOWS)
     assert result.returncode == 0, result.stdout
 
@@ -140,14 +140,32 @@ def _role_of(job: dict[str, Any]) -> str | None:
 
 
 def test_pull_requests_can_only_use_the_preview_role() -> None:
+    """Except review stacks, which exist to deploy a pull request: their own account's role, behind reviewers."""
     for path in WORKFLOWS:
-        if "pull_request" not in triggers(load(path)):
+        if "pull_request" not in triggers(load(path)) or path.name == "review.yml":
             continue
         text = path.read_text()
         assert "AWS_DEPLOY_" not in text, f"{path.name} names a deploy role"
         for name, job in load(path)["jobs"].items():
             assert _role_of(job) in (None, "${{ vars.AWS_PREVIEW_ROLE_ARN }}"), f"{path.name}:{name}"
             assert "environment" not in job, f"{path.name}:{name}: a pull request never runs in a deploy environment"
+
+
+def test_a_pull_request_reaches_aws_only_as_a_reviewed_review_stack() -> None:
+    from scripts.ci_roles import REVIEW_ENVIRONMENTS
+
+    review = load(REPO / ".github/workflows/review.yml")
+    text = (REPO / ".github/workflows/review.yml").read_text()
+    assert set(re.findall(r"AWS_DEPLOY_\w+", text)) == {"AWS_DEPLOY_REVIEW_ROLE_ARN"}  # never dev's, staging's or prod's
+    assert "PULUMI_BACKEND_URL }}" not in text.replace("REVIEW_PULUMI_BACKEND_URL }}", "")  # the review account's state only
+    deploy, sweep = review["jobs"]["deploy"], review["jobs"]["sweep"]
+    assert deploy["environment"] == "review" and "github.event_name == 'pull_request'" in deploy["if"]
+    assert "'review-stack'" in deploy["if"]  # only pull requests a maintainer labelled
+    assert sweep["environment"] == "review-sweep" and sweep["if"] == "github.event_name != 'pull_request'"
+    assert (deploy["environment"], sweep["environment"]) == REVIEW_ENVIRONMENTS
+    steps = [step.get("run", "") for step in deploy["steps"]]
+    assert any("scripts/smoke.py --stack" in run for run in steps)
+    assert any("review_stack.py sweep" in step.get("run", "") for step in sweep["steps"])
 
 
 def test_each_deploy_role_is_used_only_in_its_environment() -> None:
@@ -160,6 +178,8 @@ def test_each_deploy_role_is_used_only_in_its_environment() -> None:
         "deploy-dev:up": ("${{ vars.AWS_DEPLOY_DEV_ROLE_ARN }}", "dev"),
         "deploy-staging:up": ("${{ vars.AWS_DEPLOY_STAGING_ROLE_ARN }}", "staging"),
         "deploy-prod:up": ("${{ vars.AWS_DEPLOY_PROD_ROLE_ARN }}", "production"),
+        "review:deploy": ("${{ vars.AWS_DEPLOY_REVIEW_ROLE_ARN }}", "review"),
+        "review:sweep": ("${{ vars.AWS_DEPLOY_REVIEW_ROLE_ARN }}", "review-sweep"),
         "destroy:destroy": ("${{ inputs.stack == 'prod' && vars.AWS_DEPLOY_PROD_ROLE_ARN || inputs.stack == 'staging' && "
                             "vars.AWS_DEPLOY_STAGING_ROLE_ARN || vars.AWS_DEPLOY_DEV_ROLE_ARN }}",
                             "${{ inputs.stack == 'prod' && 'production' || inputs.stack }}"),

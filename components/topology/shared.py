@@ -9,7 +9,7 @@ import pulumi_aws as aws
 
 from components.alarms import Alarms, AlarmsArgs, MetricAlarmSpec
 from components.backups import Backups, BackupsArgs
-from components.constants import COST_ALLOCATION_TAG, PROJECT
+from components.constants import COST_ALLOCATION_TAG, EXPIRES_AT_TAG, PROJECT
 from components.credentials import Credentials, CredentialsArgs
 from components.dns import public_zone_id
 from components.mail import Mail, MailArgs
@@ -27,12 +27,21 @@ class AwsBase:
     smtp_credentials: dict[str, pulumi.Output[str]]
 
 
+def default_tags(settings: Settings) -> dict[str, str]:
+    """On every AWS resource: the stack (cost allocation, budgets, the deploy roles' fences) and, on an ephemeral stack,
+    when the sweeper may destroy it."""
+    tags = {"project": PROJECT, COST_ALLOCATION_TAG: settings.stack, "managed-by": "pulumi"}
+    if settings.expires_at:
+        tags[EXPIRES_AT_TAG] = settings.expires_at
+    return tags
+
+
 def aws_base(settings: Settings) -> AwsBase:
     # One explicit provider: every AWS resource gets the default tags and the stack's region.
     provider = aws.Provider(
         "aws",
         region=settings.region,
-        default_tags=aws.ProviderDefaultTagsArgs(tags={"project": PROJECT, COST_ALLOCATION_TAG: settings.stack, "managed-by": "pulumi"}),
+        default_tags=aws.ProviderDefaultTagsArgs(tags=default_tags(settings)),
     )
     opts = pulumi.ResourceOptions(providers={"aws": provider})
     zone_id = public_zone_id(settings.hosted_zone, pulumi.InvokeOutputOptions(provider=provider))
@@ -125,4 +134,6 @@ def export_shared(settings: Settings, credentials: Credentials, backups: Backups
         pulumi.export("backupReplicaBucketName", backups.replica.bucket)
         pulumi.export("backupReplicaRegion", settings.backup_replica_region)
     pulumi.export("credentialsSecretArn", credentials.secret_arn)
+    if settings.expires_at:
+        pulumi.export("expiresAt", settings.expires_at)  # what the review stacks' sweeper reads
     pulumi.export("alarmTopicArns", {region: topic.arn for region, topic in alarms.topics.items()})
