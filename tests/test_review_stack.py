@@ -89,7 +89,7 @@ def test_the_number_of_review_stacks_is_bounded_and_a_pr_keeps_its_own(tmp_path:
 
 
 def test_the_sweeper_destroys_exactly_the_closed_expired_and_abandoned_stacks(tmp_path: Path) -> None:
-    stacks = {
+    stacks: dict[str, dict[str, Any]] = {
         "organization/forgestack/dev": {"outputs": {}},                                               # never a review stack
         "organization/forgestack/review-1": {"outputs": {"expiresAt": _iso(NOW + timedelta(hours=5))}},  # PR closed
         "organization/forgestack/review-2": {"outputs": {"expiresAt": _iso(NOW - timedelta(minutes=1))}},  # expired
