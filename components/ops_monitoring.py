@@ -151,7 +151,7 @@ def container_units(monitoring_args: OpsMonitoring) -> tuple[ContainerUnit, ...]
             "--volume", f"{directory}{PROMETHEUS_FILE}:{monitoring.PROMETHEUS_CONFIG}:ro",
             "--volume", f"{PROMETHEUS_UNIT}:{PROMETHEUS_DATA}",
         ),
-        image=images.PROMETHEUS,
+        image=images.locked(images.PROMETHEUS),
         command=(
             f"--config.file={monitoring.PROMETHEUS_CONFIG}", f"--storage.tsdb.path={PROMETHEUS_DATA}",
             f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION}", f"--web.listen-address={LOOPBACK}:{monitoring.PROMETHEUS_PORT}",
@@ -172,7 +172,7 @@ def container_units(monitoring_args: OpsMonitoring) -> tuple[ContainerUnit, ...]
             "--volume", f"{directory}{GRAFANA_DASHBOARDS_DIR}:{monitoring.GRAFANA_DASHBOARDS}:ro",
             "--volume", f"{GRAFANA_UNIT}:{GRAFANA_DATA}",
         ),
-        image=images.GRAFANA,
+        image=images.locked(images.GRAFANA),
     )  # fmt: skip
     return prometheus, grafana
 

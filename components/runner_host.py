@@ -65,7 +65,7 @@ class RunnerService:
             "--volume", f"{TOKEN_DIR}/token:{ci.RUNNER_TOKEN_FILE}:ro",
             "--volume", f"{RUNNER_CONTAINER}:/data",  # its registration (.runner) and the action cache
             "--volume", f"{ci.DOCKER_SOCKET}:{ci.DOCKER_SOCKET}",  # the runner starts the jobs; the jobs never get it
-            images.GITEA_RUNNER,
+            images.locked(images.GITEA_RUNNER),
         ]  # fmt: skip
 
     def fetch_token(self, token_dir: str = TOKEN_DIR) -> str:

@@ -37,8 +37,8 @@ BROAD_MANAGED_POLICIES = ("AdministratorAccess", "PowerUserAccess", "IAMFullAcce
                           "SecretsManagerReadWrite", "AmazonEC2FullAccess", "AWSKeyManagementServicePowerUser")
 DATA_SERVICES = ("s3", "secretsmanager", "kms", "ssm", "dynamodb", "rds")
 # An exact version: a numeric tag (1.27.3, 18.4-trixie), v-prefixed (v1.29.7), MinIO's release stamp or a digest.
-PINNED_IMAGE = re.compile(r"^[a-z0-9./-]+(:\d+[A-Za-z0-9._-]*|:v\d+[A-Za-z0-9._-]*|:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ"
-                          r"|@sha256:[0-9a-f]{64})$")
+PINNED_IMAGE = re.compile(r"^[a-z0-9./-]+((:\d+[A-Za-z0-9._-]*|:v\d+[A-Za-z0-9._-]*|:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)"
+                          r"(@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})$")  # an exact tag, its digest, or both
 SECRET_IN_TEXT = re.compile(
     # a private key, an AWS access key, an environment-style NAME=value (upper case, as env files and
     # shell exports write it; not NAME_FILE=/path, the file a secret is read from) or a YAML-style

@@ -39,7 +39,7 @@ def runner_config(job_memory_mb: int, untrusted_certificate: bool) -> str:
     privileged. With untrusted_certificate (Let's Encrypt's staging CA in dev) the runner and the jobs' git and
     Node skip certificate checks for the forge's own URL, or nothing could register or clone at all."""
     runner: dict[str, object] = {"file": "/data/.runner", "capacity": RUNNER_CAPACITY, "timeout": "3h",
-                                 "labels": [f"{JOB_LABEL}:docker://{images.CI_JOB_IMAGE}"]}
+                                 "labels": [f"{JOB_LABEL}:docker://{images.locked(images.CI_JOB_IMAGE)}"]}
     if untrusted_certificate:
         runner["insecure"] = True
         runner["envs"] = {"GIT_SSL_NO_VERIFY": "true", "NODE_TLS_REJECT_UNAUTHORIZED": "0"}

@@ -13,6 +13,7 @@ import pulumi_tls as tls
 
 from components.constants import CONTAINER_PREFIX, DATA_MOUNT, DOCKER_NETWORK, DOCKER_NETWORKS, HOST_USER
 from components.host_files import HostBundle
+from components.services import images
 from components.services.proxy import BOOTSTRAP_CERT, BOOTSTRAP_KEY
 from components.services.spec import PublishedPort, ServiceSpec
 
@@ -203,7 +204,8 @@ class Services(pulumi.ComponentResource):
             for secret in spec.secret_files:
                 if secret.credential in args.deploy_time_secrets and secret.credential not in secret_values:
                     secret_values[secret.credential] = self._deploy_time_secret(name, secret.credential, args)
-            image = docker.RemoteImage(f"{name}-{spec.name}-image", name=spec.image, keep_locally=True, opts=on_docker)
+            image = docker.RemoteImage(f"{name}-{spec.name}-image", name=images.locked(spec.image), keep_locally=True,
+                                       opts=on_docker)
             self.containers[spec.name] = docker.Container(
                 f"{name}-{spec.name}",
                 self._container_args(spec, image, [self.networks[n] for n in spec.networks], secret_values, args.connection),

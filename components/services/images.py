@@ -1,6 +1,34 @@
-"""Pinned images of the services whose version is not a stack setting. Change a tag here, nowhere else."""
+"""Pinned images of the services whose version is not a stack setting. Change a tag here, nowhere else.
 
+Each image is pulled as tag@digest when components/files/image_digests.json knows the tag's digest (written by
+scripts/image_digests.py --refresh from the registries, kept current by Renovate): the tag says what it is, the digest
+makes it immutable. An image the lock does not know is pulled by its tag alone."""
+
+import json
+import re
+from functools import cache
+from pathlib import Path
 from typing import Final
+
+DIGESTS_FILE: Final = Path(__file__).resolve().parent.parent / "files" / "image_digests.json"
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+@cache
+def digests() -> dict[str, str]:
+    """image:tag -> sha256:... from the lock; a malformed entry is an error, never silently skipped."""
+    document = json.loads(DIGESTS_FILE.read_text())
+    found = dict(document["digests"])
+    wrong = [image for image, digest in found.items() if "@" in image or not _DIGEST.fullmatch(str(digest))]
+    if wrong:
+        raise ValueError(f"{DIGESTS_FILE.name}: not image:tag -> sha256:<64 hex> for {wrong}")
+    return found
+
+
+def locked(image: str) -> str:
+    """The reference to pull: image:tag@sha256:... when the lock knows it, else image:tag."""
+    digest = digests().get(image)
+    return f"{image}@{digest}" if digest else image
 
 NGINX: Final = "nginx:1.28.3-alpine"
 CERTBOT: Final = "certbot/certbot:v5.7.0"
