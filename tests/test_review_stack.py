@@ -54,13 +54,15 @@ def _iso(moment: datetime) -> str:
 
 def test_the_review_config_runs_the_real_program_small_tagged_and_budgeted(tmp_path: Path) -> None:
     pulumi = FakePulumi({"organization/forgestack/dev": {}})
+    before = datetime.now(UTC).replace(microsecond=0)
     assert review_stack.main(["config", "--pr", "42", "--hosted-zone", ZONE, "--hours", "24", "--secrets-provider", SECRETS],
                              pulumi, tmp_path) == 0
+    after = datetime.now(UTC)
     assert pulumi.calls[-1] == ["stack", "init", "review-42", "--secrets-provider", SECRETS]
     path = tmp_path / "Pulumi.review-42.yaml"
     config = yaml.safe_load(path.read_text())["config"]
     expires = datetime.strptime(config["forgestack:expiresAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    assert timedelta(hours=23, minutes=59) < expires - NOW <= timedelta(hours=24)
+    assert before + timedelta(hours=24) <= expires <= after + timedelta(hours=24)
     run = run_program("review-42", stack_config("review-42", stack_file=path))
     assert run.outputs["giteaUrl"] == f"https://git.pr-42.{ZONE}/" and run.outputs["expiresAt"] == config["forgestack:expiresAt"]
     provider = run.one("pulumi:providers:aws", "aws").inputs

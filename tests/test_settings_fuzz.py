@@ -81,6 +81,8 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
                                                '["198.51.100.0/24", "198.51.100.0/24"]', '["::/0"]', '["0.0.0.0/1", "128.0.0.0/1"]',
                                                json.dumps([f"198.51.{i}.0/24" for i in range(16)])]),
                               INTERNET_SPLITS),
+    "expiresAt": st.sampled_from(["tomorrow", "2026-12-02", "2026-12-02T18:00:00", "2026-12-02 18:00:00Z", "2026-02-30T18:00:00Z",
+                                  "2026-12-02T18:00:00+01:00", "2026-12-02T25:00:00Z"]),
     "rootVolumeGb": out_of(10, 500),
     "dataVolumeGb": out_of(10, 16384),
     "gitSshPort": st.one_of(st.integers().filter(lambda n: n not in (0, 22, 2222)).map(str), st.sampled_from(["ssh", "22.5", "-22"])),
