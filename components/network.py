@@ -78,6 +78,16 @@ def host_ingress_rules(admin_cidrs: tuple[str, ...], git_ssh_port: int = GIT_SSH
     return rules
 
 
+def allow_own_address(network: Network, public_ip: pulumi.Input[str], opts: pulumi.ResourceOptions) -> aws.vpc.SecurityGroupIngressRule:
+    """Behind an allow-list, HTTPS from the host's own Elastic IP too: the runner, the probes and Gitea's own webhooks
+    reach the forge by its public name, and that traffic returns through the Internet gateway from this address."""
+    return aws.vpc.SecurityGroupIngressRule(
+        "network-web-in-own-address", security_group_id=network.security_groups["web"].id, ip_protocol="tcp",
+        from_port=HTTPS_PORT, to_port=HTTPS_PORT, description="HTTPS from the host's own Elastic IP (hairpin)",
+        cidr_ipv4=pulumi.Output.from_input(public_ip).apply(lambda ip: f"{ip}/32"), opts=opts,
+    )
+
+
 def flow_log_policy(log_group_arn: str) -> str:
     """Least privilege for the flow log service: write streams of exactly this log group."""
     return json.dumps({

@@ -31,10 +31,10 @@ def _scan(run: ProgramRun, tmp_path: Path) -> ScanResult:
 
 
 def test_each_aws_stack_fails_only_the_accepted_checks_and_every_acceptance_is_still_needed(
-        dev_run: ProgramRun, prod_run: ProgramRun, tmp_path: Path) -> None:
+        dev_run: ProgramRun, staging_run: ProgramRun, prod_run: ProgramRun, tmp_path: Path) -> None:
     reported: set[tuple[str, str]] = set()
     ha_run = run_program("prod", stack_config("prod", {"forgestack:topology": "ha"}))
-    for label, run in (("dev", dev_run), ("prod", prod_run), ("prod-ha", ha_run)):
+    for label, run in (("dev", dev_run), ("staging", staging_run), ("prod", prod_run), ("prod-ha", ha_run)):
         result = _scan(run, tmp_path / label)
         assert result.passed > 150  # the scan saw the stack, not an empty document
         assert [(f.check_id, f.resource, f.title) for f in result.unaccepted()] == []

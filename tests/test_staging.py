@@ -50,7 +50,8 @@ def test_web_and_git_answer_only_the_allowed_networks_and_route53s_health_checke
     run, account = rehearsed_staging
     groups = _groups(run, account)
     checkers = health_checkers_prefix_list("eu-west-1")
-    assert groups["forgestack host: web"] == [(80, ALLOWED), (443, ALLOWED), (443, checkers)]
+    own_address = f"{run.outputs['hostPublicIp']}/32"  # the runner and probes reach the public name from the host itself
+    assert groups["forgestack host: web"] == sorted([(80, ALLOWED), (443, ALLOWED), (443, checkers), (443, own_address)])
     assert groups["forgestack host: git-ssh"] == [(22, ALLOWED)]
     assert not any(source == "0.0.0.0/0" for rules in groups.values() for _, source in rules)
 

@@ -10,7 +10,7 @@ from components.constants import CONTAINER_PREFIX, PROJECT
 from components.dns import Dns, DnsArgs
 from components.host import Host, HostArgs, ssm_session_command
 from components.host_files import Heartbeat, HostBundle, host_bundle
-from components.network import Network, NetworkArgs
+from components.network import Network, NetworkArgs, allow_own_address
 from components.services import ci, gitea, monitoring, postgres
 from components.services.catalog import routed_hostnames, service_specs
 from components.services.deploy import HostConnection, Services, ServicesArgs, aws_connection, local_connection
@@ -88,6 +88,8 @@ def compose(settings: Settings) -> None:
             ),
             aws_opts,
         )
+        if settings.allowed_cidrs:
+            allow_own_address(network, host.elastic_ip.public_ip, aws_opts)
         # Daily snapshots of the data volume; they inherit its key, which Data Lifecycle Manager's role may then use.
         Snapshots(
             "snapshots",
