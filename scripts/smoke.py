@@ -176,15 +176,14 @@ def read_admin_password(password_file: Path | None, target: Target) -> str:
 # ---------------------------------------------------------------- TLS and HTTP
 
 
-def fetch_certificate(host: str, port: int, context: ssl.SSLContext) -> tuple[dict[str, Any], bytes]:
-    """The verified peer certificate (parsed) and its DER bytes."""
+def fetch_certificate(host: str, port: int, context: ssl.SSLContext) -> dict[str, Any]:
+    """The peer certificate as the context verified it (chain, name, dates), parsed."""
     with socket.create_connection((host, port), timeout=HTTP_TIMEOUT_SECONDS) as raw, \
             context.wrap_socket(raw, server_hostname=host) as tls:
         parsed = tls.getpeercert()
-        der = tls.getpeercert(binary_form=True)
-    if not parsed or not der:
+    if not parsed:
         raise CheckError(f"{host}:{port} presented no certificate")
-    return parsed, der
+    return dict(parsed)
 
 
 def presented_certificate(host: str, port: int) -> bytes:
@@ -293,7 +292,7 @@ class Run:
             context = pinned_context(self.pinned_pem)
             how = "not a public CA (Let's Encrypt staging or self-signed): pinned, chain not checked"
         try:
-            certificate, _ = fetch_certificate(host, port, context)
+            certificate = fetch_certificate(host, port, context)
         except ssl.SSLCertVerificationError as error:
             raise CheckError(f"the certificate of {host} does not verify: {error.verify_message}") from error
         except (ssl.SSLError, OSError) as error:
