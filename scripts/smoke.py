@@ -271,7 +271,6 @@ class Run:
     wait_seconds: float
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     run_id: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}")
-    context: ssl.SSLContext | None = None
     pinned_pem: Path | None = None
     api: Api | None = None
     token_name: str | None = None
@@ -301,7 +300,6 @@ class Run:
         if left < self.min_cert_days:
             raise CheckError(f"the certificate of {host} expires in {left:.1f} days (at least {self.min_cert_days} wanted: "
                               "is renewal failing?)")
-        self.context = context
         self.api = Api(self.target.gitea_url, context)
         return f"{host}: {how}; valid for {left:.0f} more days"
 
