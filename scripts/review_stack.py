@@ -9,7 +9,8 @@ request is closed (or unlabelled) or its time is up.
 Let's Encrypt's staging CA, nothing protected, one day of backups, a budget of REVIEW_BUDGET_USD, expiresAt --hours
 from now, at most MAX_HOURS) and creates the stack if it does not exist; it refuses a new stack when MAX_REVIEW_STACKS
 already exist. `sweep` destroys and removes every review stack whose pull request is not in --open-prs, whose
-expiresAt has passed, or which never finished a deploy MAX_HOURS after its last update; each step is printed.
+expiresAt has passed, or which never finished a deploy MAX_HOURS after its last update (one never updated, just
+created for an open pull request, stays; so does one under a running update); each step is printed.
 
 Review stacks run a pull request's code with the right to create AWS resources, so they live in an AWS account of
 their own (scripts/ci_roles.py --stacks review, against that account) and behind a GitHub environment with required
@@ -134,8 +135,9 @@ def sweep_reason(stack: Mapping[str, Any], outputs: Mapping[str, Any], open_prs:
         expires = parse_time(str(outputs["expiresAt"]))
         return f"expired at {outputs['expiresAt']}" if expires <= now else None
     last = stack.get("lastUpdate")
-    if not last or parse_time(str(last)) + timedelta(hours=MAX_HOURS) <= now:
-        return f"no finished deploy, last update {last or 'never'}"
+    # Never updated: created a moment ago, its first `pulumi up` about to start (and nothing to pay for): it stays.
+    if last and parse_time(str(last)) + timedelta(hours=MAX_HOURS) <= now:
+        return f"no finished deploy, last update {last}"
     return None
 
 

@@ -99,9 +99,10 @@ def test_the_sweeper_destroys_exactly_the_closed_expired_and_abandoned_stacks(tm
         "organization/forgestack/review-4": {"outputs": None, "lastUpdate": _iso(NOW - timedelta(hours=200))},  # abandoned
         "organization/forgestack/review-5": {"outputs": None, "lastUpdate": _iso(NOW - timedelta(hours=1))},  # first deploy
         "organization/forgestack/review-6": {"outputs": {}, "updateInProgress": True},                # closed, but deploying
+        "organization/forgestack/review-8": {"outputs": None},                                         # just created
     }
     pulumi = FakePulumi(stacks)
-    assert review_stack.main(["sweep", "--hosted-zone", ZONE, "--open-prs", "2,3,4,5"], pulumi, tmp_path) == 0
+    assert review_stack.main(["sweep", "--hosted-zone", ZONE, "--open-prs", "2,3,4,5,8"], pulumi, tmp_path) == 0
     changes = [call for call in pulumi.calls if call[0] == "destroy" or call[:2] == ["stack", "rm"]]
     assert changes == [
         ["destroy", "--stack", "review-1", "--yes", "--skip-preview"], ["stack", "rm", "review-1", "--yes"],
