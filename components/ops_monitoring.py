@@ -28,8 +28,6 @@ PROMETHEUS_MEMORY: Final = "384m"  # two to a few Gitea tasks: a few thousand se
 GRAFANA_MEMORY: Final = "320m"
 GITEA_JOB: Final = gitea.NAME  # the single host's job name too (its spec's name; the Gitea dashboard's up{job="gitea"})
 DISCOVERY_REFRESH: Final = "30s"
-PROMETHEUS_DATA: Final = "/prometheus"  # the image's storage path, a named volume
-GRAFANA_DATA: Final = "/var/lib/grafana"
 MANAGED_BOARD: Final = "managed-services"
 # Paths below the monitoring directory (the bundle): what each container mounts read-only.
 PROMETHEUS_FILE: Final = "/prometheus.yml"
@@ -149,11 +147,11 @@ def container_units(monitoring_args: OpsMonitoring) -> tuple[ContainerUnit, ...]
         run_options=(
             "--read-only",  # it writes its data volume only
             "--volume", f"{directory}{PROMETHEUS_FILE}:{monitoring.PROMETHEUS_CONFIG}:ro",
-            "--volume", f"{PROMETHEUS_UNIT}:{PROMETHEUS_DATA}",
+            "--volume", f"{PROMETHEUS_UNIT}:{monitoring.PROMETHEUS_DATA}",
         ),
         image=images.locked(images.PROMETHEUS),
         command=(
-            f"--config.file={monitoring.PROMETHEUS_CONFIG}", f"--storage.tsdb.path={PROMETHEUS_DATA}",
+            f"--config.file={monitoring.PROMETHEUS_CONFIG}", f"--storage.tsdb.path={monitoring.PROMETHEUS_DATA}",
             f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION}", f"--web.listen-address={LOOPBACK}:{monitoring.PROMETHEUS_PORT}",
         ),
     )  # fmt: skip
@@ -170,7 +168,7 @@ def container_units(monitoring_args: OpsMonitoring) -> tuple[ContainerUnit, ...]
             *(option for name, value in sorted(env.items()) for option in ("--env", f"{name}={value}")),
             "--volume", f"{directory}{GRAFANA_PROVISIONING_DIR}:{monitoring.GRAFANA_PROVISIONING}:ro",
             "--volume", f"{directory}{GRAFANA_DASHBOARDS_DIR}:{monitoring.GRAFANA_DASHBOARDS}:ro",
-            "--volume", f"{GRAFANA_UNIT}:{GRAFANA_DATA}",
+            "--volume", f"{GRAFANA_UNIT}:{monitoring.GRAFANA_DATA}",
         ),
         image=images.locked(images.GRAFANA),
     )  # fmt: skip

@@ -99,6 +99,7 @@ MAX_ADMIN_ADDRESSES = 2**24
 # The web security group holds 2 rules per allowed network plus the Route 53 health checkers' prefix list, which counts
 # as 25 of a group's 60 inbound rules.
 MAX_ALLOWED_NETWORKS = 15
+EXPIRES_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # expiresAt: a UTC time, e.g. 2026-12-02T18:00:00Z
 
 # Memory of the burstable sizes, in GiB (AWS instance type documentation).
 _BURSTABLE_MEMORY_GIB = {"nano": 0.5, "micro": 1, "small": 2, "medium": 4, "large": 8, "xlarge": 16, "2xlarge": 32}
@@ -743,7 +744,7 @@ class Settings(BaseModel):
         if value and not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", value):
             raise ValueError("not a UTC time YYYY-MM-DDTHH:MM:SSZ")
         if value:
-            datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")  # a ValueError for 2026-02-30
+            datetime.strptime(value, EXPIRES_AT_FORMAT)  # a ValueError for 2026-02-30
         return value
 
     @field_validator("alert_email_to", "alert_smtp_from")

@@ -34,7 +34,7 @@ import yaml
 REPO: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from components.services.images import DIGESTS_FILE  # noqa: E402  (after the path: run as a file)
+from components.services.images import DIGEST, DIGESTS_FILE  # noqa: E402  (after the path: run as a file)
 from scripts.images import pinned, versioned  # noqa: E402
 
 DOCKER_HUB: Final = "registry-1.docker.io"
@@ -45,7 +45,6 @@ ACCEPT: Final = ", ".join((
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ))
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 TIMEOUT_SECONDS: Final = 30
 
@@ -117,7 +116,7 @@ def resolve(image: str, endpoints: Mapping[str, str], opener: Opener = open_url)
     if status != 200:
         raise RegistryError(f"{image}: {reference.registry} answered HTTP {status}")
     digest = _header(answer, "Docker-Content-Digest")
-    if not _DIGEST.fullmatch(digest):
+    if not DIGEST.fullmatch(digest):
         raise RegistryError(f"{image}: {reference.registry} sent no sha256 digest")
     return digest
 

@@ -34,6 +34,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from components.settings import EXPIRES_AT_FORMAT
 from rehearsal.engine import REPO
 from rehearsal.engine import REVIEW_STACK_PREFIX as REVIEW_PREFIX
 
@@ -42,7 +43,6 @@ MAX_REVIEW_STACKS: Final = 3  # at most this many at once: names and costs bound
 DEFAULT_HOURS: Final = 48
 MAX_HOURS: Final = 168
 REVIEW_BUDGET_USD: Final = 40  # a budget alert per review stack; a t3.medium for a week costs about 8 USD
-TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 
 RunPulumi = Callable[[Sequence[str]], str]
 
@@ -84,7 +84,7 @@ def review_config(base: Mapping[str, Any], pr: int, hosted_zone: str, expires_at
         "forgestack:snapshotRetentionDays": 1,
         "forgestack:flowLogRetentionDays": 1,
         "forgestack:budgetMonthlyUsd": REVIEW_BUDGET_USD,
-        "forgestack:expiresAt": expires_at.strftime(TIME_FORMAT),
+        "forgestack:expiresAt": expires_at.strftime(EXPIRES_AT_FORMAT),
     })
     return config
 

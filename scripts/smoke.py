@@ -52,7 +52,7 @@ from typing import Any, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from components.host_tools.backup import DEFAULT_PREFIX, LATEST_NAME
+from components.host_tools.backup import DEFAULT_PREFIX, latest_key
 from components.services.gitea import HEALTH_PATH
 from components.services.monitoring import PRIVATE_GRAFANA_URL
 
@@ -418,7 +418,7 @@ class Run:
         import boto3
         import botocore.exceptions
 
-        key = f"{DEFAULT_PREFIX}/{LATEST_NAME}"
+        key = latest_key(DEFAULT_PREFIX)
         try:
             body = boto3.client("s3").get_object(Bucket=self.target.backup_bucket, Key=key)["Body"].read()
             finished = datetime.fromisoformat(json.loads(body)["finished_at"])

@@ -78,7 +78,6 @@ class ForgeState:
     tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"sha1", "scopes"}
     keys: dict[int, str] = field(default_factory=dict)
     next_key: int = 1
-    requests: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def write_authorized_keys(self) -> None:
@@ -103,7 +102,7 @@ class FakeGitea(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
-        return  # the test reads state.requests instead
+        return  # quiet: the smoke test's own lines are what the tests read
 
     # --- plumbing
     def _body(self) -> bytes:
@@ -144,7 +143,6 @@ class FakeGitea(BaseHTTPRequestHandler):
 
     # --- routes
     def do_GET(self) -> None:
-        self.state.requests.append(f"GET {self.path}")
         if self._git():
             return
         path = self.path.split("?")[0]
@@ -166,7 +164,6 @@ class FakeGitea(BaseHTTPRequestHandler):
             self._json(404, {"message": "not found"})
 
     def do_POST(self) -> None:
-        self.state.requests.append(f"POST {self.path}")
         if self._git():
             return
         body = json.loads(self._body() or b"{}")
@@ -194,7 +191,6 @@ class FakeGitea(BaseHTTPRequestHandler):
             self._json(404, {"message": "not found"})
 
     def do_DELETE(self) -> None:
-        self.state.requests.append(f"DELETE {self.path}")
         if match := re.fullmatch(r"/api/v1/users/([^/]+)/tokens/([^/]+)", self.path):
             if not self._basic_ok(match[1]):
                 self._json(401, {"message": "unauthorized"})

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from components.constants import EXPIRES_AT_TAG
+from components.settings import EXPIRES_AT_FORMAT
 from rehearsal.engine import STACKS, run_program, stack_config
 from scripts import review_stack
 from scripts.review_stack import MAX_REVIEW_STACKS, REVIEW_BUDGET_USD, PulumiError
@@ -49,7 +50,7 @@ class FakePulumi:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.strftime(EXPIRES_AT_FORMAT)
 
 
 def test_the_review_config_runs_the_real_program_small_tagged_and_budgeted(tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ def test_the_review_config_runs_the_real_program_small_tagged_and_budgeted(tmp_p
     assert pulumi.calls[-1] == ["stack", "init", "review-42", "--secrets-provider", SECRETS]
     path = tmp_path / "Pulumi.review-42.yaml"
     config = yaml.safe_load(path.read_text())["config"]
-    expires = datetime.strptime(config["forgestack:expiresAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    expires = datetime.strptime(config["forgestack:expiresAt"], EXPIRES_AT_FORMAT).replace(tzinfo=UTC)
     assert before + timedelta(hours=24) <= expires <= after + timedelta(hours=24)
     run = run_program("review-42", stack_config("review-42", stack_file=path))
     assert run.outputs["giteaUrl"] == f"https://git.pr-42.{ZONE}/" and run.outputs["expiresAt"] == config["forgestack:expiresAt"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from components.host_tools.backup import DEFAULT_PREFIX, LATEST_NAME
+from components.host_tools.backup import DEFAULT_PREFIX, latest_key
 from components.services.monitoring import PRIVATE_GRAFANA_URL
 from scripts.smoke import CANARY_FILE, CANARY_REPO, CHECKS
 from tests.backup_support import s3_of
@@ -40,7 +40,7 @@ def healthy(forge: Forge) -> None:
 
 def put_pointer(env: dict[str, str], bucket: str, finished: datetime) -> None:
     pointer = {"backup_id": "b1", "manifest": f"{DEFAULT_PREFIX}/b1/manifest.json", "finished_at": finished.isoformat()}
-    s3_of(env).put_object(Bucket=bucket, Key=f"{DEFAULT_PREFIX}/{LATEST_NAME}", Body=json.dumps(pointer).encode())
+    s3_of(env).put_object(Bucket=bucket, Key=latest_key(DEFAULT_PREFIX), Body=json.dumps(pointer).encode())
 
 
 def smoke(tmp_path: Path, env: dict[str, str] | None, outputs: dict[str, Any], *extra: str, password: str = PASSWORD,
@@ -138,7 +138,7 @@ def test_a_stale_backup_fails_and_names_its_age(forge: Forge, tmp_path: Path, aw
 def test_a_bucket_without_a_backup_fails_in_one_line(forge: Forge, tmp_path: Path, aws_env: dict[str, str], bucket: str) -> None:
     run = smoke(tmp_path, aws_env, forge.outputs(backupBucketName=bucket, backupIntervalHours=24), ca=forge.pki.ca)
     assert run.returncode == 1
-    assert lines(run, "FAIL")["backup"] == f"cannot read s3://{bucket}/{DEFAULT_PREFIX}/{LATEST_NAME}: NoSuchKey"
+    assert lines(run, "FAIL")["backup"] == f"cannot read s3://{bucket}/{latest_key(DEFAULT_PREFIX)}: NoSuchKey"
 
 
 def test_an_offline_runner_fails(forge: Forge, tmp_path: Path) -> None:

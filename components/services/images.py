@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Final
 
 DIGESTS_FILE: Final = Path(__file__).resolve().parent.parent / "files" / "image_digests.json"
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # what a registry names a manifest by
 
 
 @cache
@@ -19,7 +19,7 @@ def digests() -> dict[str, str]:
     """image:tag -> sha256:... from the lock; a malformed entry is an error, never silently skipped."""
     document = json.loads(DIGESTS_FILE.read_text())
     found = dict(document["digests"])
-    wrong = [image for image, digest in found.items() if "@" in image or not _DIGEST.fullmatch(str(digest))]
+    wrong = [image for image, digest in found.items() if "@" in image or not DIGEST.fullmatch(str(digest))]
     if wrong:
         raise ValueError(f"{DIGESTS_FILE.name}: not image:tag -> sha256:<64 hex> for {wrong}")
     return found

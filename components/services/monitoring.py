@@ -61,6 +61,9 @@ ALERTMANAGER_CONFIG = "/etc/alertmanager/alertmanager.yml"
 BLACKBOX_CONFIG = "/etc/blackbox_exporter/config.yml"
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
 GRAFANA_DASHBOARDS = "/etc/grafana/dashboards"
+# The images' storage paths (each a named volume), on the single host and the ops host alike.
+PROMETHEUS_DATA = "/prometheus"
+GRAFANA_DATA = "/var/lib/grafana"
 PRIVATE_GRAFANA_URL = f"http://localhost:{GRAFANA_PORT}/"  # through an SSM port forward to the host's loopback
 GRAFANA_PASSWORD_FILE = f"{SECRETS_DIR}/grafana_admin_password"
 GRAFANA_PASSWORD_CREDENTIAL = "grafanaAdminPassword"  # noqa: S105 (the credentials key, not a password)
@@ -273,7 +276,7 @@ def prometheus_spec(settings: Settings, scraped: Sequence[ServiceSpec], probe_ur
             ConfigFile(PROMETHEUS_RULES, rules_file(settings, probes=bool(probe_urls))),
         ),
         secret_files=tuple(SecretFile(credential, bearer_file(credential), NOBODY) for credential in bearer),
-        volumes=(Volume(PROMETHEUS, "/prometheus", owner=NOBODY),),
+        volumes=(Volume(PROMETHEUS, PROMETHEUS_DATA, owner=NOBODY),),
         command=(f"--config.file={PROMETHEUS_CONFIG}", "--storage.tsdb.path=/prometheus",
                  f"--storage.tsdb.retention.time={settings.metrics_retention_days}d"),
         healthcheck=_wget_health(PROMETHEUS_PORT, "/-/healthy"),
@@ -442,7 +445,7 @@ def grafana_spec(settings: Settings, memory_mb: int, loki_url: str | None) -> Se
             ConfigFile(f"{GRAFANA_PROVISIONING}/dashboards/forgestack.yaml", grafana_dashboard_provider()),
             *(ConfigFile(f"{GRAFANA_DASHBOARDS}/{name}.json", content) for name, content in sorted(boards.items())),
         ),
-        volumes=(Volume(GRAFANA, "/var/lib/grafana", owner=GRAFANA_UID),),
+        volumes=(Volume(GRAFANA, GRAFANA_DATA, owner=GRAFANA_UID),),
         healthcheck=_wget_health(GRAFANA_PORT, GRAFANA_HEALTH),
         route=None if settings.admin_ui_private else Route(
             GRAFANA_SUBDOMAIN, GRAFANA_PORT, admin_ui=True, limits=(RateLimit("= /login", "login"),), health_path=GRAFANA_HEALTH),
