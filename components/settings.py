@@ -417,6 +417,14 @@ class Settings(BaseModel):
         _key("giteaRegistration", "Who may create accounts: closed (admin only), approval (admin confirms), open.",
              "one of: closed, approval, open", "closed"),
     ]
+    sso_organization: Annotated[
+        str,
+        _key("ssoOrganization",
+             "Single sign-on through Gitea for Grafana: the Gitea organization (created at deploy time) whose Owners team "
+             "signs in as Grafana admins and whose other members as viewers; nobody else gets in. Empty: each UI keeps "
+             "only its own login.",
+             "a Gitea organization name (lowercase letters, digits, . _ -; up to 39 characters) or empty", ""),
+    ]
     ssh_public_key: Annotated[
         str,
         _key("sshPublicKey",
@@ -837,6 +845,14 @@ class Settings(BaseModel):
             raise ValueError("not a usable Gitea user name")
         return value
 
+    @field_validator("sso_organization")
+    @classmethod
+    def _check_sso_organization(cls, value: str) -> str:
+        # Grafana compares the groups claim case-sensitively; lowercase keeps the organization's name and its claim equal.
+        if value and not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,38}", value):
+            raise ValueError("not a lowercase Gitea organization name")
+        return value
+
     @field_validator("proxy_max_body_size")
     @classmethod
     def _check_proxy_max_body_size(cls, value: str) -> str:
@@ -901,6 +917,10 @@ class Settings(BaseModel):
                                    f"at most {MAX_ALLOWED_NETWORKS} networks (a security group holds 60 inbound rules)")
         if self.topology == "ha" and not self.is_aws:
             raise _KeyProblemError("topology", self.topology, "single on the local stack: ha runs on managed AWS services")
+        if self.topology == "ha" and self.sso_organization:
+            raise _KeyProblemError("ssoOrganization", self.sso_organization,
+                                   "empty with topology ha: single sign-on is built for the single host and the local stack "
+                                   "(ha's Grafana on the ops host keeps its own login)")
         if self.topology == "ha" and self.ci == "drone":
             raise _KeyProblemError("ci", self.ci, "actions or none with topology ha: ha runs no Drone server (Gitea Actions "
                                    "works with runners you register)")

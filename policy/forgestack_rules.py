@@ -55,6 +55,14 @@ BACKUP_ERASURE_ACTIONS = (
 )
 BACKUPS_TAG = ("forgestack:purpose", "backups")  # components/backups.py tags the backups bucket with it
 SECRET_ENV_NAME = re.compile(r"PASSW|SECRET|TOKEN|API_?KEY", re.IGNORECASE)
+# Names that only look like secrets: where a secret is read from (NAME_FILE, Gitea's NAME__FILE) and an OAuth2 client's
+# token endpoint (GF_AUTH_GENERIC_OAUTH_TOKEN_URL), a public URL.
+NOT_SECRET_ENV_SUFFIXES = ("_FILE", "_TOKEN_URL")
+
+
+def secret_env_name(key: str) -> bool:
+    """Whether an environment variable's name says it holds a secret value (which belongs in a file instead)."""
+    return bool(SECRET_ENV_NAME.search(key)) and not key.upper().endswith(NOT_SECRET_ENV_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -467,7 +475,7 @@ def container_no_secret_env(r: Resource) -> list[str]:
     problems = []
     for entry in r.props.get("envs") or []:
         key, _, value = str(entry).partition("=")
-        if SECRET_ENV_NAME.search(key) and not key.endswith("_FILE") and value:
+        if secret_env_name(key) and value:
             problems.append(f"{key} carries a value in the environment; hand secrets over as files")
     return problems
 

@@ -22,6 +22,8 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components.services import sso
+
 REPO = Path(__file__).resolve().parent.parent  # the repository root
 MAIN = REPO / "__main__.py"
 REVIEW_STACK_PREFIX = "review-"  # ephemeral stacks of pull requests (scripts/review_stack.py); their files are not committed
@@ -155,8 +157,12 @@ class ForgeMocks(pulumi.runtime.Mocks):
         if type_ == "tls:index/selfSignedCert:SelfSignedCert":
             outputs["certPem"] = "-----BEGIN CERTIFICATE-----\nmock\n-----END CERTIFICATE-----\n"
         if type_ == "command:local:Command":
-            # What the command prints; deploy-time secrets (the runner token) are read from stdout.
-            outputs.update(stdout=f"{args.name}-stdout-{suffix[-8:]}", stderr="")
+            # What the command prints; deploy-time secrets (the runner token) are read from stdout. Single sign-on's
+            # client script prints two lines: the client id and its secret.
+            stdout = f"{args.name}-stdout-{suffix[-8:]}"
+            if sso.CLIENT_SCRIPT in str(args.inputs.get("create", "")):
+                stdout = f"{args.name}-client-id-{suffix[-8:]}\n{args.name}-client-secret-{suffix[-8:]}\n"
+            outputs.update(stdout=stdout, stderr="")
         if type_ == "aws:ses/domainIdentity:DomainIdentity":
             outputs.update(arn=f"arn:aws:ses:{region}:{ACCOUNT_ID}:identity/{args.inputs['domain']}", verificationToken="mock-token")
         if type_ == "aws:ses/domainDkim:DomainDkim":

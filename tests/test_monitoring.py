@@ -307,7 +307,9 @@ def test_grafana_is_provisioned_and_routed() -> None:
     grafana = specs_of(settings)[monitoring.GRAFANA]
     assert grafana.route is not None and settings.hostname(grafana.route.subdomain) == "grafana.dev.forge.example.com"
     assert grafana.env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
-    assert [s.credential for s in grafana.secret_files] == ["grafanaAdminPassword"]
+    # The local admin (break-glass) and, with single sign-on, Gitea's OAuth2 client: all files, none in env.
+    assert [s.credential for s in grafana.secret_files] == ["grafanaAdminPassword", "grafanaOauthClientId",
+                                                            "grafanaOauthClientSecret"]
     datasources = yaml.safe_load(config_file(grafana, "/etc/grafana/provisioning/datasources/forgestack.yaml"))
     assert {d["uid"]: d["url"] for d in datasources["datasources"]} == {"prometheus": "http://prometheus:9090",
                                                                        "loki": "http://loki:3100"}

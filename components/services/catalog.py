@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from components.services import backup_store, ci, logs, mail, monitoring, portainer, proxy, relay, valkey
+from components.services import backup_store, ci, logs, mail, monitoring, portainer, proxy, relay, sso, valkey
 from components.services.gitea import gitea_spec
 from components.services.postgres import postgres_spec
 from components.services.proxy import certbot_spec, proxy_routes, proxy_spec
@@ -101,7 +101,7 @@ def memory_plan(settings: Settings) -> dict[str, int]:
 def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
     """Every container of the stack, dependencies before dependants."""
     memory = memory_plan(settings)
-    gitea = gitea_spec(settings, memory["gitea"])
+    gitea = gitea_spec(settings, memory["gitea"], tools=(sso.client_script_file(),) if sso_clients(settings) else ())
     specs = [postgres_spec(settings, memory["postgres"]), valkey.valkey_spec(memory[valkey.NAME])]
     if enabled(settings, mail.MAILPIT):
         specs.append(mail.mailpit_spec(memory[mail.MAILPIT]))
@@ -138,6 +138,13 @@ def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate service names: {names}")
     return tuple(specs)
+
+
+def sso_clients(settings: Settings) -> tuple[sso.OAuthClient, ...]:
+    """The web UIs that sign in through Gitea (README, Single sign-on)."""
+    if not sso.enabled(settings):
+        return ()
+    return (monitoring.grafana_oauth_client(settings),) if enabled(settings, monitoring.GRAFANA) else ()
 
 
 def probe_urls(settings: Settings, specs: Sequence[ServiceSpec]) -> tuple[str, ...]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_command as command
@@ -95,6 +95,17 @@ def host_ready_command(connection: HostConnection) -> str:
 
 
 @dataclass(frozen=True)
+class DeployTimeCommand:
+    """Secrets only a running service can make (the runner's registration token, an OAuth2 client): argv run in the
+    service's container once it is up and, for the admin-bootstrap service, once its admin exists. Each line of its
+    standard output becomes one credential, in order; kept secret, never logged."""
+
+    service: str
+    argv: tuple[str, ...]
+    credentials: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ServicesArgs:
     specs: tuple[ServiceSpec, ...]  # dependencies before dependants
     secret_values: Mapping[str, pulumi.Output[str]]  # credentials by key
@@ -103,8 +114,7 @@ class ServicesArgs:
     wait_for_host: bool
     admin_bootstrap: tuple[str, tuple[str, ...]] | None = None  # (service name, docker exec argv)
     pre_upgrade_backup: tuple[str, ...] | None = None  # argv run on the host before any container changes
-    # Secrets only a running service can make (the runner's registration token): key -> (service, docker exec argv).
-    deploy_time_secrets: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    deploy_time_commands: tuple[DeployTimeCommand, ...] = ()
     named_volumes: bool = False  # local stack: data in Docker volumes (declared, kept on destroy) instead of the data volume
     upgrade_triggers: tuple[str, ...] = ()  # values whose change re-runs the pre-upgrade backup (image references)
     host_bundle: pulumi.Output[HostBundle] | None = None  # host files and units, installed before any container (AWS)
@@ -118,6 +128,7 @@ class Services(pulumi.ComponentResource):
     def __init__(self, name: str, args: ServicesArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgestack:services:Services", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        self._connection = args.connection
 
         self.provider = docker.Provider(
             f"{name}-docker",
@@ -197,13 +208,15 @@ class Services(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=ready, retain_on_delete=True),
                 )
         self.containers = {}
+        self.admin_commands: dict[str, command.local.Command] = {}
+        deploy_time = {credential: run for run in args.deploy_time_commands for credential in run.credentials}
         for spec in args.specs:
             missing = [dependency for dependency in spec.depends_on if dependency not in self.containers]
             if missing:
                 raise ValueError(f"service {spec.name} depends on {missing}, which come later or not at all")
             for secret in spec.secret_files:
-                if secret.credential in args.deploy_time_secrets and secret.credential not in secret_values:
-                    secret_values[secret.credential] = self._deploy_time_secret(name, secret.credential, args)
+                if secret.credential in deploy_time and secret.credential not in secret_values:
+                    secret_values.update(self._deploy_time_secrets(name, deploy_time[secret.credential]))
             image = docker.RemoteImage(f"{name}-{spec.name}-image", name=images.locked(spec.image), keep_locally=True,
                                        opts=on_docker)
             self.containers[spec.name] = docker.Container(
@@ -215,6 +228,8 @@ class Services(pulumi.ComponentResource):
                                 *(self.volumes[v.name] for v in spec.volumes if v.name in self.volumes)],
                 ),
             )
+            if args.admin_bootstrap and args.admin_bootstrap[0] == spec.name:
+                self.admin_commands[spec.name] = self._admin_bootstrap(name, spec.name, args.admin_bootstrap[1], args.connection)
 
         # pulumi-docker cannot set --pids-limit at creation; `docker update` sets it on the running containers and
         # Docker keeps it in their configuration. Re-run whenever a container is replaced.
@@ -226,31 +241,38 @@ class Services(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=containers),
         )
 
-        if args.admin_bootstrap:
-            service, argv = args.admin_bootstrap
-            target = self.containers[service]
-            command.local.Command(
-                f"{name}-{service}-admin",
-                create=args.connection.apply(lambda c: shlex.join(c.remote(argv))),
-                triggers=[target.id],  # a new container re-checks the (idempotent) admin account
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[target]),
-            )
+        if args.admin_bootstrap and args.admin_bootstrap[0] not in self.containers:
+            raise ValueError(f"admin bootstrap needs service {args.admin_bootstrap[0]}, which is not part of the stack")
 
         self.register_outputs({"containers": {n: c.name for n, c in self.containers.items()}, "network": self.network.name})
 
-    def _deploy_time_secret(self, name: str, key: str, args: ServicesArgs) -> pulumi.Output[str]:
-        """Run argv in a service's container once, after it is up; its stdout becomes a secret (never shown, kept encrypted)."""
-        service, argv = args.deploy_time_secrets[key]
-        if service not in self.containers:
-            raise ValueError(f"deploy-time secret {key} needs service {service}, which comes later or not at all")
+    def _admin_bootstrap(
+        self, name: str, service: str, argv: Sequence[str], connection: pulumi.Output[HostConnection],
+    ) -> command.local.Command:
+        target = self.containers[service]
+        return command.local.Command(
+            f"{name}-{service}-admin",
+            create=connection.apply(lambda c: shlex.join(c.remote(argv))),
+            triggers=[target.id],  # a new container re-checks the (idempotent) admin account
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[target]),
+        )
+
+    def _deploy_time_secrets(self, name: str, run: DeployTimeCommand) -> dict[str, pulumi.Output[str]]:
+        """Run the command once its service is up (and its admin exists); each line of its stdout becomes a secret."""
+        if run.service not in self.containers:
+            raise ValueError(f"deploy-time secrets {list(run.credentials)} need service {run.service}, which comes later or not at all")
+        after: list[pulumi.Resource] = [self.containers[run.service]]
+        if run.service in self.admin_commands:
+            after.append(self.admin_commands[run.service])
         generated = command.local.Command(
-            f"{name}-{key}",
-            create=args.connection.apply(lambda c: shlex.join(c.remote(argv))),
+            f"{name}-{run.credentials[0]}",
+            create=self._connection.apply(lambda c: shlex.join(c.remote(run.argv))),
             # The default logging prints stdout to the deploy log: the secret would be in every `pulumi up` output.
             logging=command.local.Logging.NONE,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.containers[service]], additional_secret_outputs=["stdout"]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=after, additional_secret_outputs=["stdout"]),
         )
-        return pulumi.Output.secret(generated.stdout.apply(lambda text: text.strip()))
+        lines = generated.stdout.apply(lambda text: _stdout_lines(text, run.credentials))
+        return {credential: pulumi.Output.secret(lines.apply(_line(index))) for index, credential in enumerate(run.credentials)}
 
     @staticmethod
     def _container_args(
@@ -307,6 +329,19 @@ class Services(pulumi.ComponentResource):
             entrypoints=list(spec.entrypoint) or None,
             labels=[docker.ContainerLabelArgs(label="forgestack.service", value=spec.name)],
         )
+
+
+def _stdout_lines(text: str, credentials: Sequence[str]) -> list[str]:
+    """One value per credential, in order; the message never holds the output itself (it is secret)."""
+    lines = text.strip().splitlines()
+    if len(lines) != len(credentials) or not all(line.strip() for line in lines):
+        raise ValueError(f"the deploy-time command for {list(credentials)} printed {len(lines)} lines; expected "
+                         f"{len(credentials)} non-empty lines, one per credential")
+    return [line.strip() for line in lines]
+
+
+def _line(index: int) -> Callable[[list[str]], str]:
+    return lambda lines: lines[index]
 
 
 def _filled(content: str, values: Sequence[tuple[str, str]], secret_values: Mapping[str, pulumi.Output[str]]) -> pulumi.Input[str]:

@@ -170,7 +170,8 @@ def gitea_secret_files(settings: Settings, endpoints: GiteaEndpoints) -> tuple[S
     )
 
 
-def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
+def gitea_spec(settings: Settings, memory_mb: int, tools: tuple[ConfigFile, ...] = ()) -> ServiceSpec:
+    """tools: scripts the deploy runs in the container besides the admin bootstrap (single sign-on's client script)."""
     endpoints = single_host_endpoints()
     return ServiceSpec(
         name=NAME,
@@ -178,7 +179,7 @@ def gitea_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
         memory_mb=memory_mb,
         env=gitea_env(settings, endpoints),
         secret_files=gitea_secret_files(settings, endpoints),
-        config_files=(ConfigFile(ADMIN_BOOTSTRAP_SCRIPT, read("gitea-bootstrap-admin.sh"), executable=True),),
+        config_files=(ConfigFile(ADMIN_BOOTSTRAP_SCRIPT, read("gitea-bootstrap-admin.sh"), executable=True), *tools),
         volumes=(Volume("gitea", "/data", backup=True),),
         ports=(PublishedPort(settings.git_ssh_port, CONTAINER_SSH_PORT, private_address=settings.host_sshd_loopback_only),),
         # s6 (root) sets up /data for git, runs Gitea as git and sshd on 22: sshd binds below 1024, chroots

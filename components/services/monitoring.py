@@ -18,7 +18,7 @@ from components.constants import SECRETS_DIR, TEXTFILE_COLLECTOR_DIR
 from components.host_tools.backup import METRIC_LAST_SUCCESS
 from components.host_tools.drill import METRIC_LAST_SUCCESS as DRILL_METRIC_LAST_SUCCESS
 from components.host_tools.drill import METRIC_RESULT as DRILL_METRIC_RESULT
-from components.services import dashboards, images, mail, postgres
+from components.services import dashboards, images, mail, postgres, sso
 from components.services.dashboards import REAL_FILESYSTEMS
 from components.services.spec import (
     ConfigFile,
@@ -67,6 +67,8 @@ GRAFANA_DATA = "/var/lib/grafana"
 PRIVATE_GRAFANA_URL = f"http://localhost:{GRAFANA_PORT}/"  # through an SSM port forward to the host's loopback
 GRAFANA_PASSWORD_FILE = f"{SECRETS_DIR}/grafana_admin_password"
 GRAFANA_PASSWORD_CREDENTIAL = "grafanaAdminPassword"  # noqa: S105 (the credentials key, not a password)
+GRAFANA_OAUTH_CLIENT_ID_FILE = f"{SECRETS_DIR}/grafana_oauth_client_id"
+GRAFANA_OAUTH_CLIENT_SECRET_FILE = f"{SECRETS_DIR}/grafana_oauth_client_secret"
 SCRAPE_INTERVAL = "30s"
 CERT_EXPIRY_WARNING_DAYS = 10  # Let's Encrypt lifetimes shrink to 64 and then 45 days; certbot renews at 30 days left
 
@@ -432,14 +434,54 @@ def grafana_url(settings: Settings) -> str:
     return f"https://{settings.hostname(GRAFANA_SUBDOMAIN)}/"
 
 
+def grafana_oauth_client(settings: Settings) -> sso.OAuthClient:
+    """Grafana's OAuth2 application in Gitea; Grafana's callback is /login/generic_oauth below its root URL."""
+    return sso.OAuthClient(application=GRAFANA, redirect_uri=f"{grafana_url(settings)}login/generic_oauth",
+                           client_id_credential="grafanaOauthClientId",
+                           client_secret_credential="grafanaOauthClientSecret")  # noqa: S106 (a credentials key)
+
+
+def grafana_role_attribute_path(organization: str) -> str:
+    """JMESPath over Gitea's claims: the Owners team administers, other members view, anyone else gets no role (and
+    role_attribute_strict refuses the login)."""
+    return (f"contains(groups[*], '{sso.owners_group(organization)}') && 'Admin' "
+            f"|| contains(groups[*], '{organization}') && 'Viewer' || ''")
+
+
+def grafana_sso_env(settings: Settings) -> dict[str, str]:
+    """Generic OAuth against Gitea (PKCE, id and secret read from files); the login form stays for break-glass admin."""
+    gitea = sso.endpoints(settings)
+    return {
+        "GF_AUTH_GENERIC_OAUTH_ENABLED": "true", "GF_AUTH_GENERIC_OAUTH_NAME": "Gitea",
+        "GF_AUTH_GENERIC_OAUTH_CLIENT_ID__FILE": GRAFANA_OAUTH_CLIENT_ID_FILE,
+        "GF_AUTH_GENERIC_OAUTH_CLIENT_SECRET__FILE": GRAFANA_OAUTH_CLIENT_SECRET_FILE,
+        "GF_AUTH_GENERIC_OAUTH_SCOPES": " ".join(sso.SCOPES), "GF_AUTH_GENERIC_OAUTH_USE_PKCE": "true",
+        "GF_AUTH_GENERIC_OAUTH_AUTH_URL": gitea.authorize, "GF_AUTH_GENERIC_OAUTH_TOKEN_URL": gitea.token,
+        "GF_AUTH_GENERIC_OAUTH_API_URL": gitea.userinfo,
+        "GF_AUTH_GENERIC_OAUTH_LOGIN_ATTRIBUTE_PATH": "preferred_username", "GF_AUTH_GENERIC_OAUTH_EMAIL_ATTRIBUTE_PATH": "email",
+        "GF_AUTH_GENERIC_OAUTH_NAME_ATTRIBUTE_PATH": "name", "GF_AUTH_GENERIC_OAUTH_GROUPS_ATTRIBUTE_PATH": "groups",
+        "GF_AUTH_GENERIC_OAUTH_ROLE_ATTRIBUTE_PATH": grafana_role_attribute_path(settings.sso_organization),
+        "GF_AUTH_GENERIC_OAUTH_ROLE_ATTRIBUTE_STRICT": "true",
+        # Accounts come from Gitea's organization; GF_USERS_ALLOW_SIGN_UP stays false for the login form.
+        "GF_AUTH_GENERIC_OAUTH_ALLOW_SIGN_UP": "true",
+    }  # fmt: skip
+
+
 def grafana_spec(settings: Settings, memory_mb: int, loki_url: str | None) -> ServiceSpec:
     hostname = "localhost" if settings.admin_ui_private else settings.hostname(GRAFANA_SUBDOMAIN)
     root_url = grafana_url(settings)
     boards = dashboards.all_dashboards(backups=settings.is_aws)
+    secret_files = [SecretFile(GRAFANA_PASSWORD_CREDENTIAL, GRAFANA_PASSWORD_FILE, GRAFANA_UID)]
+    env = grafana_env(hostname, root_url, GRAFANA_PASSWORD_FILE)
+    if sso.enabled(settings):
+        client = grafana_oauth_client(settings)
+        secret_files += [SecretFile(client.client_id_credential, GRAFANA_OAUTH_CLIENT_ID_FILE, GRAFANA_UID),
+                         SecretFile(client.client_secret_credential, GRAFANA_OAUTH_CLIENT_SECRET_FILE, GRAFANA_UID)]
+        env.update(grafana_sso_env(settings))
     return ServiceSpec(
         name=GRAFANA, image=images.GRAFANA, memory_mb=memory_mb,
-        env=grafana_env(hostname, root_url, GRAFANA_PASSWORD_FILE),
-        secret_files=(SecretFile(GRAFANA_PASSWORD_CREDENTIAL, GRAFANA_PASSWORD_FILE, GRAFANA_UID),),
+        env=env,
+        secret_files=tuple(secret_files),
         config_files=(
             ConfigFile(f"{GRAFANA_PROVISIONING}/datasources/forgestack.yaml", grafana_datasources(loki_url)),
             ConfigFile(f"{GRAFANA_PROVISIONING}/dashboards/forgestack.yaml", grafana_dashboard_provider()),

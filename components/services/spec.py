@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from components.constants import DOCKER_NETWORK, DOCKER_NETWORKS
-from policy.forgestack_rules import PINNED_IMAGE
+from policy.forgestack_rules import PINNED_IMAGE, secret_env_name
 
 # name:tag with an exact tag (digits, not a floating word like latest/stable/alpine alone).
 # Every container starts with all capabilities dropped and no-new-privileges; a service adds back only what
@@ -148,7 +147,7 @@ class ServiceSpec:
     def __post_init__(self) -> None:
         if not PINNED_IMAGE.match(self.image):  # the policy pack's rule: exact tags, MinIO's RELEASE stamps, digests
             raise ValueError(f"service {self.name}: image {self.image!r} is not pinned to an exact tag")
-        secret_env = [key for key in self.env if re.search(r"PASSW|SECRET|TOKEN", key) and not key.endswith("_FILE")]
+        secret_env = [key for key in self.env if secret_env_name(key)]
         if secret_env:
             raise ValueError(f"service {self.name}: {secret_env} look like secrets in plain env; use secret_files")
         if self.host_network:

@@ -11,9 +11,16 @@ from components.dns import Dns, DnsArgs
 from components.host import Host, HostArgs, ssm_session_command
 from components.host_files import Heartbeat, HostBundle, host_bundle
 from components.network import Network, NetworkArgs, allow_own_address
-from components.services import ci, gitea, monitoring, postgres
-from components.services.catalog import routed_hostnames, service_specs
-from components.services.deploy import HostConnection, Services, ServicesArgs, aws_connection, local_connection
+from components.services import ci, gitea, monitoring, postgres, sso
+from components.services.catalog import routed_hostnames, service_specs, sso_clients
+from components.services.deploy import (
+    DeployTimeCommand,
+    HostConnection,
+    Services,
+    ServicesArgs,
+    aws_connection,
+    local_connection,
+)
 from components.settings import Settings
 from components.snapshots import Snapshots, SnapshotsArgs
 from components.topology.shared import (
@@ -134,11 +141,22 @@ def compose(settings: Settings) -> None:
             pre_upgrade_backup=tuple(pre_upgrade_backup_argv(postgres.NAME)) if settings.is_aws else None,
             upgrade_triggers=tuple(spec.image for spec in specs if spec.name in (gitea.NAME, postgres.NAME)),
             admin_bootstrap=(gitea.NAME, tuple(gitea.admin_bootstrap_command(settings, CONTAINER_PREFIX + gitea.NAME))),
-            # The runner registers with a token Gitea generates once Gitea runs (ci: actions).
-            deploy_time_secrets={ci.RUNNER_TOKEN: (gitea.NAME, tuple(ci.runner_token_command(CONTAINER_PREFIX + gitea.NAME)))},
+            deploy_time_commands=deploy_time_commands(settings),
         ),
     )
 
     export_forge(settings, list(hostnames))
     if settings.monitoring:
         pulumi.export("grafanaUrl", monitoring.grafana_url(settings))
+
+
+def deploy_time_commands(settings: Settings) -> tuple[DeployTimeCommand, ...]:
+    """What Gitea makes once it runs: the runner's registration token (ci: actions) and each single sign-on client's id
+    and secret. Services runs only those whose credentials a container reads."""
+    container = CONTAINER_PREFIX + gitea.NAME
+    return (
+        DeployTimeCommand(gitea.NAME, tuple(ci.runner_token_command(container)), (ci.RUNNER_TOKEN,)),
+        *(DeployTimeCommand(gitea.NAME, tuple(sso.client_command(settings, client, container)),
+                            (client.client_id_credential, client.client_secret_credential))
+          for client in sso_clients(settings)),
+    )

@@ -1,0 +1,227 @@
+"""Single sign-on through Gitea: the client script run as a process (BusyBox's sh, sed and grep, as in Gitea's Alpine
+image, with the real curl) against a stand-in for Gitea's API; Grafana's role mapping evaluated by a JMESPath engine;
+the deploy wiring under mocks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import jmespath
+import pytest
+
+from components.services import gitea, monitoring, sso
+from components.settings import ConfigError, parse
+from components.templates import FILES_DIR
+from rehearsal.engine import ProgramRun, Registered, has_secret, run_program, stack_config
+from tests.fake_gitea_api import FakeGitea, fake_gitea
+from tests.shims import install_shim
+
+SCRIPT = FILES_DIR / sso.CLIENT_SCRIPT_FILE
+ADMIN = "forgeadmin"
+PASSWORD = 'pa"ss\\word-with-quote-and-backslash'  # curl's config syntax must quote both
+ORGANIZATION = "forgestack"
+REDIRECT = "https://grafana.dev.forge.example.com/login/generic_oauth"
+BUSYBOX_TOOLS = ("sh", "sed", "grep", "head", "cat")
+
+
+@pytest.fixture
+def alpine_path(tmp_path: Path) -> Path:
+    """A PATH with BusyBox's applets (Alpine's userland) and curl behind a shim that records every argument list."""
+    busybox, curl = shutil.which("busybox"), shutil.which("curl")
+    assert busybox and curl, "busybox and curl are installed by .ci/run"
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in BUSYBOX_TOOLS:
+        (tools / tool).symlink_to(busybox)
+    install_shim(tools, "curl", f'#!{busybox} sh\nprintf "%s\\n" "$*" >> "{tmp_path}/curl-argv.log"\nexec {curl} "$@"\n')
+    return tools
+
+
+@pytest.fixture
+def api() -> Iterator[FakeGitea]:
+    with fake_gitea(ADMIN, PASSWORD) as server:
+        yield server
+
+
+def run_script(tools: Path, api_url: str, password_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(tools / "sh"), str(SCRIPT), *args], capture_output=True, text=True, check=False, timeout=60,
+        env={"PATH": str(tools), "GITEA_API": api_url, "ADMIN_PASSWORD_FILE": str(password_file)},
+    )
+
+
+@pytest.fixture
+def password_file(tmp_path: Path) -> Path:
+    path = tmp_path / "gitea_admin_password"
+    path.write_text(PASSWORD + "\n")
+    return path
+
+
+def test_first_run_creates_the_organization_and_the_application(alpine_path: Path, api: FakeGitea, password_file: Path) -> None:
+    result = run_script(alpine_path, api.url, password_file, ADMIN, ORGANIZATION, "grafana", REDIRECT)
+    assert result.returncode == 0, result.stderr
+    client_id, client_secret = result.stdout.splitlines()
+    (application,) = api.applications
+    assert (application.client_id, application.secret) == (client_id, client_secret)
+    assert application.redirect_uris == [REDIRECT] and application.confidential_client
+    assert application.skip_secondary_authorization  # a first-party client: no consent screen
+    assert api.organizations == {ORGANIZATION: ADMIN}  # the admin owns it, so is in its Owners team
+    assert "organization forgestack created" in result.stderr and "application grafana created" in result.stderr
+
+
+def test_a_second_run_keeps_the_client_and_regenerates_its_secret(alpine_path: Path, api: FakeGitea, password_file: Path) -> None:
+    first = run_script(alpine_path, api.url, password_file, ADMIN, ORGANIZATION, "grafana", REDIRECT)
+    moved = "http://localhost:3000/login/generic_oauth"  # adminUiAccess turned private
+    second = run_script(alpine_path, api.url, password_file, ADMIN, ORGANIZATION, "grafana", moved)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    first_id, first_secret = first.stdout.splitlines()
+    second_id, second_secret = second.stdout.splitlines()
+    assert second_id == first_id and second_secret != first_secret
+    (application,) = api.applications  # no duplicate
+    assert application.secret == second_secret and application.redirect_uris == [moved]
+    assert [r for r in api.requests if r[0] == "POST"] == [("POST", "/api/v1/orgs"), ("POST", "/api/v1/user/applications/oauth2")]
+
+
+def test_an_application_beyond_the_first_page_is_found(alpine_path: Path, api: FakeGitea, password_file: Path) -> None:
+    for number in range(60):
+        api.add_application(f"tool-{number}", f"https://tool-{number}.example.com/callback")
+    grafana_app = api.add_application("grafana", REDIRECT)
+    for number in range(60, 65):  # on the same page, after it
+        api.add_application(f"tool-{number}", f"https://tool-{number}.example.com/callback")
+    api.organizations[ORGANIZATION] = ADMIN
+    result = run_script(alpine_path, api.url, password_file, ADMIN, ORGANIZATION, "grafana", REDIRECT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [grafana_app.client_id, grafana_app.secret]
+    assert len(api.applications) == 66
+    assert ("PATCH", f"/api/v1/user/applications/oauth2/{grafana_app.id}") in api.requests
+
+
+def test_a_name_that_contains_another_does_not_match(alpine_path: Path, api: FakeGitea, password_file: Path) -> None:
+    other = api.add_application("grafana-old", REDIRECT)
+    result = run_script(alpine_path, api.url, password_file, ADMIN, ORGANIZATION, "grafana", REDIRECT)
+    assert result.returncode == 0, result.stderr
+    assert len(api.applications) == 2 and result.stdout.splitlines()[0] != other.client_id
+
+
+def test_the_password_never_appears_in_an_argument_list(alpine_path: Path, api: FakeGitea, password_file: Path) -> None:
+    result = run_script(alpine_path, api.url, password_file, ADMIN, ORGANIZATION, "grafana", REDIRECT)
+    assert result.returncode == 0, result.stderr
+    argv_log = (alpine_path.parent / "curl-argv.log").read_text()
+    assert argv_log.count("\n") >= 4  # organization check, creation, listing, application
+    assert "word-with-quote" not in argv_log and "--config -" in argv_log
+
+
+def test_a_wrong_password_stops_with_one_clear_line_and_creates_nothing(
+    alpine_path: Path, api: FakeGitea, tmp_path: Path,
+) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    result = run_script(alpine_path, api.url, wrong, ADMIN, ORGANIZATION, "grafana", REDIRECT)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == "Gitea answered 401 for organization forgestack: check forgeadmin's password"
+    assert api.organizations == {} and api.applications == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((ADMIN, "forge stack", "grafana", REDIRECT), "not a Gitea name: 'forge stack'"),
+    ((ADMIN, ORGANIZATION, 'graf"ana', REDIRECT), "not a Gitea name"),
+    ((ADMIN, ORGANIZATION, "grafana", "http://grafana.example.com/login/generic_oauth"), "not a redirect URI"),
+    ((ADMIN, ORGANIZATION, "grafana", 'https://grafana.example.com/"x'), "no quotes, backslashes or spaces"),
+    ((ADMIN, ORGANIZATION, "grafana"), "usage:"),
+])
+def test_bad_arguments_are_refused_before_any_request(
+    alpine_path: Path, api: FakeGitea, password_file: Path, args: tuple[str, ...], message: str,
+) -> None:
+    result = run_script(alpine_path, api.url, password_file, *args)
+    assert result.returncode == 2 and message in result.stderr and result.stdout == ""
+    assert api.requests == []
+
+
+# ------------------------------------------------------------------ Grafana's role mapping
+
+
+@pytest.mark.parametrize(("groups", "role"), [
+    (["forgestack", "forgestack:owners"], "Admin"),
+    (["forgestack", "forgestack:operators"], "Viewer"),
+    (["forgestack"], "Viewer"),
+    (["other-org", "other-org:owners"], ""),  # not a member: strict mode refuses the login
+    (["forgestack-old", "forgestack-old:owners"], ""),  # a name that starts like it is another organization
+    ([], ""),
+])
+def test_grafana_roles_follow_the_gitea_organization(groups: list[str], role: str) -> None:
+    path = monitoring.grafana_role_attribute_path("forgestack")
+    claims = {"sub": "7", "preferred_username": "ana", "email": "ana@example.com", "groups": groups}
+    assert jmespath.search(path, claims) == role
+
+
+def test_grafana_reads_its_oauth_client_from_files_and_talks_to_gitea_inside() -> None:
+    settings = parse(stack_config("dev"), stack="dev")
+    env = monitoring.grafana_spec(settings, 256, None).env
+    assert env["GF_AUTH_GENERIC_OAUTH_CLIENT_ID__FILE"] == monitoring.GRAFANA_OAUTH_CLIENT_ID_FILE
+    assert env["GF_AUTH_GENERIC_OAUTH_CLIENT_SECRET__FILE"] == monitoring.GRAFANA_OAUTH_CLIENT_SECRET_FILE
+    assert "GF_AUTH_GENERIC_OAUTH_CLIENT_SECRET" not in env and "GF_AUTH_GENERIC_OAUTH_CLIENT_ID" not in env
+    # The browser goes to Gitea's public name (its ROOT_URL); Grafana's server calls reach Gitea on the Docker network.
+    root_url = gitea.gitea_env(settings, gitea.single_host_endpoints())["GITEA__server__ROOT_URL"]
+    assert env["GF_AUTH_GENERIC_OAUTH_AUTH_URL"] == f"{root_url}login/oauth/authorize"
+    assert env["GF_AUTH_GENERIC_OAUTH_TOKEN_URL"] == f"http://{gitea.NAME}:{gitea.HTTP_PORT}/login/oauth/access_token"
+    assert env["GF_AUTH_GENERIC_OAUTH_API_URL"] == f"http://{gitea.NAME}:{gitea.HTTP_PORT}/login/oauth/userinfo"
+    assert "groups" in env["GF_AUTH_GENERIC_OAUTH_SCOPES"].split() and env["GF_AUTH_GENERIC_OAUTH_ROLE_ATTRIBUTE_STRICT"] == "true"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"  # the login form still creates nobody
+
+
+def test_the_organization_setting_is_checked() -> None:
+    with pytest.raises(ConfigError, match=r"forgestack:ssoOrganization: got 'Forge Stack'; expected a Gitea organization"):
+        parse(stack_config("dev", {"forgestack:ssoOrganization": "Forge Stack"}), stack="dev")
+    with pytest.raises(ConfigError, match=r"forgestack:ssoOrganization: got 'forgestack'; expected empty with topology ha"):
+        parse(stack_config("prod", {"forgestack:topology": "ha"}), stack="prod")
+
+
+# ------------------------------------------------------------------ the deploy wiring under mocks
+
+
+def _containers(run: ProgramRun) -> dict[str, Registered]:
+    return {c.inputs["name"].removeprefix("forgestack-"): c for c in run.of_type("docker:index/container:Container")}
+
+
+def _uploads(container: Registered) -> dict[str, str]:
+    return {u["file"]: u["content"] for u in container.inputs.get("uploads") or []}
+
+
+def _grafana_host(run: ProgramRun) -> str:
+    env = dict(entry.split("=", 1) for entry in _containers(run)["grafana"].inputs["envs"])
+    return env["GF_SERVER_ROOT_URL"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "local"])
+def test_grafana_gets_a_client_gitea_registers_after_its_admin_exists(
+    stack: str, dev_run: ProgramRun, prod_run: ProgramRun, local_run: ProgramRun,
+) -> None:
+    run = {"dev": dev_run, "prod": prod_run, "local": local_run}[stack]
+    client_command = run.one("command:local:Command", name="services-grafanaOauthClientId")
+    create = client_command.inputs["create"]
+    # The redirect URI is Grafana's own root URL (public name, or localhost when the admin UIs are private).
+    assert f"forgestack-sso-client forgeadmin forgestack grafana {_grafana_host(run)}login/generic_oauth" in create
+    assert {"forgestack-gitea"} <= set(create.split())  # run in the Gitea container
+    admin = run.one("command:local:Command", name="services-gitea-admin")
+    gitea_container = next(c for c in run.of_type("docker:index/container:Container") if c.name == "services-gitea")
+    assert {admin.urn, gitea_container.urn} <= set(client_command.depends_on)
+    assert client_command.inputs["logging"] == "none"  # never printed to the deploy log
+    client_id, client_secret = client_command.outputs["stdout"].split()
+    grafana = _containers(run)["grafana"]
+    files = _uploads(grafana)
+    assert (files[monitoring.GRAFANA_OAUTH_CLIENT_ID_FILE], files[monitoring.GRAFANA_OAUTH_CLIENT_SECRET_FILE]) == (
+        client_id, client_secret)
+    assert grafana.raw_inputs is not None and has_secret(grafana.raw_inputs["uploads"])
+    assert not [entry for entry in grafana.inputs["envs"] if client_secret in entry or client_id in entry]
+    assert sso.CLIENT_SCRIPT in _uploads(_containers(run)["gitea"])
+
+
+def test_without_an_organization_nothing_of_single_sign_on_is_deployed() -> None:
+    run = run_program("dev", stack_config("dev", {"forgestack:ssoOrganization": ""}))
+    assert not [c for c in run.of_type("command:local:Command") if "sso-client" in c.inputs["create"]]
+    assert sso.CLIENT_SCRIPT not in _uploads(_containers(run)["gitea"])
+    grafana_env = " ".join(_containers(run)["grafana"].inputs["envs"])
+    assert "GENERIC_OAUTH" not in grafana_env
