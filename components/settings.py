@@ -382,7 +382,8 @@ class Settings(BaseModel):
     ]
     drone_gitea_client_id: Annotated[
         str,
-        _key("droneGiteaClientId", "OAuth2 client id of the Drone application in Gitea (ci: drone).",
+        _key("droneGiteaClientId", "OAuth2 client id of the Drone application in Gitea (ci: drone); empty with ssoOrganization "
+             "set: the deploy registers the application.",
              "the client id Gitea showed when the OAuth2 application was created, or empty", ""),
     ]
     drone_gitea_client_secret: Annotated[
@@ -886,10 +887,14 @@ class Settings(BaseModel):
             if self.availability_zone and self.availability_zone[:-1] != self.region:
                 raise _KeyProblemError("availabilityZone", self.availability_zone,
                                        f"a zone of the stack's region {self.region}, such as {self.region}b")
-        if self.ci == "drone" and not (self.drone_gitea_client_id and self.drone_gitea_client_secret):
+        if self.ci == "drone" and bool(self.drone_gitea_client_id) != bool(self.drone_gitea_client_secret):
+            raise _KeyProblemError("droneGiteaClientId", self.drone_gitea_client_id,
+                                   "both the OAuth2 client id and (as a secret) droneGiteaClientSecret of a Gitea OAuth2 "
+                                   "application, or neither (README: CI)")
+        if self.ci == "drone" and not self.drone_gitea_client_id and not self.sso_organization:
             raise _KeyProblemError("droneGiteaClientId", self.drone_gitea_client_id,
                                    "the OAuth2 client id and (as a secret) droneGiteaClientSecret of a Gitea OAuth2 application "
-                                   "when ci is drone (README: CI)")
+                                   "when ci is drone, or ssoOrganization set so that the deploy registers one (README: CI)")
         if self.alert_smtp_smarthost and not self.alert_smtp_from:
             raise _KeyProblemError("alertSmtpFrom", self.alert_smtp_from,
                                    "the sender address for alertSmtpSmarthost (a relay of your own needs its own sender)")

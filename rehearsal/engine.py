@@ -31,6 +31,15 @@ REVIEW_STACK_PREFIX = "review-"  # ephemeral stacks of pull requests (scripts/re
 STACKS = tuple(sorted(name for name in (path.name.split(".")[1] for path in REPO.glob("Pulumi.*.yaml"))
                       if not name.startswith(REVIEW_STACK_PREFIX)))
 AWS_STACKS = tuple(stack for stack in STACKS if stack != "local")
+# A stack file turned into topology ha: ha also turns off what it does not build (single sign-on, settings refuse it).
+HA_OVERRIDES: dict[str, str] = {"forgestack:topology": "ha", "forgestack:ssoOrganization": ""}
+
+
+def topology_overrides(topology: str) -> dict[str, str]:
+    """Config overrides that run a stack file with the given topology."""
+    return dict(HA_OVERRIDES) if topology == "ha" else {"forgestack:topology": topology}
+
+
 ACCOUNT_ID = "123456789012"  # moto's default account; the mocks use it too
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 # Elastic Load Balancing's log-delivery account per region, as the provider's aws.elb.getServiceAccount answers it.

@@ -32,7 +32,7 @@ from components import budget
 from components.alarms import HEARTBEAT_NAMESPACE
 from components.backups import ARCHIVE_STORAGE_CLASS
 from components.settings import ConfigError, Settings, parse
-from rehearsal.engine import REPO, ProgramRun, Registered, run_program, stack_config
+from rehearsal.engine import HA_OVERRIDES, REPO, ProgramRun, Registered, run_program, stack_config, topology_overrides
 from scripts.rehearse import add_set_option, set_overrides
 
 PRICES_FILE: Final = Path(__file__).resolve().parent / "cost_prices.json"
@@ -487,7 +487,7 @@ def estimates_document(results: Sequence[Estimate], price: Prices) -> str:
 
 
 README_STACKS: Final[tuple[tuple[str, dict[str, str]], ...]] = (
-    ("dev", {}), ("staging", {}), ("prod", {}), ("prod", {"forgestack:topology": "ha"}))
+    ("dev", {}), ("staging", {}), ("prod", {}), ("prod", HA_OVERRIDES))
 
 
 def readme_table(results: Sequence[Estimate]) -> str:
@@ -597,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = []
         for stack, topology in ESTIMATE_STACKS:
             print(f"cost: running __main__.py for stack {stack} (topology {topology}) under mocks", file=sys.stderr)
-            result, _, price = compute(stack, {"forgestack:topology": topology}, flags)
+            result, _, price = compute(stack, topology_overrides(topology), flags)
             written.append(result)
         ESTIMATES_PATH.write_text(estimates_document(written, price))
         print(f"cost: wrote {ESTIMATES_PATH.relative_to(REPO)}", file=sys.stderr)

@@ -34,7 +34,7 @@ from components.constants import DATA_MOUNT
 from components.settings import ConfigError
 from policy.forgestack_rules import PINNED_IMAGE, Report, evaluate
 from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse, stack_region
-from rehearsal.engine import STACKS, ProgramRun, Registered, policy_view, run_program, stack_config
+from rehearsal.engine import HA_OVERRIDES, STACKS, ProgramRun, Registered, policy_view, run_program, stack_config
 from rehearsal.graph import mermaid
 
 KEY_PROPERTIES = {
@@ -133,7 +133,8 @@ def run_stack(stack: str, config: dict[str, str]) -> tuple[ProgramRun, list[str]
 
 def add_set_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value for this run, e.g. topology=ha (forgestack: is implied); repeatable")
+                        help="override one config value for this run, e.g. topology=ha (forgestack: is implied; topology=ha also "
+                             "clears ssoOrganization, which ha does not build); repeatable")
 
 
 def set_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
@@ -144,6 +145,8 @@ def set_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str
         if not separator or not key:
             parser.error(f"--set {item!r}: expected KEY=VALUE such as topology=ha")
         overrides[key if ":" in key else f"forgestack:{key}"] = value
+    if overrides.get("forgestack:topology") == "ha":  # the ha variant of a stack file, unless a key says otherwise
+        overrides = {**HA_OVERRIDES, **overrides}
     return overrides
 
 

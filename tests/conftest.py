@@ -12,7 +12,7 @@ import pytest
 from moto import mock_aws
 
 from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse
-from rehearsal.engine import ProgramRun, run_program, stack_config
+from rehearsal.engine import HA_OVERRIDES, ProgramRun, run_program, stack_config
 from tests.backup_support import REGION, SCHEMA, s3_of
 from tests.servers import PostgresServer, moto_s3_server, postgres_server
 
@@ -33,7 +33,7 @@ def moto_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def ha_rehearsal() -> Iterator[tuple[ProgramRun, EmulatedAccount]]:
     """prod with topology ha rehearsed against a fresh emulated account, once per test module that asks."""
     with emulated_account(MOTO_REGION, "forge.example.com") as account:
-        yield rehearse("prod", stack_config("prod", {"forgestack:topology": "ha"}), account), account
+        yield rehearse("prod", stack_config("prod", HA_OVERRIDES), account), account
 
 
 @functools.cache

@@ -13,7 +13,7 @@ import pytest
 from components import budget
 from components.settings import ConfigError, parse
 from rehearsal.emulated import EmulatedAccount
-from rehearsal.engine import ACCOUNT_ID, REPO, ForgeMocks, ProgramRun, run_program, stack_config
+from rehearsal.engine import ACCOUNT_ID, REPO, ForgeMocks, ProgramRun, run_program, stack_config, topology_overrides
 from scripts import cost
 
 
@@ -69,7 +69,7 @@ def test_a_stack_without_an_estimate_must_name_its_amount_before_anything_is_cre
 def test_the_estimates_file_is_the_scripts_current_output() -> None:
     results, price = [], None
     for stack, topology in cost.ESTIMATE_STACKS:
-        result, _, price = cost.compute(stack, {"forgestack:topology": topology}, {})
+        result, _, price = cost.compute(stack, topology_overrides(topology), {})
         results.append(result)
     assert price is not None
     assert (REPO / "components" / "files" / budget.ESTIMATES_FILE).read_text() == cost.estimates_document(results, price), (

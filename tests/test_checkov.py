@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from policy.forgestack_rules import CHECKOV_ACCEPTED
-from rehearsal.engine import ProgramRun, run_program, stack_config
+from rehearsal.engine import HA_OVERRIDES, ProgramRun, run_program, stack_config
 from rehearsal.terraform_plan import UnmappedTypeError, plan_document, snake_case, terraform_values
 from scripts.checkov_scan import CHECKOV, ScanResult, scan
 from tests.readme_support import accepted_table
@@ -33,7 +33,7 @@ def _scan(run: ProgramRun, tmp_path: Path) -> ScanResult:
 def test_each_aws_stack_fails_only_the_accepted_checks_and_every_acceptance_is_still_needed(
         dev_run: ProgramRun, staging_run: ProgramRun, prod_run: ProgramRun, tmp_path: Path) -> None:
     reported: set[tuple[str, str]] = set()
-    ha_run = run_program("prod", stack_config("prod", {"forgestack:topology": "ha"}))
+    ha_run = run_program("prod", stack_config("prod", HA_OVERRIDES))
     for label, run in (("dev", dev_run), ("staging", staging_run), ("prod", prod_run), ("prod-ha", ha_run)):
         result = _scan(run, tmp_path / label)
         assert result.passed > 150  # the scan saw the stack, not an empty document

@@ -129,11 +129,27 @@ def test_drone_is_wired_to_gitea_and_served_through_the_proxy(runs: dict[str, Pr
     assert "server_name ci.dev.forge.example.com;" in nginx and "drone:80" in nginx
 
 
-def test_drone_without_oauth_credentials_is_a_config_error() -> None:
+def test_drone_without_oauth_credentials_or_single_sign_on_is_a_config_error() -> None:
     from components.settings import ConfigError
 
-    with pytest.raises(ConfigError, match="forgestack:droneGiteaClientId"):
-        run_program("dev", stack_config("dev", {"forgestack:ci": "drone"}))
+    with pytest.raises(ConfigError, match=r"forgestack:droneGiteaClientId.*or ssoOrganization set"):
+        run_program("dev", stack_config("dev", {"forgestack:ci": "drone", "forgestack:ssoOrganization": ""}))
+    with pytest.raises(ConfigError, match=r"forgestack:droneGiteaClientId.*or neither"):
+        run_program("dev", stack_config("dev", {"forgestack:ci": "drone", "forgestack:droneGiteaClientId": "0b5c6f1e"}))
+
+
+def test_with_single_sign_on_the_deploy_registers_drone_in_gitea() -> None:
+    run = run_program("dev", stack_config("dev", {"forgestack:ci": "drone"}))
+    client = run.one("command:local:Command", name="services-droneGiteaClientId")
+    assert "forgestack-sso-client forgeadmin forgestack drone https://ci.dev.forge.example.com/login" in client.inputs["create"]
+    client_id, client_secret = client.outputs["stdout"].split()
+    server = containers(run)["drone"]
+    server_env = env(server)
+    assert server_env["DRONE_GITEA_CLIENT_ID_FILE"] == ci.DRONE_CLIENT_ID_FILE  # env-from-files exports it for Drone
+    assert "DRONE_GITEA_CLIENT_ID" not in server_env
+    files = uploads(server)
+    assert (files[ci.DRONE_CLIENT_ID_FILE], files[ci.DRONE_CLIENT_SECRET_FILE]) == (client_id, client_secret)
+    assert server.raw_inputs is not None and has_secret(server.raw_inputs["uploads"])
 
 
 def test_gitea_uses_valkey_with_the_password_only_in_files(runs: dict[str, ProgramRun]) -> None:

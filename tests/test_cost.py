@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from rehearsal.engine import REPO
+from rehearsal.engine import HA_OVERRIDES, REPO
 from scripts import cost
 
-HA = {"forgestack:topology": "ha"}
+HA = HA_OVERRIDES
 NO_FLAGS: dict[str, float | None] = {}
 
 

@@ -23,10 +23,10 @@ from components.ops_monitoring import OpsMonitoring, monitoring_files
 from components.services import images
 from components.settings import parse
 from rehearsal.emulated import EmulatedAccount
-from rehearsal.engine import REPO, DuplicateResourceError, ProgramRun, run_program, stack_config
+from rehearsal.engine import HA_OVERRIDES, REPO, DuplicateResourceError, ProgramRun, run_program, stack_config
 from tests.shims import install_shim
 
-HA = {"forgestack:topology": "ha"}
+HA = HA_OVERRIDES
 SSM_COMMAND_DOCUMENT_LIMIT = 64 * 1024  # bytes of content AWS accepts for a Command document
 
 

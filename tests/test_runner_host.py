@@ -17,10 +17,10 @@ from components import cluster, runner_host
 from components.host import decode_user_data
 from components.services import ci
 from rehearsal.emulated import EmulatedAccount
-from rehearsal.engine import ProgramRun, run_program, stack_config
+from rehearsal.engine import HA_OVERRIDES, ProgramRun, run_program, stack_config
 from tests.shims import install_shim
 
-HA = {"forgestack:topology": "ha"}
+HA = HA_OVERRIDES
 SERVICE = runner_host.RunnerService(
     stack="prod", region="eu-west-1", token_secret_arn="arn:aws:secretsmanager:eu-west-1:123456789012:secret:runner-token-AbCdEf",
     instance_url="https://git.forge.example.com/",

@@ -130,6 +130,8 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
     "logging": NOT_BOOLEAN,
     "giteaAdminUser": st.one_of(st.sampled_from(["admin", "a", "Forge", "-forge", "forge admin", "x" * 40, "api", "user"]),
                                 not_matching(r"[a-z0-9][a-z0-9._-]{1,38}")),
+    "ssoOrganization": st.one_of(st.sampled_from(["Forge", "-forge", "forge stack", "x" * 40, "forge/stack"]),
+                                 not_matching(r"[a-z0-9][a-z0-9._-]{0,38}").filter(bool)),
     "giteaRegistration": st.text(max_size=10).filter(lambda s: s not in ("closed", "approval", "open")),
     "sshPublicKey": st.one_of(not_matching(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?").filter(bool),
                               st.binary(max_size=40).filter(lambda b: len(b) != 32).map(ed25519_public_key)),

@@ -16,11 +16,11 @@ from components.services import gitea, images, postgres
 from components.settings import parse
 from policy.forgestack_rules import evaluate
 from rehearsal.emulated import EmulatedAccount
-from rehearsal.engine import ProgramRun, policy_view, run_program, stack_config
+from rehearsal.engine import HA_OVERRIDES, ProgramRun, policy_view, run_program, stack_config
 from tests.backup_support import make_rds_like, run_database_role_script
 from tests.servers import postgres_server
 
-HA = {"forgestack:topology": "ha"}
+HA = HA_OVERRIDES
 
 
 def test_the_network_spans_two_zones_with_private_subnets_nat_and_endpoints(ha_rehearsal: tuple[ProgramRun, EmulatedAccount]) -> None:

@@ -144,7 +144,12 @@ def sso_clients(settings: Settings) -> tuple[sso.OAuthClient, ...]:
     """The web UIs that sign in through Gitea (README, Single sign-on)."""
     if not sso.enabled(settings):
         return ()
-    return (monitoring.grafana_oauth_client(settings),) if enabled(settings, monitoring.GRAFANA) else ()
+    clients = []
+    if enabled(settings, monitoring.GRAFANA):
+        clients.append(monitoring.grafana_oauth_client(settings))
+    if enabled(settings, ci.DRONE) and ci.drone_client_registered_by_deploy(settings):
+        clients.append(ci.drone_oauth_client(settings))
+    return tuple(clients)
 
 
 def probe_urls(settings: Settings, specs: Sequence[ServiceSpec]) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import yaml
 
 from components.constants import CI_NETWORK, CONTAINER_PREFIX, SECRETS_DIR
-from components.services import gitea, images
+from components.services import gitea, images, sso
 from components.services.spec import ConfigFile, HostMount, Route, SecretFile, ServiceSpec, Volume
 from components.settings import Settings
 from components.templates import read
@@ -29,6 +29,10 @@ DRONE_RUNNER = "drone-runner"
 DRONE_PORT = 80
 DRONE_SUBDOMAIN = "ci"
 DRONE_CLIENT_SECRET_FILE = f"{SECRETS_DIR}/drone_gitea_client_secret"
+DRONE_CLIENT_ID_FILE = f"{SECRETS_DIR}/drone_gitea_client_id"
+# Credentials keys: the operator's settings (droneGiteaClientSecret) or, registered by the deploy, its command's output.
+DRONE_CLIENT_ID_CREDENTIAL = "droneGiteaClientId"
+DRONE_CLIENT_SECRET_CREDENTIAL = "droneGiteaClientSecret"  # noqa: S105 (a credentials key)
 DRONE_RPC_SECRET_FILE = f"{SECRETS_DIR}/drone_rpc_secret"
 ENV_FROM_FILES = "/usr/local/bin/env-from-files"
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -84,20 +88,37 @@ def runner_token_command(gitea_container: str) -> list[str]:
     return ["docker", "exec", "--user", "git", gitea_container, "gitea", "actions", "generate-runner-token"]
 
 
+def drone_oauth_client(settings: Settings) -> sso.OAuthClient:
+    """Drone's OAuth2 application in Gitea (Drone signs everyone in through it; its callback is /login)."""
+    return sso.OAuthClient(application=DRONE, redirect_uri=f"https://{settings.hostname(DRONE_SUBDOMAIN)}/login",
+                           client_id_credential=DRONE_CLIENT_ID_CREDENTIAL,
+                           client_secret_credential=DRONE_CLIENT_SECRET_CREDENTIAL)
+
+
+def drone_client_registered_by_deploy(settings: Settings) -> bool:
+    """No client id in the settings: with single sign-on on, the deploy registers Drone's application in Gitea."""
+    return sso.enabled(settings) and not settings.drone_gitea_client_id
+
+
 def drone_server_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
     hostname = settings.hostname(DRONE_SUBDOMAIN)
+    client_id: dict[str, str] = {"DRONE_GITEA_CLIENT_ID": settings.drone_gitea_client_id}
+    client_files: tuple[SecretFile, ...] = ()
+    if drone_client_registered_by_deploy(settings):
+        client_id = {"DRONE_GITEA_CLIENT_ID_FILE": DRONE_CLIENT_ID_FILE}
+        client_files = (SecretFile(DRONE_CLIENT_ID_CREDENTIAL, DRONE_CLIENT_ID_FILE),)
     return ServiceSpec(
         name=DRONE, image=images.DRONE_SERVER, memory_mb=memory_mb,
         env={
             "DRONE_GITEA_SERVER": f"https://{settings.hostname(gitea.SUBDOMAIN)}",
-            "DRONE_GITEA_CLIENT_ID": settings.drone_gitea_client_id,
+            **client_id,
             "DRONE_GITEA_CLIENT_SECRET_FILE": DRONE_CLIENT_SECRET_FILE,
             "DRONE_RPC_SECRET_FILE": DRONE_RPC_SECRET_FILE,
             "DRONE_SERVER_HOST": hostname, "DRONE_SERVER_PROTO": "https",
             "DRONE_USER_CREATE": f"username:{settings.gitea_admin_user},admin:true",
             "DRONE_REGISTRATION_CLOSED": "true",
         },
-        secret_files=(SecretFile("droneGiteaClientSecret", DRONE_CLIENT_SECRET_FILE),
+        secret_files=(*client_files, SecretFile(DRONE_CLIENT_SECRET_CREDENTIAL, DRONE_CLIENT_SECRET_FILE),
                       SecretFile("droneRpcSecret", DRONE_RPC_SECRET_FILE)),
         config_files=(ConfigFile(ENV_FROM_FILES, read("env-from-files.sh"), executable=True),),
         volumes=(Volume(DRONE, "/data"),),
