@@ -17,6 +17,9 @@ Checks, in order (a check whose prerequisite failed is reported as blocked):
   git-ssh      a clone over SSH with a throwaway key registered for the run, which sees the commit pushed over HTTPS
   runner       ci actions: a Gitea runner is online (ci drone or none: skipped)
   grafana      Grafana's /api/health reports its database ok (a private Grafana is skipped: reach it by port forward)
+  sso          single sign-on: every client in ssoClients is an OAuth2 application of the admin in Gitea with exactly its
+               redirect URI, and a public Grafana sends the browser to Gitea's authorize URL with that client's id
+               (skipped when the stack has no ssoClients)
   backup       the last backup in the backup bucket finished within backupIntervalHours plus an hour (the local stack
                has no backup timer: skipped)
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import json
 import os
 import shutil
@@ -91,6 +95,7 @@ class Target:
     tls_publicly_trusted: bool
     ci: str  # actions, drone or none
     grafana_url: str | None
+    sso_clients: dict[str, str]  # OAuth2 application name in Gitea -> its redirect URI
     backup_bucket: str | None
     backup_interval_hours: int | None
     credentials_secret_arn: str | None
@@ -120,6 +125,7 @@ def target_from_outputs(outputs: Mapping[str, Any]) -> Target:
         tls_publicly_trusted=bool(outputs.get("tlsPubliclyTrusted", True)),
         ci=str(outputs.get("ci", "actions")),
         grafana_url=str(outputs["grafanaUrl"]) if outputs.get("grafanaUrl") else None,
+        sso_clients={str(name): str(uri) for name, uri in (outputs.get("ssoClients") or {}).items()},
         backup_bucket=str(outputs["backupBucketName"]) if outputs.get("backupBucketName") else None,
         backup_interval_hours=int(interval) if interval is not None else None,
         credentials_secret_arn=str(outputs["credentialsSecretArn"]) if outputs.get("credentialsSecretArn") else None,
@@ -247,6 +253,23 @@ class Api:
             return status, json.loads(raw)
         except json.JSONDecodeError:
             return status, raw.decode(errors="replace")
+
+
+def redirect_location(url: str, context: ssl.SSLContext) -> str:
+    """Where a GET of url redirects (the redirect is not followed): a 302/303 and its Location, else a CheckError."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPSConnection(parts.hostname or "", parts.port or 443, timeout=HTTP_TIMEOUT_SECONDS, context=context)
+    try:
+        connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        response = connection.getresponse()
+        location = response.getheader("Location") or ""
+    except OSError as error:
+        raise CheckError(f"GET {parts.path}: {error}") from error
+    finally:
+        connection.close()
+    if response.status not in (302, 303, 307) or not location:
+        raise CheckError(f"GET {parts.path} answered HTTP {response.status}, expected a redirect to Gitea")
+    return urllib.parse.urljoin(url, location)
 
 
 # ---------------------------------------------------------------- checks
@@ -411,6 +434,38 @@ class Run:
         version = body.get("version", "?") if isinstance(body, dict) else "?"
         return f"Grafana {version}: database ok"
 
+    # --- sso
+    def check_sso(self) -> str | None:
+        clients = self.target.sso_clients
+        if not clients:
+            return None
+        registered: dict[str, dict[str, Any]] = {}
+        for page in range(1, 21):  # Gitea lists at most 50 a page
+            _, listing = self._api().call("GET", f"api/v1/user/applications/oauth2?page={page}&limit=50")
+            if not isinstance(listing, list) or not listing:
+                break
+            registered.update({str(app.get("name")): app for app in listing if isinstance(app, dict)})
+        for name, redirect_uri in sorted(clients.items()):
+            app = registered.get(name)
+            if app is None:
+                raise CheckError(f"no OAuth2 application {name!r} of {self.target.admin_user} in Gitea (was the deploy's client "
+                                 "command replaced or the application deleted?)")
+            if app.get("redirect_uris") != [redirect_uri]:
+                raise CheckError(f"OAuth2 application {name!r} redirects to {app.get('redirect_uris')}, expected [{redirect_uri!r}]")
+        detail = f"{len(clients)} client(s) registered in Gitea: {', '.join(sorted(clients))}"
+        grafana = self.target.grafana_url
+        if "grafana" in clients and grafana and grafana != PRIVATE_GRAFANA_URL:
+            location = redirect_location(grafana.rstrip("/") + "/login/generic_oauth", self._context_for(grafana))
+            sent = urllib.parse.urlsplit(location)
+            query = urllib.parse.parse_qs(sent.query)
+            authorize = self.target.gitea_url + "login/oauth/authorize"
+            if f"{sent.scheme}://{sent.netloc}{sent.path}" != authorize:
+                raise CheckError(f"Grafana sends the browser to {sent.scheme}://{sent.netloc}{sent.path}, expected {authorize}")
+            if query.get("client_id") != [registered["grafana"].get("client_id")] or query.get("redirect_uri") != [clients["grafana"]]:
+                raise CheckError("Grafana's sign-in names another client id or redirect URI than Gitea's application 'grafana'")
+            detail += "; Grafana sends the browser to Gitea with that client"
+        return detail
+
     # --- backup
     def check_backup(self) -> str | None:
         if self.target.backup_bucket is None:
@@ -506,17 +561,19 @@ CHECKS: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     ("git-ssh", "check_git_ssh", ("git-https",)),
     ("runner", "check_runner", ("api-token",)),
     ("grafana", "check_grafana", ("tls",)),
+    ("sso", "check_sso", ("api-token",)),
     ("backup", "check_backup", ()),
 )
 
 SKIP_REASONS: Final = {
     "runner": "ci is not actions: no Gitea runner to check",
     "grafana": "no public Grafana (monitoring off, or private: reach it with the port forward the README describes)",
+    "sso": "no single sign-on clients (ssoOrganization empty)",
     "backup": "no backup bucket (the local stack has no backup timer)",
 }
 
 
-SKIPPABLE: Final = ("git-ssh", "runner", "grafana", "backup")  # no other check needs these
+SKIPPABLE: Final = ("git-ssh", "runner", "grafana", "sso", "backup")  # no other check needs these
 
 
 def run_checks(run: Run, skip: tuple[str, ...] = ()) -> list[Result]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
@@ -75,6 +76,9 @@ class ForgeState:
     health: str = "pass"
     runners: list[dict[str, Any]] = field(default_factory=lambda: [{"id": 1, "name": "forge-runner", "status": "online"}])
     grafana_database: str = "ok"
+    # Single sign-on: the admin's OAuth2 applications (Gitea's list shape) and the client id Grafana sends.
+    oauth_apps: list[dict[str, Any]] = field(default_factory=list)
+    grafana_client_id: str = ""
     tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"sha1", "scopes"}
     keys: dict[int, str] = field(default_factory=dict)
     next_key: int = 1
@@ -160,6 +164,20 @@ class FakeGitea(BaseHTTPRequestHandler):
                 self._json(200, {"runners": self.state.runners, "total_count": len(self.state.runners)})
         elif path == "/grafana/api/health":
             self._json(200, {"database": self.state.grafana_database, "version": "12.3.1"})
+        elif path == "/api/v1/user/applications/oauth2":
+            if self._scoped("read:user"):
+                query = parse_qs(urlsplit(self.path).query)
+                page, limit = int(query.get("page", ["1"])[0]), int(query.get("limit", ["30"])[0])
+                self._json(200, self.state.oauth_apps[(page - 1) * limit : page * limit])
+        elif path == "/grafana/login/generic_oauth":
+            # Grafana's generic OAuth: the browser goes to the configured authorize URL with its client id.
+            host = self.headers.get("Host", "localhost")
+            location = urlencode({"client_id": self.state.grafana_client_id, "redirect_uri": f"https://{host}/grafana/login/generic_oauth",
+                               "response_type": "code", "scope": "openid profile email groups", "state": "x"})
+            self.send_response(302)
+            self.send_header("Location", f"https://{host}/login/oauth/authorize?{location}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         else:
             self._json(404, {"message": "not found"})
 
@@ -256,6 +274,19 @@ class Forge:
     pki: Pki
     ssh_user: str
 
+    @property
+    def grafana_redirect_uri(self) -> str:
+        return f"https://localhost:{self.https_port}/grafana/login/generic_oauth"
+
+    def register_grafana(self) -> None:
+        """Grafana's application as the deploy's client command leaves it, and Grafana configured with its id."""
+        self.state.grafana_client_id = "5f0c6a4e-0000-4000-8000-00000000aaaa"
+        self.state.oauth_apps = [
+            {"id": 1, "name": "drone", "redirect_uris": ["https://ci.example.com/login"], "client_id": "other", "client_secret": ""},
+            {"id": 2, "name": "grafana", "redirect_uris": [self.grafana_redirect_uri], "client_id": self.state.grafana_client_id,
+             "client_secret": "", "confidential_client": True},
+        ]
+
     def outputs(self, **changes: Any) -> dict[str, Any]:
         outputs: dict[str, Any] = {
             "giteaUrl": f"https://localhost:{self.https_port}/",
@@ -264,6 +295,7 @@ class Forge:
             "tlsPubliclyTrusted": True,
             "ci": "actions",
             "grafanaUrl": f"https://localhost:{self.https_port}/grafana/",
+            "ssoClients": {"grafana": self.grafana_redirect_uri},
         }
         outputs.update(changes)
         return {key: value for key, value in outputs.items() if value is not None}

@@ -36,6 +36,7 @@ def healthy(forge: Forge) -> None:
     forge.state.health = "pass"
     forge.state.runners = [{"id": 1, "name": "forge-runner", "status": "online"}]
     forge.state.grafana_database = "ok"
+    forge.register_grafana()
 
 
 def put_pointer(env: dict[str, str], bucket: str, finished: datetime) -> None:
@@ -82,7 +83,9 @@ def test_a_healthy_forge_passes_every_check_and_keeps_no_token_or_key(forge: For
 
     assert first.returncode == 0, first.stderr
     passed = lines(first, "PASS")
-    assert list(passed) == ["tls", "healthz", "api-token", "canary-repo", "git-https", "git-ssh", "runner", "grafana", "backup"]
+    assert list(passed) == ["tls", "healthz", "api-token", "canary-repo", "git-https", "git-ssh", "runner", "grafana", "sso",
+                            "backup"]
+    assert passed["sso"] == "1 client(s) registered in Gitea: grafana; Grafana sends the browser to Gitea with that client"
     assert "chains to the CA in ca.pem" in passed["tls"]
     assert passed["canary-repo"] == f"{ADMIN}/{CANARY_REPO} created (private)"
     assert "the commit pushed over HTTPS" in passed["git-ssh"]
@@ -166,6 +169,28 @@ def test_a_skipped_check_is_reported_and_does_not_fail_the_run(forge: Forge, tmp
     assert refused.returncode == 2 and "invalid choice: 'tls'" in refused.stderr
 
 
+def test_single_sign_on_is_checked_in_gitea_and_at_grafanas_sign_in(forge: Forge, tmp_path: Path) -> None:
+    private = smoke(tmp_path, None, forge.outputs(grafanaUrl=PRIVATE_GRAFANA_URL), ca=forge.pki.ca)
+    assert lines(private, "PASS")["sso"] == "1 client(s) registered in Gitea: grafana"  # no redirect to follow by port forward
+
+    forge.state.grafana_client_id = "a-client-gitea-does-not-know"
+    stale = smoke(tmp_path, None, forge.outputs(), ca=forge.pki.ca)
+    assert stale.returncode == 1
+    assert lines(stale, "FAIL") == {"sso": "Grafana's sign-in names another client id or redirect URI than Gitea's application 'grafana'"}
+
+    forge.register_grafana()
+    forge.state.oauth_apps[1]["redirect_uris"] = ["https://old.example.com/login/generic_oauth"]
+    moved = smoke(tmp_path, None, forge.outputs(), ca=forge.pki.ca)
+    assert lines(moved, "FAIL")["sso"].startswith("OAuth2 application 'grafana' redirects to ['https://old.example.com/")
+
+    forge.state.oauth_apps = []
+    missing = smoke(tmp_path, None, forge.outputs(), ca=forge.pki.ca)
+    assert lines(missing, "FAIL")["sso"].startswith("no OAuth2 application 'grafana' of forgeadmin in Gitea")
+
+    off = smoke(tmp_path, None, forge.outputs(ssoClients=None), ca=forge.pki.ca)
+    assert off.returncode == 0 and lines(off, "SKIP")["sso"] == "no single sign-on clients (ssoOrganization empty)"
+
+
 def test_a_grafana_without_its_database_fails(forge: Forge, tmp_path: Path) -> None:
     forge.state.grafana_database = "failing"
     run = smoke(tmp_path, None, forge.outputs(), ca=forge.pki.ca)
@@ -178,7 +203,7 @@ def test_a_wrong_password_fails_the_token_and_blocks_what_needs_it(forge: Forge,
     assert run.returncode == 1
     assert lines(run, "FAIL")["api-token"] == "POST /api/v1/users/forgeadmin/tokens answered HTTP 401, expected 201"
     assert lines(run, "BLOCKED") == {"canary-repo": "needs api-token", "git-https": "needs canary-repo",
-                                     "git-ssh": "needs git-https", "runner": "needs api-token"}
+                                     "git-ssh": "needs git-https", "runner": "needs api-token", "sso": "needs api-token"}
     assert "not the password" not in run.stderr and "Traceback" not in run.stderr
 
 
@@ -201,7 +226,8 @@ def test_a_certificate_about_to_expire_or_for_another_name_fails(tmp_path: Path,
         run = smoke(tmp_path, None, forge.outputs(), ca=pki.ca)
     assert run.returncode == 1
     assert problem in lines(run, "FAIL")["tls"]
-    assert set(lines(run, "BLOCKED")) == {"healthz", "api-token", "canary-repo", "git-https", "git-ssh", "runner", "grafana"}
+    assert set(lines(run, "BLOCKED")) == {"healthz", "api-token", "canary-repo", "git-https", "git-ssh", "runner", "grafana",
+                                          "sso"}
 
 
 def test_a_certificate_from_an_unknown_ca_fails_where_a_public_one_is_expected(forge: Forge, tmp_path: Path) -> None:
@@ -214,11 +240,12 @@ def test_a_certificate_from_an_unknown_ca_fails_where_a_public_one_is_expected(f
 def test_a_stack_without_a_public_ca_pins_what_it_is_shown_and_still_works_end_to_end(tmp_path: Path, self_signed: bool) -> None:
     pki = make_pki(tmp_path / "pki", self_signed=self_signed)
     with fake_forge(tmp_path / "forge", pki) as forge:
+        forge.register_grafana()
         run = smoke(tmp_path, None, forge.outputs(tlsPubliclyTrusted=False))
     assert run.returncode == 0, run.stderr
     passed = lines(run, "PASS")
     assert "pinned, chain not checked" in passed["tls"]
-    assert {"git-https", "git-ssh", "grafana"} <= set(passed)
+    assert {"git-https", "git-ssh", "grafana", "sso"} <= set(passed)
 
 
 def test_a_pinned_certificate_about_to_expire_still_fails(tmp_path: Path) -> None:

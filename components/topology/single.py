@@ -148,6 +148,8 @@ def compose(settings: Settings) -> None:
     export_forge(settings, list(hostnames))
     if settings.monitoring:
         pulumi.export("grafanaUrl", monitoring.grafana_url(settings))
+    # The smoke test checks each client's application in Gitea (scripts/smoke.py, sso).
+    pulumi.export("ssoClients", {client.application: client.redirect_uri for client in sso_clients(settings)})
 
 
 def deploy_time_commands(settings: Settings) -> tuple[DeployTimeCommand, ...]:
