@@ -84,6 +84,19 @@ def ami_name_pattern(architecture: Literal["x86_64", "arm64"]) -> str:
     return f"ubuntu/images/hvm-ssd-gp3/ubuntu-{UBUNTU_RELEASE}-24.04-{deb_architecture}-server-*"
 
 
+def ubuntu_ami(architecture: Literal["x86_64", "arm64"], parent: pulumi.Resource) -> pulumi.Output[aws.ec2.GetAmiResult]:
+    """The newest Ubuntu 24.04 image of Canonical's for the architecture."""
+    return aws.ec2.get_ami_output(
+        most_recent=True, owners=[CANONICAL_OWNER_ID],
+        filters=[
+            aws.ec2.GetAmiFilterArgs(name="name", values=[ami_name_pattern(architecture)]),
+            aws.ec2.GetAmiFilterArgs(name="architecture", values=[architecture]),
+            aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"]),
+        ],
+        opts=pulumi.InvokeOutputOptions(parent=parent),
+    )
+
+
 def render_user_data(data_volume_id: str, architecture: Literal["x86_64", "arm64"], ssh_public_key: str = "") -> str:
     """cloud-init user data: Docker Engine and the data volume mounted at DATA_MOUNT; nothing else, and no secret.
     cloud-init applies it once, at the instance's first boot: what may change later ships with
@@ -184,15 +197,7 @@ class Host(pulumi.ComponentResource):
         super().__init__("forgestack:aws:Host", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        ami = aws.ec2.get_ami_output(
-            most_recent=True, owners=[CANONICAL_OWNER_ID],
-            filters=[
-                aws.ec2.GetAmiFilterArgs(name="name", values=[ami_name_pattern(args.architecture)]),
-                aws.ec2.GetAmiFilterArgs(name="architecture", values=[args.architecture]),
-                aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"]),
-            ],
-            opts=pulumi.InvokeOutputOptions(parent=self),
-        )
+        ami = ubuntu_ami(args.architecture, self)
 
         self.role = aws.iam.Role(
             f"{name}-role", assume_role_policy=service_assume_role_policy("ec2.amazonaws.com"), opts=child

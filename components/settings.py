@@ -108,6 +108,12 @@ _MEMORY_PER_VCPU_GIB = {"c": 2, "m": 4, "r": 8, "x": 16, "z": 8}
 MIN_MEMORY_GIB = 2
 MIN_RUNNER_MEMORY_GIB = 4  # the runner and two jobs of about 1.5 GiB each
 MIN_OPS_MEMORY_GIB = 2  # the ops host: Docker, the PostgreSQL tools' container, a restore's tar and zstd
+# Kasm Workspaces' single server: its own services (API, manager, agent, proxy, PostgreSQL, Redis) and each concurrent
+# session at Kasm's default workspace memory (Kasm's system requirements and workspace defaults).
+KASM_SERVICES_MIB = 4096
+KASM_SESSION_MIB = 2768
+_KASM_RELEASE = re.compile(r"\d+\.\d+\.\d+(\.[0-9a-f]{6})?")  # as in kasm_release_<release>.tar.gz: 1.18.0.09f70a
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 # topology ha: two tasks at least, so one task (or its zone) can be lost while the other serves.
 MIN_HA_TASKS = 2
@@ -491,7 +497,70 @@ class Settings(BaseModel):
              "its unpacked copy.", "an integer from 30 to 16384 (GiB)", 30),
     ]
 
+    workspaces: Annotated[
+        bool, _key("workspaces", "Kasm Workspaces on a host of its own, at workspaces.<domain> through the forge's proxy "
+                   "(topology single on AWS; README, Workspaces).", "true or false", False)
+    ]
+    workspaces_instance_type: Annotated[
+        str,
+        _key("workspacesInstanceType", "workspaces: EC2 instance type of the workspaces host (Ubuntu 24.04).",
+             f"an EC2 instance type such as t3.xlarge or m7i.xlarge with {KASM_SERVICES_MIB} MiB for Kasm plus "
+             f"{KASM_SESSION_MIB} MiB per session", "t3.xlarge"),
+    ]
+    workspaces_sessions: Annotated[
+        int, _key("workspacesSessions", "workspaces: concurrent sessions the host is sized for (memory check and swap).",
+                  "an integer from 1 to 50", 2),
+    ]
+    workspaces_volume_gb: Annotated[
+        int, _key("workspacesVolumeGb", "workspaces: the workspaces host's encrypted volume in GiB (Kasm's images and "
+                  "database).", "an integer from 50 to 16384 (GiB)", 100),
+    ]
+    workspaces_release: Annotated[
+        str, _key("workspacesRelease", "workspaces: the Kasm Workspaces release installed, as in the name of its tarball "
+                  "kasm_release_<release>.tar.gz.", "a Kasm release such as 1.18.0.09f70a", "1.18.0.09f70a"),
+    ]
+    workspaces_release_sha256: Annotated[
+        str, _key("workspacesReleaseSha256", "workspaces: the SHA-256 of that release's tarball; the host refuses any "
+                  "other download (sha256sum kasm_release_<release>.tar.gz on a copy you trust).",
+                  "64 lowercase hexadecimal digits (required with workspaces)", ""),
+    ]
+
     # --- field checks (each raises ValueError; load() turns it into a ConfigError) ---
+
+    @field_validator("workspaces_instance_type")
+    @classmethod
+    def _check_workspaces_instance_type(cls, value: str) -> str:
+        if not _INSTANCE_TYPE.fullmatch(value):
+            raise ValueError("malformed instance type")
+        return value
+
+    @field_validator("workspaces_sessions")
+    @classmethod
+    def _check_workspaces_sessions(cls, value: int) -> int:
+        if not 1 <= value <= 50:
+            raise ValueError("out of range")
+        return value
+
+    @field_validator("workspaces_volume_gb")
+    @classmethod
+    def _check_workspaces_volume(cls, value: int) -> int:
+        if not 50 <= value <= 16384:
+            raise ValueError("out of range")
+        return value
+
+    @field_validator("workspaces_release")
+    @classmethod
+    def _check_workspaces_release(cls, value: str) -> str:
+        if not _KASM_RELEASE.fullmatch(value):
+            raise ValueError("not a Kasm release")
+        return value
+
+    @field_validator("workspaces_release_sha256")
+    @classmethod
+    def _check_workspaces_sha256(cls, value: str) -> str:
+        if value and not _SHA256.fullmatch(value):
+            raise ValueError("not a SHA-256 digest")
+        return value
 
     @field_validator("ha_task_size")
     @classmethod
@@ -805,7 +874,7 @@ class Settings(BaseModel):
             raise ValueError("not a CloudWatch retention period")
         return value
 
-    @field_validator("acme_staging", "protect", "monitoring", "logging", "portainer", mode="before")
+    @field_validator("acme_staging", "protect", "monitoring", "logging", "portainer", "workspaces", mode="before")
     @classmethod
     def _boolean(cls, value: Any) -> Any:
         # Only the two spellings Pulumi writes; "yes" or "1" are typos, not booleans.
@@ -922,6 +991,20 @@ class Settings(BaseModel):
                                    f"at most {MAX_ALLOWED_NETWORKS} networks (a security group holds 60 inbound rules)")
         if self.topology == "ha" and not self.is_aws:
             raise _KeyProblemError("topology", self.topology, "single on the local stack: ha runs on managed AWS services")
+        if self.workspaces and not (self.is_aws and self.topology == "single"):
+            raise _KeyProblemError("workspaces", self.workspaces,
+                                   "false here: the workspaces host is built for topology single on AWS (the local stack "
+                                   "cannot run Kasm's installer, which takes over a whole machine's Docker engine)")
+        if self.workspaces and not self.workspaces_release_sha256:
+            raise _KeyProblemError("workspacesReleaseSha256", self.workspaces_release_sha256,
+                                   f"the SHA-256 of kasm_release_{self.workspaces_release}.tar.gz with workspaces on: the "
+                                   "host installs nothing it cannot verify")
+        needed = KASM_SERVICES_MIB + self.workspaces_sessions * KASM_SESSION_MIB
+        if self.workspaces and instance_memory_gib(self.workspaces_instance_type) * 1024 < needed:
+            raise _KeyProblemError("workspacesInstanceType", self.workspaces_instance_type,
+                                   f"at least {needed} MiB of memory for {self.workspaces_sessions} session(s) "
+                                   f"({KASM_SERVICES_MIB} MiB for Kasm + {KASM_SESSION_MIB} MiB each), or fewer "
+                                   "workspacesSessions")
         if self.topology == "ha" and self.sso_organization:
             raise _KeyProblemError("ssoOrganization", self.sso_organization,
                                    "empty with topology ha: single sign-on is built for the single host and the local stack "

@@ -115,6 +115,9 @@ class Report:
 # (rule, resource name) -> why the risk is accepted
 ACCEPTED_RISKS: dict[tuple[str, str], str] = {
     ("ec2-no-public-ip", "host-eip"): "the host serves the forge itself; only 80, 443 and git SSH (22 or 2222) are open to the world",
+    ("ec2-no-public-ip", "workspaces-instance"): "only with workspaces: its way out (Kasm's release and images; the single "
+                                                 "topology's VPC has no NAT); its security group admits Kasm's port from "
+                                                 "the forge host alone",
     ("sg-no-admin-port-from-world", "network-git-ssh-in-0"): "git over SSH on 22 (gitSshPort) is Gitea's own sshd in its "
                                                              "container, keys only, git commands only; the host's sshd "
                                                              "listens on loopback only (SSM), and 22 is refused with adminCidrs",
@@ -422,6 +425,9 @@ def log_group_retention(r: Resource) -> list[str]:
 
 
 def eip_public(r: Resource) -> list[str]:
+    """An Elastic IP on an instance, or an instance launched with a public address of its own."""
+    if r.type == "aws:ec2/instance:Instance":
+        return ["the instance is launched with a public IP address"] if r.props.get("associatePublicIpAddress") else []
     return ["the instance gets a public IP address"] if r.props.get("instance") else []
 
 
@@ -643,8 +649,8 @@ RULES: tuple[Rule, ...] = (
     Rule("ec2-detailed-monitoring", "CKV_AWS_126: detailed monitoring enabled", "advisory", (INSTANCE,), detailed_monitoring),
     Rule("ec2-ebs-optimized", "CKV_AWS_135: EBS-optimized instance", "advisory", (INSTANCE,), ebs_optimized),
     Rule("ec2-no-secret-in-user-data", "CKV_AWS_46: no secrets in EC2 user data", "mandatory", (INSTANCE,), no_secret_in_user_data),
-    Rule("ec2-no-public-ip", "CKV_AWS_88, FSBP EC2.9: instances without a public IPv4 address", "advisory", ("aws:ec2/eip:Eip",),
-         eip_public),
+    Rule("ec2-no-public-ip", "CKV_AWS_88, FSBP EC2.9: instances without a public IPv4 address", "advisory",
+         ("aws:ec2/eip:Eip", "aws:ec2/instance:Instance"), eip_public),
     Rule("sg-no-admin-port-from-world", "CKV_AWS_24/25, FSBP EC2.13/EC2.14: no 0.0.0.0/0 to SSH or RDP", "mandatory", INGRESS,
          no_admin_port_from_world),
     Rule("sg-no-database-port", "FSBP EC2.19: no ingress to high-risk database ports", "mandatory", INGRESS, no_database_port),

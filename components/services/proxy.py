@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from components.constants import HTTP_PORT, HTTPS_PORT
-from components.services import images
+from components.services import images, workspaces
 from components.services.spec import (
     CHOWN_AND_SWITCH_USER,
     ConfigFile,
@@ -51,10 +51,17 @@ class ProxyRoute:
     allow: tuple[str, ...] = ()  # when set, only these client networks (admin UIs limited to adminCidrs)
     limits: tuple[RateLimit, ...] = ()
     health_path: str = "/"  # answers 2xx without a login: what the probes ask
+    # A service outside the Docker network that speaks only HTTPS (Kasm Workspaces on its host in the VPC): upstream is
+    # an address:port, reached over TLS, with long-lived streams (sessions are websockets for hours) and large headers.
+    remote_tls: bool = False
 
 
 def proxy_routes(settings: Settings, specs: Sequence[ServiceSpec]) -> list[ProxyRoute]:
     routes = []
+    if workspaces.enabled(settings):
+        routes.append(ProxyRoute(settings.hostname(workspaces.SUBDOMAIN), workspaces.upstream(settings),
+                                 max_body_size=settings.proxy_max_body_size, limits=(workspaces.LOGIN_LIMIT,),
+                                 health_path=workspaces.HEALTH_PATH, remote_tls=True))
     for spec in specs:
         if not spec.route:
             continue

@@ -11,7 +11,7 @@ from components.dns import Dns, DnsArgs
 from components.host import Host, HostArgs, ssm_session_command
 from components.host_files import Heartbeat, HostBundle, host_bundle
 from components.network import Network, NetworkArgs, allow_own_address
-from components.services import ci, gitea, monitoring, postgres, sso
+from components.services import ci, gitea, monitoring, postgres, sso, workspaces
 from components.services.catalog import routed_hostnames, service_specs, sso_clients
 from components.services.deploy import (
     DeployTimeCommand,
@@ -21,7 +21,7 @@ from components.services.deploy import (
     aws_connection,
     local_connection,
 )
-from components.settings import Settings
+from components.settings import Settings, instance_architecture
 from components.snapshots import Snapshots, SnapshotsArgs
 from components.topology.shared import (
     aws_base,
@@ -32,6 +32,7 @@ from components.topology.shared import (
     stack_backups,
     stack_credentials,
 )
+from components.workspaces_host import WorkspacesHost, WorkspacesHostArgs, ssm_port_forward
 
 
 def compose(settings: Settings) -> None:
@@ -109,6 +110,24 @@ def compose(settings: Settings) -> None:
             ),
             aws_opts,
         )
+        if workspaces.enabled(settings):
+            workspaces_host = WorkspacesHost(
+                "workspaces",
+                WorkspacesHostArgs(
+                    stack=settings.stack, region=settings.region, instance_type=settings.workspaces_instance_type,
+                    architecture=instance_architecture(settings.workspaces_instance_type),
+                    volume_gb=settings.workspaces_volume_gb, sessions=settings.workspaces_sessions,
+                    release=settings.workspaces_release, release_sha256=settings.workspaces_release_sha256,
+                    vpc_id=network.vpc.id, subnet_id=network.subnet.id, private_ip=workspaces.private_ip(settings.vpc_cidr),
+                    # Every group of the forge host holds only the host; its outbound group names it as a source.
+                    forge_host_security_group_id=network.security_groups["outbound"].id, protect=settings.protect,
+                ),
+                aws_opts,
+            )
+            pulumi.export("workspacesUrl", f"https://{settings.hostname(workspaces.SUBDOMAIN)}/")
+            pulumi.export("workspacesInstanceId", workspaces_host.instance.id)
+            pulumi.export("workspacesPortForward", workspaces_host.instance.id.apply(
+                lambda instance_id: ssm_port_forward(settings.region, instance_id)))
         alarms = stack_alarms(settings, base, host.instance.id)
         Dns("dns", DnsArgs(base.zone_id, settings.domain, hostnames, host.elastic_ip.public_ip, settings.acme_email), aws_opts)
         # Without admin networks there is no port 22: SSH (and so Docker) goes through SSM Session Manager.

@@ -1,0 +1,151 @@
+"""WorkspacesHost (workspaces: true): Kasm Workspaces installed by its official single-server installer on an Ubuntu 24.04
+instance of its own in the stack's VPC, reached only through the forge's Nginx.
+
+No port is open to the Internet: its security group admits Kasm's port from the forge host's group alone. It has a public
+address for its way out (the single topology's VPC has no NAT; Kasm pulls its images from Docker Hub) and is reached by
+people through workspaces.<domain> on the forge's proxy, by operators through SSM. IMDSv2 with one hop (session
+containers never reach the role), encrypted root volume on a key of its own. Kasm's four passwords live in a secret only
+this host's role may read; the installer reads them at first boot (files/kasm-install.sh), and the user data holds none.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from components import templates
+from components.constants import HTTPS_PORT
+from components.host import METADATA_HOP_LIMIT, SSM_AGENT_STATEMENTS, encode_user_data, ubuntu_ami
+from components.kms import rotating_key
+from components.network import service_assume_role_policy
+from components.services import workspaces
+
+INSTALL_SCRIPT: Final = "/usr/local/sbin/forgestack-kasm-install"
+PACKAGES: Final = ("python3-boto3", "curl")
+PASSWORD_LENGTH: Final = 32  # letters and digits: Kasm's installer takes them as arguments
+
+
+@dataclass(frozen=True)
+class WorkspacesHostArgs:
+    stack: str
+    region: str
+    instance_type: str
+    architecture: Literal["x86_64", "arm64"]
+    volume_gb: int
+    sessions: int
+    release: str
+    release_sha256: str
+    vpc_id: pulumi.Input[str]
+    subnet_id: pulumi.Input[str]
+    private_ip: str  # workspaces.private_ip(vpc_cidr): the proxy's configuration names it
+    forge_host_security_group_id: pulumi.Input[str]  # the only source allowed to Kasm's port
+    protect: bool = False
+
+
+def install_argv(args: WorkspacesHostArgs, secret_arn: str) -> list[str]:
+    """The install script's command line in the user data: nothing secret, the secret's ARN only."""
+    return [INSTALL_SCRIPT, "--release-url", workspaces.release_url(args.release), "--sha256", args.release_sha256,
+            "--secret-arn", secret_arn, "--region", args.region, "--swap-mib", str(workspaces.swap_mib(args.sessions)),
+            "--listen-port", str(workspaces.KASM_PORT), "--public-port", str(HTTPS_PORT)]
+
+
+def render_user_data(args: WorkspacesHostArgs, secret_arn: str) -> str:
+    return templates.render("workspaces-cloud-init.yaml.j2", packages=PACKAGES,
+                            install_script=templates.read("kasm-install.sh"), install_argv=install_argv(args, secret_arn))
+
+
+def host_policy(secret_arn: str, key_arn: str) -> str:
+    """The SSM agent's needs, and Kasm's passwords: one secret, decrypted with its key only through Secrets Manager."""
+    statements: list[dict[str, Any]] = [
+        *SSM_AGENT_STATEMENTS,
+        {"Sid": "ReadKasmPasswords", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secret_arn},
+        {"Sid": "DecryptKasmPasswords", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn,
+         "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{secret_arn.split(':')[3]}.amazonaws.com"}}},
+    ]
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+class WorkspacesHost(pulumi.ComponentResource):
+    instance: aws.ec2.Instance
+    security_group: aws.ec2.SecurityGroup
+    secret: aws.secretsmanager.Secret
+
+    def __init__(self, name: str, args: WorkspacesHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("forgestack:aws:WorkspacesHost", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-sg", vpc_id=args.vpc_id, description="forgestack workspaces host: Kasm from the forge's proxy only",
+            opts=child,
+        )
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-from-proxy", security_group_id=self.security_group.id, ip_protocol="tcp",
+            from_port=workspaces.KASM_PORT, to_port=workspaces.KASM_PORT,
+            referenced_security_group_id=args.forge_host_security_group_id,
+            description="Kasm's HTTPS from the forge host's Nginx", opts=child,
+        )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-outbound-all", security_group_id=self.security_group.id, ip_protocol="-1", cidr_ipv4="0.0.0.0/0",
+            description="all outbound (Kasm's release, Docker Hub images, packages, AWS APIs)", opts=child,
+        )
+
+        self.key = rotating_key(f"{name}-key", f"forgestack {args.stack} workspaces host: volume and Kasm's passwords",
+                                self, args.protect)
+        passwords = {key: random.RandomPassword(f"{name}-{key}", length=PASSWORD_LENGTH, special=False, opts=child)
+                     for key in workspaces.CREDENTIALS}
+        self.secret = aws.secretsmanager.Secret(
+            f"{name}-secret", description="forgestack Kasm Workspaces passwords (JSON)", kms_key_id=self.key.arn,
+            recovery_window_in_days=7, opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-secret-version", secret_id=self.secret.id,
+            secret_string=pulumi.Output.secret(
+                pulumi.Output.json_dumps({key: password.result for key, password in passwords.items()})),  # type: ignore[arg-type]
+            opts=child,
+        )
+
+        role = aws.iam.Role(f"{name}-role", assume_role_policy=service_assume_role_policy("ec2.amazonaws.com"), opts=child)
+        policy = aws.iam.RolePolicy(
+            f"{name}-policy", role=role.id,
+            policy=pulumi.Output.all(self.secret.arn, self.key.arn).apply(lambda v: host_policy(v[0], v[1])), opts=child,
+        )
+        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=child)
+
+        self.instance = aws.ec2.Instance(
+            f"{name}-instance",
+            ami=ubuntu_ami(args.architecture, self).id,
+            instance_type=args.instance_type,
+            subnet_id=args.subnet_id,
+            private_ip=args.private_ip,
+            associate_public_ip_address=True,  # the way out only: the security group admits nothing from the Internet
+            vpc_security_group_ids=[self.security_group.id],
+            iam_instance_profile=profile.name,
+            monitoring=True,
+            ebs_optimized=True,
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=METADATA_HOP_LIMIT,
+            ),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+                volume_type="gp3", volume_size=args.volume_gb, encrypted=True, delete_on_termination=True,
+                kms_key_id=self.key.arn,
+            ),
+            user_data_base64=self.secret.arn.apply(lambda arn: encode_user_data(render_user_data(args, arn))),
+            tags={"Name": f"forgestack-{args.stack}-workspaces"},
+            # Kasm's data lives on this volume: a newer image or user data must never replace the instance by itself.
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, depends_on=[policy],
+                                        ignore_changes=["ami", "userData", "userDataBase64"]),
+        )
+        self.register_outputs({"instanceId": self.instance.id, "privateIp": self.instance.private_ip})
+
+
+def ssm_port_forward(region: str, instance_id: str) -> str:
+    """Reach Kasm directly (bypassing the proxy), e.g. to debug: https://localhost:8443/."""
+    parameters = json.dumps({"portNumber": [str(workspaces.KASM_PORT)], "localPortNumber": [str(workspaces.KASM_PORT)]})
+    return shlex.join(["aws", "ssm", "start-session", "--region", region, "--target", instance_id,
+                       "--document-name", "AWS-StartPortForwardingSession", "--parameters", parameters])
