@@ -205,10 +205,13 @@ def _hourly(ctx: Context, rate: float, what: str, count: float = 1) -> tuple[flo
 def ec2_instance(resource: Registered, ctx: Context) -> list[tuple[float, str]]:
     kind = resource.inputs["instanceType"]
     root = resource.inputs.get("rootBlockDevice") or {}
-    return [
+    lines = [
         _hourly(ctx, ctx.price(ctx.region, "ec2_hour", kind), f"{kind} on demand"),
         _gb_month(ctx, "ebs_gp3_gb_month", float(root.get("volumeSize", 8)), "root volume gp3"),
     ]
+    if resource.inputs.get("associatePublicIpAddress"):  # an address of its own (the workspaces host's way out)
+        lines.append(_hourly(ctx, ctx.price(ctx.region, "public_ipv4_hour"), "public IPv4 address"))
+    return lines
 
 
 def ebs_volume(resource: Registered, ctx: Context) -> list[tuple[float, str]]:

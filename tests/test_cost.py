@@ -63,6 +63,20 @@ def test_the_dev_stack_costs_what_the_price_file_says_line_by_line(estimates: di
     assert sum(result.by_region().values()) == pytest.approx(result.total, abs=0.02)
 
 
+def test_the_workspaces_host_is_priced_next_to_the_rest() -> None:
+    """workspaces: the instance, its root volume, its public address, its key and its secret, each line its own."""
+    result, _, _ = cost.compute("dev", {"forgestack:workspaces": "true", "forgestack:workspacesReleaseSha256": "ab" * 32}, NO_FLAGS)
+    lines = {(line.name, line.detail.split(":")[0]): line.monthly for line in result.lines if line.name.startswith("workspaces-")}
+    assert lines == {
+        ("workspaces-instance", "t3.xlarge on demand"): pytest.approx(0.1824 * 730),
+        ("workspaces-instance", "root volume gp3"): pytest.approx(100 * 0.088),
+        ("workspaces-instance", "public IPv4 address"): pytest.approx(0.005 * 730),
+        ("workspaces-key", "customer managed key (requests within the free 20,000 a month)"): pytest.approx(1.0),
+        ("workspaces-secret", "secret"): pytest.approx(0.40),
+    }
+    assert result.unpriced == []
+
+
 def test_ha_costs_more_than_single_where_the_topology_says(estimates: dict[str, Any]) -> None:
     single, ha = estimates["prod"][0], estimates["prod-ha"][0]
     assert ha.total > single.total

@@ -126,6 +126,7 @@ def compose(settings: Settings) -> None:
             )
             pulumi.export("workspacesUrl", f"https://{settings.hostname(workspaces.SUBDOMAIN)}/")
             pulumi.export("workspacesInstanceId", workspaces_host.instance.id)
+            pulumi.export("workspacesSecretArn", workspaces_host.secret.arn)
             pulumi.export("workspacesPortForward", workspaces_host.instance.id.apply(
                 lambda instance_id: ssm_port_forward(settings.region, instance_id)))
         alarms = stack_alarms(settings, base, host.instance.id)
