@@ -6,6 +6,9 @@ PROJECT: Final = "forgestack"
 # The services that notify through the stack's encrypted alarm topics: the topic policy and the key policy name them.
 TOPIC_PUBLISHERS: Final = ("cloudwatch.amazonaws.com", "budgets.amazonaws.com")
 EXPIRES_AT_TAG: Final = "expires-at"  # on every resource of an ephemeral (review) stack: when it may be destroyed
+# The forge host's instance carries this tag: the deploy's key pusher (.github/actions/host-access/push-key.sh) finds it by
+# it among the stack's other instances (the workspaces host, ha's ops and runner hosts).
+FORGE_HOST_TAG: Final = ("forgestack:role", "forge-host")
 COST_ALLOCATION_TAG: Final = "stack"  # a default tag on every AWS resource; budgets and cost reports filter on it
 
 # Ports the host exposes. Git over SSH takes 22 when no one administers the host over SSH from outside (admin access

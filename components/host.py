@@ -19,6 +19,7 @@ from components.constants import (
     CANONICAL_OWNER_ID,
     DATA_DEVICE_NAME,
     DATA_MOUNT,
+    FORGE_HOST_TAG,
     HOST_USER,
     SNAPSHOT_TAG_KEY,
     UBUNTU_RELEASE,
@@ -244,7 +245,7 @@ class Host(pulumi.ComponentResource):
             user_data_base64=self.data_volume.id.apply(
                 lambda volume_id: encode_user_data(render_user_data(volume_id, args.architecture, args.ssh_public_key))
             ),
-            tags={"Name": f"{name}-instance"},
+            tags={"Name": f"{name}-instance", FORGE_HOST_TAG[0]: FORGE_HOST_TAG[1]},
             # A newer Ubuntu image must not replace the host; upgrades happen in place. A changed user data would
             # only stop and start the host (cloud-init does not run it again): host files ship over the command path.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami", "userData", "userDataBase64"]),

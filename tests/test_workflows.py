@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from components.constants import FORGE_HOST_TAG
 from rehearsal.engine import AWS_STACKS, REPO
 from tests.node_tools import run_node_validator
 from tests.shims import install_shim
@@ -235,7 +236,10 @@ def test_the_key_pusher_pushes_to_the_one_running_instance_of_its_stack(tmp_path
                             env=env, check=False, timeout=30)
     assert result.returncode == 0, result.stderr
     calls = (tmp_path / "calls").read_text().splitlines()
-    assert calls[0].startswith("ec2 describe-instances --filters Name=tag:stack,Values=prod Name=instance-state-name,Values=running")
+    # The forge host only: the workspaces host (and ha's ops and runner hosts) carry the stack's tag too.
+    role_filter = f"Name=tag:{FORGE_HOST_TAG[0]},Values={FORGE_HOST_TAG[1]}"
+    assert calls[0].startswith(f"ec2 describe-instances --filters Name=tag:stack,Values=prod {role_filter} "
+                               "Name=instance-state-name,Values=running")
     expected = [f"ec2-instance-connect send-ssh-public-key --instance-id {instances} --instance-os-user ubuntu "
                 f"--ssh-public-key file://{key}"] if pushed else []
     assert calls[1:] == expected

@@ -22,6 +22,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from components.constants import FORGE_HOST_TAG
 from components.host import decode_user_data
 from components.services import workspaces
 from components.services.catalog import probe_urls, service_specs
@@ -352,6 +353,13 @@ def test_the_workspaces_host_is_reached_only_through_the_forges_proxy(run: Progr
     assert "workspaces.dev.forge.example.com" in run.outputs["hostnames"]  # DNS, certificate and probe follow
     assert run.one("aws:route53/record:Record", name="dns-workspaces-a").inputs["type"] == "A"
     assert run.outputs["workspacesUrl"] == "https://workspaces.dev.forge.example.com/"
+
+
+def test_only_the_forge_host_carries_the_tag_the_deploys_key_pusher_looks_for(run: ProgramRun) -> None:
+    """Otherwise the pusher finds two instances of the stack and pushes to none: every deploy would lose the host."""
+    tagged = [r.name for r in run.of_type("aws:ec2/instance:Instance") if (r.inputs.get("tags") or {}).get(FORGE_HOST_TAG[0])]
+    assert tagged == ["host-instance"]
+    assert run.one("aws:ec2/instance:Instance", name="host-instance").inputs["tags"][FORGE_HOST_TAG[0]] == FORGE_HOST_TAG[1]
 
 
 def test_kasms_passwords_are_in_a_secret_only_its_host_reads_and_never_in_user_data(run: ProgramRun) -> None:

@@ -5,7 +5,7 @@
 # Usage: push-key.sh STACK PUBLIC_KEY_FILE [--once]   (AWS credentials and region from the environment)
 set -euo pipefail
 
-usage="usage: $0 STACK PUBLIC_KEY_FILE [--once]  (pushes the key to the running instance tagged stack=STACK every ${PUSH_EVERY_SECONDS:-40} s)"
+usage="usage: $0 STACK PUBLIC_KEY_FILE [--once]  (pushes the key to the running forge host of STACK, tagged stack=STACK and forgestack:role=forge-host, every ${PUSH_EVERY_SECONDS:-40} s)"
 if [ "$#" -lt 2 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
   echo "$usage" >&2
   exit 2
@@ -22,7 +22,7 @@ fi
 
 while true; do
   instance_id="$(aws ec2 describe-instances \
-    --filters "Name=tag:stack,Values=${stack}" "Name=instance-state-name,Values=running" \
+    --filters "Name=tag:stack,Values=${stack}" "Name=tag:forgestack:role,Values=forge-host" "Name=instance-state-name,Values=running" \
     --query 'Reservations[].Instances[].InstanceId' --output text || true)"
   case "$instance_id" in
     ""|None) echo "push-key: no running instance of stack ${stack} yet" ;;
