@@ -24,10 +24,11 @@ from components.constants import HTTPS_PORT
 from components.host import METADATA_HOP_LIMIT, SSM_AGENT_STATEMENTS, encode_user_data, ubuntu_ami
 from components.kms import rotating_key
 from components.network import service_assume_role_policy
-from components.services import workspaces
+from components.services import images, monitoring, workspaces
 
 INSTALL_SCRIPT: Final = "/usr/local/sbin/forgestack-kasm-install"
 PACKAGES: Final = ("python3-boto3", "curl")
+NODE_EXPORTER_CONTAINER: Final = "forgestack-node-exporter"
 PASSWORD_LENGTH: Final = 32  # letters and digits: Kasm's installer takes them as arguments
 
 
@@ -55,9 +56,18 @@ def install_argv(args: WorkspacesHostArgs, secret_arn: str) -> list[str]:
             "--listen-port", str(workspaces.KASM_PORT), "--public-port", str(HTTPS_PORT)]
 
 
+def node_exporter_argv(private_ip: str) -> list[str]:
+    """The host's metrics for the forge's Prometheus, on its private address only; read-only, every capability dropped."""
+    return ["docker", "run", "--detach", "--name", NODE_EXPORTER_CONTAINER, "--restart", "unless-stopped",
+            "--network", "host", "--pid", "host", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--memory", "64m", "--pids-limit", "64", "--volume", "/:/host:ro,rslave", images.locked(images.NODE_EXPORTER),
+            *monitoring.NODE_EXPORTER_FLAGS, f"--web.listen-address={private_ip}:{monitoring.NODE_EXPORTER_PORT}"]
+
+
 def render_user_data(args: WorkspacesHostArgs, secret_arn: str) -> str:
     return templates.render("workspaces-cloud-init.yaml.j2", packages=PACKAGES,
-                            install_script=templates.read("kasm-install.sh"), install_argv=install_argv(args, secret_arn))
+                            install_script=templates.read("kasm-install.sh"), install_argv=install_argv(args, secret_arn),
+                            node_exporter_argv=node_exporter_argv(args.private_ip))
 
 
 def host_policy(secret_arn: str, key_arn: str) -> str:
@@ -89,6 +99,12 @@ class WorkspacesHost(pulumi.ComponentResource):
             from_port=workspaces.KASM_PORT, to_port=workspaces.KASM_PORT,
             referenced_security_group_id=args.forge_host_security_group_id,
             description="Kasm's HTTPS from the forge host's Nginx", opts=child,
+        )
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-metrics-from-prometheus", security_group_id=self.security_group.id, ip_protocol="tcp",
+            from_port=monitoring.NODE_EXPORTER_PORT, to_port=monitoring.NODE_EXPORTER_PORT,
+            referenced_security_group_id=args.forge_host_security_group_id,
+            description="node-exporter for the forge host's Prometheus", opts=child,
         )
         aws.vpc.SecurityGroupEgressRule(
             f"{name}-outbound-all", security_group_id=self.security_group.id, ip_protocol="-1", cidr_ipv4="0.0.0.0/0",

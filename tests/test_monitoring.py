@@ -110,6 +110,11 @@ ALERT_CASES: list[tuple[str, dict[str, str], str, dict[str, str] | None]] = [
     ("ContainerRestarting", {'container_start_time_seconds{name="forgestack-gitea"}': "100 200 300 400 500 600"}, "5m",
      {"name": "forgestack-gitea"}),
     ("ContainerRestarting", {'container_start_time_seconds{name="forgestack-gitea"}': "100x20"}, "15m", None),
+    # The workspaces host has its own alert (its runbook is not a container's): TargetDown leaves its job alone.
+    ("TargetDown", {'up{job="workspaces-host", instance="10.30.0.20:9100"}': "0x20"}, "10m", None),
+    ("WorkspacesHostDown", {'up{job="workspaces-host", instance="10.30.0.20:9100"}': "0x20"}, "10m",
+     {"job": "workspaces-host", "instance": "10.30.0.20:9100"}),
+    ("WorkspacesHostDown", {'up{job="workspaces-host", instance="10.30.0.20:9100"}': "1x20"}, "10m", None),
     ("PostgresDown", {"pg_up": "0x10"}, "5m", {}),
     ("Watchdog", {"up": "1x10"}, "1m", {}),  # fires whatever the series: it proves the rule evaluation itself
     ("WebhookDeliveriesFailing", {"webhook_relay_failed_total": "0 0 1 1 1 1", "webhook_relay_queue_full_total": "0x5"}, "5m", {}),
@@ -141,8 +146,10 @@ DAYS_ALERT_CASES: list[tuple[str, dict[str, str], str, dict[str, str] | None]] =
 @pytest.mark.validator
 @promtool_required
 def test_alert_rules_fire_when_they_should_and_only_then(tmp_path: Path) -> None:
-    """promtool test rules over prod's rules (1 h backups: at most 8 h old), one case per row of ALERT_CASES."""
-    settings = settings_of("prod")
+    """promtool test rules over prod's rules (1 h backups: at most 8 h old) with a workspaces host, one case per row of
+    ALERT_CASES."""
+    settings = parse(stack_config("prod", {"forgestack:workspaces": "true", "forgestack:workspacesReleaseSha256": "ab" * 32}),
+                     "prod")
     rules = {a.name: a for a in monitoring.alerts(settings, probes=True)}
     assert {case[0] for case in ALERT_CASES + DAYS_ALERT_CASES} == set(rules), "every alert has a test case"
     (tmp_path / "rules.yml").write_text(monitoring.rules_file(settings, probes=True))

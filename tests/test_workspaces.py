@@ -21,21 +21,24 @@ from pathlib import Path
 
 import boto3
 import pytest
+import yaml
 
 from components.constants import FORGE_HOST_TAG
 from components.host import decode_user_data
-from components.services import workspaces
+from components.services import images, workspaces
 from components.services.catalog import probe_urls, service_specs
+from components.services.monitoring import NODE_EXPORTER_PORT
 from components.services.proxy import ProxyRoute
 from components.settings import ConfigError, parse
 from components.templates import FILES_DIR
-from components.workspaces_host import WorkspacesHostArgs, install_argv, render_user_data
+from components.workspaces_host import WorkspacesHostArgs, install_argv, node_exporter_argv, render_user_data
 from policy.forgestack_rules import ACCEPTED_RISKS, evaluate
 from rehearsal.engine import ProgramRun, policy_view, run_program, stack_config
 from tests.fake_forge import make_pki
 from tests.nginx_support import https_request, read_answer, running_nginx, status_of, tls_connection
 from tests.servers import free_port, moto_s3_server
 from tests.shims import install_shim
+from tests.test_monitoring import prometheus_files
 
 SCRIPT = FILES_DIR / "kasm-install.sh"
 SHA = "ab" * 32
@@ -344,8 +347,9 @@ def test_the_workspaces_host_is_reached_only_through_the_forges_proxy(run: Progr
     ingress = [r for r in run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
                if r.inputs["securityGroupId"] == group.id]
     forge_outbound = run.one("aws:ec2/securityGroup:SecurityGroup", name="network-outbound")
-    assert [(r.inputs["fromPort"], r.inputs.get("referencedSecurityGroupId"), r.inputs.get("cidrIpv4")) for r in ingress] == [
-        (workspaces.KASM_PORT, forge_outbound.id, None)]  # nothing from the Internet, only the forge host
+    # Nothing from the Internet: Kasm for the forge's Nginx, node-exporter for its Prometheus, both from the forge host only.
+    assert sorted((r.inputs["fromPort"], r.inputs.get("referencedSecurityGroupId"), r.inputs.get("cidrIpv4")) for r in ingress) == [
+        (workspaces.KASM_PORT, forge_outbound.id, None), (NODE_EXPORTER_PORT, forge_outbound.id, None)]
     proxy = next(c for c in run.of_type("docker:index/container:Container") if c.name == "services-proxy")
     nginx = next(u["content"] for u in proxy.inputs["uploads"] if u["file"] == "/etc/nginx/conf.d/default.conf")
     assert "server_name workspaces.dev.forge.example.com;" in nginx and "set $upstream 10.20.0.20:8443;" in nginx
@@ -391,4 +395,20 @@ def test_the_policy_pack_passes_with_the_host_address_as_the_only_new_accepted_r
 def test_the_probes_watch_workspaces() -> None:
     settings = parse(stack_config("dev", WORKSPACES), stack="dev")
     assert f"https://workspaces.dev.forge.example.com{workspaces.HEALTH_PATH}" in probe_urls(settings, service_specs(settings))
+
+
+@pytest.mark.validator
+def test_prometheus_scrapes_the_workspaces_host_and_promtool_accepts_it(tmp_path: Path, run: ProgramRun) -> None:
+    settings = parse(stack_config("dev", WORKSPACES), stack="dev")
+    config_path = prometheus_files(settings, tmp_path)
+    result = subprocess.run(["promtool", "check", "config", str(config_path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {job["job_name"]: job for job in yaml.safe_load(config_path.read_text())["scrape_configs"]}
+    assert jobs[workspaces.METRICS_JOB]["static_configs"] == [{"targets": [f"10.20.0.20:{NODE_EXPORTER_PORT}"]}]
+    # The host runs the pinned node-exporter on exactly that address, read-only and with every capability dropped.
+    user_data = decode_user_data(run.one("aws:ec2/instance:Instance", name="workspaces-instance").inputs["userDataBase64"])
+    runcmd = yaml.safe_load(user_data)["runcmd"]
+    assert runcmd[1] == node_exporter_argv("10.20.0.20")
+    assert images.locked(images.NODE_EXPORTER) in runcmd[1] and f"--web.listen-address=10.20.0.20:{NODE_EXPORTER_PORT}" in runcmd[1]
+    assert {"--read-only", "ALL", "no-new-privileges"} <= set(runcmd[1])
 

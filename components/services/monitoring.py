@@ -18,7 +18,7 @@ from components.constants import SECRETS_DIR, TEXTFILE_COLLECTOR_DIR
 from components.host_tools.backup import METRIC_LAST_SUCCESS
 from components.host_tools.drill import METRIC_LAST_SUCCESS as DRILL_METRIC_LAST_SUCCESS
 from components.host_tools.drill import METRIC_RESULT as DRILL_METRIC_RESULT
-from components.services import dashboards, images, mail, postgres, sso
+from components.services import dashboards, images, mail, postgres, sso, workspaces
 from components.services.dashboards import REAL_FILESYSTEMS
 from components.services.spec import (
     ConfigFile,
@@ -84,8 +84,13 @@ def _wget_health(port: int, path: str) -> Healthcheck:
 # ------------------------------------------------------------------ exporters
 
 
+# node-exporter's flags wherever it runs (the forge host's container, the workspaces host's): the host's root at /host,
+# pseudo and Docker-internal filesystems left out.
+NODE_EXPORTER_FLAGS = ("--path.rootfs=/host", "--collector.filesystem.mount-points-exclude=^/(dev|proc|run|sys|var/lib/docker/.+)($|/)")
+
+
 def node_exporter_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
-    command = ["--path.rootfs=/host", "--collector.filesystem.mount-points-exclude=^/(dev|proc|run|sys|var/lib/docker/.+)($|/)"]
+    command = list(NODE_EXPORTER_FLAGS)
     if settings.is_aws:  # the backup job's metrics; the local stack has no backup job
         command.append(f"--collector.textfile.directory=/host{TEXTFILE_COLLECTOR_DIR}")
     return ServiceSpec(
@@ -174,12 +179,16 @@ def bearer_file(credential: str) -> str:
 
 
 def prometheus_config(settings: Settings, specs: Sequence[ServiceSpec], probe_urls: Sequence[str]) -> str:
+    jobs = scrape_configs(specs, probe_urls)
+    if workspaces.enabled(settings):  # over the VPC: the host's group is the one its security group admits
+        jobs.append({"job_name": workspaces.METRICS_JOB,
+                     "static_configs": [{"targets": [f"{workspaces.private_ip(settings.vpc_cidr)}:{NODE_EXPORTER_PORT}"]}]})
     return _dump({
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL,
                    "external_labels": {"stack": settings.stack, "forge": settings.domain}},
         "rule_files": [PROMETHEUS_RULES],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"{ALERTMANAGER}:{ALERTMANAGER_PORT}"]}]}]},
-        "scrape_configs": scrape_configs(specs, probe_urls),
+        "scrape_configs": jobs,
     })
 
 
@@ -198,7 +207,8 @@ def alerts(settings: Settings, probes: bool) -> list[Alert]:
         Alert(WATCHDOG, "vector(1)", "0m", "none",
               "always firing: proves that Prometheus evaluates rules and reaches Alertmanager",
               "never routed to anyone; the host's heartbeat (CloudWatch) stops when it is missing: check Prometheus and Alertmanager"),
-        Alert("TargetDown", "up == 0", "5m", "critical", "{{ $labels.job }} on {{ $labels.instance }} is not answering scrapes",
+        Alert("TargetDown", f'up{{job!="{workspaces.METRICS_JOB}"}} == 0', "5m", "critical",
+              "{{ $labels.job }} on {{ $labels.instance }} is not answering scrapes",
               "docker ps -a; docker logs forgestack-{{ $labels.job }} --tail 100; check its memory limit and healthcheck"),
         Alert("DiskAlmostFull",
               f"node_filesystem_avail_bytes{{{REAL_FILESYSTEMS}}} / node_filesystem_size_bytes{{{REAL_FILESYSTEMS}}} < 0.10",
@@ -227,6 +237,12 @@ def alerts(settings: Settings, probes: bool) -> list[Alert]:
               "the webhook relay could not deliver to a chat target, or its queue was full",
               "docker logs forgestack-relay --tail 100 (target N is the Nth URL in relayTargets); check the chat service"),
     ]
+    if workspaces.enabled(settings):
+        rules.append(Alert(
+            "WorkspacesHostDown", f'up{{job="{workspaces.METRICS_JOB}"}} == 0', "5m", "critical",
+            "the workspaces host ({{ $labels.instance }}) does not answer scrapes",
+            "aws ssm start-session --target $(pulumi stack output workspacesInstanceId); sudo docker ps -a; "
+            "sudo /opt/kasm/bin/start; cloud-init's log and /var/lib/forgestack/kasm-install.log after a first boot"))
     if probes:
         rules += [
             Alert("ProbeFailing", "probe_success == 0", "5m", "critical", "{{ $labels.instance }} is not reachable over HTTPS",
