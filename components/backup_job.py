@@ -11,11 +11,13 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from components.constants import CONTAINER_PREFIX, DATA_MOUNT, HOST_TOOLS_DIR, TEXTFILE_COLLECTOR_DIR
 from components.host_tools.backup import DEFAULT_PREFIX, METRIC_LAST_SUCCESS
 from components.host_tools.drill import METRIC_LAST_SUCCESS as DRILL_METRIC_LAST_SUCCESS
 from components.services.spec import ServiceSpec
+from policy.forgestack_rules import BACKUP_ERASURE_ACTIONS
 
 REPO_HOST_TOOLS = Path(__file__).resolve().parent / "host_tools"
 HOST_SCRIPTS = (
@@ -75,6 +77,25 @@ def backup_job(
         paths=paths,
         gitea_container=gitea,
     )
+
+
+def backup_writer_statements(bucket_arn: str, key_arn: str, prefix: str, read_everything: bool = True) -> list[dict[str, Any]]:
+    """What a host that backs up may do in the backups bucket: list, read (every backup, or only its own prefix's), write
+    new objects under its prefix, use the bucket's key; and never erase or shorten a backup, denied outright so that no
+    later or widened statement can grant it (the policy pack checks the allows too)."""
+    readable = f"{bucket_arn}/*" if read_everything else f"{bucket_arn}/{prefix}/*"
+    listing: dict[str, Any] = {"Sid": "ListBackups", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn}
+    if not read_everything:
+        listing["Condition"] = {"StringLike": {"s3:prefix": [f"{prefix}/*"]}}
+    return [
+        listing,
+        {"Sid": "ReadBackups", "Effect": "Allow", "Action": "s3:GetObject", "Resource": readable},
+        {"Sid": "WriteNewBackups", "Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+         "Resource": f"{bucket_arn}/{prefix}/*"},
+        {"Sid": "NeverEraseBackups", "Effect": "Deny", "Action": list(BACKUP_ERASURE_ACTIONS),
+         "Resource": [bucket_arn, f"{bucket_arn}/*"]},
+        {"Sid": "EncryptBackups", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": key_arn},
+    ]
 
 
 def on_calendar(interval_hours: int) -> str:

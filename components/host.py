@@ -15,6 +15,7 @@ import pulumi_aws as aws
 
 from components import templates
 from components.alarms import HEARTBEAT_NAMESPACE
+from components.backup_job import backup_writer_statements
 from components.constants import (
     CANONICAL_OWNER_ID,
     DATA_DEVICE_NAME,
@@ -27,7 +28,6 @@ from components.constants import (
 from components.host_tools.backup import DEFAULT_PREFIX as BACKUP_PREFIX
 from components.kms import rotating_key
 from components.network import service_assume_role_policy
-from policy.forgestack_rules import BACKUP_ERASURE_ACTIONS
 
 # Docker Engine from Docker's apt repository, where old versions stay available (Ubuntu's own
 # archive keeps only the newest, so a pin there breaks). One version string for all three packages.
@@ -143,6 +143,22 @@ SSM_AGENT_STATEMENTS: Final = (
 )
 
 
+def ssm_association_statements(document_arn: str) -> list[dict[str, Any]]:
+    """What the SSM agent needs besides SSM_AGENT_STATEMENTS to run a State Manager association of one document (the
+    association actions of AmazonSSMManagedInstanceCore): find its associations, read that document, report status."""
+    region, account = document_arn.split(":")[3:5]
+    return [
+        # These take the instance (and the association or document) as their resource: no "*".
+        {"Sid": "StateManagerAssociations", "Effect": "Allow",
+         "Action": ["ssm:ListInstanceAssociations", "ssm:DescribeAssociation", "ssm:UpdateInstanceAssociationStatus",
+                    "ssm:PutComplianceItems"],
+         "Resource": [f"arn:aws:ec2:{region}:{account}:instance/*", f"arn:aws:ssm:{region}:{account}:association/*",
+                      document_arn]},
+        {"Sid": "ReadTheToolsDocument", "Effect": "Allow", "Action": ["ssm:GetDocument", "ssm:DescribeDocument"],
+         "Resource": document_arn},
+    ]
+
+
 def acme_dns_statements(zone_id: str, names: Sequence[str]) -> list[dict[str, Any]]:
     """What certbot's Route 53 plugin needs for DNS-01, and no more: TXT records named _acme-challenge.<name> for the
     stack's own names in one zone (IAM's record-set condition keys), the change's status, and the zone lookup."""
@@ -167,16 +183,8 @@ def host_policy(bucket_arn: str, backup_key_arn: str, acme_zone_id: str | None =
         "Version": "2012-10-17",
         "Statement": [
             *SSM_AGENT_STATEMENTS,
-            {"Sid": "ListBackups", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
             # Restore reads any backup; the backup job writes new objects (new versions) under its prefix only.
-            {"Sid": "ReadBackups", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/*"},
-            {"Sid": "WriteNewBackups", "Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
-             "Resource": f"{bucket_arn}/{BACKUP_PREFIX}/*"},
-            # Denied outright, so no later or widened statement can grant it (the policy pack checks the allows too).
-            {"Sid": "NeverEraseBackups", "Effect": "Deny", "Action": list(BACKUP_ERASURE_ACTIONS),
-             "Resource": [bucket_arn, f"{bucket_arn}/*"]},
-            {"Sid": "EncryptBackups", "Effect": "Allow",
-             "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": backup_key_arn},
+            *backup_writer_statements(bucket_arn, backup_key_arn, BACKUP_PREFIX),
             # The heartbeat (components/alarms.py). PutMetricData takes no resource; the condition keeps it to one namespace.
             {"Sid": "Heartbeat", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
              "Condition": {"StringEquals": {"cloudwatch:namespace": HEARTBEAT_NAMESPACE}}},

@@ -283,3 +283,19 @@ def host_bundle(job: BackupJob | None, heartbeat: Heartbeat | None = None, sshd_
                 reboot_window: str = "") -> HostBundle:
     stdin, digest = encode(host_files(job, heartbeat, sshd_loopback, reboot_window))
     return HostBundle(stdin=stdin, digest=digest, timers=timers(job, heartbeat, reboot_window), sshd_loopback=sshd_loopback)
+
+
+def install_lines(files: tuple[HostFile, ...], target: str) -> list[str]:
+    """Shell lines that put exactly these files into target: unpacked into a fresh directory, checked against the
+    bundle's sha256, then swapped in, so a failed run leaves the previous files in place."""
+    encoded, digest = encode(files)
+    staging = f"{target}.new"
+    return [
+        f"rm -rf {staging} && mkdir -p {staging}",
+        f"printf '%s' '{encoded}' | base64 -d > {staging}.tar.gz",
+        f"echo '{digest}  {staging}.tar.gz' | sha256sum -c --quiet",
+        f"tar -xzf {staging}.tar.gz -C {staging} --no-same-owner && rm {staging}.tar.gz",
+        f"rm -rf {target}.old && if [ -d {target} ]; then mv {target} {target}.old; fi",
+        f"mv {staging} {target} && rm -rf {target}.old",
+        f"echo 'forgestack: {len(files)} files installed in {target} ({digest[:12]})'",
+    ]

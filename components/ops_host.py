@@ -36,13 +36,14 @@ from components.backup_job import (
     TIMEOUT_HOURS,
     UNIT_NAME,
     OneshotUnit,
+    backup_writer_statements,
     calendar_timer,
     on_calendar,
     oneshot_service,
 )
 from components.filesystem import ADMIN_ACTION, CLIENT_ACTIONS, ROOT_DIRECTORY
-from components.host import SSM_AGENT_STATEMENTS, encode_user_data
-from components.host_files import HostFile, encode
+from components.host import SSM_AGENT_STATEMENTS, encode_user_data, ssm_association_statements
+from components.host_files import HostFile, install_lines
 from components.host_tools.backup import DEFAULT_PREFIX as BACKUP_PREFIX
 from components.host_tools.heartbeat import DIMENSION as HEARTBEAT_DIMENSION
 from components.ops_monitoring import UNITS as MONITORING_UNITS
@@ -50,7 +51,6 @@ from components.ops_monitoring import OpsMonitoring, monitoring_files
 from components.ops_monitoring import units as ops_monitoring_units
 from components.private_instance import PrivateInstanceArgs, private_instance
 from components.services import postgres
-from policy.forgestack_rules import BACKUP_ERASURE_ACTIONS
 
 OPS_USER: Final = "ec2-user"  # Amazon Linux's login user
 MOUNT_POINT: Final = "/mnt/forge-files"  # the file system's root; Gitea's /data is MOUNT_POINT + filesystem.ROOT_DIRECTORY
@@ -180,22 +180,6 @@ def tools_files() -> tuple[HostFile, ...]:
     return tuple(HostFile(f"/{name}", (REPO_HOST_TOOLS / name).read_text(), 0o755) for name in TOOLS)  # relative to TOOLS_DIR
 
 
-def install_lines(files: tuple[HostFile, ...], target: str) -> list[str]:
-    """Shell lines that put exactly these files into target: unpacked into a fresh directory, checked against the
-    bundle's sha256, then swapped in, so a failed run leaves the previous files in place."""
-    encoded, digest = encode(files)
-    staging = f"{target}.new"
-    return [
-        f"rm -rf {staging} && mkdir -p {staging}",
-        f"printf '%s' '{encoded}' | base64 -d > {staging}.tar.gz",
-        f"echo '{digest}  {staging}.tar.gz' | sha256sum -c --quiet",
-        f"tar -xzf {staging}.tar.gz -C {staging} --no-same-owner && rm {staging}.tar.gz",
-        f"rm -rf {target}.old && if [ -d {target} ]; then mv {target} {target}.old; fi",
-        f"mv {staging} {target} && rm -rf {target}.old",
-        f"echo 'forgestack: {len(files)} files installed in {target} ({digest[:12]})'",
-    ]
-
-
 def tools_script(
     job: OpsBackupJob, monitoring: OpsMonitoring, tools_dir: str = TOOLS_DIR, units_dir: str = UNITS_DIR
 ) -> list[str]:
@@ -264,26 +248,7 @@ def ops_policy(
             "Version": "2012-10-17",
             "Statement": [
                 *SSM_AGENT_STATEMENTS,
-                {"Sid": "ListBackups", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": backup_bucket_arn},
-                {"Sid": "ReadBackups", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{backup_bucket_arn}/*"},
-                {
-                    "Sid": "WriteNewBackups",
-                    "Effect": "Allow",
-                    "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
-                    "Resource": f"{backup_bucket_arn}/{BACKUP_PREFIX}/*",
-                },
-                {
-                    "Sid": "EncryptBackups",
-                    "Effect": "Allow",
-                    "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-                    "Resource": backup_key_arn,
-                },
-                {
-                    "Sid": "NeverEraseBackups",
-                    "Effect": "Deny",
-                    "Action": list(BACKUP_ERASURE_ACTIONS),
-                    "Resource": [backup_bucket_arn, f"{backup_bucket_arn}/*"],
-                },
+                *backup_writer_statements(backup_bucket_arn, backup_key_arn, BACKUP_PREFIX),
                 {
                     "Sid": "BackupMetric",
                     "Effect": "Allow",
@@ -317,35 +282,6 @@ class OpsHost(pulumi.ComponentResource):
     def __init__(self, name: str, args: OpsHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("forgestack:aws:OpsHost", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.instance, self.role = private_instance(
-            self,
-            name,
-            PrivateInstanceArgs(
-                stack=args.stack,
-                purpose="ops",
-                instance_type=args.instance_type,
-                architecture=args.architecture,
-                subnet_id=args.subnet_id,
-                security_group_id=args.security_group_id,
-                volume_gb=args.volume_gb,
-                user_data_base64=pulumi.Output.from_input(args.file_system_id).apply(
-                    lambda file_system_id: encode_user_data(render_user_data(file_system_id, args.postgres_image, args.ssh_public_key))
-                ),
-                policies=(
-                    (
-                        "policy",
-                        pulumi.Output.all(
-                            args.backup_bucket_arn, args.backup_key_arn, args.credentials_secret_arn, args.credentials_key_arn,
-                            args.file_system_arn,
-                        ).apply(lambda values: ops_policy(*values)),
-                    ),
-                    # Gitea's objects as the tasks may use them: move_objects.py uploads and verifies there.
-                    ("objects-policy", args.objects_policy),
-                ),
-                protect=args.protect,
-                depends_on=args.mount_targets,  # the first boot mounts the file system
-            ),
-        )  # fmt: skip
         # The tools arrive through SSM: the association runs the document on the instance once its agent is online, and
         # again whenever the document changes (a new version of the tools).
         def document(bucket: str, database_address: str, secret_arn: str, *dimensions: dict[str, str]) -> str:
@@ -377,6 +313,38 @@ class OpsHost(pulumi.ComponentResource):
             *(pulumi.Output.from_input(spec.dimensions) for spec in args.metric_alarms),
         ).apply(lambda values: document(*values))
         self.tools = aws.ssm.Document(f"{name}-tools", document_type="Command", document_format="JSON", content=content, opts=child)
+        self.instance, self.role = private_instance(
+            self,
+            name,
+            PrivateInstanceArgs(
+                stack=args.stack,
+                purpose="ops",
+                instance_type=args.instance_type,
+                architecture=args.architecture,
+                subnet_id=args.subnet_id,
+                security_group_id=args.security_group_id,
+                volume_gb=args.volume_gb,
+                user_data_base64=pulumi.Output.from_input(args.file_system_id).apply(
+                    lambda file_system_id: encode_user_data(render_user_data(file_system_id, args.postgres_image, args.ssh_public_key))
+                ),
+                policies=(
+                    (
+                        "policy",
+                        pulumi.Output.all(
+                            args.backup_bucket_arn, args.backup_key_arn, args.credentials_secret_arn, args.credentials_key_arn,
+                            args.file_system_arn,
+                        ).apply(lambda values: ops_policy(*values)),
+                    ),
+                    # Gitea's objects as the tasks may use them: move_objects.py uploads and verifies there.
+                    ("objects-policy", args.objects_policy),
+                    # The agent runs the tools document's association.
+                    ("associations-policy", self.tools.arn.apply(
+                        lambda arn: json.dumps({"Version": "2012-10-17", "Statement": ssm_association_statements(arn)}))),
+                ),
+                protect=args.protect,
+                depends_on=args.mount_targets,  # the first boot mounts the file system
+            ),
+        )  # fmt: skip
         aws.ssm.Association(
             f"{name}-tools-install",
             name=self.tools.name,

@@ -20,13 +20,33 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components import templates
-from components.constants import HTTPS_PORT
-from components.host import METADATA_HOP_LIMIT, SSM_AGENT_STATEMENTS, encode_user_data, ubuntu_ami
+from components.backup_job import (
+    BACKUP_DELAY,
+    REPO_HOST_TOOLS,
+    TIMEOUT_HOURS,
+    OneshotUnit,
+    backup_writer_statements,
+    calendar_timer,
+    on_calendar,
+    oneshot_service,
+)
+from components.constants import HTTPS_PORT, TEXTFILE_COLLECTOR_DIR
+from components.host import METADATA_HOP_LIMIT, SSM_AGENT_STATEMENTS, encode_user_data, ssm_association_statements, ubuntu_ami
+from components.host_files import HostFile, install_lines
 from components.kms import rotating_key
 from components.network import service_assume_role_policy
+from components.ops_host import TOOLS_DIR, UNITS_DIR
 from components.services import images, monitoring, workspaces
 
 INSTALL_SCRIPT: Final = "/usr/local/sbin/forgestack-kasm-install"
+# Kasm's own names for its database (kasmtech/ansible's backup_db role dumps `-U kasmapp kasm` in kasm_db).
+KASM_DB_CONTAINER: Final = "kasm_db"
+KASM_DB_USER: Final = "kasmapp"
+KASM_DB_NAME: Final = "kasm"
+BACKUP_PREFIX: Final = "workspaces"  # in the stack's backups bucket, beside the forge's own prefix
+BACKUP_UNIT: Final = "forgestack-kasm-backup"
+BACKUP_METRICS_FILE: Final = f"{TEXTFILE_COLLECTOR_DIR}/forgestack_kasm_backup.prom"
+TOOLS: Final = ("backup.py", "restore.py")  # restore.py imports backup.py beside it
 PACKAGES: Final = ("python3-boto3", "curl")
 NODE_EXPORTER_CONTAINER: Final = "forgestack-node-exporter"
 PASSWORD_LENGTH: Final = 32  # letters and digits: Kasm's installer takes them as arguments
@@ -46,6 +66,10 @@ class WorkspacesHostArgs:
     subnet_id: pulumi.Input[str]
     private_ip: str  # workspaces.private_ip(vpc_cidr): the proxy's configuration names it
     forge_host_security_group_id: pulumi.Input[str]  # the only source allowed to Kasm's port
+    backup_bucket_name: pulumi.Input[str]
+    backup_bucket_arn: pulumi.Input[str]
+    backup_key_arn: pulumi.Input[str]
+    backup_interval_hours: int
     protect: bool = False
 
 
@@ -61,7 +85,8 @@ def node_exporter_argv(private_ip: str) -> list[str]:
     return ["docker", "run", "--detach", "--name", NODE_EXPORTER_CONTAINER, "--restart", "unless-stopped",
             "--network", "host", "--pid", "host", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--memory", "64m", "--pids-limit", "64", "--volume", "/:/host:ro,rslave", images.locked(images.NODE_EXPORTER),
-            *monitoring.NODE_EXPORTER_FLAGS, f"--web.listen-address={private_ip}:{monitoring.NODE_EXPORTER_PORT}"]
+            *monitoring.NODE_EXPORTER_FLAGS, f"--collector.textfile.directory=/host{TEXTFILE_COLLECTOR_DIR}",
+            f"--web.listen-address={private_ip}:{monitoring.NODE_EXPORTER_PORT}"]
 
 
 def render_user_data(args: WorkspacesHostArgs, secret_arn: str) -> str:
@@ -70,10 +95,57 @@ def render_user_data(args: WorkspacesHostArgs, secret_arn: str) -> str:
                             node_exporter_argv=node_exporter_argv(args.private_ip))
 
 
-def host_policy(secret_arn: str, key_arn: str) -> str:
-    """The SSM agent's needs, and Kasm's passwords: one secret, decrypted with its key only through Secrets Manager."""
+def kasm_backup_argv(bucket: str) -> list[str]:
+    """backup.py against Kasm's database container: its own prefix in the stack's backups bucket, its success metric for
+    the node-exporter (BackupTooOld then watches it like the forge host's)."""
+    return ["/usr/bin/python3", f"{TOOLS_DIR}/backup.py", "--bucket", bucket, "--prefix", BACKUP_PREFIX,
+            "--postgres-container", KASM_DB_CONTAINER, "--postgres-user", KASM_DB_USER, "--postgres-database", KASM_DB_NAME,
+            "--metrics-file", BACKUP_METRICS_FILE]
+
+
+def kasm_backup_units(bucket: str, region: str, interval_hours: int) -> dict[str, str]:
+    service = oneshot_service(OneshotUnit(
+        "forgestack backup of Kasm Workspaces' database to S3", kasm_backup_argv(bucket), region, mount="/",
+        timeout_hours=TIMEOUT_HOURS, documentation=f"{TOOLS_DIR}/backup.py", read_write_paths=TEXTFILE_COLLECTOR_DIR,
+    ))
+    timer = calendar_timer(f"forgestack backup of Kasm's database every {interval_hours} h", on_calendar(interval_hours),
+                           BACKUP_DELAY)
+    return {f"{BACKUP_UNIT}.service": service, f"{BACKUP_UNIT}.timer": timer}
+
+
+def tools_script(bucket: str, region: str, interval_hours: int) -> list[str]:
+    """Shell lines that install backup.py and restore.py (checked, swapped in whole) and the backup's units, and start the
+    timer. Run by the SSM association whenever the document changes: a new version of the tools reaches the host."""
+    files = tuple(HostFile(f"/{name}", (REPO_HOST_TOOLS / name).read_text(), 0o755) for name in TOOLS)
+    units = kasm_backup_units(bucket, region, interval_hours)
+    return [
+        "set -eu",
+        *install_lines(files, TOOLS_DIR),
+        f"mkdir -p {TEXTFILE_COLLECTOR_DIR}",
+        *(f"printf '%s' {shlex.quote(text)} > {UNITS_DIR}/{unit}" for unit, text in units.items()),
+        "systemctl daemon-reload",
+        f"systemctl enable --now {BACKUP_UNIT}.timer",
+        f"echo 'forgestack: Kasm backup tools installed, backup every {interval_hours} h'",
+    ]
+
+
+def tools_document(bucket: str, region: str, interval_hours: int) -> str:
+    return json.dumps({
+        "schemaVersion": "2.2",
+        "description": "Install forgestack's backup and restore tools and the backup timer of Kasm's database on the workspaces host",
+        "mainSteps": [{"action": "aws:runShellScript", "name": "installTools",
+                       "inputs": {"runCommand": tools_script(bucket, region, interval_hours)}}],
+    })
+
+
+def host_policy(secret_arn: str, key_arn: str, bucket_arn: str, backup_key_arn: str, document_arn: str) -> str:
+    """The SSM agent's needs and the tools document's association; Kasm's passwords: one secret, decrypted with its key only
+    through Secrets Manager; its backups: written and read under its own prefix only (never the forge's, which hold
+    Gitea's database), never erased."""
     statements: list[dict[str, Any]] = [
         *SSM_AGENT_STATEMENTS,
+        *ssm_association_statements(document_arn),
+        *backup_writer_statements(bucket_arn, backup_key_arn, BACKUP_PREFIX, read_everything=False),
         {"Sid": "ReadKasmPasswords", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secret_arn},
         {"Sid": "DecryptKasmPasswords", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn,
          "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{secret_arn.split(':')[3]}.amazonaws.com"}}},
@@ -126,10 +198,20 @@ class WorkspacesHost(pulumi.ComponentResource):
             opts=child,
         )
 
+        # The backup tools and timer arrive through SSM: the association runs the document once the agent is online, and
+        # again whenever the document changes.
+        self.tools = aws.ssm.Document(
+            f"{name}-tools", document_type="Command", document_format="JSON",
+            content=pulumi.Output.from_input(args.backup_bucket_name).apply(
+                lambda bucket: tools_document(bucket, args.region, args.backup_interval_hours)),
+            opts=child,
+        )
         role = aws.iam.Role(f"{name}-role", assume_role_policy=service_assume_role_policy("ec2.amazonaws.com"), opts=child)
         policy = aws.iam.RolePolicy(
             f"{name}-policy", role=role.id,
-            policy=pulumi.Output.all(self.secret.arn, self.key.arn).apply(lambda v: host_policy(v[0], v[1])), opts=child,
+            policy=pulumi.Output.all(self.secret.arn, self.key.arn, args.backup_bucket_arn, args.backup_key_arn,
+                                     self.tools.arn).apply(lambda v: host_policy(*v)),
+            opts=child,
         )
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=child)
 
@@ -157,7 +239,11 @@ class WorkspacesHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect, depends_on=[policy],
                                         ignore_changes=["ami", "userData", "userDataBase64"]),
         )
-        self.register_outputs({"instanceId": self.instance.id, "privateIp": self.instance.private_ip})
+        aws.ssm.Association(
+            f"{name}-tools-install", name=self.tools.name, document_version=self.tools.latest_version,
+            targets=[aws.ssm.AssociationTargetArgs(key="InstanceIds", values=[self.instance.id])], opts=child,
+        )
+        self.register_outputs({"instanceId": self.instance.id, "privateIp": self.instance.private_ip, "toolsDocument": self.tools.name})
 
 
 def ssm_port_forward(region: str, instance_id: str) -> str:

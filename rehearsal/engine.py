@@ -134,6 +134,7 @@ class ForgeMocks(pulumi.runtime.Mocks):
             "aws:secretsmanager/secret:Secret": f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT_ID}:secret:",
             "aws:iam/role:Role": f"arn:aws:iam::{ACCOUNT_ID}:role/",
             "aws:cloudwatch/logGroup:LogGroup": f"arn:aws:logs:eu-west-1:{ACCOUNT_ID}:log-group:",
+            "aws:ssm/document:Document": f"arn:aws:ssm:{region}:{ACCOUNT_ID}:document/",
         }
         id_prefix = {
             "aws:ec2/vpc:Vpc": "vpc-", "aws:ec2/subnet:Subnet": "subnet-", "aws:ec2/instance:Instance": "i-",

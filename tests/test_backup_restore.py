@@ -258,6 +258,45 @@ def test_container_mode_round_trip(aws_env: dict[str, str], bucket: str, seeded:
     assert seeded.psql(SNAPSHOT_SQL) == before
 
 
+@pytest.fixture
+def kasm_db_shim(tmp_path: Path, seeded: PostgresServer) -> dict[str, str]:
+    """`docker exec kasm_db ...` like the shim above, but the image's variables name no usable user or database (Kasm's
+    kasm_db is not known to set them): only --postgres-user and --postgres-database can make the tools connect."""
+    bin_dir = tmp_path / "kasm-bin"
+    server_bin = str(Path(postgres_tool("pg_dump")).parent)
+    install_shim(bin_dir, "docker", f"""#!/bin/sh
+[ "$1" = exec ] || {{ echo "shim: only docker exec" >&2; exit 2; }}
+shift
+[ "$1" = -i ] && shift
+[ "$1" = kasm_db ] || {{ echo "shim: no container $1" >&2; exit 1; }}
+shift
+export POSTGRES_USER=no_such_role POSTGRES_DB=no_such_db PGHOST=127.0.0.1 PGPORT={seeded.port} PGPASSWORD='{PASSWORD}'
+PATH="{server_bin}:$PATH" exec "$@"
+""")
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_a_container_that_names_no_user_is_backed_up_and_restored_with_them_given(
+    aws_env: dict[str, str], bucket: str, seeded: PostgresServer, kasm_db_shim: dict[str, str],
+) -> None:
+    """The workspaces host's backup of Kasm's database (its own prefix in the same bucket)."""
+    env = {**aws_env, **kasm_db_shim}
+    identity = ["--postgres-container", "kasm_db", "--postgres-user", "gitea", "--postgres-database", "gitea"]
+    guessed = run_script("backup.py", ["--bucket", bucket, "--prefix", "workspaces", "--postgres-container", "kasm_db"], env)
+    assert guessed.returncode == 1 and "no_such_role" in guessed.stderr  # the image's variables are not trusted blindly
+    before = seeded.psql(SNAPSHOT_SQL)
+    made = run_script("backup.py", ["--bucket", bucket, "--prefix", "workspaces", *identity], env)
+    assert made.returncode == 0, made.stderr
+    assert s3_of(aws_env).get_object(Bucket=bucket, Key="workspaces/latest")["ContentLength"] > 0
+    damage_the_database(seeded)
+    restored = run_script("restore.py", ["--bucket", bucket, "--prefix", "workspaces", *identity], env)
+    assert restored.returncode == 0, restored.stderr
+    assert seeded.psql(SNAPSHOT_SQL) == before
+    misplaced = run_script("restore.py", ["--bucket", bucket, "--postgres-url", "postgresql://x@127.0.0.1/x",
+                                          "--postgres-user", "gitea"], env)
+    assert misplaced.returncode == 2 and "name the user and database inside --postgres-container" in misplaced.stderr
+
+
 def test_container_mode_with_a_missing_container_publishes_nothing(aws_env: dict[str, str], bucket: str,
                                                                    docker_shim: dict[str, str]) -> None:
     result = run_script("backup.py", ["--bucket", bucket, "--postgres-container", "forgestack-nope"], {**aws_env, **docker_shim})

@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import json
 import os
+import shlex
 import shutil
 import socketserver
 import ssl
@@ -31,7 +32,15 @@ from components.services.monitoring import NODE_EXPORTER_PORT
 from components.services.proxy import ProxyRoute
 from components.settings import ConfigError, parse
 from components.templates import FILES_DIR
-from components.workspaces_host import WorkspacesHostArgs, install_argv, node_exporter_argv, render_user_data
+from components.workspaces_host import (
+    BACKUP_METRICS_FILE,
+    WorkspacesHostArgs,
+    install_argv,
+    kasm_backup_argv,
+    kasm_backup_units,
+    node_exporter_argv,
+    render_user_data,
+)
 from policy.forgestack_rules import ACCEPTED_RISKS, evaluate
 from rehearsal.engine import ProgramRun, policy_view, run_program, stack_config
 from tests.fake_forge import make_pki
@@ -240,6 +249,8 @@ def test_the_user_data_passes_cloud_init_schema_and_holds_no_secret(tmp_path: Pa
         stack="dev", region="eu-west-1", instance_type=settings.workspaces_instance_type, architecture="x86_64",
         volume_gb=100, sessions=2, release=settings.workspaces_release, release_sha256=SHA, vpc_id="vpc-1", subnet_id="subnet-1",
         private_ip=workspaces.private_ip(settings.vpc_cidr), forge_host_security_group_id="sg-1",
+        backup_bucket_name="backups-1", backup_bucket_arn="arn:aws:s3:::backups-1", backup_key_arn="arn:aws:kms:eu-west-1:1:key/k",
+        backup_interval_hours=24,
     )
     arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:workspaces-AbCdEf"
     user_data = render_user_data(args, arn)
@@ -412,3 +423,50 @@ def test_prometheus_scrapes_the_workspaces_host_and_promtool_accepts_it(tmp_path
     assert images.locked(images.NODE_EXPORTER) in runcmd[1] and f"--web.listen-address=10.20.0.20:{NODE_EXPORTER_PORT}" in runcmd[1]
     assert {"--read-only", "ALL", "no-new-privileges"} <= set(runcmd[1])
 
+
+# ------------------------------------------------------------------ Kasm's database in the backups
+
+
+def test_kasms_database_is_backed_up_under_its_own_prefix_by_a_timer_the_ssm_association_installs(run: ProgramRun) -> None:
+    document = run.one("aws:ssm/document:Document", name="workspaces-tools")
+    bucket = run.one("aws:s3/bucket:Bucket", name="backups-bucket")
+    script = json.loads(document.inputs["content"])["mainSteps"][0]["inputs"]["runCommand"]
+    service = next(line for line in script if "forgestack-kasm-backup.service" in line)
+    assert shlex.join(kasm_backup_argv(bucket.outputs["bucket"])) in service.replace("'\\''", "'")
+    assert kasm_backup_argv(bucket.outputs["bucket"])[2:] == [
+        "--bucket", bucket.outputs["bucket"], "--prefix", "workspaces", "--postgres-container", "kasm_db",
+        "--postgres-user", "kasmapp", "--postgres-database", "kasm", "--metrics-file", BACKUP_METRICS_FILE]
+    assert script[-2] == "systemctl enable --now forgestack-kasm-backup.timer"
+    # The tools are the repository's backup.py and restore.py, checked by their digest before they are swapped in.
+    assert any("sha256sum -c --quiet" in line for line in script)
+    association = run.one("aws:ssm/association:Association", name="workspaces-tools-install")
+    instance = run.one("aws:ec2/instance:Instance", name="workspaces-instance")
+    assert association.inputs["targets"] == [{"key": "InstanceIds", "values": [instance.id]}]
+    # The metric reaches Prometheus through the workspaces host's node-exporter, where BackupTooOld watches it.
+    user_data = decode_user_data(instance.inputs["userDataBase64"])
+    assert f"--collector.textfile.directory=/host{Path(BACKUP_METRICS_FILE).parent}" in user_data
+
+
+def test_the_workspaces_host_reads_and_writes_only_its_own_backups_and_never_erases_one(run: ProgramRun) -> None:
+    bucket = run.one("aws:s3/bucket:Bucket", name="backups-bucket").outputs["arn"]
+    policy = json.loads(run.one("aws:iam/rolePolicy:RolePolicy", name="workspaces-policy").inputs["policy"])
+    by_sid = {statement["Sid"]: statement for statement in policy["Statement"]}
+    assert by_sid["ReadBackups"]["Resource"] == f"{bucket}/workspaces/*"  # never the forge's, which hold Gitea's database
+    assert by_sid["WriteNewBackups"]["Resource"] == f"{bucket}/workspaces/*"
+    assert by_sid["ListBackups"]["Condition"] == {"StringLike": {"s3:prefix": ["workspaces/*"]}}
+    assert by_sid["NeverEraseBackups"]["Effect"] == "Deny" and "s3:DeleteObjectVersion" in by_sid["NeverEraseBackups"]["Action"]
+    document = run.one("aws:ssm/document:Document", name="workspaces-tools")
+    assert by_sid["ReadTheToolsDocument"]["Resource"] == document.outputs["arn"]
+
+
+def test_the_unit_files_pass_systemd_analyze(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd is installed by .ci/run"
+    units = kasm_backup_units("backups-1", "eu-west-1", 4)
+    for name, text in units.items():
+        (tmp_path / name).write_text(text.replace("/usr/bin/python3", sys.executable))
+    assert "OnCalendar=*-*-* 00/4:17:00" in units["forgestack-kasm-backup.timer"]
+    result = subprocess.run([analyze, "verify", *(str(tmp_path / name) for name in units)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0 or not [line for line in result.stderr.splitlines() if "forgestack-kasm-backup" in line], (
+        result.stderr)

@@ -178,6 +178,10 @@ class Database:
     container: str | None = None
     password: str | None = field(default=None, repr=False)
     image: str | None = None  # with conninfo: `docker run` this image's client tools on the host's network
+    # With container: the user and database inside it; None takes the image's POSTGRES_USER and POSTGRES_DB (an image
+    # that sets neither, such as Kasm's kasm_db, needs them named).
+    user: str | None = None
+    dbname: str | None = None
 
     @property
     def tools_read_stdin(self) -> bool:
@@ -187,7 +191,9 @@ class Database:
     def command(self, tool: str, *options: str) -> list[str]:
         if self.container:
             # The image's own variables name the user and database; the local socket needs no password.
-            inner = " ".join([tool, *map(shlex.quote, options), '-U "$POSTGRES_USER"', '-d "$POSTGRES_DB"'])
+            user = shlex.quote(self.user) if self.user else '"$POSTGRES_USER"'
+            dbname = shlex.quote(self.dbname) if self.dbname else '"$POSTGRES_DB"'
+            inner = " ".join([tool, *map(shlex.quote, options), f"-U {user}", f"-d {dbname}"])
             return ["docker", "exec", "-i", self.container, "sh", "-c", inner]
         assert self.conninfo is not None
         if self.image:
@@ -300,9 +306,12 @@ def read_credential(secret_arn: str, key: str) -> str:
 
 
 def database_from_args(url: str | None, container: str | None, credentials_secret: str | None,
-                       image: str | None = None) -> Database | None:
+                       image: str | None = None, user: str | None = None, dbname: str | None = None) -> Database | None:
+    if (user or dbname) and not container:
+        raise BackupError("--postgres-user and --postgres-database name the user and database inside --postgres-container; "
+                          "with --postgres-url they are part of the URL")
     if container:
-        return Database(container=container)
+        return Database(container=container, user=user or None, dbname=dbname or None)
     if not url:
         if image:
             raise BackupError("--postgres-image runs the client tools against --postgres-url: give the URL too")
@@ -642,6 +651,13 @@ def s3_client() -> Any:
                                                             retries={"max_attempts": 5, "mode": "standard"}))
 
 
+def add_container_identity(parser: argparse.ArgumentParser, tool: str) -> None:
+    """--postgres-user and --postgres-database, for a container whose image does not set POSTGRES_USER and POSTGRES_DB."""
+    parser.add_argument("--postgres-user", help=f"with --postgres-container: the user {tool} connects as (default: the "
+                                                "container's POSTGRES_USER)")
+    parser.add_argument("--postgres-database", help="with --postgres-container: the database (default: the container's POSTGRES_DB)")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                      epilog="Exit codes: 0 published, 1 failed (nothing published), 2 bad usage.")
@@ -651,6 +667,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     database.add_argument("--postgres-url", help="libpq URL; the local pg_dump must be as new as the server")
     database.add_argument("--postgres-container", help="run pg_dump inside this PostgreSQL container (docker exec)")
     parser.add_argument("--postgres-image", help=IMAGE_HELP)
+    add_container_identity(parser, "pg_dump")
     parser.add_argument("--credentials-secret", help="credentialsSecretArn: read the database password from it when the URL has none")
     parser.add_argument("--path", action="append", default=[], type=Path, help="a data directory to archive (repeatable)")
     parser.add_argument("--metrics-file", type=Path, help="write the last success time here (node-exporter textfile collector)")
@@ -665,7 +682,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        database = database_from_args(args.postgres_url, args.postgres_container, args.credentials_secret, args.postgres_image)
+        database = database_from_args(args.postgres_url, args.postgres_container, args.credentials_secret, args.postgres_image,
+                                      args.postgres_user, args.postgres_database)
         plan_parts(database, args.path)  # usage errors before any upload starts
     except BackupError as error:
         print(f"backup: {error}", file=sys.stderr)

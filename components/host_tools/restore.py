@@ -383,6 +383,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     database.add_argument("--postgres-url", help="libpq URL of the database to restore into")
     database.add_argument("--postgres-container", help="run pg_restore inside this PostgreSQL container (docker exec)")
     parser.add_argument("--postgres-image", help=common.IMAGE_HELP)
+    common.add_container_identity(parser, "pg_restore")
     parser.add_argument("--credentials-secret", help="credentialsSecretArn: read the database password from it when the URL has none")
     parser.add_argument("--path-target", type=Path, help="directory that receives each archived directory (e.g. /srv/forgestack)")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()),
@@ -396,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.postgres_image and not args.postgres_url:
         print("restore: --postgres-image runs the client tools against --postgres-url: give the URL too", file=sys.stderr)
+        return EXIT_USAGE
+    if (args.postgres_user or args.postgres_database) and not args.postgres_container:
+        print("restore: --postgres-user and --postgres-database name the user and database inside --postgres-container",
+              file=sys.stderr)
         return EXIT_USAGE
     if not (args.postgres_url or args.postgres_container or args.path_target):
         print("restore: nothing to restore into: give --postgres-url, --postgres-container and/or --path-target", file=sys.stderr)
@@ -411,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         database = common.database_from_args(args.postgres_url, args.postgres_container, args.credentials_secret,
-                                             args.postgres_image)
+                                             args.postgres_image, args.postgres_user, args.postgres_database)
         backup_id = run_restore(common.s3_client(), args.bucket, args.prefix, args.backup_id, database, args.path_target, args.work_dir,
                                 args.gitea_container)
     except VerificationError as error:

@@ -120,7 +120,9 @@ def compose(settings: Settings) -> None:
                     release=settings.workspaces_release, release_sha256=settings.workspaces_release_sha256,
                     vpc_id=network.vpc.id, subnet_id=network.subnet.id, private_ip=workspaces.private_ip(settings.vpc_cidr),
                     # Every group of the forge host holds only the host; its outbound group names it as a source.
-                    forge_host_security_group_id=network.security_groups["outbound"].id, protect=settings.protect,
+                    forge_host_security_group_id=network.security_groups["outbound"].id,
+                    backup_bucket_name=backups.bucket.bucket, backup_bucket_arn=backups.bucket.arn,
+                    backup_key_arn=backups.key.arn, backup_interval_hours=settings.backup_interval_hours, protect=settings.protect,
                 ),
                 aws_opts,
             )
