@@ -224,23 +224,27 @@ def test_container_mode_runs_the_tools_inside_the_postgres_container() -> None:
 # ------------------------------------------------------------ --postgres-container, with `docker exec` played by a shim
 
 
-@pytest.fixture
-def docker_shim(tmp_path: Path, seeded: PostgresServer) -> dict[str, str]:
-    """A `docker` on PATH that runs `docker exec [-i] CONTAINER cmd...` here, with the environment the official
-    PostgreSQL image gives its processes (POSTGRES_USER, POSTGRES_DB) and a server to talk to. The scripts' own
-    command lines (sh -c with "$POSTGRES_USER", pg_dump/pg_restore over stdin and stdout) run unchanged."""
-    bin_dir = tmp_path / "bin"
+def postgres_container_shim(bin_dir: Path, seeded: PostgresServer, container: str, user: str, database: str) -> dict[str, str]:
+    """A `docker` on PATH that runs `docker exec [-i] CONTAINER cmd...` here, with the environment a PostgreSQL image gives
+    its processes (POSTGRES_USER, POSTGRES_DB as given) and a server to talk to. The scripts' own command lines (sh -c with
+    "$POSTGRES_USER", pg_dump/pg_restore over stdin and stdout) run unchanged."""
     server_bin = str(Path(postgres_tool("pg_dump")).parent)
     install_shim(bin_dir, "docker", f"""#!/bin/sh
 [ "$1" = exec ] || {{ echo "shim: only docker exec" >&2; exit 2; }}
 shift
 [ "$1" = -i ] && shift
-[ "$1" = forgestack-postgres ] || {{ echo "shim: no container $1" >&2; exit 1; }}
+[ "$1" = {container} ] || {{ echo "shim: no container $1" >&2; exit 1; }}
 shift
-export POSTGRES_USER=gitea POSTGRES_DB=gitea PGHOST=127.0.0.1 PGPORT={seeded.port} PGPASSWORD='{PASSWORD}'
+export POSTGRES_USER={user} POSTGRES_DB={database} PGHOST=127.0.0.1 PGPORT={seeded.port} PGPASSWORD='{PASSWORD}'
 PATH="{server_bin}:$PATH" exec "$@"
 """)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.fixture
+def docker_shim(tmp_path: Path, seeded: PostgresServer) -> dict[str, str]:
+    """The forge's PostgreSQL container, as the official image sets it up."""
+    return postgres_container_shim(tmp_path / "bin", seeded, "forgestack-postgres", "gitea", "gitea")
 
 
 def test_container_mode_round_trip(aws_env: dict[str, str], bucket: str, seeded: PostgresServer, docker_shim: dict[str, str]) -> None:
@@ -260,20 +264,9 @@ def test_container_mode_round_trip(aws_env: dict[str, str], bucket: str, seeded:
 
 @pytest.fixture
 def kasm_db_shim(tmp_path: Path, seeded: PostgresServer) -> dict[str, str]:
-    """`docker exec kasm_db ...` like the shim above, but the image's variables name no usable user or database (Kasm's
-    kasm_db is not known to set them): only --postgres-user and --postgres-database can make the tools connect."""
-    bin_dir = tmp_path / "kasm-bin"
-    server_bin = str(Path(postgres_tool("pg_dump")).parent)
-    install_shim(bin_dir, "docker", f"""#!/bin/sh
-[ "$1" = exec ] || {{ echo "shim: only docker exec" >&2; exit 2; }}
-shift
-[ "$1" = -i ] && shift
-[ "$1" = kasm_db ] || {{ echo "shim: no container $1" >&2; exit 1; }}
-shift
-export POSTGRES_USER=no_such_role POSTGRES_DB=no_such_db PGHOST=127.0.0.1 PGPORT={seeded.port} PGPASSWORD='{PASSWORD}'
-PATH="{server_bin}:$PATH" exec "$@"
-""")
-    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    """`docker exec kasm_db ...`, but the image's variables name no usable user or database (Kasm's kasm_db is not known
+    to set them): only --postgres-user and --postgres-database can make the tools connect."""
+    return postgres_container_shim(tmp_path / "kasm-bin", seeded, "kasm_db", "no_such_role", "no_such_db")
 
 
 def test_a_container_that_names_no_user_is_backed_up_and_restored_with_them_given(

@@ -256,7 +256,8 @@ def alerts(settings: Settings, probes: bool) -> list[Alert]:
         rules += [
             Alert("BackupTooOld", f"time() - {METRIC_LAST_SUCCESS} > {max_age}", "0m", "critical",
                   f"the last successful backup is older than {max_age // 3600} hours",
-                  "journalctl -u forgestack-backup --since -1d; sudo systemctl start forgestack-backup.service"),
+                  "journalctl -u forgestack-backup --since -1d; sudo systemctl start forgestack-backup.service (job "
+                  "workspaces-host: the same for forgestack-kasm-backup on the workspaces host)"),
             Alert("BackupNeverSucceeded", f"absent({METRIC_LAST_SUCCESS})", "1d", "warning",
                   "no successful backup has been recorded on this host for a day",
                   "systemctl list-timers forgestack-backup.timer; journalctl -u forgestack-backup"),
