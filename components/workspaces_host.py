@@ -6,6 +6,8 @@ address for its way out (the single topology's VPC has no NAT; Kasm pulls its im
 people through workspaces.<domain> on the forge's proxy, by operators through SSM. IMDSv2 with one hop (session
 containers never reach the role), encrypted root volume on a key of its own. Kasm's four passwords live in a secret only
 this host's role may read; the installer reads them at first boot (files/kasm-install.sh), and the user data holds none.
+A pinned node-exporter on its private address feeds the forge's Prometheus; backup.py dumps Kasm's database into the
+stack's backups bucket under its own prefix on a timer that an SSM association installs (and updates with the tools).
 """
 
 from __future__ import annotations
