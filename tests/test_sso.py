@@ -150,8 +150,9 @@ def test_bad_arguments_are_refused_before_any_request(
     (["other-org", "other-org:owners"], ""),  # not a member: strict mode refuses the login
     (["forgestack-old", "forgestack-old:owners"], ""),  # a name that starts like it is another organization
     ([], ""),
+    (None, ""),  # Gitea's answer for a user in no organization at all
 ])
-def test_grafana_roles_follow_the_gitea_organization(groups: list[str], role: str) -> None:
+def test_grafana_roles_follow_the_gitea_organization(groups: list[str] | None, role: str) -> None:
     path = monitoring.grafana_role_attribute_path("forgestack")
     claims = {"sub": "7", "preferred_username": "ana", "email": "ana@example.com", "groups": groups}
     assert jmespath.search(path, claims) == role

@@ -461,8 +461,9 @@ def grafana_oauth_client(settings: Settings) -> sso.OAuthClient:
 def grafana_role_attribute_path(organization: str) -> str:
     """JMESPath over Gitea's claims: the Owners team administers, other members view, anyone else gets no role (and
     role_attribute_strict refuses the login)."""
-    return (f"contains(groups[*], '{sso.owners_group(organization)}') && 'Admin' "
-            f"|| contains(groups[*], '{organization}') && 'Viewer' || ''")
+    # Gitea sends "groups": null for a user in no organization: `[]` stands in, so the expression never errors.
+    return (f"contains(groups || `[]`, '{sso.owners_group(organization)}') && 'Admin' "
+            f"|| contains(groups || `[]`, '{organization}') && 'Viewer' || ''")
 
 
 def grafana_sso_env(settings: Settings) -> dict[str, str]:
