@@ -32,7 +32,7 @@ from components.backup_job import (
     on_calendar,
     oneshot_service,
 )
-from components.constants import HTTPS_PORT, TEXTFILE_COLLECTOR_DIR
+from components.constants import CONTAINER_PREFIX, HTTPS_PORT, TEXTFILE_COLLECTOR_DIR
 from components.host import METADATA_HOP_LIMIT, SSM_AGENT_STATEMENTS, encode_user_data, ssm_association_statements, ubuntu_ami
 from components.host_files import HostFile, install_lines
 from components.kms import rotating_key
@@ -50,7 +50,7 @@ BACKUP_UNIT: Final = "forgestack-kasm-backup"
 BACKUP_METRICS_FILE: Final = f"{TEXTFILE_COLLECTOR_DIR}/forgestack_kasm_backup.prom"
 TOOLS: Final = ("backup.py", "restore.py")  # restore.py imports backup.py beside it
 PACKAGES: Final = ("python3-boto3", "curl")
-NODE_EXPORTER_CONTAINER: Final = "forgestack-node-exporter"
+NODE_EXPORTER_CONTAINER: Final = f"{CONTAINER_PREFIX}{monitoring.NODE_EXPORTER}"
 PASSWORD_LENGTH: Final = 32  # letters and digits: Kasm's installer takes them as arguments
 
 

@@ -205,7 +205,8 @@ def test_grafana_gets_a_client_gitea_registers_after_its_admin_exists(
     create = client_command.inputs["create"]
     # The redirect URI is Grafana's own root URL (public name, or localhost when the admin UIs are private).
     assert f"forgestack-sso-client forgeadmin forgestack grafana {_grafana_host(run)}login/generic_oauth" in create
-    assert {"forgestack-gitea"} <= set(create.split())  # run in the Gitea container
+    assert {"forgestack-gitea"} <= set(create.split())  # run in the Gitea container, against Gitea's own port
+    assert f"GITEA_API=http://127.0.0.1:{gitea.HTTP_PORT}/api/v1" in create
     admin = run.one("command:local:Command", name="services-gitea-admin")
     gitea_container = next(c for c in run.of_type("docker:index/container:Container") if c.name == "services-gitea")
     assert {admin.urn, gitea_container.urn} <= set(client_command.depends_on)

@@ -229,7 +229,7 @@ class Services(pulumi.ComponentResource):
                 ),
             )
             if args.admin_bootstrap and args.admin_bootstrap[0] == spec.name:
-                self.admin_commands[spec.name] = self._admin_bootstrap(name, spec.name, args.admin_bootstrap[1], args.connection)
+                self.admin_commands[spec.name] = self._admin_bootstrap(name, spec.name, args.admin_bootstrap[1])
 
         # pulumi-docker cannot set --pids-limit at creation; `docker update` sets it on the running containers and
         # Docker keeps it in their configuration. Re-run whenever a container is replaced.
@@ -246,13 +246,11 @@ class Services(pulumi.ComponentResource):
 
         self.register_outputs({"containers": {n: c.name for n, c in self.containers.items()}, "network": self.network.name})
 
-    def _admin_bootstrap(
-        self, name: str, service: str, argv: Sequence[str], connection: pulumi.Output[HostConnection],
-    ) -> command.local.Command:
+    def _admin_bootstrap(self, name: str, service: str, argv: Sequence[str]) -> command.local.Command:
         target = self.containers[service]
         return command.local.Command(
             f"{name}-{service}-admin",
-            create=connection.apply(lambda c: shlex.join(c.remote(argv))),
+            create=self._connection.apply(lambda c: shlex.join(c.remote(argv))),
             triggers=[target.id],  # a new container re-checks the (idempotent) admin account
             opts=pulumi.ResourceOptions(parent=self, depends_on=[target]),
         )

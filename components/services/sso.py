@@ -66,5 +66,5 @@ def client_script_file() -> ConfigFile:
 
 def client_command(settings: Settings, client: OAuthClient, gitea_container: str) -> list[str]:
     """docker exec that prints the client's id and a fresh secret, one per line (the admin's password stays a file)."""
-    return ["docker", "exec", "--user", "git", gitea_container, CLIENT_SCRIPT,
-            settings.gitea_admin_user, settings.sso_organization, client.application, client.redirect_uri]
+    return ["docker", "exec", "--user", "git", "--env", f"GITEA_API=http://127.0.0.1:{gitea.HTTP_PORT}/api/v1", gitea_container,
+            CLIENT_SCRIPT, settings.gitea_admin_user, settings.sso_organization, client.application, client.redirect_uri]

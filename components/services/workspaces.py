@@ -7,7 +7,7 @@ import ipaddress
 
 from components.network import public_subnet_cidr
 from components.services.spec import RateLimit
-from components.settings import KASM_SESSION_MIB, Settings
+from components.settings import Settings
 
 SUBDOMAIN = "workspaces"
 # Kasm's own web server listens here (install.sh -L): the forge's Nginx holds 443 on its host and proxies to this port
@@ -44,7 +44,3 @@ def release_url(release: str) -> str:
 
 def swap_mib(sessions: int) -> int:
     return sessions * SWAP_PER_SESSION_MIB
-
-
-def session_memory_mib(sessions: int) -> int:
-    return sessions * KASM_SESSION_MIB
