@@ -114,6 +114,7 @@ KASM_SERVICES_MIB = 4096
 KASM_SESSION_MIB = 2768
 _KASM_RELEASE = re.compile(r"\d+\.\d+\.\d+(\.[0-9a-f]{6})?")  # as in kasm_release_<release>.tar.gz: 1.18.0.09f70a
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_KASM_API_TOKEN = re.compile(r"[A-Za-z0-9]{8,128}")  # Kasm's keys: 12 letters/digits, secrets 32 (developer API docs)
 
 # topology ha: two tasks at least, so one task (or its zone) can be lost while the other serves.
 MIN_HA_TASKS = 2
@@ -524,6 +525,15 @@ class Settings(BaseModel):
                   "other download (sha256sum kasm_release_<release>.tar.gz on a copy you trust).",
                   "64 lowercase hexadecimal digits (required with workspaces)", ""),
     ]
+    workspaces_api_key: Annotated[
+        str, _key("workspacesApiKey", "workspaces: Kasm developer API key (Kasm admin UI, Settings > Developers) the deploy "
+                  "registers the forge's workspace images with; empty: not registered.",
+                  "the API key Kasm showed (letters and digits), or empty", ""),
+    ]
+    workspaces_api_key_secret: Annotated[
+        str, _key("workspacesApiKeySecret", "workspaces: that API key's secret; a Pulumi secret.",
+                  "the API key secret Kasm showed, set with `pulumi config set --secret`, or empty", "", secret=True),
+    ]
 
     # --- field checks (each raises ValueError; load() turns it into a ConfigError) ---
 
@@ -560,6 +570,13 @@ class Settings(BaseModel):
     def _check_workspaces_sha256(cls, value: str) -> str:
         if value and not _SHA256.fullmatch(value):
             raise ValueError("not a SHA-256 digest")
+        return value
+
+    @field_validator("workspaces_api_key")  # not the secret: offline readers of a stack file see it encrypted
+    @classmethod
+    def _check_kasm_api_key(cls, value: str) -> str:
+        if value and not _KASM_API_TOKEN.fullmatch(value):
+            raise ValueError("not a Kasm API key")
         return value
 
     @field_validator("ha_task_size")
@@ -999,6 +1016,17 @@ class Settings(BaseModel):
             raise _KeyProblemError("workspacesReleaseSha256", self.workspaces_release_sha256,
                                    f"the SHA-256 of kasm_release_{self.workspaces_release}.tar.gz with workspaces on: the "
                                    "host installs nothing it cannot verify")
+        if bool(self.workspaces_api_key) != bool(self.workspaces_api_key_secret):
+            raise _KeyProblemError("workspacesApiKey", self.workspaces_api_key,
+                                   "both workspacesApiKey and (as a secret) workspacesApiKeySecret of one Kasm API key, or "
+                                   "neither (the workspace images are then not registered)")
+        if self.workspaces and self.sso_organization and self.gitea_registration == "open":
+            raise _KeyProblemError("giteaRegistration", self.gitea_registration,
+                                   "closed or approval with workspaces and ssoOrganization: Kasm admits every account Gitea "
+                                   "signs in, so open registration would hand its sessions to anyone")
+        if self.workspaces_api_key and not self.workspaces:
+            raise _KeyProblemError("workspacesApiKey", self.workspaces_api_key,
+                                   "empty without workspaces: there is no Kasm to register images in")
         needed = KASM_SERVICES_MIB + self.workspaces_sessions * KASM_SESSION_MIB
         if self.workspaces and instance_memory_gib(self.workspaces_instance_type) * 1024 < needed:
             raise _KeyProblemError("workspacesInstanceType", self.workspaces_instance_type,

@@ -261,7 +261,7 @@ PATTERN_EXAMPLES = {
     "_SLACK_WEBHOOK": "https://hooks.slack.com/services/T000/B000/XXXX", "_PAGERDUTY_KEY": "0123456789abcdef0123456789abcdef",
     "_SES_SMTP_HOST": "email-smtp.eu-west-1.amazonaws.com:587", "_SNAPSHOT_ID": "snap-0123456789abcdef0",
     "_AVAILABILITY_ZONE": "eu-west-1b", "_DATABASE_CLASS": "db.m7g.large", "_CACHE_NODE_TYPE": "cache.t4g.small",
-    "_KASM_RELEASE": "1.18.0.09f70a", "_SHA256": "ab" * 32,
+    "_KASM_RELEASE": "1.18.0.09f70a", "_SHA256": "ab" * 32, "_KASM_API_TOKEN": "bMjMwTT0JKUQ",
 }
 
 

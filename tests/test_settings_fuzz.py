@@ -113,6 +113,8 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
                                    not_matching(r"\d+\.\d+\.\d+(\.[0-9a-f]{6})?").filter(bool)),
     "workspacesReleaseSha256": st.one_of(st.sampled_from(["abc", "AB" * 32, "g" * 64, "a" * 63]),
                                          st.from_regex(r"[0-9a-f]{1,63}|[0-9a-f]{65,70}", fullmatch=True)),
+    "workspacesApiKey": st.one_of(st.sampled_from(["short", "key with space", "k-e-y-1234567", "ключ12345678"]),
+                                  st.text(min_size=129, max_size=140, alphabet="ab")),
     "budgetMonthlyUsd": out_of(0, 1_000_000),
     "rebootWindow": st.sampled_from(["sunday 03:30", "Sun 03:30", "*-*-* 24:00", "Sun,, *-*-* 03:30", "daily", "Sun *-*-* 3:30"]),
     "haRunnerInstanceType": st.sampled_from(["t4g.small", "t3.micro", "c7g", "cache.t4g.medium"]),
@@ -167,7 +169,8 @@ INVALID: dict[str, st.SearchStrategy[str]] = {
 }
 # SMTP user names, passwords and OAuth2 client ids/secrets may be any text without control characters.
 INVALID.update({key: with_forbidden_character() for key in
-                ("alertSmtpUsername", "alertSmtpPassword", "droneGiteaClientId", "droneGiteaClientSecret")})
+                ("alertSmtpUsername", "alertSmtpPassword", "droneGiteaClientId", "droneGiteaClientSecret",
+                 "workspacesApiKeySecret")})
 
 
 def test_every_key_has_an_invalid_strategy() -> None:

@@ -45,7 +45,8 @@ def triggers(workflow: dict[Any, Any]) -> dict[str, Any]:
 @pytest.mark.validator
 def test_actionlint_accepts_every_workflow() -> None:
     assert {p.name for p in WORKFLOWS} == {"test.yml", "preview.yml", "deploy-dev.yml", "deploy-staging.yml", "deploy-prod.yml",
-                                           "destroy.yml", "supply-chain.yml", "drift.yml", "review.yml"}
+                                           "destroy.yml", "supply-chain.yml", "drift.yml", "review.yml", "workspace-images.yml",
+                                           "workspace-images-publish.yml"}
     result = actionlint(*WORKFLOWS)
     assert result.returncode == 0, result.stdout
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from components.services import backup_store, ci, logs, mail, monitoring, portainer, proxy, relay, sso, valkey
+from components.services import backup_store, ci, logs, mail, monitoring, portainer, proxy, relay, sso, valkey, workspaces
 from components.services.gitea import gitea_spec
 from components.services.postgres import postgres_spec
 from components.services.proxy import certbot_spec, proxy_routes, proxy_spec
@@ -149,6 +149,8 @@ def sso_clients(settings: Settings) -> tuple[sso.OAuthClient, ...]:
         clients.append(monitoring.grafana_oauth_client(settings))
     if enabled(settings, ci.DRONE) and ci.drone_client_registered_by_deploy(settings):
         clients.append(ci.drone_oauth_client(settings))
+    if workspaces.enabled(settings):
+        clients.append(workspaces.oauth_client(settings))
     return tuple(clients)
 
 

@@ -115,6 +115,8 @@ class ServicesArgs:
     admin_bootstrap: tuple[str, tuple[str, ...]] | None = None  # (service name, docker exec argv)
     pre_upgrade_backup: tuple[str, ...] | None = None  # argv run on the host before any container changes
     deploy_time_commands: tuple[DeployTimeCommand, ...] = ()
+    # Deploy-time credentials the stack uses outside any container (Kasm's pull token): made after every container.
+    exported_credentials: tuple[str, ...] = ()
     named_volumes: bool = False  # local stack: data in Docker volumes (declared, kept on destroy) instead of the data volume
     upgrade_triggers: tuple[str, ...] = ()  # values whose change re-runs the pre-upgrade backup (image references)
     host_bundle: pulumi.Output[HostBundle] | None = None  # host files and units, installed before any container (AWS)
@@ -240,6 +242,14 @@ class Services(pulumi.ComponentResource):
             triggers=[container.id for container in containers],
             opts=pulumi.ResourceOptions(parent=self, depends_on=containers),
         )
+
+        self.exported: dict[str, pulumi.Output[str]] = {}
+        for credential in args.exported_credentials:
+            if credential not in deploy_time:
+                raise ValueError(f"exported credential {credential} has no deploy-time command that makes it")
+            if credential not in secret_values:
+                secret_values.update(self._deploy_time_secrets(name, deploy_time[credential]))
+            self.exported[credential] = secret_values[credential]
 
         if args.admin_bootstrap and args.admin_bootstrap[0] not in self.containers:
             raise ValueError(f"admin bootstrap needs service {args.admin_bootstrap[0]}, which is not part of the stack")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import ipaddress
 
 from components.network import public_subnet_cidr
+from components.services import gitea
 from components.services.spec import RateLimit
+from components.services.sso import SCOPES, OAuthClient, owners_group
 from components.settings import Settings
 
 SUBDOMAIN = "workspaces"
@@ -44,3 +46,36 @@ def release_url(release: str) -> str:
 
 def swap_mib(sessions: int) -> int:
     return sessions * SWAP_PER_SESSION_MIB
+
+
+# Single sign-on: Kasm's OpenID form (Access Management > Authentication) has no API, so the deploy registers Kasm's
+# OAuth2 application in Gitea and prints every value of that form as the stack output `workspacesOidc`.
+OIDC_APPLICATION = "kasm"
+OIDC_CLIENT_ID_CREDENTIAL = "kasmOidcClientId"
+OIDC_CLIENT_SECRET_CREDENTIAL = "kasmOidcClientSecret"  # noqa: S105 (a credentials key)
+OIDC_CALLBACK_PATH = "/api/oidc_callback"  # Kasm's redirect URL (its OpenID guide)
+
+
+def oauth_client(settings: Settings) -> OAuthClient:
+    return OAuthClient(application=OIDC_APPLICATION, redirect_uri=f"https://{settings.hostname(SUBDOMAIN)}{OIDC_CALLBACK_PATH}",
+                       client_id_credential=OIDC_CLIENT_ID_CREDENTIAL, client_secret_credential=OIDC_CLIENT_SECRET_CREDENTIAL)
+
+
+def oidc_form(settings: Settings) -> dict[str, object]:
+    """Kasm's OpenID form, field by field, except the client id and secret (deploy-time secrets, added by the caller).
+    Kasm's API server calls Gitea itself, so token and user info go to Gitea's public address, like the browser."""
+    gitea_url = f"https://{settings.hostname(gitea.SUBDOMAIN)}"
+    return {
+        "displayName": "Continue with the forge (Gitea)",
+        "authorizationUrl": f"{gitea_url}/login/oauth/authorize",
+        "tokenUrl": f"{gitea_url}/login/oauth/access_token",
+        "userInfoUrl": f"{gitea_url}/login/oauth/userinfo",
+        "scope": list(SCOPES),
+        "usernameAttribute": "preferred_username",
+        "groupsAttribute": "groups",
+        "redirectUrl": oauth_client(settings).redirect_uri,
+        "openIdConnectIssuer": f"{gitea_url}/",
+        # Kasm's SSO group mappings: Gitea's groups claim carries "org" and "org:team".
+        "administratorsGroupMapping": owners_group(settings.sso_organization),
+        "allUsersGroupMapping": settings.sso_organization,
+    }

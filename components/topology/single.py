@@ -11,7 +11,7 @@ from components.dns import Dns, DnsArgs
 from components.host import Host, HostArgs, ssm_session_command
 from components.host_files import Heartbeat, HostBundle, host_bundle
 from components.network import Network, NetworkArgs, allow_own_address
-from components.services import ci, gitea, monitoring, postgres, sso, workspaces
+from components.services import ci, gitea, monitoring, postgres, sso, workspace_images, workspaces
 from components.services.catalog import routed_hostnames, service_specs, sso_clients
 from components.services.deploy import (
     DeployTimeCommand,
@@ -32,6 +32,7 @@ from components.topology.shared import (
     stack_backups,
     stack_credentials,
 )
+from components.workspace_registration import register_images
 from components.workspaces_host import WorkspacesHost, WorkspacesHostArgs, ssm_port_forward
 
 
@@ -43,6 +44,7 @@ def compose(settings: Settings) -> None:
 
     connection: pulumi.Output[HostConnection]
     bundle: pulumi.Output[HostBundle] | None = None
+    workspaces_resources: list[pulumi.Resource] = []
     if base is not None:
         aws_opts = base.opts
         network = Network(
@@ -126,6 +128,7 @@ def compose(settings: Settings) -> None:
                 ),
                 aws_opts,
             )
+            workspaces_resources.append(workspaces_host)
             pulumi.export("workspacesUrl", f"https://{settings.hostname(workspaces.SUBDOMAIN)}/")
             pulumi.export("workspacesInstanceId", workspaces_host.instance.id)
             pulumi.export("workspacesSecretArn", workspaces_host.secret.arn)
@@ -149,7 +152,7 @@ def compose(settings: Settings) -> None:
     else:
         connection = pulumi.Output.from_input(local_connection())
 
-    Services(
+    services = Services(
         "services",
         ServicesArgs(
             specs=specs,
@@ -164,8 +167,20 @@ def compose(settings: Settings) -> None:
             upgrade_triggers=tuple(spec.image for spec in specs if spec.name in (gitea.NAME, postgres.NAME)),
             admin_bootstrap=(gitea.NAME, tuple(gitea.admin_bootstrap_command(settings, CONTAINER_PREFIX + gitea.NAME))),
             deploy_time_commands=deploy_time_commands(settings),
+            exported_credentials=exported_credentials(settings),
         ),
     )
+    if workspaces.enabled(settings) and sso.enabled(settings):
+        # Every value of Kasm's OpenID form (Kasm has no API for it: README, Workspaces); secret as a whole.
+        pulumi.export("workspacesOidc", {
+            **workspaces.oidc_form(settings),
+            "clientId": services.exported[workspaces.OIDC_CLIENT_ID_CREDENTIAL],
+            "clientSecret": services.exported[workspaces.OIDC_CLIENT_SECRET_CREDENTIAL],
+        })
+    if workspace_images.registration_enabled(settings):
+        # After the proxy (which routes workspaces.<domain>) and the workspaces host exist.
+        register_images(settings, services.exported[workspace_images.PULL_TOKEN_CREDENTIAL],
+                        after=[services, *workspaces_resources])
 
     export_forge(settings, list(hostnames))
     if settings.monitoring:
@@ -174,12 +189,25 @@ def compose(settings: Settings) -> None:
     pulumi.export("ssoClients", {client.application: client.redirect_uri for client in sso_clients(settings)})
 
 
+def exported_credentials(settings: Settings) -> tuple[str, ...]:
+    """Deploy-time credentials used outside any container: Kasm's pull token and its OpenID client."""
+    exported: list[str] = []
+    if workspace_images.registration_enabled(settings):
+        exported.append(workspace_images.PULL_TOKEN_CREDENTIAL)
+    if workspaces.enabled(settings) and sso.enabled(settings):
+        exported += [workspaces.OIDC_CLIENT_ID_CREDENTIAL, workspaces.OIDC_CLIENT_SECRET_CREDENTIAL]
+    return tuple(exported)
+
+
 def deploy_time_commands(settings: Settings) -> tuple[DeployTimeCommand, ...]:
-    """What Gitea makes once it runs: the runner's registration token (ci: actions) and each single sign-on client's id
-    and secret. Services runs only those whose credentials a container reads."""
+    """What Gitea makes once it runs: the runner's registration token (ci: actions), Kasm's token for pulling the
+    workspace images, and each single sign-on client's id and secret. Services runs only those whose credentials a
+    container reads or the stack exports."""
     container = CONTAINER_PREFIX + gitea.NAME
     return (
         DeployTimeCommand(gitea.NAME, tuple(ci.runner_token_command(container)), (ci.RUNNER_TOKEN,)),
+        DeployTimeCommand(gitea.NAME, tuple(workspace_images.pull_token_command(settings, container)),
+                          (workspace_images.PULL_TOKEN_CREDENTIAL,)),
         *(DeployTimeCommand(gitea.NAME, tuple(sso.client_command(settings, client, container)),
                             (client.client_id_credential, client.client_secret_credential))
           for client in sso_clients(settings)),
