@@ -49,6 +49,8 @@ BACKUP_PREFIX: Final = "workspaces"  # in the stack's backups bucket, beside the
 BACKUP_UNIT: Final = "forgestack-kasm-backup"
 BACKUP_METRICS_FILE: Final = f"{TEXTFILE_COLLECTOR_DIR}/forgestack_kasm_backup.prom"
 TOOLS: Final = ("backup.py", "restore.py")  # restore.py imports backup.py beside it
+UPGRADE_SCRIPT: Final = "kasm-install.sh"  # the first boot's install script, which --upgrade turns into the upgrader
+UPGRADE_TIMEOUT_SECONDS: Final = 2 * 3600  # Kasm's upgrade pulls its new service images: minutes, not hours
 PACKAGES: Final = ("python3-boto3", "curl")
 NODE_EXPORTER_CONTAINER: Final = f"{CONTAINER_PREFIX}{monitoring.NODE_EXPORTER}"
 PASSWORD_LENGTH: Final = 32  # letters and digits: Kasm's installer takes them as arguments
@@ -115,10 +117,19 @@ def kasm_backup_units(bucket: str, region: str, interval_hours: int) -> dict[str
     return {f"{BACKUP_UNIT}.service": service, f"{BACKUP_UNIT}.timer": timer}
 
 
-def tools_script(bucket: str, region: str, interval_hours: int) -> list[str]:
-    """Shell lines that install backup.py and restore.py (checked, swapped in whole) and the backup's units, and start the
-    timer. Run by the SSM association whenever the document changes: a new version of the tools reaches the host."""
-    files = tuple(HostFile(f"/{name}", (REPO_HOST_TOOLS / name).read_text(), 0o755) for name in TOOLS)
+def upgrade_argv(args: WorkspacesHostArgs, secret_arn: str) -> list[str]:
+    """The install script in upgrade mode: the release of the settings, after a backup of Kasm's database (a no-op when
+    that release is installed, or before the first boot installed any)."""
+    return ["bash", f"{TOOLS_DIR}/{UPGRADE_SCRIPT}", *install_argv(args, secret_arn)[1:], "--upgrade",
+            "--backup-unit", f"{BACKUP_UNIT}.service"]
+
+
+def tools_script(bucket: str, region: str, interval_hours: int, upgrade: list[str]) -> list[str]:
+    """Shell lines that install backup.py, restore.py and the install script (checked, swapped in whole) and the
+    backup's units, start the timer, then move Kasm to the release of the settings. Run by the SSM association
+    whenever the document changes: a new version of the tools, or a new workspacesRelease, reaches the host."""
+    files = (*(HostFile(f"/{name}", (REPO_HOST_TOOLS / name).read_text(), 0o755) for name in TOOLS),
+             HostFile(f"/{UPGRADE_SCRIPT}", templates.read("kasm-install.sh"), 0o755))
     units = kasm_backup_units(bucket, region, interval_hours)
     return [
         "set -eu",
@@ -128,15 +139,18 @@ def tools_script(bucket: str, region: str, interval_hours: int) -> list[str]:
         "systemctl daemon-reload",
         f"systemctl enable --now {BACKUP_UNIT}.timer",
         f"echo 'forgestack: Kasm backup tools installed, backup every {interval_hours} h'",
+        shlex.join(upgrade),
     ]
 
 
-def tools_document(bucket: str, region: str, interval_hours: int) -> str:
+def tools_document(bucket: str, region: str, interval_hours: int, upgrade: list[str]) -> str:
     return json.dumps({
         "schemaVersion": "2.2",
-        "description": "Install forgestack's backup and restore tools and the backup timer of Kasm's database on the workspaces host",
+        "description": "Install forgestack's backup and restore tools and the backup timer of Kasm's database on the "
+                       "workspaces host, then upgrade Kasm to the release of the settings (backup first)",
         "mainSteps": [{"action": "aws:runShellScript", "name": "installTools",
-                       "inputs": {"runCommand": tools_script(bucket, region, interval_hours)}}],
+                       "inputs": {"runCommand": tools_script(bucket, region, interval_hours, upgrade),
+                                  "timeoutSeconds": UPGRADE_TIMEOUT_SECONDS}}],
     })
 
 
@@ -204,8 +218,8 @@ class WorkspacesHost(pulumi.ComponentResource):
         # again whenever the document changes.
         self.tools = aws.ssm.Document(
             f"{name}-tools", document_type="Command", document_format="JSON",
-            content=pulumi.Output.from_input(args.backup_bucket_name).apply(
-                lambda bucket: tools_document(bucket, args.region, args.backup_interval_hours)),
+            content=pulumi.Output.all(args.backup_bucket_name, self.secret.arn).apply(
+                lambda v: tools_document(v[0], args.region, args.backup_interval_hours, upgrade_argv(args, v[1]))),
             opts=child,
         )
         role = aws.iam.Role(f"{name}-role", assume_role_policy=service_assume_role_policy("ec2.amazonaws.com"), opts=child)

@@ -4,6 +4,7 @@ Nginx proxying to a TLS upstream with websockets, and the host's resources under
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.server
 import json
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import yaml
 
 from components.constants import FORGE_HOST_TAG
 from components.host import decode_user_data
+from components.ops_host import TOOLS_DIR
 from components.services import images, workspaces
 from components.services.catalog import probe_urls, service_specs
 from components.services.monitoring import NODE_EXPORTER_PORT
@@ -37,6 +40,7 @@ from components.workspaces_host import (
     KASM_DB_CONTAINER,
     KASM_DB_NAME,
     KASM_DB_USER,
+    UPGRADE_SCRIPT,
     WorkspacesHostArgs,
     install_argv,
     kasm_backup_argv,
@@ -61,6 +65,10 @@ PASSWORDS = dict(zip(workspaces.CREDENTIALS, ("AdminPw1", "UserPw2", "DbPw3", "R
 FAKE_INSTALLER = """#!/bin/bash
 printf '%s\\n' "$@" > "$KASM_RECORD"
 echo "Kasm UI Login Credentials: admin@kasm.local ${7:-} user@kasm.local ${9:-}"
+"""
+FAKE_UPGRADER = """#!/bin/bash
+printf '%s\\n' "$@" > "$KASM_UPGRADE_RECORD"
+echo "upgrade: $*" >> "$KASM_EVENTS"
 """
 
 
@@ -108,9 +116,12 @@ def release_server(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     (site / "kasm_release").mkdir(parents=True)
     installer = site / "kasm_release" / "install.sh"
     installer.write_text(FAKE_INSTALLER)
+    upgrader = site / "kasm_release" / "upgrade.sh"
+    upgrader.write_text(FAKE_UPGRADER)
     tarball = site / "kasm_release_1.18.0.09f70a.tar.gz"
     with tarfile.open(tarball, "w:gz") as archive:
         archive.add(installer, arcname="kasm_release/install.sh")
+        archive.add(upgrader, arcname="kasm_release/upgrade.sh")
     pki = make_pki(tmp_path / "pki")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki.certificate, pki.key)
@@ -145,18 +156,34 @@ def host(tmp_path: Path, aws_endpoint: str) -> dict[str, object]:
     tools = tmp_path / "bin"
     install_shim(tools, "docker", f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{tmp_path}/docker.log"\n')
     install_shim(tools, "python3", f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    # systemctl: records what it starts; fails when the test plants systemctl-fails (a backup that does not succeed).
+    install_shim(tools, "systemctl", f'#!/bin/sh\necho "systemctl: $*" >> "{tmp_path}/events"\n'
+                                     f'[ ! -e "{tmp_path}/systemctl-fails" ]\n')
     env = {"PATH": f"{tools}:{os.environ['PATH']}", "AWS_ENDPOINT_URL": aws_endpoint, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "KASM_RECORD": str(tmp_path / "installer-args")}
+           "AWS_SECRET_ACCESS_KEY": "testing", "KASM_RECORD": str(tmp_path / "installer-args"),
+           "KASM_UPGRADE_RECORD": str(tmp_path / "upgrader-args"), "KASM_EVENTS": str(tmp_path / "events")}
     return {"env": env, "state": tmp_path / "state", "work": tmp_path / "work", "dir": tmp_path}
 
 
-def install(host: dict[str, object], url: str, ca: Path, sha256: str, secret_arn: str) -> subprocess.CompletedProcess[str]:
+def install(host: dict[str, object], url: str, ca: Path, sha256: str, secret_arn: str,
+            *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**host["env"], "CURL_CA_BUNDLE": str(ca)}  # type: ignore[dict-item]
     return subprocess.run(
         ["bash", str(SCRIPT), "--release-url", url, "--sha256", sha256, "--secret-arn", secret_arn, "--region", "eu-west-1",
-         "--swap-mib", "3072", "--state-dir", str(host["state"]), "--work-dir", str(host["work"])],
+         "--swap-mib", "3072", "--state-dir", str(host["state"]), "--work-dir", str(host["work"]), *extra],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )
+
+
+UPGRADE = ("--upgrade", "--backup-unit", "forgestack-kasm-backup.service")
+OLDER = "https://kasm-static-content.s3.amazonaws.com/kasm_release_1.17.0.7f020d.tar.gz"
+
+
+def plant_installed(host: dict[str, object], url: str) -> Path:
+    marker = Path(str(host["state"])) / "kasm-installed"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(url + "\n")
+    return marker
 
 
 def test_a_verified_release_is_installed_unattended_with_the_secrets_passwords(
@@ -212,14 +239,86 @@ def test_a_secret_without_a_password_stops_before_the_installer(
     assert missing.returncode == 1 and "cannot read arn:aws:secretsmanager" in missing.stderr and "Traceback" not in missing.stderr
 
 
-def test_another_release_already_installed_is_not_overwritten(
+def test_another_release_already_installed_is_not_overwritten_without_upgrade(
     host: dict[str, object], release_server: tuple[str, Path, str], aws_endpoint: str,
 ) -> None:
     url, ca, sha256 = release_server
-    Path(str(host["state"])).mkdir()
-    (Path(str(host["state"])) / "kasm-installed").write_text("https://kasm-static-content.s3.amazonaws.com/kasm_release_1.17.0.7f020d.tar.gz\n")
+    plant_installed(host, OLDER)
     result = install(host, url, ca, sha256, _secret(aws_endpoint, PASSWORDS))
-    assert result.returncode == 1 and "an upgrade to kasm_release_1.18.0.09f70a.tar.gz is a separate step" in result.stderr
+    assert result.returncode == 1 and "moving to kasm_release_1.18.0.09f70a.tar.gz is an upgrade (--upgrade" in result.stderr
+    assert not (Path(str(host["dir"])) / "installer-args").exists()
+
+
+def test_an_upgrade_backs_up_kasms_database_first_then_runs_kasms_upgrader(
+    host: dict[str, object], release_server: tuple[str, Path, str], aws_endpoint: str,
+) -> None:
+    url, ca, sha256 = release_server
+    marker = plant_installed(host, OLDER)
+    result = install(host, url, ca, sha256, _secret(aws_endpoint, PASSWORDS), *UPGRADE)
+    assert result.returncode == 0, result.stderr
+    events = (Path(str(host["dir"])) / "events").read_text().splitlines()
+    assert events == ["systemctl: start forgestack-kasm-backup.service", "upgrade: --proxy-port 8443"]  # backup, then upgrade
+    assert not (Path(str(host["dir"])) / "installer-args").exists()  # never the installer (it would reset the passwords)
+    assert marker.read_text().strip() == url
+    assert "UPDATE zones SET proxy_port = 443" in (Path(str(host["dir"])) / "docker.log").read_text()
+    assert "upgraded to kasm_release_1.18.0.09f70a.tar.gz" in result.stderr
+    assert not list(Path(str(host["work"])).iterdir())
+    again = install(host, url, ca, sha256, _secret(aws_endpoint, PASSWORDS), *UPGRADE)
+    assert again.returncode == 0 and "is installed already: nothing to do" in again.stderr
+    assert len((Path(str(host["dir"])) / "events").read_text().splitlines()) == 2  # no second backup, no second upgrade
+
+
+def test_a_failed_backup_stops_the_upgrade_before_anything_changes(
+    host: dict[str, object], release_server: tuple[str, Path, str], aws_endpoint: str,
+) -> None:
+    url, ca, sha256 = release_server
+    marker = plant_installed(host, OLDER)
+    (Path(str(host["dir"])) / "systemctl-fails").touch()
+    result = install(host, url, ca, sha256, _secret(aws_endpoint, PASSWORDS), *UPGRADE)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "kasm-install: the backup before the upgrade failed (journalctl -u forgestack-kasm-backup.service): nothing upgraded")
+    assert not (Path(str(host["dir"])) / "upgrader-args").exists() and marker.read_text().strip() == OLDER
+
+
+def test_a_wrong_checksum_stops_an_upgrade_before_the_backup(
+    host: dict[str, object], release_server: tuple[str, Path, str], aws_endpoint: str,
+) -> None:
+    url, ca, _ = release_server
+    marker = plant_installed(host, OLDER)
+    result = install(host, url, ca, "0" * 64, _secret(aws_endpoint, PASSWORDS), *UPGRADE)
+    assert result.returncode == 1 and "refused and deleted" in result.stderr
+    assert not (Path(str(host["dir"])) / "events").exists() and marker.read_text().strip() == OLDER
+
+
+def test_a_downgrade_is_refused(host: dict[str, object], release_server: tuple[str, Path, str], aws_endpoint: str) -> None:
+    url, ca, sha256 = release_server
+    newer = "https://kasm-static-content.s3.amazonaws.com/kasm_release_1.19.0.abcdef.tar.gz"
+    marker = plant_installed(host, newer)
+    result = install(host, url, ca, sha256, _secret(aws_endpoint, PASSWORDS), *UPGRADE)
+    assert result.returncode == 1 and "is older: Kasm has no downgrade" in result.stderr
+    assert not (Path(str(host["dir"])) / "events").exists() and marker.read_text().strip() == newer
+
+
+def test_an_upgrade_before_the_first_install_leaves_the_install_to_the_first_boot(
+    host: dict[str, object], release_server: tuple[str, Path, str], aws_endpoint: str,
+) -> None:
+    url, ca, sha256 = release_server
+    result = install(host, url, ca, sha256, _secret(aws_endpoint, PASSWORDS), *UPGRADE)
+    assert result.returncode == 0 and "Kasm is not installed yet" in result.stderr
+    assert not (Path(str(host["dir"])) / "events").exists() and not (Path(str(host["dir"])) / "installer-args").exists()
+
+
+def test_a_second_run_waits_for_the_first(host: dict[str, object], release_server: tuple[str, Path, str], aws_endpoint: str) -> None:
+    url, ca, sha256 = release_server
+    plant_installed(host, url)
+    lock = (Path(str(host["state"])) / "kasm-install.lock").open("a")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the first boot's install, still running
+    threading.Timer(1.5, lambda: fcntl.flock(lock, fcntl.LOCK_UN)).start()
+    started = time.monotonic()
+    result = install(host, url, ca, sha256, _secret(aws_endpoint, PASSWORDS), *UPGRADE)
+    assert result.returncode == 0 and time.monotonic() - started >= 1.4
+    lock.close()
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -229,6 +328,8 @@ def test_another_release_already_installed_is_not_overwritten(
      "--sha256 must be 64 lowercase hex digits"),
     (["--release-url", "https://example.com/kasm_release_1.18.0.tar.gz", "--sha256", SHA], "--secret-arn and --region are required"),
     (["--bogus"], "unknown argument: --bogus"),
+    (["--release-url", "https://example.com/kasm_release_1.18.0.tar.gz", "--sha256", SHA, "--secret-arn", "a", "--region", "r",
+      "--upgrade"], "--upgrade needs --backup-unit <name>.service"),
 ])
 def test_bad_usage_exits_2_with_one_line(argv: list[str], message: str) -> None:
     result = subprocess.run(["bash", str(SCRIPT), *argv], capture_output=True, text=True, check=False)
@@ -238,7 +339,8 @@ def test_bad_usage_exits_2_with_one_line(argv: list[str], message: str) -> None:
 def test_help_describes_every_option() -> None:
     result = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
-    for option in ("--release-url", "--sha256", "--secret-arn", "--region", "--swap-mib", "--listen-port", "--public-port"):
+    for option in ("--release-url", "--sha256", "--secret-arn", "--region", "--swap-mib", "--listen-port", "--public-port",
+                   "--upgrade", "--backup-unit"):
         assert option in result.stdout
 
 
@@ -439,7 +541,7 @@ def test_kasms_database_is_backed_up_under_its_own_prefix_by_a_timer_the_ssm_ass
     assert kasm_backup_argv(bucket.outputs["bucket"])[2:] == [
         "--bucket", bucket.outputs["bucket"], "--prefix", "workspaces", "--postgres-container", "kasm_db",
         "--postgres-user", "kasmapp", "--postgres-database", "kasm", "--metrics-file", BACKUP_METRICS_FILE]
-    assert script[-2] == "systemctl enable --now forgestack-kasm-backup.timer"
+    assert script[-3] == "systemctl enable --now forgestack-kasm-backup.timer"
     # The tools are the repository's backup.py and restore.py, checked by their digest before they are swapped in.
     assert any("sha256sum -c --quiet" in line for line in script)
     association = run.one("aws:ssm/association:Association", name="workspaces-tools-install")
@@ -474,3 +576,22 @@ def test_the_unit_files_pass_systemd_analyze(tmp_path: Path) -> None:
     result = subprocess.run(verify, capture_output=True, text=True, check=False,
                             env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"})
     assert result.returncode == 0, result.stderr
+
+
+def test_a_new_workspaces_release_reaches_the_host_through_the_association_with_a_backup_first(run: ProgramRun) -> None:
+    """The instance ignores changes of its user data; the tools document carries the release, so a new one changes the
+    document, the association runs it again, and its last step is the install script in upgrade mode."""
+    document = run.one("aws:ssm/document:Document", name="workspaces-tools")
+    step = json.loads(document.inputs["content"])["mainSteps"][0]["inputs"]
+    secret = run.one("aws:secretsmanager/secret:Secret", name="workspaces-secret").outputs["arn"]
+    upgrade = shlex.split(step["runCommand"][-1])
+    assert upgrade[:2] == ["bash", f"{TOOLS_DIR}/{UPGRADE_SCRIPT}"] and SCRIPT.name == UPGRADE_SCRIPT  # the same script
+    assert upgrade[upgrade.index("--release-url") + 1] == workspaces.release_url("1.18.0.09f70a")
+    assert upgrade[upgrade.index("--sha256") + 1] == SHA and upgrade[upgrade.index("--secret-arn") + 1] == secret
+    assert upgrade[-3:] == ["--upgrade", "--backup-unit", "forgestack-kasm-backup.service"]
+    assert step["timeoutSeconds"] >= 3600
+    newer = run_program("dev", stack_config("dev", {**WORKSPACES, "forgestack:workspacesRelease": "1.18.1.abcdef"}))
+    changed = newer.one("aws:ssm/document:Document", name="workspaces-tools").inputs["content"]
+    assert changed != document.inputs["content"] and "kasm_release_1.18.1.abcdef.tar.gz" in changed
+    instance = newer.one("aws:ec2/instance:Instance", name="workspaces-instance")
+    assert {"userData", "userDataBase64"} <= set(instance.ignore_changes)  # never a replaced host (Kasm's data is on it)
