@@ -4,15 +4,21 @@ the deploy wiring under mocks."""
 
 from __future__ import annotations
 
+import json
+import shlex
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import jmespath
 import pytest
 
-from components.services import gitea, monitoring, sso
+from components.services import gitea, monitoring, portainer, sso
 from components.settings import ConfigError, parse
 from components.templates import FILES_DIR
 from rehearsal.engine import ProgramRun, Registered, has_secret, run_program, stack_config
@@ -227,3 +233,169 @@ def test_without_an_organization_nothing_of_single_sign_on_is_deployed() -> None
     assert sso.CLIENT_SCRIPT not in _uploads(_containers(run)["gitea"])
     grafana_env = " ".join(_containers(run)["grafana"].inputs["envs"])
     assert "GENERIC_OAUTH" not in grafana_env
+
+
+# ------------------------------------------------------------------ Portainer CE (OAuth set through its API)
+
+PORTAINER_SCRIPT = FILES_DIR / portainer.OAUTH_SCRIPT_FILE
+PORTAINER_PASSWORD = 'port"ainer\\pw'  # quotes and backslashes must survive the JSON body
+JWT = "eyJhbGciOiJIUzI1NiJ9.e30.signature"
+
+
+@dataclass
+class FakePortainer:
+    """Portainer's API as the script uses it: /api/auth, then /api/settings with the token."""
+
+    settings: dict[str, Any] = field(default_factory=lambda: {"AuthenticationMethod": 1, "OAuthSettings": {}})
+    requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    ignore_updates: bool = False
+    url: str = ""
+
+
+@pytest.fixture
+def fake_portainer() -> Iterator[FakePortainer]:
+    state = FakePortainer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, status: int, body: dict[str, Any]) -> None:
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _body(self) -> dict[str, Any]:
+            length = int(self.headers.get("Content-Length") or 0)
+            return json.loads(self.rfile.read(length)) if length else {}
+
+        def _authorized(self) -> bool:
+            return self.headers.get("Authorization") == f"Bearer {JWT}"
+
+        def do_POST(self) -> None:
+            body = self._body()
+            state.requests.append(("POST", self.path, body))
+            if self.path != "/api/auth":
+                return self._answer(404, {"message": "not found"})
+            if body != {"username": "admin", "password": PORTAINER_PASSWORD}:
+                return self._answer(422, {"message": "Invalid credentials", "details": "Unauthorized"})
+            return self._answer(200, {"jwt": JWT})
+
+        def do_PUT(self) -> None:
+            body = self._body()
+            state.requests.append(("PUT", self.path, body))
+            if self.path != "/api/settings" or not self._authorized():
+                return self._answer(401, {"message": "Unauthorized"})
+            if not state.ignore_updates:
+                state.settings.update(body)
+            return self._answer(200, {**state.settings, **body})
+
+        def do_GET(self) -> None:
+            state.requests.append(("GET", self.path, {}))
+            if self.path != "/api/settings" or not self._authorized():
+                return self._answer(401, {"message": "Unauthorized"})
+            return self._answer(200, state.settings)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/api"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def portainer_settings() -> dict[str, Any]:
+    return portainer.oauth_settings(parse(stack_config("dev"), "dev"))
+
+
+def run_portainer_script(tools: Path, api_url: str, stdin: str, settings_json: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(tools / "sh"), str(PORTAINER_SCRIPT), api_url, settings_json or json.dumps(portainer_settings())],
+        input=stdin, capture_output=True, text=True, check=False, timeout=60, env={"PATH": str(tools)},
+    )
+
+
+@pytest.fixture
+def portainer_tools(alpine_path: Path) -> Path:
+    for tool in ("mktemp", "rm", "printf"):
+        if not (alpine_path / tool).exists():
+            (alpine_path / tool).symlink_to(shutil.which("busybox") or "busybox")
+    return alpine_path
+
+
+def test_portainer_signs_in_through_gitea_after_the_script(portainer_tools: Path, fake_portainer: FakePortainer, tmp_path: Path) -> None:
+    result = run_portainer_script(portainer_tools, fake_portainer.url, portainer.oauth_stdin(PORTAINER_PASSWORD, "cid-1", 'sec"ret\\2'))
+    assert result.returncode == 0, result.stderr
+    assert fake_portainer.settings["AuthenticationMethod"] == 3
+    oauth = fake_portainer.settings["OAuthSettings"]
+    assert (oauth["ClientID"], oauth["ClientSecret"]) == ("cid-1", 'sec"ret\\2')
+    assert {key: oauth[key] for key in portainer_settings()} == portainer_settings()
+    assert oauth["RedirectURI"] == "https://portainer.dev.forge.example.com/" and oauth["UserIdentifier"] == "preferred_username"
+    assert oauth["AccessTokenURI"] == "http://gitea:3000/login/oauth/access_token"  # over the Docker network
+    assert [(method, path) for method, path, _ in fake_portainer.requests] == [
+        ("POST", "/api/auth"), ("PUT", "/api/settings"), ("GET", "/api/settings")]
+    # Neither the password, nor the secret, nor Portainer's token is ever an argument or printed.
+    argv = (tmp_path / "curl-argv.log").read_text()
+    for secret in (PORTAINER_PASSWORD, "sec", JWT):
+        assert secret not in argv and secret not in result.stdout + result.stderr
+    again = run_portainer_script(portainer_tools, fake_portainer.url, portainer.oauth_stdin(PORTAINER_PASSWORD, "cid-1", "s2"))
+    assert again.returncode == 0 and fake_portainer.settings["OAuthSettings"]["ClientSecret"] == "s2"
+
+
+def test_a_wrong_admin_password_stops_before_any_setting(portainer_tools: Path, fake_portainer: FakePortainer) -> None:
+    result = run_portainer_script(portainer_tools, fake_portainer.url, portainer.oauth_stdin("wrong", "cid", "secret"))
+    assert result.returncode == 1 and "Portainer refused the admin's sign-in" in result.stderr and "Invalid credentials" in result.stderr
+    assert fake_portainer.settings["AuthenticationMethod"] == 1 and "wrong" not in result.stderr
+
+
+def test_settings_portainer_did_not_keep_are_an_error(portainer_tools: Path, fake_portainer: FakePortainer) -> None:
+    fake_portainer.ignore_updates = True
+    result = run_portainer_script(portainer_tools, fake_portainer.url, portainer.oauth_stdin(PORTAINER_PASSWORD, "cid", "secret"))
+    assert result.returncode == 1 and "do not have OAuth as the authentication method" in result.stderr
+
+
+@pytest.mark.parametrize(("stdin", "settings_json", "message"), [
+    ("only-a-password\n", None, "expected three lines on standard input"),
+    ("", None, "expected three lines on standard input"),
+    (portainer.oauth_stdin("pw", "id", "secret"), "[1, 2]", "not a JSON object"),
+])
+def test_bad_input_to_the_portainer_script_exits_2_before_any_request(
+    portainer_tools: Path, fake_portainer: FakePortainer, stdin: str, settings_json: str | None, message: str,
+) -> None:
+    result = run_portainer_script(portainer_tools, fake_portainer.url, stdin, settings_json)
+    assert result.returncode == 2 and message in result.stderr and fake_portainer.requests == []
+
+
+@pytest.mark.parametrize("stack", ["dev", "local"])
+def test_portainer_gets_its_client_and_its_settings_with_secrets_only_on_stdin(
+    stack: str, dev_run: ProgramRun, local_run: ProgramRun,
+) -> None:
+    run = {"dev": dev_run, "local": local_run}[stack]
+    settings = parse(stack_config(stack), stack)
+    configure = run.one("command:local:Command", name="services-portainer-oauth")
+    client = run.one("command:local:Command", name="services-portainerOauthClientId")
+    assert f"forgestack-sso-client forgeadmin forgestack portainer {portainer.url(settings)}" in client.inputs["create"]
+    argv = portainer.oauth_command(settings, "forgestack-gitea")
+    parts = shlex.split(configure.inputs["create"])  # as is on the local stack; through ssh (its last argument) on AWS
+    assert parts == argv if stack == "local" else shlex.split(parts[-1]) == argv
+    assert argv[:3] == ["docker", "exec", "-i"]  # standard input reaches the script
+    client_id, client_secret = client.outputs["stdout"].split()
+    password = run.one("random:index/randomPassword:RandomPassword", name="credentials-portainerAdminPassword").outputs["result"]
+    assert configure.inputs["stdin"] == portainer.oauth_stdin(password, client_id, client_secret)
+    assert configure.raw_inputs is not None and has_secret(configure.raw_inputs["stdin"])
+    for secret in (password, client_id, client_secret):
+        assert secret not in configure.inputs["create"]
+    assert portainer.OAUTH_SCRIPT in _uploads(_containers(run)["gitea"])
+    assert run.outputs["ssoClients"]["portainer"] == portainer.url(settings)
+
+
+def test_without_portainer_or_an_organization_portainer_gets_no_client(prod_run: ProgramRun) -> None:
+    assert not [c for c in prod_run.of_type("command:local:Command") if "portainer" in c.name]  # prod runs no Portainer
+    run = run_program("dev", stack_config("dev", {"forgestack:ssoOrganization": ""}))
+    assert not [c for c in run.of_type("command:local:Command") if "portainer" in c.name]
+    assert portainer.OAUTH_SCRIPT not in _uploads(_containers(run)["gitea"])

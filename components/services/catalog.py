@@ -8,7 +8,7 @@ from components.services import backup_store, ci, logs, mail, monitoring, portai
 from components.services.gitea import gitea_spec
 from components.services.postgres import postgres_spec
 from components.services.proxy import certbot_spec, proxy_routes, proxy_spec
-from components.services.spec import ServiceSpec
+from components.services.spec import ConfigFile, ServiceSpec
 from components.settings import ConfigError, Settings, full_key
 
 OS_RESERVED_MB = 1024  # kernel, Docker, SSM agent, page cache headroom
@@ -101,7 +101,10 @@ def memory_plan(settings: Settings) -> dict[str, int]:
 def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
     """Every container of the stack, dependencies before dependants."""
     memory = memory_plan(settings)
-    gitea = gitea_spec(settings, memory["gitea"], tools=(sso.client_script_file(),) if sso_clients(settings) else ())
+    tools: tuple[ConfigFile, ...] = (sso.client_script_file(),) if sso_clients(settings) else ()
+    if portainer_signs_on(settings):
+        tools += (portainer.oauth_script_file(),)
+    gitea = gitea_spec(settings, memory["gitea"], tools=tools)
     specs = [postgres_spec(settings, memory["postgres"]), valkey.valkey_spec(memory[valkey.NAME])]
     if enabled(settings, mail.MAILPIT):
         specs.append(mail.mailpit_spec(memory[mail.MAILPIT]))
@@ -140,6 +143,10 @@ def service_specs(settings: Settings) -> tuple[ServiceSpec, ...]:
     return tuple(specs)
 
 
+def portainer_signs_on(settings: Settings) -> bool:
+    return sso.enabled(settings) and enabled(settings, portainer.NAME)
+
+
 def sso_clients(settings: Settings) -> tuple[sso.OAuthClient, ...]:
     """The web UIs that sign in through Gitea (README, Single sign-on)."""
     if not sso.enabled(settings):
@@ -149,6 +156,8 @@ def sso_clients(settings: Settings) -> tuple[sso.OAuthClient, ...]:
         clients.append(monitoring.grafana_oauth_client(settings))
     if enabled(settings, ci.DRONE) and ci.drone_client_registered_by_deploy(settings):
         clients.append(ci.drone_oauth_client(settings))
+    if portainer_signs_on(settings):
+        clients.append(portainer.oauth_client(settings))
     if workspaces.enabled(settings):
         clients.append(workspaces.oauth_client(settings))
     return tuple(clients)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pulumi
+import pulumi_command as command
 
 from components.alarms import HEARTBEAT_METRIC, HEARTBEAT_NAMESPACE
 from components.backup_job import backup_job, pre_upgrade_backup_argv
@@ -11,8 +14,8 @@ from components.dns import Dns, DnsArgs
 from components.host import Host, HostArgs, ssm_session_command
 from components.host_files import Heartbeat, HostBundle, host_bundle
 from components.network import Network, NetworkArgs, allow_own_address
-from components.services import ci, gitea, monitoring, postgres, sso, workspace_images, workspaces
-from components.services.catalog import routed_hostnames, service_specs, sso_clients
+from components.services import ci, gitea, monitoring, portainer, postgres, sso, workspace_images, workspaces
+from components.services.catalog import portainer_signs_on, routed_hostnames, service_specs, sso_clients
 from components.services.deploy import (
     DeployTimeCommand,
     HostConnection,
@@ -152,11 +155,12 @@ def compose(settings: Settings) -> None:
     else:
         connection = pulumi.Output.from_input(local_connection())
 
+    values = secret_values(settings, credentials)
     services = Services(
         "services",
         ServicesArgs(
             specs=specs,
-            secret_values=secret_values(settings, credentials),
+            secret_values=values,
             connection=connection,
             hostnames=hostnames,
             wait_for_host=settings.is_aws,
@@ -170,6 +174,8 @@ def compose(settings: Settings) -> None:
             exported_credentials=exported_credentials(settings),
         ),
     )
+    if portainer_signs_on(settings):
+        portainer_sign_on(settings, services, connection, values[portainer.PASSWORD_CREDENTIAL])
     if workspaces.enabled(settings) and sso.enabled(settings):
         # Every value of Kasm's OpenID form (Kasm has no API for it: README, Workspaces); secret as a whole.
         pulumi.export("workspacesOidc", {
@@ -189,9 +195,30 @@ def compose(settings: Settings) -> None:
     pulumi.export("ssoClients", {client.application: client.redirect_uri for client in sso_clients(settings)})
 
 
+def portainer_sign_on(
+    settings: Settings, services: Services, connection: pulumi.Output[HostConnection], password: pulumi.Output[str]
+) -> command.local.Command:
+    """Portainer's OAuth settings, set through its API from the Gitea container; the admin's password and the client's
+    id and secret travel on standard input (through ssh on AWS), never on a command line. Again whenever Portainer's
+    container is replaced or its client's secret changes."""
+    client_id = services.exported[portainer.OAUTH_CLIENT_ID_CREDENTIAL]
+    client_secret = services.exported[portainer.OAUTH_CLIENT_SECRET_CREDENTIAL]
+    argv = portainer.oauth_command(settings, CONTAINER_PREFIX + gitea.NAME)
+    return command.local.Command(
+        "services-portainer-oauth",
+        create=connection.apply(lambda c: shlex.join(c.remote(argv))),
+        stdin=pulumi.Output.secret(pulumi.Output.all(password, client_id, client_secret).apply(  # type: ignore[arg-type]
+            lambda v: portainer.oauth_stdin(v[0], v[1], v[2]))),
+        triggers=[services.containers[portainer.NAME].id, client_secret],
+        opts=pulumi.ResourceOptions(depends_on=[services]),
+    )
+
+
 def exported_credentials(settings: Settings) -> tuple[str, ...]:
-    """Deploy-time credentials used outside any container: Kasm's pull token and its OpenID client."""
+    """Deploy-time credentials used outside any container: Kasm's pull token and its OpenID client, Portainer's client."""
     exported: list[str] = []
+    if portainer_signs_on(settings):
+        exported += [portainer.OAUTH_CLIENT_ID_CREDENTIAL, portainer.OAUTH_CLIENT_SECRET_CREDENTIAL]
     if workspace_images.registration_enabled(settings):
         exported.append(workspace_images.PULL_TOKEN_CREDENTIAL)
     if workspaces.enabled(settings) and sso.enabled(settings):
