@@ -178,6 +178,7 @@ class FakeKasm:
     images: list[dict[str, Any]] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     refuse: str = ""  # an error_message to answer every call with
+    shows_tokens: bool = True  # whether get_images returns each workspace's registry token
 
     def answer(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append((call, body))
@@ -186,7 +187,8 @@ class FakeKasm:
         if self.refuse:
             return {"error_message": self.refuse}
         if call == "get_images":
-            return {"images": [{k: v for k, v in image.items() if k != "docker_token"} for image in self.images]}
+            return {"images": [{k: v for k, v in image.items() if k != "docker_token" or self.shows_tokens}
+                               for image in self.images]}
         if call == "create_image":
             image = {**body["target_image"], "image_id": f"id{len(self.images) + 1}"}
             self.images.append(image)
@@ -268,6 +270,18 @@ def test_registration_creates_each_workspace_once_and_then_leaves_it_alone(kasm:
     assert [call for call, _ in state.calls].count("create_image") == 2
     assert "update_image" not in [call for call, _ in state.calls]
     assert second.stdout.count("unchanged") == 2
+
+
+def test_a_new_pull_token_reaches_kasm_even_when_kasm_hides_tokens(kasm: tuple[FakeKasm, str, Path]) -> None:
+    state, url, ca = kasm
+    assert register(settings_argv(url), ca).returncode == 0
+    rotated = register(settings_argv(url), ca, {"REGISTRY_TOKEN": "rotated-token"})
+    assert rotated.returncode == 0 and rotated.stdout.count(": updated") == 2
+    assert {image["docker_token"] for image in state.images} == {"rotated-token"}
+    state.shows_tokens = False  # a token Kasm does not show cannot be compared: it is set again, never assumed equal
+    hidden = register(settings_argv(url), ca, {"REGISTRY_TOKEN": "rotated-token"})
+    assert hidden.returncode == 0 and hidden.stdout.count(": updated") == 2 and len(state.images) == 2
+    assert "rotated-token" not in hidden.stdout + hidden.stderr
 
 
 def test_a_new_tag_updates_the_existing_workspace_in_place(kasm: tuple[FakeKasm, str, Path]) -> None:

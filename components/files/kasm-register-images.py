@@ -100,7 +100,9 @@ def wanted_images(images_json: str, registry: str, registry_user: str, registry_
 
 
 def differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    return any(current.get(field) != wanted[field] for field in MANAGED_FIELDS)
+    """A workspace is left alone only when Kasm shows every field this script owns as wanted, the pull token included:
+    a token Kasm does not show cannot be checked, so it is set again (a new one after a rotation must reach Kasm)."""
+    return any(current.get(field) != wanted[field] for field in (*MANAGED_FIELDS, "docker_token"))
 
 
 def register(api: KasmApi, wanted: list[dict[str, Any]]) -> dict[str, str]:
