@@ -702,6 +702,7 @@ class MotoMocks(HaHandlers, ForgeMocks):
 
 def register_ubuntu_images(region: str) -> None:
     """Canonical's Ubuntu 24.04 images, as the AMI lookup expects to find them (moto's images are older)."""
+    import_ec2_with_lazy_offerings()
     from moto.ec2.models import ec2_backends
     from moto.ec2.models.amis import Ami
 
@@ -786,6 +787,111 @@ def managed_policies_on_demand() -> Iterator[None]:
 
 
 @contextmanager
+def shared_service_models() -> Iterator[None]:
+    """botocore parses a data file once per loader, and boto3's clients, moto's responses and its backends each have
+    their own: EC2's model (4 MB of JSON) was parsed six times per rehearsal and the endpoints five, a second of the
+    run. Here each file is parsed once per process and every loader gets that copy (botocore treats loaded data as
+    read-only; the extras it merges into a model are the same whichever loader merges them)."""
+    from botocore.loaders import JSONFileLoader
+
+    original = JSONFileLoader.load_file
+    parsed: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def load_file(loader: Any, file_path: str) -> Any:
+        with lock:
+            if file_path not in parsed:
+                parsed[file_path] = original(loader, file_path)
+            return parsed[file_path]
+
+    JSONFileLoader.load_file = load_file
+    try:
+        yield
+    finally:
+        JSONFileLoader.load_file = original
+
+
+class _PrivateKeyOnFirstUse:
+    """Stands for the private key moto makes for every KMS key, symmetric ones included (an RSA key each, 40 ms), but
+    uses only to sign, verify and show a public key: made when first used."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._key: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._key is None:
+            self._key = self._make()
+        return getattr(self._key, name)
+
+
+@contextmanager
+def kms_private_keys_on_first_use() -> Iterator[None]:
+    import moto.kms.models as kms_models
+
+    original = kms_models.generate_private_key
+
+    def generate_private_key(key_spec: str) -> Any:
+        return _PrivateKeyOnFirstUse(lambda: original(key_spec))
+
+    kms_models.generate_private_key = generate_private_key
+    try:
+        yield
+    finally:
+        kms_models.generate_private_key = original
+
+
+OFFERINGS_RESOURCE = "ec2/resources/instance_type_offerings"
+
+
+class _RegionOfferings(dict[str, Any]):
+    """moto's instance type offerings of one location type, read per region on first use: moto reads every region's
+    file when moto.ec2 is imported (half a second), and a rehearsal launches instances in one or two regions."""
+
+    def __init__(self, location_type: str, load: Callable[[str], Any]) -> None:
+        super().__init__()
+        self._location_type = location_type
+        self._load = load
+
+    def __missing__(self, region: str) -> list[dict[str, Any]]:
+        try:
+            offerings = self._load(f"{OFFERINGS_RESOURCE}/{self._location_type}/{region}.json")
+        except FileNotFoundError:
+            offerings = []  # a region moto does not know: no offerings, as moto's own data would say
+        for offering in offerings:
+            offering["LocationType"] = self._location_type
+        self[region] = offerings
+        return offerings
+
+    def get(self, region: str, default: Any = None) -> Any:
+        return (self[region] or default) if isinstance(region, str) else default
+
+
+@functools.cache
+def import_ec2_with_lazy_offerings() -> None:
+    """Import moto's EC2 models with the offerings read lazily (_RegionOfferings); what moto answers is unchanged."""
+    import sys
+
+    import moto.utilities.utils as moto_utils
+
+    if "moto.ec2.models.instance_types" in sys.modules:
+        return  # imported already, with every region read: nothing to gain
+    original = moto_utils.load_resource
+
+    def skip_offerings(resource: str) -> Any:
+        return [] if OFFERINGS_RESOURCE in resource else original(resource)
+
+    moto_utils.load_resource = skip_offerings  # the module binds load_resource at its import
+    try:
+        from moto.ec2.models import instance_types
+    finally:
+        moto_utils.load_resource = original
+    instance_types.load_resource = original
+    for location_type in list(instance_types.INSTANCE_TYPE_OFFERINGS):  # moto's own reader: file.json.gz or file.json
+        instance_types.INSTANCE_TYPE_OFFERINGS[location_type] = _RegionOfferings(location_type, original)
+
+
+@contextmanager
 def emulated_account(region: str, hosted_zone: str | None) -> Iterator[EmulatedAccount]:
     """A fresh moto account with what an operator already owns: Canonical's images and the public hosted zone."""
     saved = {key: os.environ.get(key) for key in (*FAKE_CREDENTIALS, "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
@@ -796,7 +902,7 @@ def emulated_account(region: str, hosted_zone: str | None) -> Iterator[EmulatedA
     os.environ["AWS_DEFAULT_REGION"] = region
     os.environ.pop("AWS_ENDPOINT_URL", None)
     try:
-        with mock_aws(), managed_policies_on_demand():
+        with shared_service_models(), mock_aws(), managed_policies_on_demand(), kms_private_keys_on_first_use():
             register_ubuntu_images(region)
             if hosted_zone:
                 boto3.client("route53", region_name=region).create_hosted_zone(

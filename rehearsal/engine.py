@@ -22,7 +22,11 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.services import sso
+from rehearsal import lazy_provider
+
+lazy_provider.install()  # before the program imports pulumi_aws's subpackages: they load lazily offline
+
+from components.services import sso  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent  # the repository root
 MAIN = REPO / "__main__.py"
