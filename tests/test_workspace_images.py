@@ -4,6 +4,7 @@ a process over HTTPS, and the program's wiring under mocks (secrets in the envir
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -113,11 +114,52 @@ def test_ubuntu_packages_come_from_one_archive_snapshot_in_every_workspace() -> 
         assert installs and all('--snapshot "${UBUNTU_SNAPSHOT}"' in line for line in installs), path
 
 
-def test_postman_is_refused_unless_its_pinned_checksum_matches() -> None:
+def _postman_step(tmp_path: Path) -> str:
+    """The Dockerfile's download-and-install RUN step, its paths moved under tmp_path (the rest as written)."""
     text = workspace_images.dockerfile(workspace_images.IMAGES[1]).read_text()
-    assert re.search(r"^ARG POSTMAN_SHA256=[0-9a-f]{64}$", text, re.MULTILINE)
-    download = text[text.index("curl "):text.index("tar -xzf")]
-    assert "sha256sum --check --strict" in download and "--fail" in download and "--proto '=https'" in download
+    lines = text[text.index("RUN curl ") + len("RUN "):].splitlines()
+    end = next(index for index, line in enumerate(lines) if not line.endswith("\\"))  # the instruction's last line
+    step = " ".join(line.removesuffix("\\") for line in lines[:end + 1])
+    for path in ("/tmp/", "/opt", "/usr/local/bin/"):
+        step = step.replace(path, f"{tmp_path}/root{path}")
+    for path in ("tmp", "opt", "usr/local/bin"):
+        (tmp_path / "root" / path).mkdir(parents=True, exist_ok=True)
+    return step
+
+
+def _run_postman_step(tmp_path: Path, tarball: Path, sha256: str) -> subprocess.CompletedProcess[str]:
+    """The step under bash with a curl that serves the planted tarball (no network), Postman's pins as the build args."""
+    tools = tmp_path / "bin"
+    tools.mkdir(exist_ok=True)
+    curl = tools / "curl"
+    curl.write_text(f'#!/bin/bash\nwhile [ "$#" -gt 0 ]; do [ "$1" = --output ] && cp {tarball} "$2"; shift; done\n')
+    curl.chmod(0o755)
+    version = re.search(r"^ARG POSTMAN_VERSION=(\S+)$", workspace_images.dockerfile(workspace_images.IMAGES[1]).read_text(), re.M)
+    assert version
+    env = {"PATH": f"{tools}:/usr/bin:/bin", "POSTMAN_VERSION": version.group(1), "POSTMAN_SHA256": sha256}
+    return subprocess.run(["bash", "-o", "pipefail", "-c", _postman_step(tmp_path)], capture_output=True, text=True,
+                          env=env, check=False)
+
+
+def test_postman_is_installed_only_when_the_download_matches_its_pinned_checksum(tmp_path: Path) -> None:
+    package = tmp_path / "package" / "Postman"
+    package.mkdir(parents=True)
+    (package / "Postman").write_text("#!/bin/sh\n")
+    tarball = tmp_path / "postman.tar.gz"
+    subprocess.run(["tar", "-czf", str(tarball), "-C", str(package.parent), "Postman"], check=True)
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    text = workspace_images.dockerfile(workspace_images.IMAGES[1]).read_text()
+    assert re.search(r"^ARG POSTMAN_SHA256=[0-9a-f]{64}$", text, re.MULTILINE) and "--proto '=https'" in text
+
+    refused = _run_postman_step(tmp_path, tarball, "0" * 64)
+    assert refused.returncode != 0 and "FAILED" in refused.stdout + refused.stderr
+    assert not (tmp_path / "root" / "opt" / "postman").exists()  # nothing unpacked from an unverified download
+
+    installed = _run_postman_step(tmp_path, tarball, digest)
+    assert installed.returncode == 0, installed.stderr
+    assert (tmp_path / "root" / "opt" / "postman" / "Postman").is_file()
+    assert (tmp_path / "root" / "usr" / "local" / "bin" / "postman").is_symlink()
+    assert not (tmp_path / "root" / "tmp" / "postman.tar.gz").exists()
 
 
 # ------------------------------------------------------------------ the tag CI and the deploy agree on

@@ -69,7 +69,7 @@ def runner_spec(settings: Settings, memory_mb: int, job_memory_mb: int) -> Servi
             # Registered against the public ROOT_URL, as Gitea's docs require (jobs clone from it too). While Nginx still
             # serves the bootstrap certificate (the first minutes of a prod stack) registration fails and the image
             # retries; Docker restarts it after that (unless-stopped) until the real certificate is in place.
-            "GITEA_INSTANCE_URL": f"https://{settings.hostname(gitea.SUBDOMAIN)}/",
+            "GITEA_INSTANCE_URL": f"{gitea.public_url(settings)}/",
             "GITEA_RUNNER_REGISTRATION_TOKEN_FILE": RUNNER_TOKEN_FILE,
             "GITEA_RUNNER_NAME": f"{CONTAINER_PREFIX}{settings.stack}",
             "CONFIG_FILE": RUNNER_CONFIG,
@@ -110,7 +110,7 @@ def drone_server_spec(settings: Settings, memory_mb: int) -> ServiceSpec:
     return ServiceSpec(
         name=DRONE, image=images.DRONE_SERVER, memory_mb=memory_mb,
         env={
-            "DRONE_GITEA_SERVER": f"https://{settings.hostname(gitea.SUBDOMAIN)}",
+            "DRONE_GITEA_SERVER": gitea.public_url(settings),
             **client_id,
             "DRONE_GITEA_CLIENT_SECRET_FILE": DRONE_CLIENT_SECRET_FILE,
             "DRONE_RPC_SECRET_FILE": DRONE_RPC_SECRET_FILE,

@@ -49,6 +49,11 @@ REGISTRATION = {
 }
 
 
+def public_url(settings: Settings) -> str:
+    """Gitea's address for browsers and for anything outside the Docker network (no trailing slash)."""
+    return f"https://{settings.hostname(SUBDOMAIN)}"
+
+
 def mailer(settings: Settings) -> dict[str, str]:
     """Gitea's [mailer] on the stack's relay (SES or Mailpit); the SMTP user and password are files."""
     relay = mail.relay(settings)

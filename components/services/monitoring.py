@@ -476,8 +476,8 @@ def grafana_sso_env(settings: Settings) -> dict[str, str]:
         "GF_AUTH_GENERIC_OAUTH_SCOPES": " ".join(sso.SCOPES), "GF_AUTH_GENERIC_OAUTH_USE_PKCE": "true",
         "GF_AUTH_GENERIC_OAUTH_AUTH_URL": gitea.authorize, "GF_AUTH_GENERIC_OAUTH_TOKEN_URL": gitea.token,
         "GF_AUTH_GENERIC_OAUTH_API_URL": gitea.userinfo,
-        "GF_AUTH_GENERIC_OAUTH_LOGIN_ATTRIBUTE_PATH": "preferred_username", "GF_AUTH_GENERIC_OAUTH_EMAIL_ATTRIBUTE_PATH": "email",
-        "GF_AUTH_GENERIC_OAUTH_NAME_ATTRIBUTE_PATH": "name", "GF_AUTH_GENERIC_OAUTH_GROUPS_ATTRIBUTE_PATH": "groups",
+        "GF_AUTH_GENERIC_OAUTH_LOGIN_ATTRIBUTE_PATH": sso.USERNAME_CLAIM, "GF_AUTH_GENERIC_OAUTH_EMAIL_ATTRIBUTE_PATH": "email",
+        "GF_AUTH_GENERIC_OAUTH_NAME_ATTRIBUTE_PATH": "name", "GF_AUTH_GENERIC_OAUTH_GROUPS_ATTRIBUTE_PATH": sso.GROUPS_CLAIM,
         "GF_AUTH_GENERIC_OAUTH_ROLE_ATTRIBUTE_PATH": grafana_role_attribute_path(settings.sso_organization),
         "GF_AUTH_GENERIC_OAUTH_ROLE_ATTRIBUTE_STRICT": "true",
         # Accounts come from Gitea's organization; GF_USERS_ALLOW_SIGN_UP stays false for the login form.

@@ -62,7 +62,7 @@ def oauth_settings(settings: Settings) -> dict[str, object]:
         "AccessTokenURI": endpoints.token,
         "ResourceURI": endpoints.userinfo,
         "RedirectURI": url(settings),
-        "UserIdentifier": "preferred_username",  # the Gitea user name, as in the other UIs
+        "UserIdentifier": sso.USERNAME_CLAIM,
         "Scopes": "openid profile email",
         "OAuthAutoCreateUsers": True,
         "DefaultTeamID": 0,

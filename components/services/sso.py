@@ -21,6 +21,11 @@ CLIENT_SCRIPT_FILE = "gitea-sso-client.sh"
 OWNERS_TEAM = "owners"  # every Gitea organization has it (its lower-case name is what the groups claim carries)
 # OpenID Connect plus Gitea's `groups` claim: the organizations ("org") and teams ("org:team") of the user.
 SCOPES = ("openid", "profile", "email", "groups")
+USERNAME_CLAIM = "preferred_username"  # the Gitea user name, which every client takes as its own user name
+GROUPS_CLAIM = "groups"
+AUTHORIZE_PATH = "/login/oauth/authorize"  # Gitea's OAuth2 endpoints
+TOKEN_PATH = "/login/oauth/access_token"  # noqa: S105 (a URL path)
+USERINFO_PATH = "/login/oauth/userinfo"
 # Token and user-info requests go from the client's container straight to Gitea on the Docker network: no hairpin
 # through the public address, no trust in a staging certificate. Only the browser uses the public name.
 INTERNAL_GITEA_URL = f"http://{gitea.NAME}:{gitea.HTTP_PORT}"
@@ -45,10 +50,12 @@ class Endpoints:
     userinfo: str  # the client's server
 
 
-def endpoints(settings: Settings) -> Endpoints:
-    public = f"https://{settings.hostname(gitea.SUBDOMAIN)}"
-    return Endpoints(authorize=f"{public}/login/oauth/authorize", token=f"{INTERNAL_GITEA_URL}/login/oauth/access_token",
-                     userinfo=f"{INTERNAL_GITEA_URL}/login/oauth/userinfo")
+def endpoints(settings: Settings, server_side_public: bool = False) -> Endpoints:
+    """The browser always uses Gitea's public name. A client's server uses the Docker network, except a client on
+    another host (Kasm: server_side_public) which can only reach the public name."""
+    server = gitea.public_url(settings) if server_side_public else INTERNAL_GITEA_URL
+    return Endpoints(authorize=f"{gitea.public_url(settings)}{AUTHORIZE_PATH}", token=f"{server}{TOKEN_PATH}",
+                     userinfo=f"{server}{USERINFO_PATH}")
 
 
 def enabled(settings: Settings) -> bool:

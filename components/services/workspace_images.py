@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.services import gitea
-from components.settings import Settings
+from components.settings import KASM_SESSION_MIB, Settings
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "workspaces"
 TAG_PREFIX = "src-"
@@ -38,8 +38,9 @@ class WorkspaceImage:
 
 
 IMAGES: tuple[WorkspaceImage, ...] = (
+    # Kasm's default workspace memory, which the host's memory check counts per session.
     WorkspaceImage("devops", "Forge DevOps", "Ubuntu desktop with git, Pulumi, the AWS CLI, Python, the Docker CLI and "
-                   "kubectl, pinned to what this forge is built with.", cores=2, memory_mib=2768),
+                   "kubectl, pinned to what this forge is built with.", cores=2, memory_mib=KASM_SESSION_MIB),
     WorkspaceImage("postman", "Forge Postman", "Postman for the forge's APIs.", cores=1, memory_mib=2048),
 )
 

@@ -8,7 +8,7 @@ import ipaddress
 from components.network import public_subnet_cidr
 from components.services import gitea
 from components.services.spec import RateLimit
-from components.services.sso import SCOPES, OAuthClient, owners_group
+from components.services.sso import GROUPS_CLAIM, SCOPES, USERNAME_CLAIM, OAuthClient, endpoints, owners_group
 from components.settings import Settings
 
 SUBDOMAIN = "workspaces"
@@ -64,17 +64,17 @@ def oauth_client(settings: Settings) -> OAuthClient:
 def oidc_form(settings: Settings) -> dict[str, object]:
     """Kasm's OpenID form, field by field, except the client id and secret (deploy-time secrets, added by the caller).
     Kasm's API server calls Gitea itself, so token and user info go to Gitea's public address, like the browser."""
-    gitea_url = f"https://{settings.hostname(gitea.SUBDOMAIN)}"
+    oauth = endpoints(settings, server_side_public=True)
     return {
         "displayName": "Continue with the forge (Gitea)",
-        "authorizationUrl": f"{gitea_url}/login/oauth/authorize",
-        "tokenUrl": f"{gitea_url}/login/oauth/access_token",
-        "userInfoUrl": f"{gitea_url}/login/oauth/userinfo",
+        "authorizationUrl": oauth.authorize,
+        "tokenUrl": oauth.token,
+        "userInfoUrl": oauth.userinfo,
         "scope": list(SCOPES),
-        "usernameAttribute": "preferred_username",
-        "groupsAttribute": "groups",
+        "usernameAttribute": USERNAME_CLAIM,
+        "groupsAttribute": GROUPS_CLAIM,
         "redirectUrl": oauth_client(settings).redirect_uri,
-        "openIdConnectIssuer": f"{gitea_url}/",
+        "openIdConnectIssuer": f"{gitea.public_url(settings)}/",  # Gitea's issuer is its ROOT_URL
         # Kasm's SSO group mappings: Gitea's groups claim carries "org" and "org:team".
         "administratorsGroupMapping": owners_group(settings.sso_organization),
         "allUsersGroupMapping": settings.sso_organization,

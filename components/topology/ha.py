@@ -214,7 +214,7 @@ def compose(settings: Settings) -> None:
                 security_group_id=tiers["runner"].id,
                 token_secret_arn=runner_token.secret.arn,
                 token_key_arn=runner_token.key.arn,
-                instance_url=f"https://{settings.hostname(gitea.SUBDOMAIN)}/",
+                instance_url=f"{gitea.public_url(settings)}/",
                 ssh_public_key=settings.ssh_public_key,
                 protect=settings.protect,
             ),

@@ -109,7 +109,7 @@ def stack_alarms(
 
 def export_forge(settings: Settings, hostnames: list[str]) -> None:
     """What users and operators of any topology look up first."""
-    pulumi.export("giteaUrl", f"https://{settings.hostname(gitea.SUBDOMAIN)}/")
+    pulumi.export("giteaUrl", f"{gitea.public_url(settings)}/")
     pulumi.export("gitSshUrl", gitea.ssh_clone_base(settings))
     pulumi.export("hostnames", hostnames)
     pulumi.export("giteaAdminUser", settings.gitea_admin_user)
