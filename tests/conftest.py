@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import uuid
@@ -11,12 +12,30 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
-from rehearsal.emulated import EmulatedAccount, emulated_account, rehearse
+from rehearsal.emulated import (
+    EmulatedAccount,
+    emulated_account,
+    import_ec2_with_lazy_offerings,
+    kms_private_keys_on_first_use,
+    rehearse,
+    shared_service_models,
+)
 from rehearsal.engine import HA_OVERRIDES, ProgramRun, run_program, stack_config
 from tests.backup_support import REGION, SCHEMA, s3_of
 from tests.servers import PostgresServer, moto_s3_server, postgres_server
 
 MOTO_REGION = "eu-west-1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The rehearsal's own speed-ups (rehearsal/emulated.py, each checked in test_rehearsal_speedups.py to change no
+    answer) for every test in this process: a botocore model parsed once, not once per client (a third of a moto
+    test's time), KMS keys' RSA keys made when used, EC2 offerings read per region."""
+    speedups = contextlib.ExitStack()
+    speedups.enter_context(shared_service_models())
+    speedups.enter_context(kms_private_keys_on_first_use())
+    import_ec2_with_lazy_offerings()
+    config.add_cleanup(speedups.close)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from tests.servers import free_port
+from tests.servers import QUICK_SHUTDOWN, free_port
 
 SSHD = "/usr/sbin/sshd"
 GIT_HTTP_BACKEND = "/usr/lib/git-core/git-http-backend"
@@ -357,7 +357,7 @@ def fake_forge(directory: Path, pki: Pki | None = None) -> Iterator[Forge]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(pki.certificate), str(pki.key))
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs=QUICK_SHUTDOWN, daemon=True)
     thread.start()
     ssh_port = free_port()
     try:

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from tests.servers import QUICK_SHUTDOWN
+
 MAX_PAGE_SIZE = 50  # Gitea's [api] MAX_RESPONSE_ITEMS default
 
 
@@ -146,7 +148,7 @@ def fake_gitea(admin: str, password: str) -> Iterator[FakeGitea]:
     gitea = FakeGitea(admin, password)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(gitea))
     gitea.url = f"http://127.0.0.1:{server.server_address[1]}/api/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs=QUICK_SHUTDOWN, daemon=True)
     thread.start()
     try:
         yield gitea

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from components.services.proxy import ProxyRoute, render_nginx_conf
-from tests.servers import free_port
+from tests.servers import free_ports
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -44,9 +44,9 @@ def running_nginx(work: Path, routes: Sequence[ProxyRoute]) -> Iterator[int]:
     # free_port() only finds a port free a moment ago: another test (an xdist worker's server) can take it before Nginx
     # binds. A start that fails on an address in use is tried again on new ports; any other failure is reported.
     for attempt in range(3):
-        https_port = free_port()
+        http_port, https_port = free_ports(2)
         (work / "forgestack.conf").write_text(render_nginx_conf(routes, tls_dir=str(tls), acme_webroot=str(work),
-                                                                http_port=free_port(), https_port=https_port))
+                                                                http_port=http_port, https_port=https_port))
         temp = "".join(f"  {kind}_temp_path {work}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         (work / "nginx.conf").write_text(
             f"user root;\npid {work}/nginx.pid;\nerror_log {work}/error.log;\nevents {{}}\n"
@@ -66,7 +66,7 @@ def running_nginx(work: Path, routes: Sequence[ProxyRoute]) -> Iterator[int]:
     try:
         yield https_port
     finally:
-        process.send_signal(signal.SIGQUIT)
+        process.send_signal(signal.SIGTERM)  # a fast stop: SIGQUIT's graceful one waits up to a second on idle connections
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:

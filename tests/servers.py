@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +21,26 @@ USER = "gitea"
 PASSWORD = "pg-test-password"
 
 
+# serve_forever() looks for shutdown() every poll_interval: its default half second made every test server's stop
+# wait that long.
+QUICK_SHUTDOWN = {"poll_interval": 0.02}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: each probe is held until all are found (two free_port() calls can return one port)."""
+    with ExitStack() as probes:
+        ports = []
+        for _ in range(count):
+            probe = probes.enter_context(socket.socket())
+            probe.bind(("127.0.0.1", 0))
+            ports.append(int(probe.getsockname()[1]))
+        return ports
 
 
 def postgres_tool(name: str) -> str:

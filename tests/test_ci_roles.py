@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -14,6 +14,7 @@ import pytest
 from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
 
+from rehearsal.emulated import managed_policies_on_demand
 from scripts import bootstrap_backend, ci_roles
 
 REGION = "eu-west-1"
@@ -23,9 +24,11 @@ ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Acti
 
 
 @pytest.fixture
-def managed_policies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto holds AWS's managed policies (PowerUserAccess) only when asked, before its IAM starts."""
-    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+def managed_policies() -> Iterator[None]:
+    """AWS's managed policies (PowerUserAccess, ReadOnlyAccess) from moto's own data, each loaded when first attached:
+    moto's MOTO_IAM_LOAD_MANAGED_POLICIES loads all 1,300 into every account, two seconds a test."""
+    with managed_policies_on_demand():
+        yield
 
 
 @pytest.fixture

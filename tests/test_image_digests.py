@@ -21,6 +21,7 @@ from components.services import images
 from policy.forgestack_rules import PINNED_IMAGE
 from rehearsal.engine import REPO, run_program, stack_config
 from scripts.image_digests import Reference, parse_reference, stack_images
+from tests.servers import QUICK_SHUTDOWN
 
 SCRIPT = REPO / "scripts" / "image_digests.py"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -70,7 +71,7 @@ class FakeRegistry(BaseHTTPRequestHandler):
 def registry() -> Iterator[str]:
     FakeRegistry.missing = set()
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRegistry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs=QUICK_SHUTDOWN, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -20,6 +20,7 @@ from components.services.proxy import RATE_LIMIT_ZONES, ProxyRoute, proxy_routes
 from components.settings import parse
 from rehearsal.engine import stack_config
 from tests.nginx_support import https_flood, https_request, running_nginx, status_of
+from tests.servers import QUICK_SHUTDOWN
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -135,7 +136,7 @@ class Backend:
             do_GET = do_POST = _answer  # noqa: N815 (http.server's method names)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs=QUICK_SHUTDOWN, daemon=True).start()
         self.address = f"127.0.0.1:{self.server.server_port}"
 
 

@@ -23,6 +23,7 @@ from components.settings import ConfigError, parse
 from components.templates import FILES_DIR
 from rehearsal.engine import ProgramRun, Registered, has_secret, run_program, stack_config
 from tests.fake_gitea_api import FakeGitea, fake_gitea
+from tests.servers import QUICK_SHUTDOWN
 from tests.shims import install_shim
 
 SCRIPT = FILES_DIR / sso.CLIENT_SCRIPT_FILE
@@ -300,7 +301,7 @@ def fake_portainer() -> Iterator[FakePortainer]:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs=QUICK_SHUTDOWN, daemon=True).start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}/api"
     try:
         yield state

@@ -28,6 +28,7 @@ from components.services import relay as relay_service
 from components.services.proxy import ProxyRoute
 from components.templates import FILES_DIR
 from tests.nginx_support import https_request, read_answer, require_nginx, running_nginx, status_of, tls_connection
+from tests.servers import QUICK_SHUTDOWN
 
 SECRET = b"relay-test-secret"
 
@@ -71,7 +72,7 @@ class FakeTarget:
                 self.end_headers()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs=QUICK_SHUTDOWN, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/abc"
 
 
@@ -85,7 +86,7 @@ def target() -> Iterator[FakeTarget]:
 def start_relay(targets: list[str], events: set[str], attempts: int = 3, **options: Any) -> Any:
     config = relay.RelayConfig(SECRET, targets, events, attempts=attempts, backoff_seconds=0.01, timeout_seconds=2, **options)
     server = relay.serve(config, 0, host="127.0.0.1")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs=QUICK_SHUTDOWN, daemon=True).start()
     return server
 
 

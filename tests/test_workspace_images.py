@@ -31,6 +31,7 @@ from policy.forgestack_rules import PINNED_IMAGE
 from rehearsal.engine import REPO, ProgramRun, has_secret, run_program, stack_config
 from scripts import workspace_images as plan_script
 from tests.fake_forge import make_pki
+from tests.servers import QUICK_SHUTDOWN
 
 SCRIPT = FILES_DIR / workspace_images.REGISTER_SCRIPT_FILE
 API_KEY, API_SECRET, PULL_TOKEN = "KeyAbc123xyz", "SecretAbcdefghijklmnopqrstuvwxyz12", "pull-token-s3cret"
@@ -269,7 +270,7 @@ def kasm(tmp_path: Path) -> Iterator[tuple[FakeKasm, str, Path]]:
     context.load_cert_chain(pki.certificate, pki.key)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs=QUICK_SHUTDOWN, daemon=True).start()
     try:
         yield state, f"https://localhost:{server.server_address[1]}", pki.ca
     finally:

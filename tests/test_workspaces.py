@@ -52,7 +52,7 @@ from policy.forgestack_rules import ACCEPTED_RISKS, evaluate
 from rehearsal.engine import ProgramRun, policy_view, run_program, stack_config
 from tests.fake_forge import make_pki
 from tests.nginx_support import https_request, read_answer, running_nginx, status_of, tls_connection
-from tests.servers import free_port, moto_s3_server
+from tests.servers import QUICK_SHUTDOWN, free_port, moto_s3_server
 from tests.shims import install_shim
 from tests.test_monitoring import prometheus_files
 
@@ -127,7 +127,7 @@ def release_server(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     context.load_cert_chain(pki.certificate, pki.key)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Files(*a, directory=str(site)))
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs=QUICK_SHUTDOWN, daemon=True)
     thread.start()
     try:
         yield (f"https://localhost:{server.server_address[1]}/{tarball.name}", pki.ca,
@@ -415,7 +415,7 @@ def test_nginx_proxies_kasm_over_tls_with_websockets(tmp_path: Path) -> None:
     context.load_cert_chain(pki.certificate, pki.key)
     port = free_port()
     kasm = _KasmStandIn(port, context)
-    threading.Thread(target=kasm.serve_forever, daemon=True).start()
+    threading.Thread(target=kasm.serve_forever, kwargs=QUICK_SHUTDOWN, daemon=True).start()
     hostname = "workspaces.dev.forge.example.com"
     route = ProxyRoute(hostname, f"127.0.0.1:{port}", limits=(workspaces.LOGIN_LIMIT,), health_path=workspaces.HEALTH_PATH,
                        remote_tls=True)
