@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,37 @@ def run_database_role_script(server: PostgresServer, gitea_password: str) -> Non
            "PGUSER": RDS_MASTER, "PGPASSWORD": RDS_MASTER_PASSWORD, "GITEA_DATABASE_PASSWORD": gitea_password}
     result = subprocess.run(["sh", "-c", cluster.database_role_script()], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------ the fixtures' makings (conftest.py), also at module scope
+
+
+def scripts_env(s3_endpoint: str) -> dict[str, str]:
+    """Environment for the scripts as subprocesses: the standard AWS variables pointing at moto."""
+    return {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+
+
+def new_bucket(env: dict[str, str]) -> str:
+    name = f"forge-backups-{uuid.uuid4().hex[:12]}"
+    s3_of(env).create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+    return name
+
+
+def seed(postgres: PostgresServer) -> PostgresServer:
+    postgres.psql("DROP TABLE IF EXISTS repository; DROP SEQUENCE IF EXISTS ticket_number;" + SCHEMA)
+    return postgres
+
+
+def make_data_dir(tmp_path: Path) -> Path:
+    """A small Gitea-like data directory: nested files, binary content, an empty directory, modes and a symlink."""
+    root = tmp_path / "live" / "gitea"
+    (root / "git/repositories/alice/site.git/objects").mkdir(parents=True)
+    (root / "git/repositories/alice/site.git/HEAD").write_text("ref: refs/heads/main\n")
+    (root / "git/repositories/alice/site.git/objects/pack.bin").write_bytes(os.urandom(300_000))
+    (root / "gitea/conf").mkdir(parents=True)
+    (root / "gitea/conf/app.ini").write_text("[server]\nDOMAIN = git.example.com\n")
+    (root / "gitea/conf/app.ini").chmod(0o640)
+    (root / "lfs").mkdir()
+    (root / "git/current").symlink_to("repositories")
+    return root

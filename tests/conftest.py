@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from rehearsal.emulated import (
     shared_service_models,
 )
 from rehearsal.engine import HA_OVERRIDES, ProgramRun, run_program, stack_config
-from tests.backup_support import REGION, SCHEMA, s3_of
+from tests.backup_support import make_data_dir, new_bucket, scripts_env, seed
 from tests.servers import PostgresServer, moto_s3_server, postgres_server
 
 MOTO_REGION = "eu-west-1"
@@ -107,34 +105,19 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def aws_env(s3_endpoint: str) -> dict[str, str]:
-    """Environment for the scripts as subprocesses: the standard AWS variables pointing at moto."""
-    return {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+    return scripts_env(s3_endpoint)
 
 
 @pytest.fixture
 def bucket(aws_env: dict[str, str]) -> str:
-    name = f"forge-backups-{uuid.uuid4().hex[:12]}"
-    s3_of(aws_env).create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
-    return name
+    return new_bucket(aws_env)
 
 
 @pytest.fixture
 def seeded(postgres: PostgresServer) -> PostgresServer:
-    postgres.psql("DROP TABLE IF EXISTS repository; DROP SEQUENCE IF EXISTS ticket_number;" + SCHEMA)
-    return postgres
+    return seed(postgres)
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    """A small Gitea-like data directory: nested files, binary content, an empty directory, modes and a symlink."""
-    root = tmp_path / "live" / "gitea"
-    (root / "git/repositories/alice/site.git/objects").mkdir(parents=True)
-    (root / "git/repositories/alice/site.git/HEAD").write_text("ref: refs/heads/main\n")
-    (root / "git/repositories/alice/site.git/objects/pack.bin").write_bytes(os.urandom(300_000))
-    (root / "gitea/conf").mkdir(parents=True)
-    (root / "gitea/conf/app.ini").write_text("[server]\nDOMAIN = git.example.com\n")
-    (root / "gitea/conf/app.ini").chmod(0o640)
-    (root / "lfs").mkdir()
-    (root / "git/current").symlink_to("repositories")
-    return root
+    return make_data_dir(tmp_path)

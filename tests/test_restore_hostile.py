@@ -29,7 +29,19 @@ import pytest
 from components.host_tools import backup as backup_script
 from components.host_tools import restore as restore_script
 from rehearsal.engine import REPO
-from tests.backup_support import SNAPSHOT_SQL, backup, damage_the_database, one_error_line, run_script, s3_of, tree_digest
+from tests.backup_support import (
+    SNAPSHOT_SQL,
+    backup,
+    damage_the_database,
+    make_data_dir,
+    new_bucket,
+    one_error_line,
+    run_script,
+    s3_of,
+    scripts_env,
+    seed,
+    tree_digest,
+)
 from tests.servers import PASSWORD, PostgresServer, postgres_tool
 from tests.shims import install_shim
 
@@ -43,6 +55,28 @@ def world(tmp_path: Path, data_dir: Path) -> Path:
     victim.mkdir()
     (victim / "keep.txt").write_text("must survive")
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def pristine(s3_endpoint: str, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """One real backup (backup.py of the seeded database and a data directory), made once for the module: its bucket
+    and id. Each case copies it into a bucket of its own and plants there."""
+    env = scripts_env(s3_endpoint)
+    source = new_bucket(env)
+    return source, backup(env, source, seed(postgres), make_data_dir(tmp_path_factory.mktemp("pristine")))
+
+
+@pytest.fixture
+def backup_id(aws_env: dict[str, str], bucket: str, pristine: tuple[str, str]) -> str:
+    """The pristine backup, every object of it (manifest, parts, latest pointer), in this test's bucket. Read and
+    written again rather than copied: moto's copy_object keeps a multipart object's checksum that no longer fits."""
+    source, backup_id = pristine
+    s3 = s3_of(aws_env)
+    for listed in s3.list_objects_v2(Bucket=source)["Contents"]:
+        stored = s3.get_object(Bucket=source, Key=listed["Key"])
+        s3.put_object(Bucket=bucket, Key=listed["Key"], Body=stored["Body"].read(), Metadata=stored["Metadata"],
+                      ChecksumAlgorithm=backup_script.CHECKSUM_ALGORITHM)
+    return backup_id
 
 
 def manifest_key(backup_id: str) -> str:
@@ -119,10 +153,9 @@ PLANTED_MANIFESTS = {
 
 
 @pytest.mark.parametrize("case", PLANTED_MANIFESTS)
-def test_a_planted_manifest_is_refused_and_nothing_changes(aws_env: dict[str, str], bucket: str, seeded: PostgresServer,
-                                                            data_dir: Path, world: Path, case: str) -> None:
+def test_a_planted_manifest_is_refused_and_nothing_changes(aws_env: dict[str, str], bucket: str, backup_id: str,
+                                                            seeded: PostgresServer, data_dir: Path, world: Path, case: str) -> None:
     plant, expected = PLANTED_MANIFESTS[case]
-    backup_id = backup(aws_env, bucket, seeded, data_dir)
     manifest = get_manifest(aws_env, bucket, backup_id)
     plant(manifest, world)
     put_manifest(aws_env, bucket, backup_id, manifest)
@@ -140,9 +173,8 @@ def test_a_planted_manifest_is_refused_and_nothing_changes(aws_env: dict[str, st
 
 
 @pytest.mark.parametrize("pointed", ["../../victim", "20261124T030000Z/../../x", 20261124, None])
-def test_a_planted_latest_pointer_is_refused(aws_env: dict[str, str], bucket: str, seeded: PostgresServer,
+def test_a_planted_latest_pointer_is_refused(aws_env: dict[str, str], bucket: str, backup_id: str, seeded: PostgresServer,
                                             data_dir: Path, world: Path, pointed: Any) -> None:
-    backup(aws_env, bucket, seeded, data_dir)
     s3_of(aws_env).put_object(Bucket=bucket, Key="forgestack/latest", Body=json.dumps({"backup_id": pointed}).encode())
     files_now = tree_digest(world)
     result = restore(aws_env, bucket, seeded, data_dir.parent)
@@ -205,10 +237,9 @@ PLANTED_MEMBERS = {
 
 
 @pytest.mark.parametrize("case", PLANTED_MEMBERS)
-def test_an_archive_with_a_planted_member_is_refused(aws_env: dict[str, str], bucket: str, seeded: PostgresServer,
+def test_an_archive_with_a_planted_member_is_refused(aws_env: dict[str, str], bucket: str, backup_id: str, seeded: PostgresServer,
                                                     data_dir: Path, world: Path, case: str) -> None:
     planted, expected = PLANTED_MEMBERS[case]
-    backup_id = backup(aws_env, bucket, seeded, data_dir)
     plant_archive(aws_env, bucket, backup_id, tar_zst([*BASE_MEMBERS, planted]))
     damage_the_database(seeded)
     rows_now, files_now = seeded.psql(SNAPSHOT_SQL), tree_digest(world)
@@ -223,9 +254,8 @@ def test_an_archive_with_a_planted_member_is_refused(aws_env: dict[str, str], bu
     assert tree_digest(world) == files_now
 
 
-def test_setuid_and_setgid_bits_are_dropped(aws_env: dict[str, str], bucket: str, seeded: PostgresServer,
+def test_setuid_and_setgid_bits_are_dropped(aws_env: dict[str, str], bucket: str, backup_id: str, seeded: PostgresServer,
                                            data_dir: Path) -> None:
-    backup_id = backup(aws_env, bucket, seeded, data_dir)
     plant_archive(aws_env, bucket, backup_id, tar_zst([
         *BASE_MEMBERS,
         member("./gitea/root-shell", mode=0o4755, content=b"#!/bin/sh\nexec sh\n"),
@@ -246,9 +276,8 @@ def test_a_fifo_that_slips_past_the_inspection_fails_the_restore(tmp_path: Path)
         restore_script.make_harmless({"name": "files-gitea.tar.zst"}, staging)
 
 
-def test_an_earlier_restores_kept_directory_is_never_overwritten(aws_env: dict[str, str], bucket: str, seeded: PostgresServer,
-                                                                 data_dir: Path, world: Path) -> None:
-    backup_id = backup(aws_env, bucket, seeded, data_dir)
+def test_an_earlier_restores_kept_directory_is_never_overwritten(aws_env: dict[str, str], bucket: str, backup_id: str,
+                                                                 seeded: PostgresServer, data_dir: Path, world: Path) -> None:
     kept = data_dir.parent / f"gitea.pre-restore-{backup_id}"
     kept.mkdir()
     (kept / "old.txt").write_text("from the first restore")
