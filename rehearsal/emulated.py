@@ -749,6 +749,20 @@ def _aws_managed_policies() -> dict[str, Any]:
     return dict(json.loads(aws_managed_policies_data))
 
 
+def aws_managed_policy(name: str) -> dict[str, Any] | None:
+    """One of moto's AWS managed policies by name, as _aws_managed_policies() has it. moto keeps all of them in one
+    4.7 MB JSON text, a quarter of a second to parse: the entry is found by its top-level key (the only keys one space
+    deep in moto's file) and only it is parsed. A name not found that way is looked up in the whole."""
+    from moto.iam.aws_managed_policies import aws_managed_policies_data as data
+
+    start = data.find(f'\n "{name}":{{')
+    if start == -1:
+        found = _aws_managed_policies().get(name)
+        return dict(found) if found is not None else None
+    entry, _ = json.JSONDecoder().raw_decode(data, data.index("{", start))
+    return dict(entry)
+
+
 @contextmanager
 def managed_policies_on_demand() -> Iterator[None]:
     """AWS's managed policies exist in every real account. moto can load all of them (about 1,300) into every IAM
@@ -760,7 +774,7 @@ def managed_policies_on_demand() -> Iterator[None]:
         if not policy_arn.startswith(AWS_MANAGED_POLICY_PREFIX) or policy_arn in backend.managed_policies:
             return
         name = policy_arn.rsplit("/", 1)[-1]
-        data = _aws_managed_policies().get(name)
+        data = aws_managed_policy(name)
         if data is None:
             return  # not an AWS managed policy: the original call refuses it
         policy = AWSManagedPolicy.from_data(name, backend.account_id, backend.region_name, data)
@@ -791,11 +805,15 @@ def shared_service_models() -> Iterator[None]:
     """botocore parses a data file once per loader, and boto3's clients, moto's responses and its backends each have
     their own: EC2's model (4 MB of JSON) was parsed six times per rehearsal and the endpoints five, a second of the
     run. Here each file is parsed once per process and every loader gets that copy (botocore treats loaded data as
-    read-only; the extras it merges into a model are the same whichever loader merges them)."""
-    from botocore.loaders import JSONFileLoader
+    read-only; the extras it merges into a model are the same whichever loader merges them). Likewise each new loader
+    listed the data directories (a stat per service, 10 ms) to know which services exist: listed once per search path
+    and type here, the files do not change during a run."""
+    from botocore.loaders import JSONFileLoader, Loader
 
     original = JSONFileLoader.load_file
+    original_listing = Loader.list_available_services
     parsed: dict[str, Any] = {}
+    listed: dict[tuple[tuple[str, ...], str], list[str]] = {}
     lock = threading.Lock()
 
     def load_file(loader: Any, file_path: str) -> Any:
@@ -804,11 +822,20 @@ def shared_service_models() -> Iterator[None]:
                 parsed[file_path] = original(loader, file_path)
             return parsed[file_path]
 
+    def list_available_services(loader: Any, type_name: str) -> list[str]:
+        key = (tuple(loader.search_paths), type_name)
+        with lock:
+            if key not in listed:
+                listed[key] = original_listing(loader, type_name)
+            return list(listed[key])
+
     JSONFileLoader.load_file = load_file
+    Loader.list_available_services = list_available_services
     try:
         yield
     finally:
         JSONFileLoader.load_file = original
+        Loader.list_available_services = original_listing
 
 
 class _PrivateKeyOnFirstUse:

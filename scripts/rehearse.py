@@ -18,6 +18,7 @@ Exit codes: 0 ok, 1 a check failed or the program broke, 2 bad configuration or 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -25,6 +26,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__":
+    # A rehearsal is a process of a few seconds that ends in os._exit (below). Python's cyclic collector would walk the
+    # millions of long-lived objects moto, botocore and Pulumi load, again and again (a second of a 3.8 s run), to free
+    # a few MB: measured max RSS 252 MB with it, 257 MB without.
+    gc.disable()
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

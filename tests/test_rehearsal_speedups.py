@@ -9,6 +9,7 @@ import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -17,7 +18,7 @@ import botocore.loaders
 import pytest
 
 from rehearsal import lazy_provider
-from rehearsal.emulated import emulated_account
+from rehearsal.emulated import _aws_managed_policies, aws_managed_policy, emulated_account
 
 EAGER_NAMES = (
     "import json, pulumi_aws.{package} as m; "
@@ -56,6 +57,20 @@ def test_every_loader_gets_one_parse_of_a_model_inside_the_emulated_account() ->
         assert first is second
         assert "RunInstances" in first["operations"]
     assert botocore.loaders.JSONFileLoader.load_file is before  # the account leaves botocore as it found it
+
+
+def test_every_loader_is_told_the_services_botocore_has_inside_the_emulated_account() -> None:
+    listing_before = botocore.loaders.Loader.list_available_services
+    data = Path(botocore.__file__).parent / "data"
+    for type_name in ("service-2", "endpoint-rule-set-1"):
+        # botocore's own answer, found the way its listing looks (the test session already shares the listings)
+        expected = sorted(service.name for service in data.iterdir() if list(service.glob(f"*/{type_name}.json*")))
+        with emulated_account("eu-west-1", None):
+            first = botocore.loaders.create_loader().list_available_services(type_name)
+            first.append("not-a-service")  # a caller's change stays its own
+            assert botocore.loaders.create_loader().list_available_services(type_name) == expected
+        assert first[:-1] == expected and "ec2" in expected
+    assert botocore.loaders.Loader.list_available_services is listing_before
 
 
 def _ec2(region: str) -> Any:
@@ -103,3 +118,14 @@ def test_kms_keys_still_sign_verify_and_encrypt() -> None:
         symmetric = kms.create_key()["KeyMetadata"]["KeyId"]
         blob = kms.encrypt(KeyId=symmetric, Plaintext=b"secret")["CiphertextBlob"]
         assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"secret"
+
+
+def test_a_managed_policy_found_by_its_key_is_the_one_in_moto_s_whole_data() -> None:
+    """aws_managed_policy() parses one entry of moto's managed policies instead of all 1,300: every 25th entry, and the
+    ones the program and the CI roles attach, come out as the whole document has them; a name AWS lacks is None."""
+    everything = _aws_managed_policies()
+    names = [*sorted(everything)[::25], "PowerUserAccess", "ReadOnlyAccess", "AWSDataLifecycleManagerServiceRole"]
+    for name in names:
+        assert aws_managed_policy(name) == everything[name], name
+    assert aws_managed_policy("NoSuchPolicyAnywhere") is None
+    assert aws_managed_policy("Statement") is None  # a key that occurs only deeper inside the documents
