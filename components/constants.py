@@ -54,3 +54,9 @@ SNAPSHOT_TAG_KEY: Final = "forgestack:snapshots"
 
 # Where every container finds its secret files (uploaded 0400 by the deploy mapping).
 SECRETS_DIR: Final = "/run/secrets"
+
+# Gitea's health endpoint: 200 while Gitea and its database answer; no login. Probes, load balancers and the smoke test
+# ask it (scripts/smoke.py reads it from here, where importing costs nothing).
+GITEA_HEALTH_PATH: Final = "/api/healthz"
+GRAFANA_PORT: Final = 3000
+PRIVATE_GRAFANA_URL: Final = f"http://localhost:{GRAFANA_PORT}/"  # through an SSM port forward to the host's loopback

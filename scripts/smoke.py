@@ -56,9 +56,9 @@ from typing import Any, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from components.constants import GITEA_HEALTH_PATH as HEALTH_PATH
+from components.constants import PRIVATE_GRAFANA_URL
 from components.host_tools.backup import DEFAULT_PREFIX, latest_key
-from components.services.gitea import HEALTH_PATH
-from components.services.monitoring import PRIVATE_GRAFANA_URL
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CANARY_REPO: Final = "forgestack-smoke"

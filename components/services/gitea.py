@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from components.constants import ADMIN_SSH_PORT, DOCKER_SUBNET, SECRETS_DIR
+from components.constants import ADMIN_SSH_PORT, DOCKER_SUBNET, GITEA_HEALTH_PATH, SECRETS_DIR
 from components.services import images, mail, postgres, valkey
 from components.services.spec import (
     CHOWN_AND_SWITCH_USER,
@@ -27,7 +27,7 @@ CONTAINER_SSH_PORT = 22
 SUBDOMAIN = "git"
 # topology ha: git over SSH has its own name (the network load balancer), as the web name is the application load balancer's.
 SSH_SUBDOMAIN_HA = "git-ssh"
-HEALTH_PATH = "/api/healthz"  # 200 while Gitea and its database answer; no login
+HEALTH_PATH = GITEA_HEALTH_PATH
 METRICS_PATH = "/metrics"
 METRICS_CREDENTIAL = "metricsToken"  # the credentials key of the bearer token Prometheus sends
 GIT_UID = 1000  # the image's `git` user

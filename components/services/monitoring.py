@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from components.backup_job import DRILL_MAX_AGE_DAYS, max_backup_age_seconds
-from components.constants import SECRETS_DIR, TEXTFILE_COLLECTOR_DIR
+from components.constants import GRAFANA_PORT, PRIVATE_GRAFANA_URL, SECRETS_DIR, TEXTFILE_COLLECTOR_DIR
 from components.host_tools.backup import METRIC_LAST_SUCCESS
 from components.host_tools.drill import METRIC_LAST_SUCCESS as DRILL_METRIC_LAST_SUCCESS
 from components.host_tools.drill import METRIC_RESULT as DRILL_METRIC_RESULT
@@ -40,7 +40,6 @@ ALERTMANAGER = "alertmanager"
 ALERTMANAGER_PORT = 9093
 WATCHDOG = "Watchdog"  # the always-firing alert the host heartbeat looks for
 GRAFANA = "grafana"
-GRAFANA_PORT = 3000
 GRAFANA_HEALTH = "/api/health"  # 200 without a login (its "/" redirects to /login)
 GRAFANA_SUBDOMAIN = "grafana"
 NODE_EXPORTER = "node-exporter"
@@ -64,7 +63,6 @@ GRAFANA_DASHBOARDS = "/etc/grafana/dashboards"
 # The images' storage paths (each a named volume), on the single host and the ops host alike.
 PROMETHEUS_DATA = "/prometheus"
 GRAFANA_DATA = "/var/lib/grafana"
-PRIVATE_GRAFANA_URL = f"http://localhost:{GRAFANA_PORT}/"  # through an SSM port forward to the host's loopback
 GRAFANA_PASSWORD_FILE = f"{SECRETS_DIR}/grafana_admin_password"
 GRAFANA_PASSWORD_CREDENTIAL = "grafanaAdminPassword"  # noqa: S105 (the credentials key, not a password)
 GRAFANA_OAUTH_CLIENT_ID_FILE = f"{SECRETS_DIR}/grafana_oauth_client_id"
