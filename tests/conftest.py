@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
+from components.host_tools.backup import CHECKSUM_ALGORITHM
 from rehearsal.emulated import (
     EmulatedAccount,
     emulated_account,
@@ -20,7 +21,7 @@ from rehearsal.emulated import (
     shared_service_models,
 )
 from rehearsal.engine import HA_OVERRIDES, ProgramRun, run_program, stack_config
-from tests.backup_support import make_data_dir, new_bucket, scripts_env, seed
+from tests.backup_support import backup, make_data_dir, new_bucket, s3_of, scripts_env, seed
 from tests.servers import PostgresServer, moto_s3_server, postgres_server
 
 MOTO_REGION = "eu-west-1"
@@ -125,3 +126,25 @@ def seeded(postgres: PostgresServer) -> PostgresServer:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return make_data_dir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def pristine(s3_endpoint: str, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """One real backup (backup.py of the seeded database and a data directory), made once for the module: its bucket
+    and id. Each case copies it into a bucket of its own and plants there."""
+    env = scripts_env(s3_endpoint)
+    source = new_bucket(env)
+    return source, backup(env, source, seed(postgres), make_data_dir(tmp_path_factory.mktemp("pristine")))
+
+
+@pytest.fixture
+def backup_id(aws_env: dict[str, str], bucket: str, pristine: tuple[str, str]) -> str:
+    """The pristine backup, every object of it (manifest, parts, latest pointer), in this test's bucket. Read and
+    written again rather than copied: moto's copy_object keeps a multipart object's checksum that no longer fits."""
+    source, backup_id = pristine
+    s3 = s3_of(aws_env)
+    for listed in s3.list_objects_v2(Bucket=source)["Contents"]:
+        stored = s3.get_object(Bucket=source, Key=listed["Key"])
+        s3.put_object(Bucket=bucket, Key=listed["Key"], Body=stored["Body"].read(), Metadata=stored["Metadata"],
+                      ChecksumAlgorithm=CHECKSUM_ALGORITHM)
+    return backup_id

@@ -81,9 +81,9 @@ def test_password_comes_from_the_credentials_secret(aws_env: dict[str, str], buc
     ("delete", "missing"),
 ])
 @pytest.mark.parametrize("part", ["postgres.dump", "files-gitea.tar.zst"])
-def test_a_damaged_part_is_refused_and_nothing_is_touched(aws_env: dict[str, str], bucket: str, seeded: PostgresServer,
-                                                         data_dir: Path, damage: str, expected: str, part: str) -> None:
-    backup_id = backup(aws_env, bucket, seeded, data_dir)
+def test_a_damaged_part_is_refused_and_nothing_is_touched(aws_env: dict[str, str], bucket: str, backup_id: str,
+                                                         seeded: PostgresServer, data_dir: Path, damage: str, expected: str,
+                                                         part: str) -> None:
     s3 = s3_of(aws_env)
     key = f"forgestack/{backup_id}/{part}"
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()

@@ -33,13 +33,9 @@ from tests.backup_support import (
     SNAPSHOT_SQL,
     backup,
     damage_the_database,
-    make_data_dir,
-    new_bucket,
     one_error_line,
     run_script,
     s3_of,
-    scripts_env,
-    seed,
     tree_digest,
 )
 from tests.servers import PASSWORD, PostgresServer, postgres_tool
@@ -55,28 +51,6 @@ def world(tmp_path: Path, data_dir: Path) -> Path:
     victim.mkdir()
     (victim / "keep.txt").write_text("must survive")
     return tmp_path
-
-
-@pytest.fixture(scope="module")
-def pristine(s3_endpoint: str, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """One real backup (backup.py of the seeded database and a data directory), made once for the module: its bucket
-    and id. Each case copies it into a bucket of its own and plants there."""
-    env = scripts_env(s3_endpoint)
-    source = new_bucket(env)
-    return source, backup(env, source, seed(postgres), make_data_dir(tmp_path_factory.mktemp("pristine")))
-
-
-@pytest.fixture
-def backup_id(aws_env: dict[str, str], bucket: str, pristine: tuple[str, str]) -> str:
-    """The pristine backup, every object of it (manifest, parts, latest pointer), in this test's bucket. Read and
-    written again rather than copied: moto's copy_object keeps a multipart object's checksum that no longer fits."""
-    source, backup_id = pristine
-    s3 = s3_of(aws_env)
-    for listed in s3.list_objects_v2(Bucket=source)["Contents"]:
-        stored = s3.get_object(Bucket=source, Key=listed["Key"])
-        s3.put_object(Bucket=bucket, Key=listed["Key"], Body=stored["Body"].read(), Metadata=stored["Metadata"],
-                      ChecksumAlgorithm=backup_script.CHECKSUM_ALGORITHM)
-    return backup_id
 
 
 def manifest_key(backup_id: str) -> str:
