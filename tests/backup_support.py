@@ -125,9 +125,12 @@ def run_database_role_script(server: PostgresServer, gitea_password: str) -> Non
 
 
 def scripts_env(s3_endpoint: str) -> dict[str, str]:
-    """Environment for the scripts as subprocesses: the standard AWS variables pointing at moto."""
-    return {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+    """Environment for the scripts as subprocesses: the standard AWS variables pointing at moto, and the PostgreSQL
+    client tools of the test server's version first on PATH (Debian's /usr/bin ones are a Perl wrapper choosing that
+    same version, 30 ms a call)."""
+    path = f"{Path(postgres_tool('pg_dump')).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
 
 
 def new_bucket(env: dict[str, str]) -> str:

@@ -65,7 +65,7 @@ class PostgresServer:
 
     def psql(self, sql: str, url: str | None = None) -> str:
         result = subprocess.run(
-            ["psql", "--no-psqlrc", "--tuples-only", "--no-align", "--set=ON_ERROR_STOP=1", f"--dbname={url or self.url}",
+            [postgres_tool("psql"), "--no-psqlrc", "--tuples-only", "--no-align", "--set=ON_ERROR_STOP=1", f"--dbname={url or self.url}",
              "--command", sql],
             capture_output=True, text=True, check=True,
         )
