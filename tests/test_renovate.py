@@ -4,6 +4,7 @@ Gitea's and PostgreSQL's versions in Pulumi.yaml and every stack file, and the P
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -46,15 +47,28 @@ def python_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern.replace("(?<", "(?P<"))  # JavaScript's named groups in Python's spelling
 
 
+NOT_THE_PROJECTS = {".git", ".venv", "tools", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache",
+                    ".hypothesis"}
+
+
+@functools.cache
+def project_files() -> tuple[str, ...]:
+    """The repository's own files (relative, sorted), without walking the virtualenv and the node validators."""
+    found = []
+    for directory, subdirectories, files in os.walk(REPO):
+        subdirectories[:] = [name for name in subdirectories if name not in NOT_THE_PROJECTS]
+        found += [(Path(directory) / name).relative_to(REPO).as_posix() for name in files]
+    return tuple(sorted(found))
+
+
 def extracted(manager: dict[str, Any]) -> set[str]:
     """depName:currentValue of everything the manager's matchStrings find in the files its patterns name."""
     found = set()
     file_patterns = [re.compile(pattern.strip("/")) for pattern in manager["managerFilePatterns"]]
-    for path in sorted(REPO.rglob("*")):
-        relative = path.relative_to(REPO).as_posix()
-        if not path.is_file() or relative.startswith((".venv", "tools/", ".git/")) or not any(p.search(relative) for p in file_patterns):
+    for relative in project_files():
+        if not any(p.search(relative) for p in file_patterns):
             continue
-        text = path.read_text()
+        text = (REPO / relative).read_text()
         for pattern in manager["matchStrings"]:
             for match in python_regex(pattern).finditer(text):
                 groups = match.groupdict()
