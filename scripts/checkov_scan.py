@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,14 +61,15 @@ class ScanResult:
         return [key for key in CHECKOV_ACCEPTED if key[1] in stack_resources and key not in reported]
 
 
-def run_checkov(plan_file: Path, checkov: Path = CHECKOV) -> dict[str, Any]:
+def run_checkov(plan_files: Sequence[Path], checkov: Path = CHECKOV) -> dict[str, Any]:
+    """One Checkov process over every plan file: its start-up (2.5 s) is most of a scan's time."""
     if not checkov.exists():
         raise ScanError(f"Checkov is not installed at {checkov}: python3 -m venv tools/checkov/.venv && "
                         "tools/checkov/.venv/bin/pip install -r tools/checkov/requirements.txt (.ci/run does it)")
+    files = [argument for plan_file in plan_files for argument in ("--file", str(plan_file))]
     completed = subprocess.run(
-        [str(checkov), "--file", str(plan_file), "--framework", "terraform_plan", "--output", "json", "--quiet", "--compact",
-         "--skip-download"],
-        capture_output=True, text=True, check=False, cwd=plan_file.parent, timeout=CHECKOV_TIMEOUT_SECONDS,
+        [str(checkov), *files, "--framework", "terraform_plan", "--output", "json", "--compact", "--skip-download"],
+        capture_output=True, text=True, check=False, cwd=plan_files[0].parent, timeout=CHECKOV_TIMEOUT_SECONDS,
     )
     # Checkov exits 1 when a check fails; only a missing or unreadable report is a broken run.
     try:
@@ -77,19 +79,31 @@ def run_checkov(plan_file: Path, checkov: Path = CHECKOV) -> dict[str, Any]:
         raise ScanError(f"Checkov exited {completed.returncode} without a JSON report: {last}") from None
     report = report[0] if isinstance(report, list) else report
     if not isinstance(report, dict) or "results" not in report:
-        raise ScanError(f"Checkov found nothing to scan in {plan_file} (exit {completed.returncode})")
+        raise ScanError(f"Checkov found nothing to scan in {', '.join(map(str, plan_files))} (exit {completed.returncode})")
     if report["summary"].get("parsing_errors"):
-        raise ScanError(f"Checkov could not parse {plan_file}")
+        raise ScanError(f"Checkov could not parse {', '.join(map(str, report['results'].get('parsing_errors') or plan_files))}")
     return report
 
 
+def scan_all(plans: Mapping[Path, ProgramRun], checkov: Path = CHECKOV) -> dict[Path, ScanResult]:
+    """Each run's resources written as a plan document to its path, all scanned by one Checkov process; the checks
+    are told apart by the file they were made on."""
+    for plan_file, run in plans.items():
+        plan_file.write_text(json.dumps(plan_document(run), indent=1, default=str))
+    report = run_checkov(list(plans), checkov)
+    results = {}
+    for plan_file, run in plans.items():
+        mine = str(plan_file.resolve())
+        names = {terraform_address(r): r.name for r in aws_resources(run)}
+        passed = sum(1 for check in report["results"]["passed_checks"] if check["file_abs_path"] == mine)
+        failed = [Finding(check["check_id"], names.get(check["resource"], check["resource"]), check["check_name"])
+                  for check in report["results"]["failed_checks"] if check["file_abs_path"] == mine]
+        results[plan_file] = ScanResult(passed, sorted(failed, key=lambda f: (f.resource, f.check_id)))
+    return results
+
+
 def scan(run: ProgramRun, plan_file: Path, checkov: Path = CHECKOV) -> ScanResult:
-    plan_file.write_text(json.dumps(plan_document(run), indent=1, default=str))
-    names = {terraform_address(r): r.name for r in aws_resources(run)}
-    report = run_checkov(plan_file, checkov)
-    failed = [Finding(check["check_id"], names.get(check["resource"], check["resource"]), check["check_name"])
-              for check in report["results"]["failed_checks"]]
-    return ScanResult(int(report["summary"]["passed"]), sorted(failed, key=lambda f: (f.resource, f.check_id)))
+    return scan_all({plan_file: run}, checkov)[plan_file]
 
 
 def main(argv: list[str] | None = None) -> int:

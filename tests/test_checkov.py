@@ -16,40 +16,49 @@ import pytest
 from policy.forgestack_rules import CHECKOV_ACCEPTED
 from rehearsal.engine import HA_OVERRIDES, ProgramRun, run_program, stack_config
 from rehearsal.terraform_plan import UnmappedTypeError, plan_document, snake_case, terraform_values
-from scripts.checkov_scan import CHECKOV, ScanResult, scan
+from scripts.checkov_scan import CHECKOV, scan, scan_all
 from tests.readme_support import accepted_table
 
 
-def _scan(run: ProgramRun, tmp_path: Path) -> ScanResult:
-    tmp_path.mkdir(parents=True, exist_ok=True)
+def _checkov_installed() -> None:
     if not CHECKOV.exists():
         message = "Checkov not installed in tools/checkov/.venv (.ci/run installs it)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return scan(run, tmp_path / "plan.json")
 
 
 def test_each_aws_stack_fails_only_the_accepted_checks_and_every_acceptance_is_still_needed(
         dev_run: ProgramRun, staging_run: ProgramRun, prod_run: ProgramRun, tmp_path: Path) -> None:
-    reported: set[tuple[str, str]] = set()
+    """Every stack, ha included, in one Checkov run (scan_all) along with a weakened dev: CKV_AWS_18 (access logging),
+    CKV_AWS_158 (flow logs on a CMK) and CKV_AWS_189 (volume on a CMK) failed before the review; with volumeKey
+    aws-managed the volume check must fail again, so the plan carries the argument it reads."""
+    _checkov_installed()
     ha_run = run_program("prod", stack_config("prod", HA_OVERRIDES))
-    for label, run in (("dev", dev_run), ("staging", staging_run), ("prod", prod_run), ("prod-ha", ha_run)):
-        result = _scan(run, tmp_path / label)
-        assert result.passed > 150  # the scan saw the stack, not an empty document
-        assert [(f.check_id, f.resource, f.title) for f in result.unaccepted()] == []
+    weak_run = run_program("dev", {**stack_config("dev"), "forgestack:volumeKey": "aws-managed"})
+    runs = {"dev": dev_run, "staging": staging_run, "prod": prod_run, "prod-ha": ha_run, "dev-weak": weak_run}
+    for label in runs:
+        (tmp_path / label).mkdir()
+    results = scan_all({tmp_path / label / "plan.json": run for label, run in runs.items()})
+    by_label = {label: results[tmp_path / label / "plan.json"] for label in runs}
+
+    reported: set[tuple[str, str]] = set()
+    for label in ("dev", "staging", "prod", "prod-ha"):
+        result = by_label[label]
+        assert result.passed > 150, label  # the scan saw the stack, not an empty document
+        assert [(f.check_id, f.resource, f.title) for f in result.unaccepted()] == [], label
         reported |= {(f.check_id, f.resource) for f in result.failed}
     assert set(CHECKOV_ACCEPTED) - reported == set(), "accepted findings no stack reports any more: remove them"
 
+    weak = {(f.check_id, f.resource) for f in by_label["dev-weak"].failed}
+    assert ("CKV_AWS_189", "host-data") in weak and ("CKV_AWS_189", "host-data") not in reported
+    assert not {("CKV_AWS_18", "backups-bucket"), ("CKV_AWS_158", "network-flow-logs")} & weak
 
-def test_the_checks_the_review_found_now_pass_and_a_planted_weakness_fails(tmp_path: Path) -> None:
-    """CKV_AWS_18 (access logging), CKV_AWS_158 (flow logs on a CMK) and CKV_AWS_189 (volume on a CMK) failed before;
-    with volumeKey aws-managed the volume check must fail again, so the plan carries the argument it reads."""
-    weak = run_program("dev", {**stack_config("dev"), "forgestack:volumeKey": "aws-managed"})
-    result = _scan(weak, tmp_path)
-    failed = {(f.check_id, f.resource) for f in result.failed}
-    assert ("CKV_AWS_189", "host-data") in failed
-    assert not {("CKV_AWS_18", "backups-bucket"), ("CKV_AWS_158", "network-flow-logs")} & failed
+
+def test_one_stack_is_scanned_alone_as_the_script_does(dev_run: ProgramRun, tmp_path: Path) -> None:
+    _checkov_installed()
+    result = scan(dev_run, tmp_path / "plan.json")
+    assert result.passed > 150 and result.unaccepted() == []
 
 
 def test_secret_inputs_never_reach_the_plan_document(prod_run: ProgramRun) -> None:
