@@ -15,6 +15,7 @@ Exit codes: 0 nothing but accepted findings, 1 an unaccepted finding, 2 bad usag
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import subprocess
 import sys
@@ -24,6 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__":
+    gc.disable()  # a short process that rehearses and exits: see scripts/rehearse.py (a fifth of the run, for a few MB)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
