@@ -92,6 +92,8 @@ def run_checkov(plan_files: Sequence[Path], checkov: Path = CHECKOV) -> dict[str
 def scan_all(plans: Mapping[Path, ProgramRun], checkov: Path = CHECKOV) -> dict[Path, ScanResult]:
     """Each run's resources written as a plan document to its path, all scanned by one Checkov process; the checks
     are told apart by the file they were made on."""
+    if not plans:
+        return {}
     for plan_file, run in plans.items():
         plan_file.write_text(json.dumps(plan_document(run), indent=1, default=str))
     report = run_checkov(list(plans), checkov)
