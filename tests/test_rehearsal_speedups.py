@@ -128,4 +128,4 @@ def test_a_managed_policy_found_by_its_key_is_the_one_in_moto_s_whole_data() -> 
     for name in names:
         assert aws_managed_policy(name) == everything[name], name
     assert aws_managed_policy("NoSuchPolicyAnywhere") is None
-    assert aws_managed_policy("Statement") is None  # a key that occurs only deeper inside the documents
+    assert aws_managed_policy("Document") is None  # an object key of every entry, two spaces deep: never an entry itself
